@@ -1,0 +1,19 @@
+"""The Django app: registers the system checks and re-reads settings when tests change them."""
+
+from django.apps import AppConfig
+
+
+class GracefulConfig(AppConfig):
+    name = "django_graceful"
+    verbose_name = "Graceful ASGI"
+
+    def ready(self) -> None:
+        from django.core import checks
+        from django.core.signals import setting_changed
+
+        from . import checks as graceful_checks
+        from .conf import reset
+
+        checks.register(graceful_checks.check_settings)
+        checks.register(graceful_checks.check_asgi_entrypoint)
+        setting_changed.connect(reset, dispatch_uid="django_graceful.conf.reset")

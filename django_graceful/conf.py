@@ -1,0 +1,207 @@
+"""The ``GRACEFUL`` settings: defaults, validation and one read per process."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.checks import Error
+from django.utils.module_loading import import_string
+
+#: Durations in seconds, with their defaults.
+DURATIONS: dict[str, float] = {
+    "DRAIN_DELAY": 0.0,
+    "GRACE_PERIOD": 20.0,
+    "CANCEL_TIMEOUT": 5.0,
+    "HOOK_TIMEOUT": 5.0,
+    "HEARTBEAT": 1.0,
+    "HANG_THRESHOLD": 30.0,
+}
+STATE_BACKENDS = ("file", "cache")
+KNOWN_KEYS = frozenset(
+    [*DURATIONS, "LIFESPAN", "HANDLE_SIGNALS", "STATE_BACKEND", "STATE_DIR", "STATE_CACHE"]
+)
+#: Durations that must be strictly positive (a zero heartbeat would spin).
+POSITIVE = frozenset({"HEARTBEAT"})
+
+
+def default_state_dir() -> str:
+    """A per-project folder under the system temp dir (stable across workers)."""
+    project = os.environ.get("DJANGO_SETTINGS_MODULE", "django")
+    digest = hashlib.sha1(f"{project}:{os.getcwd()}".encode()).hexdigest()[:10]
+    return os.path.join(tempfile.gettempdir(), f"django-graceful-{os.getuid()}-{digest}")
+
+
+@dataclass(frozen=True)
+class GracefulSettings:
+    DRAIN_DELAY: float = DURATIONS["DRAIN_DELAY"]
+    GRACE_PERIOD: float = DURATIONS["GRACE_PERIOD"]
+    CANCEL_TIMEOUT: float = DURATIONS["CANCEL_TIMEOUT"]
+    HOOK_TIMEOUT: float = DURATIONS["HOOK_TIMEOUT"]
+    HEARTBEAT: float = DURATIONS["HEARTBEAT"]
+    HANG_THRESHOLD: float = DURATIONS["HANG_THRESHOLD"]
+    LIFESPAN: tuple[str, ...] = ()
+    HANDLE_SIGNALS: bool = True
+    STATE_BACKEND: str = "file"
+    STATE_DIR: str = field(default_factory=default_state_dir)
+    STATE_CACHE: str = "default"
+
+
+def raw_settings() -> Any:
+    return getattr(django_settings, "GRACEFUL", {})
+
+
+def validate(raw: Any) -> list[Error]:
+    """Every problem with a ``GRACEFUL`` value, as Django check errors."""
+    if not isinstance(raw, dict):
+        return [
+            Error(
+                f"GRACEFUL must be a dict, not {type(raw).__name__}.",
+                hint="Set GRACEFUL = {'GRACE_PERIOD': 20, ...} in settings.py.",
+                id="graceful.E001",
+            )
+        ]
+    errors: list[Error] = []
+    for key in sorted(set(raw) - KNOWN_KEYS, key=str):
+        errors.append(
+            Error(
+                f"GRACEFUL has an unknown key {key!r}.",
+                hint=f"Known keys: {', '.join(sorted(KNOWN_KEYS))}.",
+                id="graceful.E002",
+            )
+        )
+    for key in DURATIONS:
+        if key not in raw:
+            continue
+        value = raw[key]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            errors.append(
+                Error(
+                    f"GRACEFUL[{key!r}] must be a number of seconds, not {value!r}.",
+                    hint="Use an int or float, e.g. 5 or 0.5.",
+                    id="graceful.E003",
+                )
+            )
+        elif value < 0 or (key in POSITIVE and value == 0):
+            bound = "greater than 0" if key in POSITIVE else "0 or more"
+            errors.append(
+                Error(
+                    f"GRACEFUL[{key!r}] must be {bound} seconds, not {value!r}.",
+                    hint="Durations are seconds from the shutdown signal; they cannot be negative.",
+                    id="graceful.E004",
+                )
+            )
+    errors.extend(_validate_lifespan(raw.get("LIFESPAN", [])))
+    if "HANDLE_SIGNALS" in raw and not isinstance(raw["HANDLE_SIGNALS"], bool):
+        errors.append(
+            Error(
+                f"GRACEFUL['HANDLE_SIGNALS'] must be True or False, not {raw['HANDLE_SIGNALS']!r}.",
+                hint="Write HANDLE_SIGNALS: False to leave SIGTERM/SIGINT to the server alone.",
+                id="graceful.E006",
+            )
+        )
+    errors.extend(_validate_state(raw))
+    return errors
+
+
+def _validate_lifespan(paths: Any) -> list[Error]:
+    if isinstance(paths, str) or not isinstance(paths, list | tuple):
+        return [
+            Error(
+                f"GRACEFUL['LIFESPAN'] must be a list of dotted paths, not {paths!r}.",
+                hint="e.g. LIFESPAN: ['myproject.lifespan.db_pool'].",
+                id="graceful.E005",
+            )
+        ]
+    errors = []
+    for path in paths:
+        try:
+            if not isinstance(path, str):
+                raise ImportError(f"{path!r} is not a dotted path string")
+            target = import_string(path)
+            if not callable(target):
+                raise ImportError(f"{path} is not callable")
+        except ImportError as exc:
+            errors.append(
+                Error(
+                    f"GRACEFUL['LIFESPAN'] entry {path!r} cannot be imported: {exc}",
+                    hint="Each entry is the dotted path of an async context manager "
+                    "factory taking the ASGI app, e.g. decorated with "
+                    "@contextlib.asynccontextmanager.",
+                    id="graceful.E005",
+                )
+            )
+    return errors
+
+
+def _validate_state(raw: dict[str, Any]) -> list[Error]:
+    errors = []
+    backend = raw.get("STATE_BACKEND", "file")
+    if backend not in STATE_BACKENDS:
+        errors.append(
+            Error(
+                f"GRACEFUL['STATE_BACKEND'] must be 'file' or 'cache', not {backend!r}.",
+                hint="'file' writes to STATE_DIR; 'cache' uses the Django cache STATE_CACHE.",
+                id="graceful.E007",
+            )
+        )
+    for key in ("STATE_DIR", "STATE_CACHE"):
+        if key in raw and (not isinstance(raw[key], str) or not raw[key]):
+            errors.append(
+                Error(
+                    f"GRACEFUL[{key!r}] must be a non-empty string, not {raw[key]!r}.",
+                    hint="STATE_DIR is a folder path; STATE_CACHE a key of CACHES.",
+                    id="graceful.E008",
+                )
+            )
+    if backend == "cache" and not errors:
+        alias = raw.get("STATE_CACHE", "default")
+        if alias not in getattr(django_settings, "CACHES", {"default": {}}):
+            errors.append(
+                Error(
+                    f"GRACEFUL['STATE_CACHE'] names the cache {alias!r}, which is not in CACHES.",
+                    hint="Add it to CACHES or set STATE_CACHE to an existing alias.",
+                    id="graceful.E008",
+                )
+            )
+    return errors
+
+
+class ImproperlyConfiguredGraceful(Exception):
+    """Raised when GRACEFUL is read at runtime with values the checks reject."""
+
+
+_cache: GracefulSettings | None = None
+
+
+def get_settings() -> GracefulSettings:
+    """The validated settings, read once per process (``reset()`` re-reads)."""
+    global _cache
+    if _cache is None:
+        raw = raw_settings()
+        errors = validate(raw)
+        if errors:
+            raise ImproperlyConfiguredGraceful("; ".join(f"{e.id}: {e.msg}" for e in errors))
+        values = {k: float(v) for k, v in raw.items() if k in DURATIONS}
+        if "LIFESPAN" in raw:
+            values["LIFESPAN"] = tuple(raw["LIFESPAN"])
+        for key in ("HANDLE_SIGNALS", "STATE_BACKEND", "STATE_DIR", "STATE_CACHE"):
+            if key in raw:
+                values[key] = raw[key]
+        _cache = GracefulSettings(**values)
+    return _cache
+
+
+def reset(**_: Any) -> None:
+    """Forget the cached settings (connected to Django's ``setting_changed``)."""
+    global _cache
+    _cache = None

@@ -1,0 +1,98 @@
+"""Bounded waits: run a coroutine or a sync callable with a deadline that nothing can extend."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+#: How long a cancelled coroutine gets to unwind before we stop waiting for it.
+UNWIND = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one bounded call."""
+
+    finished: bool
+    result: Any = None
+    error: BaseException | None = None
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.finished and self.error is None
+
+
+async def bounded(awaitable: Awaitable[Any], timeout: float) -> Outcome:
+    """Await ``awaitable`` for at most ``timeout`` s (plus ``UNWIND`` if it must be cancelled).
+
+    Unlike ``asyncio.wait_for``, a coroutine that swallows its cancellation cannot
+    hold the caller: it is cancelled, given ``UNWIND`` seconds, and abandoned.
+    """
+    start = time.monotonic()
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        await asyncio.wait({task}, timeout=UNWIND)
+        if not task.done():
+            task.add_done_callback(_consume)
+        return Outcome(False, elapsed=time.monotonic() - start)
+    return _outcome_of(task, start)
+
+
+async def bounded_sync(fn: Callable[[], Any], timeout: float, name: str) -> Outcome:
+    """Run ``fn`` in a daemon thread for at most ``timeout`` s.
+
+    A daemon thread (not the loop's executor) so that a hung call can never block
+    the interpreter's exit; the thread is abandoned when the deadline passes.
+    """
+    start = time.monotonic()
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any = None, error: BaseException | None = None) -> None:
+        if not future.done():
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+
+    def run() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # reported to the caller, not lost in the thread
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, result)
+
+    threading.Thread(target=run, name=f"graceful-hook:{name}", daemon=True).start()
+    done, _ = await asyncio.wait({future}, timeout=timeout)
+    if not done:
+        future.add_done_callback(_consume)
+        return Outcome(False, elapsed=time.monotonic() - start)
+    return _outcome_of(future, start)
+
+
+def _outcome_of(future: asyncio.Future[Any], start: float) -> Outcome:
+    elapsed = time.monotonic() - start
+    if future.cancelled():
+        return Outcome(True, error=asyncio.CancelledError(), elapsed=elapsed)
+    error = future.exception()
+    if error is not None:
+        return Outcome(True, error=error, elapsed=elapsed)
+    return Outcome(True, result=future.result(), elapsed=elapsed)
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned future's outcome so asyncio logs no 'never retrieved'."""
+    if not future.cancelled():
+        future.exception()

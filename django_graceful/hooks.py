@@ -1,0 +1,119 @@
+"""Startup/shutdown hooks: decorators over our signals, and running receivers each bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from django.dispatch import Signal
+
+from . import signals
+from .deadlines import Outcome, bounded, bounded_sync
+
+logger = logging.getLogger("django_graceful")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def hook_name(fn: Callable[..., Any]) -> str:
+    """``module.qualname`` of a hook, for logs."""
+    fn = getattr(fn, "graceful_hook", fn)
+    module = getattr(fn, "__module__", None) or "?"
+    return f"{module}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _decorator(signal: Signal, kind: str) -> Callable[..., Any]:
+    def register(fn: F | None = None, *, timeout: float | None = None) -> Any:
+        if timeout is not None and (isinstance(timeout, bool) or not timeout >= 0):
+            raise ValueError(f"{kind} timeout must be seconds >= 0, not {timeout!r}")
+
+        def connect(fn: F) -> F:
+            if not callable(fn):
+                raise TypeError(f"@{kind} decorates a function, not {fn!r}")
+            if inspect.iscoroutinefunction(fn):
+
+                async def receiver(sender: Any, **kwargs: Any) -> Any:
+                    return await fn()
+
+            else:
+
+                def receiver(sender: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+                    return fn()
+
+            receiver.graceful_hook = fn  # type: ignore[attr-defined]
+            receiver.graceful_timeout = timeout  # type: ignore[attr-defined]
+            signal.connect(receiver, weak=False, dispatch_uid=f"graceful:{kind}:{hook_name(fn)}")
+            return fn
+
+        return connect(fn) if fn is not None else connect
+
+    return register
+
+
+on_startup = _decorator(signals.startup, "on_startup")
+on_shutdown = _decorator(signals.shutdown, "on_shutdown")
+
+
+@dataclass(frozen=True, slots=True)
+class HookResult:
+    name: str
+    timeout: float
+    outcome: Outcome
+
+
+def receivers(signal: Signal, sender: Any) -> list[Callable[..., Any]]:
+    """The live receivers of ``signal`` for ``sender``, sync and async, in connection order."""
+    if not signal.receivers:
+        return []
+    sync, asynchronous = signal._live_receivers(sender)
+    live = {id(r): r for r in (*sync, *asynchronous)}
+    ordered = []
+    for entry in signal.receivers:  # entry[1] is the receiver, or a weak reference to it
+        target = entry[1]() if isinstance(entry[1], weakref.ReferenceType) else entry[1]
+        if id(target) in live:
+            ordered.append(live.pop(id(target)))
+    return [*ordered, *live.values()]
+
+
+def budget(signal: Signal, sender: Any, default_timeout: float) -> float:
+    """The most that sending ``signal`` through :func:`send_bounded` can take."""
+    return sum(_timeout_of(r, default_timeout) for r in receivers(signal, sender))
+
+
+def _timeout_of(receiver: Callable[..., Any], default_timeout: float) -> float:
+    timeout = getattr(receiver, "graceful_timeout", None)
+    return default_timeout if timeout is None else float(timeout)
+
+
+async def send_bounded(
+    signal: Signal, sender: Any, default_timeout: float, **kwargs: Any
+) -> list[HookResult]:
+    """Call each receiver in turn, each within its timeout; log what raised or hung."""
+    results = []
+    for receiver in receivers(signal, sender):
+        timeout = _timeout_of(receiver, default_timeout)
+        name = hook_name(receiver)
+        call_kwargs = {"signal": signal, "sender": sender, **kwargs}
+        if asyncio.iscoroutinefunction(receiver):
+            outcome = await bounded(receiver(**call_kwargs), timeout)
+        else:
+            outcome = await bounded_sync(lambda r=receiver: r(**call_kwargs), timeout, name)
+            if outcome.ok and inspect.isawaitable(outcome.result):
+                outcome = await bounded(outcome.result, timeout)
+        if not outcome.finished:
+            logger.error("hook %s did not finish within %.3g s; moving on", name, timeout)
+        elif outcome.error is not None:
+            logger.error(
+                "hook %s raised %s: %s",
+                name,
+                type(outcome.error).__name__,
+                outcome.error,
+                exc_info=outcome.error,
+            )
+        results.append(HookResult(name, timeout, outcome))
+    return results

@@ -1,0 +1,361 @@
+"""One process's lifecycle: startup, then the bounded shutdown phases of DESIGN.md, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from django.utils.module_loading import import_string
+
+from . import signals
+from .cancellation import CancelReason
+from .conf import GracefulSettings, get_settings
+from .deadlines import bounded
+from .hooks import budget, send_bounded
+from .registry import Registry, Tracked
+
+if TYPE_CHECKING:
+    from .adapters import ServerAdapter
+
+logger = logging.getLogger("django_graceful")
+
+#: What the shutdown may overrun its budget by before the watchdog ends the process.
+EXIT_SLACK = 1.0
+
+
+class Phase(enum.IntEnum):
+    NEW = 0
+    STARTING = 1
+    SERVING = 2
+    DRAINING = 3  # keep serving; readiness answers 503
+    CLOSING = 4  # new requests get 503 + Connection: close; in-flight work may finish
+    CANCELLING = 5  # what is left is cancelled with reason SHUTDOWN
+    REPORTING = 6  # what still runs is hung: logged; shutdown hooks run
+    STOPPED = 7
+
+
+class StartupFailed(Exception):
+    """A startup hook or LIFESPAN manager raised or hung; the app must not serve."""
+
+
+class Lifecycle:
+    """Startup and shutdown of this process (one per process, shared by every app wrapper)."""
+
+    def __init__(self) -> None:
+        self.phase = Phase.NEW
+        self.registry = Registry(on_empty=self._wake_up)
+        #: Merged state of the LIFESPAN context managers (our own reference: some
+        #: servers clear the lifespan ``state`` before ``lifespan.shutdown``).
+        self.state: dict[str, Any] = {}
+        self.startup_error: StartupFailed | None = None
+        self.trigger: str | None = None
+        self.shutdown_began: float | None = None
+        self.adapter: ServerAdapter | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._startup_task: asyncio.Task[None] | None = None
+        self._shutdown_task: asyncio.Task[None] | None = None
+        self._lifespan_stack = contextlib.AsyncExitStack()
+        self._escalation = 0  # 1: skip to CANCELLING, 2: skip to REPORTING
+        self._wake = asyncio.Event()
+        self._phase_listeners: list[Callable[[Phase], None]] = []
+        self._settings: GracefulSettings | None = None
+
+    @property
+    def settings(self) -> GracefulSettings:
+        if self._settings is None:
+            self._settings = get_settings()
+        return self._settings
+
+    @property
+    def shutting_down(self) -> bool:
+        return self.phase >= Phase.DRAINING
+
+    def on_phase(self, listener: Callable[[Phase], None]) -> None:
+        """Call ``listener(phase)`` at every phase change (in the loop thread)."""
+        self._phase_listeners.append(listener)
+
+    # -- startup ----------------------------------------------------------------------
+
+    async def startup(self, app: Any) -> None:
+        """Start once; concurrent and later callers wait for the same start.
+
+        Raises :class:`StartupFailed` (every time) if it failed.
+        """
+        if self._startup_task is None:
+            self._startup_task = asyncio.ensure_future(self._startup(app))
+        await asyncio.shield(self._startup_task)
+
+    async def _startup(self, app: Any) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._enter(Phase.STARTING)
+        try:
+            settings = self.settings
+            for path in settings.LIFESPAN:
+                await self._enter_lifespan(path, app, settings.HOOK_TIMEOUT)
+            results = await send_bounded(
+                signals.startup, type(self), settings.HOOK_TIMEOUT, state=self.state
+            )
+            for result in results:
+                if not result.outcome.finished:
+                    raise StartupFailed(
+                        f"startup hook {result.name} did not finish within {result.timeout:g} s"
+                    )
+                if result.outcome.error is not None:
+                    error = result.outcome.error
+                    raise StartupFailed(
+                        f"startup hook {result.name} raised {type(error).__name__}: {error}"
+                    )
+        except Exception as exc:
+            failure = exc if isinstance(exc, StartupFailed) else StartupFailed(f"{exc}")
+            self.startup_error = failure
+            logger.error("startup failed: %s", failure)
+            await self._close_lifespan()
+            self._enter(Phase.STOPPED)
+            raise failure from exc
+        from .adapters import detect
+
+        self.adapter = detect()
+        self.adapter.engage(self)
+        self._enter(Phase.SERVING)
+        logger.info("django_graceful started (server: %s, pid %d)", self.adapter.name, os.getpid())
+
+    async def _enter_lifespan(self, path: str, app: Any, timeout: float) -> None:
+        manager = import_string(path)(app)
+        outcome = await bounded(self._lifespan_stack.enter_async_context(manager), timeout)
+        if not outcome.finished:
+            raise StartupFailed(f"LIFESPAN {path} did not start within {timeout:g} s")
+        if outcome.error is not None:
+            error = outcome.error
+            raise StartupFailed(f"LIFESPAN {path} raised {type(error).__name__}: {error}")
+        if outcome.result is not None:
+            if not isinstance(outcome.result, dict):
+                raise StartupFailed(
+                    f"LIFESPAN {path} yielded {type(outcome.result).__name__}; "
+                    "it must yield a dict or None"
+                )
+            self.state.update(outcome.result)
+
+    # -- shutdown ---------------------------------------------------------------------
+
+    def begin_shutdown(self, trigger: str, *, drain: bool = True) -> None:
+        """Start the shutdown sequence (in the loop thread); a repeat call escalates.
+
+        ``drain=False`` skips DRAINING, for a server that already stopped accepting.
+        """
+        if self._shutdown_task is not None:
+            self.escalate()
+            return
+        self.trigger = trigger
+        self.shutdown_began = time.monotonic()
+        loop = self.loop or asyncio.get_running_loop()
+        self._shutdown_task = loop.create_task(self._shutdown(trigger, drain))
+
+    def escalate(self) -> None:
+        """Skip ahead: first to CANCELLING, then to REPORTING."""
+        self._escalation = min(self._escalation + 1, 2)
+        logger.warning(
+            "shutdown escalated: skipping to %s",
+            "CANCELLING" if self._escalation == 1 else "REPORTING",
+        )
+        self._wake_up()
+
+    async def shutdown(self, trigger: str = "lifespan") -> None:
+        """Run (or join) the shutdown sequence and wait until it is STOPPED."""
+        if self.phase < Phase.SERVING:
+            self._enter(Phase.STOPPED)
+            return
+        if self._shutdown_task is None:
+            # The server stopped accepting on its own before telling us: nothing to drain.
+            self.begin_shutdown(trigger, drain=False)
+        assert self._shutdown_task is not None
+        await asyncio.shield(self._shutdown_task)
+
+    def budget(self) -> float:
+        """The most the shutdown sequence may take, from its first signal to STOPPED."""
+        s = self.settings
+        hooks = (
+            budget(signals.shutdown_started, type(self), s.HOOK_TIMEOUT)
+            + budget(signals.shutdown, type(self), s.HOOK_TIMEOUT)
+            + s.HOOK_TIMEOUT * len(s.LIFESPAN)
+        )
+        return s.DRAIN_DELAY + s.GRACE_PERIOD + s.CANCEL_TIMEOUT + hooks
+
+    async def _shutdown(self, trigger: str, drain: bool) -> None:
+        """The phases of DESIGN.md, top to bottom; every wait has its deadline."""
+        s = self.settings
+        logger.info(
+            "shutdown (%s): drain %gs, grace %gs, cancel %gs; %d in flight",
+            trigger,
+            s.DRAIN_DELAY if drain else 0,
+            s.GRACE_PERIOD,
+            s.CANCEL_TIMEOUT,
+            len(self.registry),
+        )
+        started_hooks = asyncio.ensure_future(
+            send_bounded(signals.shutdown_started, type(self), s.HOOK_TIMEOUT, trigger=trigger)
+        )
+
+        self._enter(Phase.DRAINING)
+        if drain:
+            await self._hold(s.DRAIN_DELAY, until_idle=False, unless_escalated=1)
+        self._release_server()
+
+        self._enter(Phase.CLOSING)
+        await self._hold(s.GRACE_PERIOD, until_idle=True, unless_escalated=1)
+
+        self._enter(Phase.CANCELLING)
+        await self._cancel_remaining(s.CANCEL_TIMEOUT)
+
+        self._enter(Phase.REPORTING)
+        hung = self._report_hung()
+        await started_hooks
+        await send_bounded(signals.shutdown, type(self), s.HOOK_TIMEOUT, hung=hung)
+        await self._close_lifespan()
+
+        self._enter(Phase.STOPPED)
+        logger.info(
+            "shutdown complete in %.2f s (%d hung)",
+            time.monotonic() - (self.shutdown_began or time.monotonic()),
+            len(hung),
+        )
+
+    async def _hold(self, seconds: float, *, until_idle: bool, unless_escalated: int) -> None:
+        """Wait ``seconds``; return early when idle (if asked) or escalated past this phase."""
+        deadline = time.monotonic() + seconds
+        while self._escalation < unless_escalated and not (until_idle and not self.registry):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), remaining)
+
+    async def _cancel_remaining(self, timeout: float) -> None:
+        """Cancel what is left with reason SHUTDOWN; re-cancel what swallows it."""
+        if self._escalation >= 2 or not self.registry:
+            return
+        interval = max(0.05, min(0.5, timeout / 4))
+        deadline = time.monotonic() + timeout
+        for item in self.registry:
+            item.cancel(CancelReason.SHUTDOWN)
+        while self.registry and self._escalation < 2:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            await self._hold(min(interval, remaining), until_idle=True, unless_escalated=2)
+            for item in self.registry:
+                item.cancel(CancelReason.SHUTDOWN)
+
+    def _report_hung(self) -> list[Tracked]:
+        hung = list(self.registry)
+        for item in hung:
+            logger.warning("hung at shutdown: %s\n%s", item.describe(), _stack_of(item))
+        return hung
+
+    async def _close_lifespan(self) -> None:
+        """Exit the LIFESPAN managers (last entered first), bounded together."""
+        timeout = self.settings.HOOK_TIMEOUT * len(self.settings.LIFESPAN)
+        outcome = await bounded(self._lifespan_stack.aclose(), timeout)
+        if not outcome.finished:
+            logger.error("LIFESPAN managers did not close within %g s; moving on", timeout)
+        elif outcome.error is not None:
+            logger.error(
+                "LIFESPAN manager raised on close: %s", outcome.error, exc_info=outcome.error
+            )
+
+    def _release_server(self) -> None:
+        if self.adapter is not None:
+            try:
+                self.adapter.release_server()
+            except Exception:
+                logger.exception("could not hand the stop to the server (%s)", self.adapter.name)
+
+    def _enter(self, phase: Phase) -> None:
+        self.phase = phase
+        logger.debug("phase %s", phase.name)
+        for listener in self._phase_listeners:
+            try:
+                listener(phase)
+            except Exception:
+                logger.exception("phase listener %r failed", listener)
+        if phase == Phase.STOPPED and self.adapter is not None:
+            self.adapter.stopped()
+
+    def _wake_up(self) -> None:
+        self._wake.set()
+
+    # -- the last resort --------------------------------------------------------------
+
+    def arm_watchdog(self) -> None:
+        """End the process if it outlives the budget (a task that swallows every cancel
+        can otherwise keep a server's event loop from ever finishing)."""
+        deadline = self.budget() + EXIT_SLACK
+        thread = threading.Thread(
+            target=self._watchdog, args=(deadline,), name="graceful-watchdog", daemon=True
+        )
+        thread.start()
+
+    def _watchdog(self, deadline: float) -> None:
+        time.sleep(deadline)
+        main = sys._current_frames().get(threading.main_thread().ident or 0)
+        stack = "".join(traceback.format_stack(main)) if main is not None else "?"
+        still = "; ".join(item.describe() for item in self.registry) or "no tracked work"
+        logger.critical(
+            "process still alive %.1f s after the shutdown signal (budget %.1f s), phase %s; "
+            "exiting now. Still running: %s. Main thread:\n%s",
+            deadline,
+            deadline - EXIT_SLACK,
+            self.phase.name,
+            still,
+            stack,
+        )
+        for handler in logging.getLogger().handlers + logger.handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        os._exit(1)
+
+
+def _stack_of(item: Tracked) -> str:
+    """The await chain of the item's task, outermost first, down to where it waits."""
+    if item.task is None or item.task.done():
+        return "  (no running task)"
+    lines = []
+    awaited: Any = item.task.get_coro()
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is not None:
+            lines.extend(traceback.format_stack(frame, limit=1))
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return "".join(lines) or "  (no stack)"
+
+
+_current: Lifecycle | None = None
+
+
+def get_lifecycle() -> Lifecycle:
+    """This process's lifecycle."""
+    global _current
+    if _current is None:
+        _current = Lifecycle()
+    return _current
+
+
+def reset_lifecycle() -> Lifecycle:
+    """Start over with a fresh lifecycle (for tests)."""
+    global _current
+    _current = Lifecycle()
+    return _current
+
+
+def is_shutting_down() -> bool:
+    """True from the shutdown signal on (DRAINING and later)."""
+    return get_lifecycle().shutting_down

@@ -1,0 +1,81 @@
+"""Chaining SIGTERM/SIGINT: we see the signal first, and hand it to the server's handler later."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+logger = logging.getLogger("django_graceful")
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class ChainedSignals:
+    """Our handler for SIGTERM/SIGINT in front of whatever the server installed.
+
+    Works whether the server used ``signal.signal`` or ``loop.add_signal_handler``.
+    ``forward(signum)`` later runs the server's own handler, as if the signal had
+    just arrived.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_signal: Callable[[int], None]) -> None:
+        self._loop = loop
+        self._on_signal = on_signal
+        self._previous: dict[int, Callable[[int], None]] = {}
+
+    def install(self) -> bool:
+        """Install in front of the current handlers; False if not possible here."""
+        if threading.current_thread() is not threading.main_thread():
+            logger.warning(
+                "not in the main thread: cannot see SIGTERM/SIGINT; draining will start "
+                "when the server sends lifespan.shutdown"
+            )
+            return False
+        loop_handlers: dict[int, asyncio.Handle] = getattr(self._loop, "_signal_handlers", {})
+        for signum in SIGNALS:
+            if signum in loop_handlers:
+                handle = loop_handlers[signum]
+                self._previous[signum] = _loop_handler_caller(handle)
+                self._loop.add_signal_handler(signum, self._on_signal, signum)
+            else:
+                self._previous[signum] = _python_handler_caller(signal.getsignal(signum))
+                signal.signal(signum, self._handle)
+        return True
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        # Runs in the main thread between two bytecodes: only schedule.
+        self._loop.call_soon_threadsafe(self._on_signal, signum)
+
+    def forward(self, signum: int) -> None:
+        """Run the handler the server had installed for ``signum``."""
+        previous = self._previous.get(signum)
+        if previous is not None:
+            previous(signum)
+
+
+def _loop_handler_caller(handle: asyncio.Handle) -> Callable[[int], None]:
+    def call(signum: int) -> None:
+        handle._callback(*handle._args)  # type: ignore[attr-defined]
+
+    return call
+
+
+def _python_handler_caller(handler: Any) -> Callable[[int], None]:
+    if callable(handler):
+        return lambda signum: handler(signum, None)
+    if handler == signal.SIG_IGN:
+        return lambda signum: None
+
+    def default(signum: int) -> None:
+        # SIG_DFL (or a handler not installed from Python): let the default action happen.
+        with contextlib.suppress(ValueError):
+            signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    return default

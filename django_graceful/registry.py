@@ -1,0 +1,71 @@
+"""The registry of in-flight work in this process: what runs, since when, and how to stop it."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from .cancellation import CancelReason
+
+_ids = itertools.count(1)
+
+
+@dataclass(eq=False, slots=True)
+class Tracked:
+    """One piece of in-flight work (a request, a websocket, a task or a thread)."""
+
+    kind: str
+    what: str
+    task: asyncio.Task[object] | None = None
+    #: Called on the first cancel, before any ``task.cancel()``: lets the work stop the
+    #: way it would for its client (e.g. a delivered ``http.disconnect``).
+    on_cancel: Callable[[CancelReason], None] | None = None
+    started: float = field(default_factory=time.monotonic)
+    id: int = field(default_factory=lambda: next(_ids))
+    cancelled: int = 0
+    reason: CancelReason | None = None
+    shielded: bool = False
+
+    @property
+    def age(self) -> float:
+        return time.monotonic() - self.started
+
+    def cancel(self, reason: CancelReason) -> None:
+        """Ask the work to stop; every further call cancels its task again."""
+        self.cancelled += 1
+        if self.reason is None:
+            self.reason = reason
+        if self.cancelled == 1 and self.on_cancel is not None:
+            self.on_cancel(reason)
+            return
+        if self.task is not None and not self.task.done():
+            self.task.cancel(f"django_graceful: {reason}")
+
+    def describe(self) -> str:
+        state = f"cancelled {self.cancelled}x" if self.cancelled else "running"
+        return f"{self.kind} {self.what} ({state}, {self.age:.1f} s old)"
+
+
+class Registry:
+    """In-flight work of one process; calls ``on_empty`` when the last item leaves."""
+
+    def __init__(self, on_empty: Callable[[], None] | None = None) -> None:
+        self._items: dict[int, Tracked] = {}
+        self._on_empty = on_empty
+
+    def add(self, item: Tracked) -> Tracked:
+        self._items[item.id] = item
+        return item
+
+    def discard(self, item: Tracked) -> None:
+        if self._items.pop(item.id, None) is not None and not self._items and self._on_empty:
+            self._on_empty()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Tracked]:
+        return iter(list(self._items.values()))

@@ -1,0 +1,50 @@
+"""Settings of the example project: SQLite, the file state store, django_graceful on."""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-only-not-secret")
+DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
+ALLOWED_HOSTS = ["*"]
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django_graceful",
+    "example_project.apps.ExampleConfig",
+]
+MIDDLEWARE = [
+    "django.middleware.common.CommonMiddleware",
+    "django_graceful.middleware.GracefulMiddleware",
+]
+ROOT_URLCONF = "example_project.urls"
+ASGI_APPLICATION = "example_project.asgi.application"
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("EXAMPLE_DB", str(BASE_DIR / "db.sqlite3")),
+    }
+}
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+GRACEFUL = {
+    "DRAIN_DELAY": float(os.environ.get("GRACEFUL_DRAIN_DELAY", "0")),
+    "GRACE_PERIOD": float(os.environ.get("GRACEFUL_GRACE_PERIOD", "10")),
+    "CANCEL_TIMEOUT": float(os.environ.get("GRACEFUL_CANCEL_TIMEOUT", "3")),
+    "LIFESPAN": ["example_project.lifespan.resources"],
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "django_graceful": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "example_project": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env python
+"""Run the example project's management commands (``python manage.py serve``)."""
+
+import os
+import sys
+
+if __name__ == "__main__":
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(sys.argv)

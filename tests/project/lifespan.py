@@ -1,0 +1,19 @@
+"""LIFESPAN managers of the test project."""
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from .events import record
+
+
+@asynccontextmanager
+async def resources(app: Any) -> AsyncIterator[dict[str, Any]]:
+    if os.environ.get("GRACEFUL_TEST_FAIL_LIFESPAN"):
+        raise RuntimeError("database unreachable (test)")
+    record("lifespan-enter")
+    try:
+        yield {"pool": "pool-of-" + str(os.getpid())}
+    finally:
+        record("lifespan-exit")

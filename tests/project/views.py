@@ -1,0 +1,44 @@
+"""Views of the test project."""
+
+import asyncio
+import os
+import time
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from .events import record
+
+
+async def slow(request: HttpRequest) -> HttpResponse:
+    seconds = float(request.GET.get("s", "1"))
+    record("slow-begin", seconds=seconds)
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        record("slow-cancelled")
+        await asyncio.sleep(0)  # cleanup may still await once
+        record("slow-cleanup")
+        raise
+    body = "x" * int(request.GET.get("size", "1000"))
+    record("slow-end")
+    return HttpResponse(body)
+
+
+async def stubborn(request: HttpRequest) -> HttpResponse:
+    """Swallows every cancellation: the worst case for a shutdown."""
+    record("stubborn-begin")
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            record("stubborn-swallowed")
+    return HttpResponse("never")
+
+
+async def state(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"pool": request.state["pool"], "pid": os.getpid()})
+
+
+def sync_pid(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"pid": os.getpid()})

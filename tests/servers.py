@@ -1,0 +1,178 @@
+"""Start the real ASGI servers in subprocesses on 127.0.0.1, and read what they did."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SERVERS = ("uvicorn", "hypercorn", "granian", "daphne")
+#: Servers with a --workers option that runs one lifecycle per worker process.
+WORKER_SERVERS = ("uvicorn", "hypercorn", "granian")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def command(server: str, app: str, port: int, workers: int | None = None) -> list[str]:
+    if server == "uvicorn":
+        cmd = [str(BIN / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port)]
+        return cmd + (["--workers", str(workers)] if workers else [])
+    if server == "hypercorn":
+        cmd = [str(BIN / "hypercorn"), app, "--bind", f"127.0.0.1:{port}"]
+        return cmd + (["--workers", str(workers)] if workers else [])
+    if server == "granian":
+        cmd = [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1"]
+        cmd += ["--port", str(port), app]
+        return cmd + (["--workers", str(workers)] if workers else [])
+    if server == "daphne":
+        return [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), app]
+    raise ValueError(server)
+
+
+class Server:
+    """One server process running the test project."""
+
+    def __init__(
+        self,
+        server: str,
+        *,
+        app: str = "tests.project.asgi:application",
+        graceful: dict[str, Any] | None = None,
+        workers: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.server = server
+        self.dir = Path(tempfile.mkdtemp(prefix=f"graceful-{server}-"))
+        self.events_path = self.dir / "events.jsonl"
+        self.log_path = self.dir / "server.log"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.cmd = command(server, app, self.port, workers)
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+            "DJANGO_SETTINGS_MODULE": "tests.project.settings",
+            "GRACEFUL_TEST_EVENTS": str(self.events_path),
+            "GRACEFUL_TEST_SETTINGS": json.dumps(graceful or {}),
+            "TEST_DB": str(self.dir / "db.sqlite3"),
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.signalled_at: float | None = None
+        self.exited_at: float | None = None
+
+    def start(self, *, wait: bool = True, timeout: float = 20) -> Server:
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            self.cmd,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        if wait:
+            self.wait_listening(timeout)
+        return self
+
+    def wait_listening(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"{self.server} exited early:\n{self.log()}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
+            ):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"{self.server} did not listen within {timeout} s:\n{self.log()}")
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        assert self.proc is not None
+        if self.signalled_at is None:
+            self.signalled_at = time.monotonic()
+        self.proc.send_signal(signum)
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait for the process to exit; the exit code. Fails (and kills) past ``timeout``."""
+        assert self.proc is not None
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(
+                f"{self.server} still running {timeout} s after the signal:\n{self.log()}"
+            ) from None
+        self.exited_at = time.monotonic()
+        return code
+
+    @property
+    def exit_after(self) -> float:
+        assert self.signalled_at is not None and self.exited_at is not None
+        return self.exited_at - self.signalled_at
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        if not self.events_path.exists():
+            return []
+        rows = [json.loads(line) for line in self.events_path.read_text().splitlines() if line]
+        return [r for r in rows if name is None or r["event"] == name]
+
+    def wait_event(self, name: str, count: int = 1, timeout: float = 10) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.events(name)
+            if len(found) >= count:
+                return found
+            time.sleep(0.02)
+        raise AssertionError(f"no {count}x {name!r} within {timeout} s; events: {self.events()}")
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 10), **kwargs)
+
+    def get(self, path: str, timeout: float = 10) -> httpx.Response:
+        with self.client(timeout=timeout) as client:
+            return client.get(path)
+
+
+def lifespan_complaints(log: str) -> list[str]:
+    """The lines in which a server complains about the app's lifespan support."""
+    needles = ("protocol appears unsupported", "lifespan error", "lifespan errored")
+    return [line for line in log.splitlines() if any(n in line.lower() for n in needles)]
+
+
+@contextlib.contextmanager
+def running(server: str, **kwargs: Any) -> Iterator[Server]:
+    proc = Server(server, **kwargs)
+    try:
+        yield proc.start()
+    finally:
+        proc.kill()

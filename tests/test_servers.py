@@ -1,0 +1,162 @@
+"""The whole lifecycle on the real servers: startup, draining, cancelling, exit."""
+
+from __future__ import annotations
+
+import signal
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from .servers import SERVERS, WORKER_SERVERS, Server, lifespan_complaints, running
+
+pytestmark = pytest.mark.server
+
+APPS = {
+    "django": "tests.project.asgi:application",
+    "channels": "tests.project.asgi_channels:application",
+}
+
+
+def in_background(fn: Any, *args: Any) -> Future[Any]:
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(fn, *args)
+    pool.shutdown(wait=False)
+    return future
+
+
+@pytest.mark.parametrize("app", APPS)
+@pytest.mark.parametrize("server", SERVERS)
+def test_startup_runs_once_and_state_reaches_the_view(server: str, app: str) -> None:
+    with running(server, app=APPS[app]) as srv:
+        first = srv.get("/state/")
+        second = srv.get("/state/")
+        assert first.status_code == 200, first.text
+        assert first.json()["pool"] == f"pool-of-{first.json()['pid']}"
+        assert second.json() == first.json()
+        assert len(srv.events("startup")) == 1
+        assert len(srv.events("lifespan-enter")) == 1
+        srv.signal()
+        srv.wait_exit(10)
+        assert len(srv.events("shutdown")) == 1
+        assert len(srv.events("lifespan-exit")) == 1
+        assert lifespan_complaints(srv.log()) == []
+
+
+@pytest.mark.parametrize("server", WORKER_SERVERS)
+def test_each_worker_runs_its_own_lifecycle(server: str) -> None:
+    with running(server, workers=2) as srv:
+        started = srv.wait_event("startup", count=2, timeout=20)
+        assert len({e["pid"] for e in started}) == 2
+        srv.signal()
+        srv.wait_exit(15)
+        stopped = srv.events("shutdown")
+        assert sorted(e["pid"] for e in stopped) == sorted(e["pid"] for e in started)
+        assert lifespan_complaints(srv.log()) == []
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_sigterm_lets_a_one_second_request_finish(server: str) -> None:
+    with running(server, graceful={"GRACE_PERIOD": 5}) as srv:
+        srv.get("/pid/")  # started (lazily on Daphne)
+        response = in_background(srv.get, "/slow/?s=1&size=100000")
+        srv.wait_event("slow-begin")
+        srv.signal()
+        result = response.result(timeout=10)
+        assert result.status_code == 200
+        assert len(result.content) == 100000
+        srv.wait_exit(10)
+        assert srv.events("slow-end") and not srv.events("slow-cancelled")
+        assert "took too long to shut down" not in srv.log()
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_sigterm_cancels_a_600_second_request_within_the_budget(server: str) -> None:
+    graceful = {"GRACE_PERIOD": 2, "CANCEL_TIMEOUT": 1}
+    with running(server, graceful=graceful) as srv:
+        srv.get("/pid/")
+        response = in_background(_get_or_error, srv, "/slow/?s=600")
+        srv.wait_event("slow-begin")
+        srv.signal()
+        srv.wait_exit(10)
+        assert srv.exit_after < 3.5, srv.log()
+        assert srv.events("slow-cancelled") and srv.events("slow-cleanup")
+        cancelled_at = srv.events("slow-cancelled")[0]["t"]
+        shutdown_at = srv.events("shutdown-started")[0]["t"]
+        assert 1.9 < cancelled_at - shutdown_at < 2.6  # after the grace, not before
+        response.result(timeout=5)
+
+
+def _get_or_error(srv: Server, path: str) -> httpx.Response | Exception:
+    try:
+        return srv.get(path, timeout=30)
+    except httpx.HTTPError as exc:
+        return exc
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_readiness_answers_503_while_draining_and_requests_are_still_served(server: str) -> None:
+    with running(server, graceful={"DRAIN_DELAY": 1.5, "GRACE_PERIOD": 3}) as srv:
+        assert srv.get("/health/ready/").status_code == 200
+        srv.signal()
+        srv.wait_event("shutdown-started")
+        ready = srv.get("/health/ready/")
+        served = srv.get("/pid/")
+        assert ready.status_code == 503
+        assert ready.json() == {"phase": "draining"}
+        assert served.status_code == 200
+        srv.wait_exit(10)
+        assert srv.exit_after >= 1.4
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_hanging_shutdown_hook_is_logged_and_does_not_hold_the_exit(server: str) -> None:
+    env = {"GRACEFUL_TEST_HANG_HOOK": "1"}
+    with running(server, graceful={"GRACE_PERIOD": 1}, env=env) as srv:
+        srv.get("/pid/")
+        srv.signal()
+        srv.wait_exit(10)
+        assert srv.events("hanging-hook")
+        assert srv.exit_after < 2.5
+        assert "hook tests.project.hooks.hanging_hook did not finish within 0.5 s" in srv.log()
+        assert srv.events("lifespan-exit")
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_second_signal_skips_to_cancelling(server: str) -> None:
+    with running(server, graceful={"GRACE_PERIOD": 30, "CANCEL_TIMEOUT": 1}) as srv:
+        srv.get("/pid/")
+        response = in_background(_get_or_error, srv, "/slow/?s=600")
+        srv.wait_event("slow-begin")
+        srv.signal()
+        srv.wait_event("shutdown-started")
+        time.sleep(0.3)
+        srv.signal(signal.SIGINT if server != "hypercorn" else signal.SIGTERM)
+        srv.wait_exit(10)
+        assert srv.exit_after < 3, srv.log()
+        assert srv.events("slow-cleanup")
+        response.result(timeout=5)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_startup_failure_is_reported_and_nothing_is_served(server: str) -> None:
+    env = {"GRACEFUL_TEST_FAIL_STARTUP": "1"}
+    srv = Server(server, env=env)
+    try:
+        srv.start(wait=False)
+        if server == "daphne":  # no lifespan: the first request starts, fails, and gets 503
+            srv.wait_listening()
+            first = srv.get("/pid/")
+            second = srv.get("/pid/")
+            assert first.status_code == second.status_code == 503
+            assert srv.log().count("cache warm-up failed (test)") == 1
+        else:
+            srv.signalled_at = time.monotonic()
+            code = srv.wait_exit(20)
+            assert code != 0
+            assert "cache warm-up failed (test)" in srv.log()
+        assert srv.events("lifespan-exit")  # what was entered is closed again
+    finally:
+        srv.kill()
