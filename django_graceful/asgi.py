@@ -22,6 +22,9 @@ UNAVAILABLE_BODY = b"Service Unavailable: startup failed.\n"
 WS_SERVICE_RESTART = 1012
 WS_INTERNAL_ERROR = 1011
 
+#: Scope key under which the request's registry entry travels to GracefulMiddleware.
+TRACKED_KEY = "django_graceful.tracked"
+
 RSGI_MESSAGE = (
     "GracefulASGI is an ASGI application but was called with two arguments: Granian "
     "runs RSGI by default. Start Granian with --interface asgi."
@@ -88,9 +91,10 @@ class GracefulASGI:
         interruptible = InterruptibleReceive(receive, disconnect)
         what = f"{scope.get('method', 'WS')} {scope.get('path', '?')}"
         item = Tracked(kind, what, task=asyncio.current_task(), on_cancel=interruptible.interrupt)
+        scope[TRACKED_KEY] = item  # type: ignore[literal-required]
         lifecycle.registry.add(item)
         try:
-            if kind == "http":
+            if kind == "request":
                 await self.app(scope, interruptible, _ClosingSend(send, lifecycle))
             else:
                 await self.app(scope, interruptible, send)

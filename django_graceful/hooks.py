@@ -8,6 +8,7 @@ import logging
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from django.dispatch import Signal
@@ -91,9 +92,10 @@ def _timeout_of(receiver: Callable[..., Any], default_timeout: float) -> float:
 
 
 async def send_bounded(
-    signal: Signal, sender: Any, default_timeout: float, **kwargs: Any
+    signal: Signal, sender: Any, default_timeout: float, *, log: bool = True, **kwargs: Any
 ) -> list[HookResult]:
-    """Call each receiver in turn, each within its timeout; log what raised or hung."""
+    """Call each receiver in turn, each within its timeout; log what raised or hung
+    (unless ``log`` is False: the caller reports the results itself)."""
     results = []
     for receiver in receivers(signal, sender):
         timeout = _timeout_of(receiver, default_timeout)
@@ -102,10 +104,12 @@ async def send_bounded(
         if asyncio.iscoroutinefunction(receiver):
             outcome = await bounded(receiver(**call_kwargs), timeout)
         else:
-            outcome = await bounded_sync(lambda r=receiver: r(**call_kwargs), timeout, name)
+            outcome = await bounded_sync(partial(receiver, **call_kwargs), timeout, name)
             if outcome.ok and inspect.isawaitable(outcome.result):
                 outcome = await bounded(outcome.result, timeout)
-        if not outcome.finished:
+        if not log:
+            pass
+        elif not outcome.finished:
             logger.error("hook %s did not finish within %.3g s; moving on", name, timeout)
         elif outcome.error is not None:
             logger.error(

@@ -102,7 +102,7 @@ class Lifecycle:
             for path in settings.LIFESPAN:
                 await self._enter_lifespan(path, app, settings.HOOK_TIMEOUT)
             results = await send_bounded(
-                signals.startup, type(self), settings.HOOK_TIMEOUT, state=self.state
+                signals.startup, type(self), settings.HOOK_TIMEOUT, log=False, state=self.state
             )
             for result in results:
                 if not result.outcome.finished:
@@ -113,11 +113,14 @@ class Lifecycle:
                     error = result.outcome.error
                     raise StartupFailed(
                         f"startup hook {result.name} raised {type(error).__name__}: {error}"
-                    )
+                    ) from error
         except Exception as exc:
             failure = exc if isinstance(exc, StartupFailed) else StartupFailed(f"{exc}")
             self.startup_error = failure
-            logger.error("startup failed: %s", failure)
+            cause = failure.__cause__ or exc
+            logger.error(
+                "startup failed: %s", failure, exc_info=cause if cause is not failure else None
+            )
             await self._close_lifespan()
             self._enter(Phase.STOPPED)
             raise failure from exc
@@ -135,7 +138,9 @@ class Lifecycle:
             raise StartupFailed(f"LIFESPAN {path} did not start within {timeout:g} s")
         if outcome.error is not None:
             error = outcome.error
-            raise StartupFailed(f"LIFESPAN {path} raised {type(error).__name__}: {error}")
+            raise StartupFailed(
+                f"LIFESPAN {path} raised {type(error).__name__}: {error}"
+            ) from error
         if outcome.result is not None:
             if not isinstance(outcome.result, dict):
                 raise StartupFailed(
@@ -207,7 +212,6 @@ class Lifecycle:
         self._enter(Phase.DRAINING)
         if drain:
             await self._hold(s.DRAIN_DELAY, until_idle=False, unless_escalated=1)
-        self._release_server()
 
         self._enter(Phase.CLOSING)
         await self._hold(s.GRACE_PERIOD, until_idle=True, unless_escalated=1)
@@ -272,13 +276,6 @@ class Lifecycle:
                 "LIFESPAN manager raised on close: %s", outcome.error, exc_info=outcome.error
             )
 
-    def _release_server(self) -> None:
-        if self.adapter is not None:
-            try:
-                self.adapter.release_server()
-            except Exception:
-                logger.exception("could not hand the stop to the server (%s)", self.adapter.name)
-
     def _enter(self, phase: Phase) -> None:
         self.phase = phase
         logger.debug("phase %s", phase.name)
@@ -288,7 +285,10 @@ class Lifecycle:
             except Exception:
                 logger.exception("phase listener %r failed", listener)
         if phase == Phase.STOPPED and self.adapter is not None:
-            self.adapter.stopped()
+            try:
+                self.adapter.stopped()
+            except Exception:
+                logger.exception("could not hand the stop to the server (%s)", self.adapter.name)
 
     def _wake_up(self) -> None:
         self._wake.set()
@@ -326,10 +326,11 @@ class Lifecycle:
 
 def _stack_of(item: Tracked) -> str:
     """The await chain of the item's task, outermost first, down to where it waits."""
-    if item.task is None or item.task.done():
+    task = item.innermost_task
+    if task is None or task.done():
         return "  (no running task)"
     lines = []
-    awaited: Any = item.task.get_coro()
+    awaited: Any = task.get_coro()
     while awaited is not None:
         frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
         if frame is not None:

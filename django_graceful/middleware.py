@@ -1,12 +1,20 @@
-"""GracefulMiddleware: gives every request ``request.state``, also behind a Channels router."""
+"""GracefulMiddleware: ties each request to the task that runs its view, and gives ``request.state``.
+
+On Django 5.2 the view runs in a task of its own that a cancel of the server's task
+never reaches; recording it lets the shutdown cancel the view itself.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
+
+from .asgi import TRACKED_KEY
+from .registry import Tracked
 
 
 class GracefulMiddleware:
@@ -27,7 +35,19 @@ class GracefulMiddleware:
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         _attach_state(request)
-        return await self.get_response(request)
+        item = _tracked(request)
+        if item is None:
+            return await self.get_response(request)
+        item.view_task = asyncio.current_task()
+        try:
+            return await self.get_response(request)
+        finally:
+            item.view_task = None
+
+
+def _tracked(request: HttpRequest) -> Tracked | None:
+    scope = getattr(request, "scope", None)
+    return scope.get(TRACKED_KEY) if scope is not None else None
 
 
 def _attach_state(request: HttpRequest) -> None:

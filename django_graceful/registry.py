@@ -20,6 +20,9 @@ class Tracked:
     kind: str
     what: str
     task: asyncio.Task[object] | None = None
+    #: The task that runs the view, where it differs from ``task`` (Django 5.2 runs
+    #: the view in a task of its own, which a cancel of ``task`` never reaches).
+    view_task: asyncio.Task[object] | None = None
     #: Called on the first cancel, before any ``task.cancel()``: lets the work stop the
     #: way it would for its client (e.g. a delivered ``http.disconnect``).
     on_cancel: Callable[[CancelReason], None] | None = None
@@ -41,8 +44,17 @@ class Tracked:
         if self.cancelled == 1 and self.on_cancel is not None:
             self.on_cancel(reason)
             return
-        if self.task is not None and not self.task.done():
-            self.task.cancel(f"django_graceful: {reason}")
+        for task in (self.view_task, self.task):
+            if task is not None and not task.done():
+                task.cancel(f"django_graceful: {reason}")
+                return
+
+    @property
+    def innermost_task(self) -> asyncio.Task[object] | None:
+        """The task closest to the work: the view's own, while it runs."""
+        if self.view_task is not None and not self.view_task.done():
+            return self.view_task
+        return self.task
 
     def describe(self) -> str:
         state = f"cancelled {self.cancelled}x" if self.cancelled else "running"

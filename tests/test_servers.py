@@ -132,10 +132,10 @@ def test_a_second_signal_skips_to_cancelling(server: str) -> None:
         srv.wait_event("slow-begin")
         srv.signal()
         srv.wait_event("shutdown-started")
-        time.sleep(0.3)
+        time.sleep(1.1)  # a repeat within 1 s is the same signal (Ctrl-C reaches workers too)
         srv.signal(signal.SIGINT if server != "hypercorn" else signal.SIGTERM)
         srv.wait_exit(10)
-        assert srv.exit_after < 3, srv.log()
+        assert srv.exit_after < 4, srv.log()
         assert srv.events("slow-cleanup")
         response.result(timeout=5)
 

@@ -1,8 +1,10 @@
 """How the lifecycle meets the running server: the generic adapter and server detection.
 
 The generic adapter chains SIGTERM/SIGINT: the first signal starts our shutdown at
-once, and is handed to the server's own handler when DRAINING ends (so the server
-stops accepting only then). Later signals escalate our shutdown and are handed on.
+once, and is handed to the server's own handler only when our shutdown is STOPPED
+(until then the server keeps accepting, and we answer new requests with 503).
+Later signals escalate our shutdown; a repeat within ``SAME_SIGNAL_WINDOW`` is the
+same signal (Ctrl-C in a terminal reaches a server's parent and its workers).
 Server-specific adapters (one module each) adjust what the server would otherwise
 do wrong: kill requests at once (Daphne) or wait forever (Uvicorn, Granian).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import time
 from typing import TYPE_CHECKING
 
 from ..os_signals import ChainedSignals
@@ -21,6 +24,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_graceful")
 
+#: Seconds within which a repeated signal counts as the first one.
+SAME_SIGNAL_WINDOW = 1.0
+
 
 class ServerAdapter:
     name = "generic"
@@ -29,6 +35,7 @@ class ServerAdapter:
         self.lifecycle: Lifecycle | None = None
         self.signals: ChainedSignals | None = None
         self._first_signal: int | None = None
+        self._first_signal_at = 0.0
         self._released = False
 
     def engage(self, lifecycle: Lifecycle) -> None:
@@ -43,20 +50,22 @@ class ServerAdapter:
         """A SIGTERM/SIGINT arrived (called in the loop thread)."""
         assert self.lifecycle is not None
         name = signal.Signals(signum).name
+        now = time.monotonic()
         if self._first_signal is None:
             self._first_signal = signum
+            self._first_signal_at = now
             logger.info("%s received: draining", name)
             self.lifecycle.begin_shutdown(name)
             self.lifecycle.arm_watchdog()
-            return
-        self.lifecycle.escalate()
-        if self._released:
-            self.hand_on(signum)
-        else:
-            self.release_server()
+        elif now - self._first_signal_at >= SAME_SIGNAL_WINDOW:
+            self.lifecycle.escalate()
+
+    def stopped(self) -> None:
+        """Our shutdown reached STOPPED: the server may now stop in its own way."""
+        self.release_server()
 
     def release_server(self) -> None:
-        """DRAINING is over: let the server begin its own stop (stop accepting)."""
+        """Let the server begin its own stop, once."""
         if self._released:
             return
         self._released = True
@@ -71,9 +80,6 @@ class ServerAdapter:
 
     def server_stop_without_signal(self) -> None:
         """The shutdown began without a signal (e.g. lifespan.shutdown): nothing to do."""
-
-    def stopped(self) -> None:
-        """Our shutdown reached STOPPED."""
 
 
 def detect() -> ServerAdapter:

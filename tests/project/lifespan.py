@@ -17,3 +17,14 @@ async def resources(app: Any) -> AsyncIterator[dict[str, Any]]:
         yield {"pool": "pool-of-" + str(os.getpid())}
     finally:
         record("lifespan-exit")
+
+
+@asynccontextmanager
+async def broken(app: Any) -> AsyncIterator[dict[str, Any]]:
+    raise RuntimeError("database unreachable (test)")
+    yield {}
+
+
+@asynccontextmanager
+async def not_a_dict(app: Any) -> AsyncIterator[Any]:
+    yield ["pool"]

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import threading
 import time
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -24,11 +25,15 @@ async def slow(request: HttpRequest) -> HttpResponse:
     return HttpResponse(body)
 
 
+#: Lets an in-process test end the stubborn view (a real server's process just exits).
+RELEASE_STUBBORN = threading.Event()
+
+
 async def stubborn(request: HttpRequest) -> HttpResponse:
     """Swallows every cancellation: the worst case for a shutdown."""
     record("stubborn-begin")
     deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not RELEASE_STUBBORN.is_set():
         try:
             await asyncio.sleep(0.05)
         except asyncio.CancelledError:

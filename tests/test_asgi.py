@@ -1,0 +1,231 @@
+"""GracefulASGI in-process, message by message (the real servers prove the same on the wire)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from asgiref.testing import ApplicationCommunicator
+from django.test import override_settings
+
+from django_graceful.asgi import GracefulASGI, InterruptibleReceive
+from django_graceful.cancellation import CancelReason
+from django_graceful.handler import GracefulASGIHandler
+from django_graceful.lifecycle import Lifecycle, Phase
+from tests.project import events, views
+
+NO_SIGNALS = {"HANDLE_SIGNALS": False, "LIFESPAN": ["tests.project.lifespan.resources"]}
+
+
+def http_scope(path: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": extra.pop("query_string", b""),
+        "headers": [(b"host", b"testserver")],
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 5000),
+        **extra,
+    }
+
+
+@pytest.fixture
+def app(lifecycle: Lifecycle) -> GracefulASGI:
+    return GracefulASGI(GracefulASGIHandler(), lifecycle=lifecycle)
+
+
+@pytest.fixture
+def recorded(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    path = tmp_path / "events.jsonl"
+    monkeypatch.setenv("GRACEFUL_TEST_EVENTS", str(path))
+
+    def read(name: str) -> list[str]:
+        if not path.exists():
+            return []
+        return [line for line in path.read_text().splitlines() if f'"event": "{name}"' in line]
+
+    return read
+
+
+async def start(app: GracefulASGI) -> tuple[ApplicationCommunicator, dict[str, Any]]:
+    state: dict[str, Any] = {}
+    lifespan = ApplicationCommunicator(app, {"type": "lifespan", "state": state})
+    await lifespan.send_input({"type": "lifespan.startup"})
+    assert await lifespan.receive_output(5) == {"type": "lifespan.startup.complete"}
+    return lifespan, state
+
+
+async def request(app: GracefulASGI, path: str, timeout: float = 5) -> tuple[int, dict, bytes]:
+    path, _, query = path.partition("?")
+    comm = ApplicationCommunicator(app, http_scope(path, query_string=query.encode()))
+    await comm.send_input({"type": "http.request", "body": b""})
+    start = await comm.receive_output(timeout)
+    body = await comm.receive_output(timeout)
+    return start["status"], dict(start["headers"]), body["body"]
+
+
+@override_settings(GRACEFUL=NO_SIGNALS)
+async def test_lifespan_startup_fills_state_and_shutdown_closes_it(
+    app: GracefulASGI, recorded: Any
+) -> None:
+    lifespan, state = await start(app)
+    assert state["pool"].startswith("pool-of-")
+    assert len(recorded("startup")) == 1
+    status, _, body = await request(app, "/state/")
+    assert status == 200 and state["pool"].encode() in body
+    await lifespan.send_input({"type": "lifespan.shutdown"})
+    assert await lifespan.receive_output(5) == {"type": "lifespan.shutdown.complete"}
+    assert app.lifecycle.phase == Phase.STOPPED
+    assert len(recorded("shutdown")) == 1 and len(recorded("lifespan-exit")) == 1
+
+
+@override_settings(GRACEFUL={**NO_SIGNALS, "LIFESPAN": ["tests.project.lifespan.broken"]})
+async def test_a_failing_lifespan_manager_fails_startup_with_its_message(app: GracefulASGI) -> None:
+    lifespan = ApplicationCommunicator(app, {"type": "lifespan"})
+    await lifespan.send_input({"type": "lifespan.startup"})
+    message = await lifespan.receive_output(5)
+    assert message["type"] == "lifespan.startup.failed"
+    assert "tests.project.lifespan.broken" in message["message"]
+    assert "database unreachable (test)" in message["message"]
+
+
+@override_settings(GRACEFUL={**NO_SIGNALS, "LIFESPAN": ["tests.project.lifespan.not_a_dict"]})
+async def test_a_lifespan_manager_must_yield_a_dict(app: GracefulASGI) -> None:
+    lifespan = ApplicationCommunicator(app, {"type": "lifespan"})
+    await lifespan.send_input({"type": "lifespan.startup"})
+    message = await lifespan.receive_output(5)
+    assert message["type"] == "lifespan.startup.failed"
+    assert "yielded list; it must yield a dict or None" in message["message"]
+
+
+@override_settings(GRACEFUL=NO_SIGNALS)
+async def test_without_lifespan_startup_runs_once_before_the_first_request(
+    app: GracefulASGI, recorded: Any
+) -> None:
+    results = await asyncio.gather(*(request(app, "/state/") for _ in range(3)))
+    assert [status for status, _, _ in results] == [200, 200, 200]
+    assert len(recorded("startup")) == 1 and len(recorded("lifespan-enter")) == 1
+
+
+@override_settings(GRACEFUL=NO_SIGNALS)
+async def test_without_lifespan_a_failed_startup_answers_503_and_logs_once(
+    app: GracefulASGI, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("GRACEFUL_TEST_FAIL_STARTUP", "1")
+    with caplog.at_level(logging.ERROR, "django_graceful"):
+        first = await request(app, "/pid/")
+        second = await request(app, "/pid/")
+    assert first[0] == second[0] == 503
+    failures = [r for r in caplog.records if "cache warm-up failed (test)" in r.getMessage()]
+    assert len(failures) == 1
+
+
+@override_settings(GRACEFUL={**NO_SIGNALS, "GRACE_PERIOD": 5})
+async def test_closing_refuses_new_requests_with_503_and_connection_close(
+    app: GracefulASGI,
+) -> None:
+    lifespan, _ = await start(app)
+    slow = asyncio.ensure_future(request(app, "/slow/?s=0.3"))
+    slow_comm_started = asyncio.get_running_loop().time()
+    await asyncio.sleep(0.05)
+    app.lifecycle.begin_shutdown("test")
+    await asyncio.sleep(0.05)
+    assert app.lifecycle.phase == Phase.CLOSING
+    status, headers, body = await request(app, "/pid/")
+    assert status == 503 and headers[b"connection"] == b"close"
+    assert body == b"Service is shutting down.\n"
+    ws = ApplicationCommunicator(app, {"type": "websocket", "path": "/ws/", "headers": []})
+    await ws.send_input({"type": "websocket.connect"})
+    assert await ws.receive_output(5) == {"type": "websocket.close", "code": 1012}
+    slow_status, slow_headers, _ = await slow
+    assert slow_status == 200  # in flight before CLOSING: finished
+    assert slow_headers[b"connection"] == b"close"
+    assert asyncio.get_running_loop().time() - slow_comm_started < 1
+    await lifespan.send_input({"type": "lifespan.shutdown"})
+    assert await lifespan.receive_output(5) == {"type": "lifespan.shutdown.complete"}
+
+
+@override_settings(GRACEFUL={**NO_SIGNALS, "GRACE_PERIOD": 0.2, "CANCEL_TIMEOUT": 1})
+async def test_shutdown_cancels_the_django_view_after_the_grace(
+    app: GracefulASGI, recorded: Any
+) -> None:
+    """On Django 5.2 the view runs in its own task; the delivered disconnect reaches it."""
+    lifespan, _ = await start(app)
+    comm = ApplicationCommunicator(app, http_scope("/slow/", query_string=b"s=600"))
+    await comm.send_input({"type": "http.request", "body": b""})
+    await asyncio.sleep(0.1)
+    await lifespan.send_input({"type": "lifespan.shutdown"})
+    assert await lifespan.receive_output(3) == {"type": "lifespan.shutdown.complete"}
+    assert len(recorded("slow-cancelled")) == 1 and len(recorded("slow-cleanup")) == 1
+    assert len(app.lifecycle.registry) == 0
+
+
+@override_settings(GRACEFUL={**NO_SIGNALS, "GRACE_PERIOD": 0, "CANCEL_TIMEOUT": 0.4})
+async def test_work_that_swallows_every_cancel_is_reported_hung_within_the_budget(
+    app: GracefulASGI, recorded: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    lifespan, _ = await start(app)
+    comm = ApplicationCommunicator(app, http_scope("/stubborn/"))
+    await comm.send_input({"type": "http.request", "body": b""})
+    await asyncio.sleep(0.1)
+    began = asyncio.get_running_loop().time()
+    with caplog.at_level(logging.WARNING, "django_graceful"):
+        await lifespan.send_input({"type": "lifespan.shutdown"})
+        assert await lifespan.receive_output(3) == {"type": "lifespan.shutdown.complete"}
+    assert asyncio.get_running_loop().time() - began < 1.0
+    assert len(recorded("stubborn-swallowed")) >= 2  # cancelled, then cancelled again
+    hung = [r.getMessage() for r in caplog.records if "hung at shutdown" in r.getMessage()]
+    assert len(hung) == 1 and "GET /stubborn/" in hung[0]
+    assert "in stubborn" in hung[0]  # the stack reaches the view, on Django 5.2 too
+    views.RELEASE_STUBBORN.set()
+    await comm.wait(2)
+    views.RELEASE_STUBBORN.clear()
+
+
+@override_settings(GRACEFUL=NO_SIGNALS)
+async def test_unexpected_lifespan_message_is_logged_not_fatal(
+    app: GracefulASGI, caplog: pytest.LogCaptureFixture
+) -> None:
+    lifespan, _ = await start(app)
+    with caplog.at_level(logging.ERROR, "django_graceful"):
+        await lifespan.send_input({"type": "lifespan.bogus"})
+        await lifespan.send_input({"type": "lifespan.shutdown"})
+        assert await lifespan.receive_output(5) == {"type": "lifespan.shutdown.complete"}
+    assert "unexpected lifespan message 'lifespan.bogus'" in caplog.text
+
+
+async def test_called_as_rsgi_fails_with_a_clear_message(app: GracefulASGI) -> None:
+    with pytest.raises(TypeError, match="--interface asgi"):
+        await app({"type": "http"}, object())  # type: ignore[arg-type]
+
+
+def test_wrapping_something_not_callable_is_a_clear_error() -> None:
+    with pytest.raises(TypeError, match="wraps an ASGI application"):
+        GracefulASGI("tests.project.asgi:application")
+
+
+async def test_interrupted_receive_returns_the_disconnect_and_leaves_no_cancel_behind() -> None:
+    never: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+    async def server_receive() -> dict[str, Any]:
+        return await never
+
+    receive = InterruptibleReceive(server_receive, {"type": "http.disconnect"})
+    waiter = asyncio.ensure_future(receive())
+    await asyncio.sleep(0)
+    receive.interrupt(CancelReason.SHUTDOWN)
+    assert await waiter == {"type": "http.disconnect"}
+    assert waiter.cancelling() == 0
+    assert await receive() == {"type": "http.disconnect"}  # and from then on
+
+
+def test_events_module_is_silent_without_a_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GRACEFUL_TEST_EVENTS", raising=False)
+    events.record("nothing")  # writes nowhere, raises nothing

@@ -1,0 +1,74 @@
+"""GRACEFUL settings: each bad value is a clear check error with a stable id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from django_graceful.conf import get_settings, validate
+
+
+def ids(raw: Any) -> list[str]:
+    return [e.id for e in validate(raw)]
+
+
+def test_defaults_are_valid_and_documented_values() -> None:
+    with override_settings(GRACEFUL={}):
+        s = get_settings()
+    assert (s.DRAIN_DELAY, s.GRACE_PERIOD, s.CANCEL_TIMEOUT, s.HOOK_TIMEOUT) == (0, 20, 5, 5)
+    assert s.HANDLE_SIGNALS is True and s.STATE_BACKEND == "file" and s.LIFESPAN == ()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ([], ["graceful.E001"]),
+        ({"GRACE_PERIODS": 3}, ["graceful.E002"]),
+        ({"GRACE_PERIOD": "20"}, ["graceful.E003"]),
+        ({"CANCEL_TIMEOUT": True}, ["graceful.E003"]),
+        ({"DRAIN_DELAY": float("nan")}, ["graceful.E003"]),
+        ({"GRACE_PERIOD": -1}, ["graceful.E004"]),
+        ({"HEARTBEAT": 0}, ["graceful.E004"]),
+        ({"LIFESPAN": "a.b"}, ["graceful.E005"]),
+        ({"LIFESPAN": ["no.such.module.thing"]}, ["graceful.E005"]),
+        ({"LIFESPAN": [42]}, ["graceful.E005"]),
+        ({"HANDLE_SIGNALS": "yes"}, ["graceful.E006"]),
+        ({"STATE_BACKEND": "redis"}, ["graceful.E007"]),
+        ({"STATE_BACKEND": "cache", "STATE_CACHE": "nope"}, ["graceful.E008"]),
+        ({"STATE_DIR": ""}, ["graceful.E008"]),
+    ],
+)
+def test_bad_values_fail_with_stable_ids(raw: Any, expected: list[str]) -> None:
+    assert ids(raw) == expected
+
+
+def test_good_values_pass() -> None:
+    raw = {
+        "DRAIN_DELAY": 5,
+        "GRACE_PERIOD": 0.5,
+        "LIFESPAN": ["tests.project.lifespan.resources"],
+        "HANDLE_SIGNALS": False,
+        "STATE_BACKEND": "cache",
+    }
+    assert ids(raw) == []
+
+
+def test_manage_py_check_fails_on_a_bad_value_with_a_hint() -> None:
+    with override_settings(GRACEFUL={"GRACE_PERIOD": -3}), pytest.raises(SystemCheckError) as err:
+        call_command("check")
+    assert "graceful.E004" in str(err.value)
+    assert "cannot be negative" in str(err.value)
+
+
+def test_reading_bad_settings_at_runtime_raises_a_clear_error() -> None:
+    from django_graceful.conf import ImproperlyConfiguredGraceful
+
+    with (
+        override_settings(GRACEFUL={"GRACE_PERIOD": "long"}),
+        pytest.raises(ImproperlyConfiguredGraceful, match="graceful.E003"),
+    ):
+        get_settings()
