@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -93,13 +94,29 @@ class GracefulASGI:
         item = Tracked(kind, what, task=asyncio.current_task(), on_cancel=interruptible.interrupt)
         scope[TRACKED_KEY] = item  # type: ignore[literal-required]
         lifecycle.registry.add(item)
-        try:
-            if kind == "request":
-                await self.app(scope, interruptible, _ClosingSend(send, lifecycle))
-            else:
+        if kind != "request":
+            try:
                 await self.app(scope, interruptible, send)
+            finally:
+                lifecycle.registry.discard(item)
+            return
+        tracking_send = _TrackingSend(send, lifecycle)
+        try:
+            await self.app(scope, interruptible, tracking_send)
+        except asyncio.CancelledError:
+            await self._answer_cancelled(item, tracking_send)
+            raise
+        else:
+            await self._answer_cancelled(item, tracking_send)
         finally:
             lifecycle.registry.discard(item)
+
+    @staticmethod
+    async def _answer_cancelled(item: Tracked, sent: _TrackingSend) -> None:
+        """A request we cancelled before its response began still gets an answer: 503."""
+        if item.cancelled and not sent.started:
+            with contextlib.suppress(Exception):
+                await refuse_http(sent, SHUTTING_DOWN_BODY)
 
     async def _lifespan(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -172,19 +189,25 @@ class InterruptibleReceive:
             self._waiter = None
 
 
-class _ClosingSend:
-    """``send()`` that adds ``Connection: close`` to responses started from CLOSING on."""
+class _TrackingSend:
+    """``send()`` that notes whether the response began, and adds ``Connection: close``
+    to responses that begin from CLOSING on."""
 
-    __slots__ = ("_lifecycle", "_send")
+    __slots__ = ("_lifecycle", "_send", "started")
 
     def __init__(self, send: ASGISendCallable, lifecycle: Lifecycle) -> None:
         self._send = send
         self._lifecycle = lifecycle
+        self.started = False
 
     async def __call__(self, message: Any) -> None:
-        if message["type"] == "http.response.start" and self._lifecycle.phase >= Phase.CLOSING:
-            headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"]
-            message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        if message["type"] == "http.response.start":
+            self.started = True
+            if self._lifecycle.phase >= Phase.CLOSING:
+                headers = [
+                    (k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"
+                ]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
         await self._send(message)
 
 
@@ -197,19 +220,7 @@ async def refuse(
 ) -> None:
     """Answer without the app: 503 + ``Connection: close``, or a websocket close."""
     if scope["type"] == "http":
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                    (b"retry-after", b"1"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await refuse_http(send, body)
     elif scope["type"] == "websocket":
         message = await receive()
         if message["type"] == "websocket.connect":
@@ -224,3 +235,20 @@ def get_asgi_application() -> GracefulASGI:
 
     django.setup(set_prefix=False)
     return GracefulASGI(GracefulASGIHandler())
+
+
+async def refuse_http(send: ASGISendCallable, body: bytes) -> None:
+    """A complete 503 response that also closes the connection."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+                (b"retry-after", b"1"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,4 +1,4 @@
-"""GracefulMiddleware: ties each request to the task that runs its view, and gives ``request.state``.
+"""GracefulMiddleware: ties each request to the task running its view; gives ``request.state``.
 
 On Django 5.2 the view runs in a task of its own that a cancel of the server's task
 never reaches; recording it lets the shutdown cancel the view itself.

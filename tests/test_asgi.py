@@ -165,6 +165,9 @@ async def test_shutdown_cancels_the_django_view_after_the_grace(
     assert await lifespan.receive_output(3) == {"type": "lifespan.shutdown.complete"}
     assert len(recorded("slow-cancelled")) == 1 and len(recorded("slow-cleanup")) == 1
     assert len(app.lifecycle.registry) == 0
+    start_message = await comm.receive_output(1)  # the client still gets an answer
+    assert start_message["status"] == 503
+    assert (b"connection", b"close") in start_message["headers"]
 
 
 @override_settings(GRACEFUL={**NO_SIGNALS, "GRACE_PERIOD": 0, "CANCEL_TIMEOUT": 0.4})

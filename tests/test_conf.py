@@ -69,6 +69,6 @@ def test_reading_bad_settings_at_runtime_raises_a_clear_error() -> None:
 
     with (
         override_settings(GRACEFUL={"GRACE_PERIOD": "long"}),
-        pytest.raises(ImproperlyConfiguredGraceful, match="graceful.E003"),
+        pytest.raises(ImproperlyConfiguredGraceful, match=r"graceful\.E003"),
     ):
         get_settings()

@@ -1,0 +1,66 @@
+"""``manage.py serve --server NAME``: run this project's ASGI app on a real server."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ...checks import asgi_application_path
+from ...lifecycle import get_lifecycle
+from ...serve import SERVERS, ServerNotInstalled, app_target, command_line
+
+
+def port_number(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError(value)
+    return port
+
+
+def worker_count(value: str) -> int:
+    workers = int(value)
+    if workers < 1:
+        raise ValueError(value)
+    return workers
+
+
+class Command(BaseCommand):
+    help = "Run the project's ASGI application on Uvicorn, Hypercorn, Granian or Daphne."
+    requires_system_checks = "__all__"
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--server", choices=SERVERS, default="uvicorn")
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=port_number, default=8000)
+        parser.add_argument("--workers", type=worker_count, default=None)
+        parser.add_argument(
+            "--print", action="store_true", help="print the server's command line and exit"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        path = asgi_application_path()
+        if path is None:
+            raise CommandError("set ASGI_APPLICATION in settings (e.g. 'myproject.asgi.application')")
+        try:
+            argv = command_line(
+                options["server"],
+                app_target(path),
+                host=options["host"],
+                port=options["port"],
+                workers=options["workers"],
+                budget=get_lifecycle().budget(),
+            )
+        except (ServerNotInstalled, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
+        if options["print"]:
+            self.stdout.write(shlex.join(argv))
+            return
+        self.stdout.write(self.style.SUCCESS(f"Starting {options['server']}: ") + shlex.join(argv))
+        self.stdout.flush()
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": str(settings.SETTINGS_MODULE)}
+        # Replace this process: the server gets the signals directly, as in production.
+        os.execve(argv[0], argv, env)

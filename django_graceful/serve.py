@@ -1,0 +1,61 @@
+"""Command lines that start the project on each server with flags that fit the shutdown budget."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+
+SERVERS = ("uvicorn", "hypercorn", "granian", "daphne")
+#: Seconds the server's own last-resort timeout stays above our budget.
+SERVER_MARGIN = 2
+
+
+class ServerNotInstalled(Exception):
+    def __init__(self, server: str) -> None:
+        super().__init__(
+            f"{server} is not installed in this environment. "
+            f"Install it with: pip install 'django-graceful-asgi[{server}]'"
+        )
+
+
+def app_target(asgi_application: str) -> str:
+    """``proj.asgi.application`` -> ``proj.asgi:application`` (the servers' notation)."""
+    if ":" in asgi_application:
+        return asgi_application
+    module, _, attribute = asgi_application.rpartition(".")
+    if not module:
+        raise ValueError(f"ASGI_APPLICATION {asgi_application!r} is not a dotted path")
+    return f"{module}:{attribute}"
+
+
+def command_line(
+    server: str, target: str, *, host: str, port: int, workers: int | None, budget: float
+) -> list[str]:
+    """The argv that starts ``target`` on ``server``.
+
+    The server's own graceful timeout is set a little above our budget so that it
+    is a backstop, never the thing that cuts a request short.
+    """
+    if server not in SERVERS:
+        raise ValueError(f"unknown server {server!r}; choose from {', '.join(SERVERS)}")
+    if importlib.util.find_spec(server) is None:
+        raise ServerNotInstalled(server)
+    backstop = str(math.ceil(budget) + SERVER_MARGIN)
+    python = [sys.executable, "-m", server]
+    if server == "uvicorn":
+        argv = [*python, target, "--host", host, "--port", str(port)]
+        argv += ["--timeout-graceful-shutdown", backstop]
+        return argv + (["--workers", str(workers)] if workers else [])
+    if server == "hypercorn":
+        bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        argv = [*python, target, "--bind", bind, "--graceful-timeout", backstop]
+        return argv + (["--workers", str(workers)] if workers else [])
+    if server == "granian":
+        argv = [*python, "--interface", "asgi", "--host", host, "--port", str(port)]
+        argv += ["--workers-kill-timeout", backstop]
+        return argv + (["--workers", str(workers)] if workers else []) + [target]
+    # Daphne: one process; the drain is done by django_graceful's Daphne adapter.
+    if workers and workers > 1:
+        raise ValueError("daphne runs one process; use a process manager for several")
+    return [*python, "-b", host, "-p", str(port), target]
