@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -68,11 +69,12 @@ async def bounded_sync(fn: Callable[[], Any], timeout: float, name: str) -> Outc
 
     def run() -> None:
         try:
-            result = fn()
+            result, error = fn(), None
         except BaseException as exc:  # reported to the caller, not lost in the thread
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, result)
+            result, error = None, exc
+        # The loop may be closed by now (an abandoned call): then nobody is waiting.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, error)
 
     threading.Thread(target=run, name=f"graceful-hook:{name}", daemon=True).start()
     done, _ = await asyncio.wait({future}, timeout=timeout)

@@ -1,0 +1,76 @@
+"""Chaining SIGTERM/SIGINT in front of the server's own handler, both ways servers install one."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from django_graceful.os_signals import SIGNALS, ChainedSignals
+
+
+@pytest.fixture(autouse=True)
+def restore_handlers() -> Iterator[None]:
+    saved = {s: signal.getsignal(s) for s in SIGNALS}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+async def wait_for(condition, timeout: float = 2) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_we_see_the_signal_first_and_hand_it_on_later() -> None:
+    server_saw: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: server_saw.append(signum))
+    we_saw: list[int] = []
+    chained = ChainedSignals(asyncio.get_running_loop(), we_saw.append)
+    assert chained.install()
+    os.kill(os.getpid(), signal.SIGTERM)
+    await wait_for(lambda: we_saw)
+    assert we_saw == [signal.SIGTERM] and server_saw == []  # the server does not know yet
+    chained.forward(signal.SIGTERM)
+    assert server_saw == [signal.SIGTERM]
+
+
+async def test_a_loop_signal_handler_is_chained_too() -> None:
+    loop = asyncio.get_running_loop()
+    server_saw: list[str] = []
+    loop.add_signal_handler(signal.SIGTERM, server_saw.append, "stop")
+    try:
+        we_saw: list[int] = []
+        chained = ChainedSignals(loop, we_saw.append)
+        assert chained.install()
+        os.kill(os.getpid(), signal.SIGTERM)
+        await wait_for(lambda: we_saw)
+        assert server_saw == []
+        chained.forward(signal.SIGTERM)
+        assert server_saw == ["stop"]
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+async def test_an_ignored_signal_stays_ignored_when_handed_on() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    chained = ChainedSignals(asyncio.get_running_loop(), lambda signum: None)
+    assert chained.install()
+    chained.forward(signal.SIGTERM)  # nothing happens, and the test process lives on
+
+
+async def test_outside_the_main_thread_nothing_is_installed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop = asyncio.get_running_loop()
+    before = signal.getsignal(signal.SIGTERM)
+    installed = await asyncio.to_thread(ChainedSignals(loop, lambda s: None).install)
+    assert installed is False
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert "not in the main thread" in caplog.text
