@@ -89,9 +89,9 @@ def test_sigterm_cancels_a_600_second_request_within_the_budget(server: str) -> 
         response.result(timeout=5)
 
 
-def _get_or_error(srv: Server, path: str) -> httpx.Response | Exception:
+def _get_or_error(srv: Server, path: str, timeout: float = 30) -> httpx.Response | Exception:
     try:
-        return srv.get(path, timeout=30)
+        return srv.get(path, timeout=timeout)
     except httpx.HTTPError as exc:
         return exc
 
@@ -112,16 +112,42 @@ def test_readiness_answers_503_while_draining_and_requests_are_still_served(serv
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_a_hanging_shutdown_hook_is_logged_and_does_not_hold_the_exit(server: str) -> None:
-    env = {"GRACEFUL_TEST_HANG_HOOK": "1"}
+def test_a_raising_and_a_hanging_hook_neither_stop_the_others_nor_hold_the_exit(
+    server: str,
+) -> None:
+    env = {"GRACEFUL_TEST_HANG_HOOK": "1", "GRACEFUL_TEST_RAISE_HOOK": "1"}
     with running(server, graceful={"GRACE_PERIOD": 1}, env=env) as srv:
         srv.get("/pid/")
         srv.signal()
         srv.wait_exit(10)
+        log = srv.log()
         assert srv.events("hanging-hook")
-        assert srv.exit_after < 2.5
-        assert "hook tests.project.hooks.hanging_hook did not finish within 0.5 s" in srv.log()
+        assert len(srv.events("shutdown")) == 1  # the hook after the raising one ran
+        assert srv.exit_after < 2.5  # nothing in flight: hooks (0.5 s bound) + exit
+        assert "hook tests.project.hooks.raising_hook raised RuntimeError" in log
+        assert "producer flush failed (test)" in log
+        assert "hook tests.project.hooks.hanging_hook did not finish within 0.5 s" in log
         assert srv.events("lifespan-exit")
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_request_sent_after_draining_began_gets_503_or_a_refused_connection(
+    server: str,
+) -> None:
+    with running(server, graceful={"GRACE_PERIOD": 5}) as srv:
+        srv.get("/pid/")
+        in_flight = in_background(srv.get, "/slow/?s=2")
+        srv.wait_event("slow-begin")
+        srv.signal()
+        srv.wait_event("shutdown-started")
+        late = _get_or_error(srv, "/pid/", timeout=3)  # never a hang
+        if isinstance(late, httpx.Response):
+            assert late.status_code == 503
+            assert late.headers["connection"] == "close"
+        else:
+            assert isinstance(late, httpx.ConnectError), late  # listener closed: refused
+        assert in_flight.result(timeout=10).status_code == 200
+        srv.wait_exit(10)
 
 
 @pytest.mark.parametrize("server", SERVERS)

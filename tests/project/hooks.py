@@ -23,6 +23,12 @@ def draining(sender, trigger, **kwargs) -> None:
     record("shutdown-started", trigger=trigger)
 
 
+@on_shutdown
+def raising_hook() -> None:
+    if os.environ.get("GRACEFUL_TEST_RAISE_HOOK"):
+        raise RuntimeError("producer flush failed (test)")
+
+
 @on_shutdown(timeout=1)
 async def flushed() -> None:
     record("shutdown")
