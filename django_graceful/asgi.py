@@ -89,9 +89,10 @@ class GracefulASGI:
         disconnect: Message,
     ) -> None:
         lifecycle = self.lifecycle
-        interruptible = InterruptibleReceive(receive, disconnect)
         what = f"{scope.get('method', 'WS')} {scope.get('path', '?')}"
-        item = Tracked(kind, what, task=asyncio.current_task(), on_cancel=interruptible.interrupt)
+        item = Tracked(kind, what, task=asyncio.current_task())
+        interruptible = InterruptibleReceive(receive, disconnect, item)
+        item.on_cancel = interruptible.interrupt
         scope[TRACKED_KEY] = item  # type: ignore[literal-required]
         lifecycle.registry.add(item)
         if kind != "request":
@@ -101,6 +102,7 @@ class GracefulASGI:
                 lifecycle.registry.discard(item)
             return
         tracking_send = _TrackingSend(send, lifecycle)
+        interruptible.response = tracking_send
         try:
             await self.app(scope, interruptible, tracking_send)
         except asyncio.CancelledError:
@@ -158,14 +160,28 @@ class InterruptibleReceive:
     wrapper takes back (``uncancel()``) and turns into the disconnect message.
     """
 
-    __slots__ = ("_disconnect", "_interrupted", "_interrupting", "_receive", "_waiter")
+    __slots__ = (
+        "_disconnect",
+        "_interrupted",
+        "_interrupting",
+        "_item",
+        "_receive",
+        "_waiter",
+        "response",
+    )
 
-    def __init__(self, receive: ASGIReceiveCallable, disconnect: Message) -> None:
+    def __init__(
+        self, receive: ASGIReceiveCallable, disconnect: Message, item: Tracked | None = None
+    ) -> None:
         self._receive = receive
         self._disconnect = disconnect
+        self._item = item
         self._interrupted = False
         self._interrupting = False
         self._waiter: asyncio.Task[Any] | None = None
+        #: The response's send, to tell a client that left early from the normal
+        #: ``http.disconnect`` that follows a complete response.
+        self.response: _TrackingSend | None = None
 
     def interrupt(self, reason: CancelReason) -> None:
         self._interrupted = True
@@ -178,7 +194,11 @@ class InterruptibleReceive:
             return self._disconnect
         self._waiter = waiter = asyncio.current_task()
         try:
-            return await self._receive()
+            message = await self._receive()
+            if message["type"] == self._disconnect["type"] and self._item is not None:
+                if self.response is None or not self.response.finished:
+                    self._item.tell(CancelReason.DISCONNECT)
+            return message
         except asyncio.CancelledError:
             if self._interrupting and waiter is not None:
                 self._interrupting = False
@@ -193,15 +213,18 @@ class _TrackingSend:
     """``send()`` that notes whether the response began, and adds ``Connection: close``
     to responses that begin from CLOSING on."""
 
-    __slots__ = ("_lifecycle", "_send", "started")
+    __slots__ = ("_lifecycle", "_send", "finished", "started")
 
     def __init__(self, send: ASGISendCallable, lifecycle: Lifecycle) -> None:
         self._send = send
         self._lifecycle = lifecycle
         self.started = False
+        self.finished = False
 
     async def __call__(self, message: Any) -> None:
-        if message["type"] == "http.response.start":
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.finished = True
+        elif message["type"] == "http.response.start":
             self.started = True
             if self._lifecycle.phase >= Phase.CLOSING:
                 headers = [

@@ -1,8 +1,14 @@
-"""Why work was cancelled: the reasons a view, task or thread can be told to stop."""
+"""Why work was cancelled, and the token that tells sync and async code it should stop."""
 
 from __future__ import annotations
 
+import contextvars
 import enum
+import logging
+import threading
+from collections.abc import Callable
+
+logger = logging.getLogger("django_graceful")
 
 
 class CancelReason(enum.StrEnum):
@@ -17,3 +23,99 @@ class RequestCancelled(Exception):
     def __init__(self, reason: CancelReason) -> None:
         super().__init__(f"request cancelled: {reason}")
         self.reason = reason
+
+
+class CancellationToken:
+    """Set once, with a reason; readable and waitable from any thread.
+
+    Sync code (a sync view in asgiref's thread, a loop over rows) polls
+    ``cancelled`` or calls ``raise_if_cancelled()``; callbacks (e.g. interrupting a
+    running SQL query) run when it is set.
+    """
+
+    __slots__ = ("_callbacks", "_event", "_lock", "reason")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[CancelReason], None]] = []
+        self.reason: CancelReason | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def cancel(self, reason: CancelReason) -> bool:
+        """Set the token; False if it was already set (the first reason stays)."""
+        with self._lock:
+            if self.reason is not None:
+                return False
+            self.reason = reason
+            callbacks, self._callbacks = self._callbacks, []
+        self._event.set()
+        for callback in callbacks:
+            try:
+                callback(reason)
+            except Exception:
+                logger.exception("cancellation callback %r failed", callback)
+        return True
+
+    def raise_if_cancelled(self) -> None:
+        if self.reason is not None:
+            raise RequestCancelled(self.reason)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block the calling thread until cancelled or ``timeout``; True if cancelled."""
+        return self._event.wait(timeout)
+
+    def on_cancel(self, callback: Callable[[CancelReason], None]) -> Callable[[], None]:
+        """Call ``callback(reason)`` when cancelled (at once if already); returns a remover."""
+        with self._lock:
+            if self.reason is None:
+                self._callbacks.append(callback)
+                return lambda: self._remove(callback)
+        callback(self.reason)
+        return lambda: None
+
+    def _remove(self, callback: Callable[[CancelReason], None]) -> None:
+        with self._lock:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+    def __repr__(self) -> str:
+        return f"<CancellationToken {self.reason or 'active'}>"
+
+
+class _NeverCancelled(CancellationToken):
+    __slots__ = ()
+
+    def cancel(self, reason: CancelReason) -> bool:
+        return False
+
+    def on_cancel(self, callback: Callable[[CancelReason], None]) -> Callable[[], None]:
+        return lambda: None
+
+
+#: A token that is never cancelled: what code outside any tracked work sees.
+NEVER: CancellationToken = _NeverCancelled()
+
+_current: contextvars.ContextVar[CancellationToken] = contextvars.ContextVar(
+    "django_graceful_cancellation", default=NEVER
+)
+
+
+def current_cancellation() -> CancellationToken:
+    """The token of the request (or tracked task) this code runs for.
+
+    Outside of one it is a token that is never cancelled. asgiref carries it into
+    the thread of a sync view.
+    """
+    return _current.get()
+
+
+def use_token(token: CancellationToken) -> contextvars.Token[CancellationToken]:
+    return _current.set(token)
+
+
+def reset_token(previous: contextvars.Token[CancellationToken]) -> None:
+    _current.reset(previous)

@@ -1,4 +1,4 @@
-"""GracefulMiddleware: ties each request to the task running its view; gives ``request.state``.
+"""GracefulMiddleware: ties each request to its view's task and token; gives ``request.state``.
 
 On Django 5.2 the view runs in a task of its own that a cancel of the server's task
 never reaches; recording it lets the shutdown cancel the view itself.
@@ -14,6 +14,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
 from .asgi import TRACKED_KEY
+from .cancellation import NEVER, reset_token, use_token
 from .registry import Tracked
 
 
@@ -31,17 +32,22 @@ class GracefulMiddleware:
         if self.is_async:
             return self._acall(request)
         _attach_state(request)
+        request.cancellation = NEVER  # type: ignore[attr-defined]  # WSGI: nothing to cancel
         return self.get_response(request)
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         _attach_state(request)
         item = _tracked(request)
         if item is None:
+            request.cancellation = NEVER  # type: ignore[attr-defined]
             return await self.get_response(request)
         item.view_task = asyncio.current_task()
+        request.cancellation = token = item.token  # type: ignore[attr-defined]
+        previous = use_token(token)
         try:
             return await self.get_response(request)
         finally:
+            reset_token(previous)
             item.view_task = None
 
 

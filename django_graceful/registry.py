@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from .cancellation import CancelReason
+from .cancellation import CancellationToken, CancelReason
 
 _ids = itertools.count(1)
 
@@ -31,6 +31,23 @@ class Tracked:
     cancelled: int = 0
     reason: CancelReason | None = None
     shielded: bool = False
+    _token: CancellationToken | None = None
+
+    @property
+    def token(self) -> CancellationToken:
+        """The work's cancellation token (made on first use: most work never needs one)."""
+        if self._token is None:
+            self._token = CancellationToken()
+            if self.reason is not None:
+                self._token.cancel(self.reason)
+        return self._token
+
+    def tell(self, reason: CancelReason) -> None:
+        """Record why the work should stop and set its token, without cancelling a task."""
+        if self.reason is None:
+            self.reason = reason
+        if self._token is not None:
+            self._token.cancel(reason)
 
     @property
     def age(self) -> float:
@@ -39,8 +56,7 @@ class Tracked:
     def cancel(self, reason: CancelReason) -> None:
         """Ask the work to stop; every further call cancels its task again."""
         self.cancelled += 1
-        if self.reason is None:
-            self.reason = reason
+        self.tell(reason)
         if self.cancelled == 1 and self.on_cancel is not None:
             self.on_cancel(reason)
             return

@@ -7,5 +7,6 @@ urlpatterns = [
     path("stubborn/", views.stubborn),
     path("state/", views.state),
     path("pid/", views.sync_pid),
+    path("export/", views.export),
     path("health/", include("django_graceful.urls")),
 ]

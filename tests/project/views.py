@@ -7,6 +7,8 @@ import time
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from django_graceful import RequestCancelled, current_cancellation
+
 from .events import record
 
 
@@ -47,3 +49,19 @@ async def state(request: HttpRequest) -> JsonResponse:
 
 def sync_pid(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"pid": os.getpid()})
+
+
+def export(request: HttpRequest) -> HttpResponse:
+    """A sync view that checks its token between rows, as a long export would."""
+    token = request.cancellation  # type: ignore[attr-defined]
+    same = token is current_cancellation()  # asgiref carried the context into this thread
+    record("export-begin", same_token=same)
+    rows = 0
+    try:
+        for rows in range(int(request.GET.get("rows", "10000"))):  # noqa: B007
+            token.raise_if_cancelled()
+            time.sleep(0.01)
+    except RequestCancelled as exc:
+        record("export-stopped", reason=str(exc.reason), rows=rows)
+        raise
+    return HttpResponse(f"{rows + 1} rows")

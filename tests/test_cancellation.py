@@ -1,0 +1,128 @@
+"""The cancellation token: one reason, any thread, callbacks once; and its reasons end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+from asgiref.testing import ApplicationCommunicator
+from django.test import override_settings
+
+from django_graceful import CancellationToken, CancelReason, RequestCancelled
+from django_graceful.asgi import GracefulASGI
+from django_graceful.cancellation import NEVER, current_cancellation
+from django_graceful.handler import GracefulASGIHandler
+from django_graceful.lifecycle import Lifecycle
+
+from .test_asgi import NO_SIGNALS, http_scope, start
+
+
+def test_the_first_reason_stays_and_callbacks_run_once() -> None:
+    token = CancellationToken()
+    seen: list[CancelReason] = []
+    token.on_cancel(seen.append)
+    assert not token.cancelled and token.reason is None
+    token.raise_if_cancelled()  # nothing yet
+    assert token.cancel(CancelReason.DISCONNECT) is True
+    assert token.cancel(CancelReason.SHUTDOWN) is False
+    assert token.reason is CancelReason.DISCONNECT and seen == [CancelReason.DISCONNECT]
+    with pytest.raises(RequestCancelled) as raised:
+        token.raise_if_cancelled()
+    assert raised.value.reason is CancelReason.DISCONNECT
+    late: list[CancelReason] = []
+    token.on_cancel(late.append)  # registered after: runs at once
+    assert late == [CancelReason.DISCONNECT]
+
+
+def test_a_removed_callback_does_not_run() -> None:
+    token = CancellationToken()
+    seen: list[CancelReason] = []
+    remove = token.on_cancel(seen.append)
+    remove()
+    token.cancel(CancelReason.TIMEOUT)
+    assert seen == []
+
+
+def test_wait_wakes_another_thread_at_once() -> None:
+    token = CancellationToken()
+    woke: list[float] = []
+
+    def waiter() -> None:
+        began = time.monotonic()
+        assert token.wait(5)
+        woke.append(time.monotonic() - began)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    time.sleep(0.05)
+    token.cancel(CancelReason.SHUTDOWN)
+    thread.join(2)
+    assert woke and woke[0] < 0.5
+    assert CancellationToken().wait(0.01) is False
+
+
+def test_outside_a_request_the_token_is_never_cancelled() -> None:
+    assert current_cancellation() is NEVER
+    assert NEVER.cancel(CancelReason.SHUTDOWN) is False and not NEVER.cancelled
+
+
+@pytest.fixture
+def app(lifecycle: Lifecycle) -> GracefulASGI:
+    return GracefulASGI(GracefulASGIHandler(), lifecycle=lifecycle)
+
+
+@pytest.fixture
+def recorded(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    path = tmp_path / "events.jsonl"
+    monkeypatch.setenv("GRACEFUL_TEST_EVENTS", str(path))
+
+    def read(name: str) -> list[dict[str, Any]]:
+        if not path.exists():
+            return []
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        return [r for r in rows if r["event"] == name]
+
+    return read
+
+
+async def wait_for(read: Any, name: str, timeout: float = 3) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while not read(name):
+        assert time.monotonic() < deadline, f"no {name}"
+        await asyncio.sleep(0.01)
+    return read(name)[0]
+
+
+@override_settings(GRACEFUL=NO_SIGNALS)
+async def test_a_client_disconnect_stops_a_sync_view_with_reason_disconnect(
+    app: GracefulASGI, recorded: Any
+) -> None:
+    await start(app)
+    comm = ApplicationCommunicator(app, http_scope("/export/"))
+    await comm.send_input({"type": "http.request", "body": b""})
+    begin = await wait_for(recorded, "export-begin")
+    assert begin["same_token"] is True
+    left = time.monotonic()
+    await comm.send_input({"type": "http.disconnect"})
+    stopped = await wait_for(recorded, "export-stopped")
+    assert stopped["reason"] == "disconnect"
+    assert stopped["t"] - (time.time() - (time.monotonic() - left)) < 0.2
+    await comm.wait(3)
+
+
+@override_settings(GRACEFUL={**NO_SIGNALS, "GRACE_PERIOD": 0.1, "CANCEL_TIMEOUT": 2})
+async def test_a_shutdown_stops_a_sync_view_with_reason_shutdown(
+    app: GracefulASGI, recorded: Any
+) -> None:
+    lifespan, _ = await start(app)
+    comm = ApplicationCommunicator(app, http_scope("/export/"))
+    await comm.send_input({"type": "http.request", "body": b""})
+    await wait_for(recorded, "export-begin")
+    await lifespan.send_input({"type": "lifespan.shutdown"})
+    assert await lifespan.receive_output(3) == {"type": "lifespan.shutdown.complete"}
+    assert (await wait_for(recorded, "export-stopped"))["reason"] == "shutdown"
+    assert (await comm.receive_output(1))["status"] == 503
