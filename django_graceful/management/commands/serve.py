@@ -44,7 +44,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         path = asgi_application_path()
         if path is None:
-            raise CommandError("set ASGI_APPLICATION in settings (e.g. 'myproject.asgi.application')")
+            raise CommandError(
+                "set ASGI_APPLICATION in settings (e.g. 'myproject.asgi.application')"
+            )
         try:
             argv = command_line(
                 options["server"],
