@@ -1,16 +1,20 @@
 """django_graceful: start, stop and cancel Django work cleanly on any ASGI server."""
 
 from .cancellation import CancellationToken, CancelReason, RequestCancelled, current_cancellation
+from .decorators import cancellable
 from .hooks import on_shutdown, on_startup
 from .lifecycle import Phase, is_shutting_down
+from .shielding import shield
 
 __all__ = [
     "CancelReason",
     "CancellationToken",
     "Phase",
     "RequestCancelled",
+    "cancellable",
     "current_cancellation",
     "is_shutting_down",
     "on_shutdown",
     "on_startup",
+    "shield",
 ]

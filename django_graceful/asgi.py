@@ -195,9 +195,11 @@ class InterruptibleReceive:
         self._waiter = waiter = asyncio.current_task()
         try:
             message = await self._receive()
-            if message["type"] == self._disconnect["type"] and self._item is not None:
+            item = self._item
+            if message["type"] == self._disconnect["type"] and item is not None:
                 if self.response is None or not self.response.finished:
-                    self._item.tell(CancelReason.DISCONNECT)
+                    item.tell(CancelReason.DISCONNECT)
+                    await item.wait_unshielded()  # a shield holds the disconnect back
             return message
         except asyncio.CancelledError:
             if self._interrupting and waiter is not None:

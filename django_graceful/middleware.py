@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse
 
 from .asgi import TRACKED_KEY
 from .cancellation import NEVER, reset_token, use_token
-from .registry import Tracked
+from .registry import Tracked, reset_item, use_item
 
 
 class GracefulMiddleware:
@@ -43,11 +43,12 @@ class GracefulMiddleware:
             return await self.get_response(request)
         item.view_task = asyncio.current_task()
         request.cancellation = token = item.token  # type: ignore[attr-defined]
-        previous = use_token(token)
+        previous_token, previous_item = use_token(token), use_item(item)
         try:
             return await self.get_response(request)
         finally:
-            reset_token(previous)
+            reset_item(previous_item)
+            reset_token(previous_token)
             item.view_task = None
 
 

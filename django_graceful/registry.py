@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import time
 from collections.abc import Callable, Iterator
@@ -30,8 +31,11 @@ class Tracked:
     id: int = field(default_factory=lambda: next(_ids))
     cancelled: int = 0
     reason: CancelReason | None = None
-    shielded: bool = False
     _token: CancellationToken | None = None
+    _deliveries: int = 0
+    _held: CancelReason | None = None
+    _shield_depth: int = 0
+    _shield_ended: asyncio.Event | None = None
 
     @property
     def token(self) -> CancellationToken:
@@ -54,16 +58,52 @@ class Tracked:
         return time.monotonic() - self.started
 
     def cancel(self, reason: CancelReason) -> None:
-        """Ask the work to stop; every further call cancels its task again."""
+        """Ask the work to stop; every further call cancels its task again.
+
+        While shielded the cancel is held, and delivered when the shield ends.
+        """
         self.cancelled += 1
         self.tell(reason)
-        if self.cancelled == 1 and self.on_cancel is not None:
+        if self.shielded:
+            self._held = reason
+            return
+        self._deliver(reason)
+
+    def _deliver(self, reason: CancelReason) -> None:
+        self._deliveries += 1
+        if self._deliveries == 1 and self.on_cancel is not None:
             self.on_cancel(reason)
             return
         for task in (self.view_task, self.task):
             if task is not None and not task.done():
                 task.cancel(f"django_graceful: {reason}")
                 return
+
+    @property
+    def shielded(self) -> bool:
+        return self._shield_depth > 0
+
+    def begin_shield(self) -> None:
+        if self._shield_depth == 0:
+            self._shield_ended = asyncio.Event()
+        self._shield_depth += 1
+
+    def end_shield(self, *, expired: bool = False) -> None:
+        """Leave one shield (all of them if it ``expired``); deliver what was held."""
+        if self._shield_depth == 0:
+            return
+        self._shield_depth = 0 if expired else self._shield_depth - 1
+        if self._shield_depth == 0:
+            if self._shield_ended is not None:
+                self._shield_ended.set()
+            held, self._held = self._held, None
+            if held is not None:
+                self._deliver(held)
+
+    async def wait_unshielded(self) -> None:
+        """Return once no shield is up (at once if none is)."""
+        while self.shielded and self._shield_ended is not None:
+            await self._shield_ended.wait()
 
     @property
     def innermost_task(self) -> asyncio.Task[object] | None:
@@ -74,6 +114,8 @@ class Tracked:
 
     def describe(self) -> str:
         state = f"cancelled {self.cancelled}x" if self.cancelled else "running"
+        if self.shielded:
+            state += ", shielded"
         return f"{self.kind} {self.what} ({state}, {self.age:.1f} s old)"
 
 
@@ -97,3 +139,21 @@ class Registry:
 
     def __iter__(self) -> Iterator[Tracked]:
         return iter(list(self._items.values()))
+
+
+_current_item: contextvars.ContextVar[Tracked | None] = contextvars.ContextVar(
+    "django_graceful_item", default=None
+)
+
+
+def current_item() -> Tracked | None:
+    """The tracked work this code runs for (set by GracefulMiddleware for a view)."""
+    return _current_item.get()
+
+
+def use_item(item: Tracked | None) -> contextvars.Token[Tracked | None]:
+    return _current_item.set(item)
+
+
+def reset_item(previous: contextvars.Token[Tracked | None]) -> None:
+    _current_item.reset(previous)

@@ -6,8 +6,16 @@ import threading
 import time
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.decorators import method_decorator
+from django.views import View
 
-from django_graceful import RequestCancelled, current_cancellation
+from django_graceful import (
+    CancelReason,
+    RequestCancelled,
+    cancellable,
+    current_cancellation,
+    shield,
+)
 
 from .events import record
 
@@ -65,3 +73,53 @@ def export(request: HttpRequest) -> HttpResponse:
         record("export-stopped", reason=str(exc.reason), rows=rows)
         raise
     return HttpResponse(f"{rows + 1} rows")
+
+
+async def cleanup(request: HttpRequest, reason: CancelReason) -> None:
+    mode = request.GET.get("cleanup", "ok")
+    record("cleanup", reason=str(reason), mode=mode)
+    if mode == "raise":
+        raise RuntimeError("cleanup failed (test)")
+    if mode == "hang":
+        await asyncio.sleep(3600)
+
+
+@cancellable(on_cancel=cleanup)
+async def guarded(request: HttpRequest) -> HttpResponse:
+    record("guarded-begin")
+    await asyncio.sleep(float(request.GET.get("s", "600")))
+    return HttpResponse("done")
+
+
+@cancellable(timeout=0.3, on_cancel=cleanup)
+async def timed(request: HttpRequest) -> HttpResponse:
+    await asyncio.sleep(600)
+    return HttpResponse("never")
+
+
+@cancellable(timeout=0.3)
+def sync_timed(request: HttpRequest) -> HttpResponse:
+    while True:
+        request.cancellation.raise_if_cancelled()  # type: ignore[attr-defined]
+        time.sleep(0.01)
+
+
+async def shielded(request: HttpRequest) -> HttpResponse:
+    """Commit-then-publish that must not be cut in half by a disconnect or a shutdown."""
+    record("shield-begin")
+    try:
+        async with shield(timeout=float(request.GET.get("t", "2"))):
+            await asyncio.sleep(float(request.GET.get("body", "0.3")))
+            record("committed", reason=str(request.cancellation.reason))  # type: ignore[attr-defined]
+        await asyncio.sleep(600)
+    except asyncio.CancelledError:
+        record("shield-cancelled")
+        raise
+    return HttpResponse("never")
+
+
+@method_decorator(cancellable(timeout=0.3), name="dispatch")
+class SlowView(View):
+    async def get(self, request: HttpRequest) -> HttpResponse:
+        await asyncio.sleep(600)
+        return HttpResponse("never")
