@@ -12,63 +12,10 @@ from django.test import override_settings
 
 from django_graceful.asgi import GracefulASGI, InterruptibleReceive
 from django_graceful.cancellation import CancelReason
-from django_graceful.handler import GracefulASGIHandler
-from django_graceful.lifecycle import Lifecycle, Phase
+from django_graceful.lifecycle import Phase
 from tests.project import events, views
 
-NO_SIGNALS = {"HANDLE_SIGNALS": False, "LIFESPAN": ["tests.project.lifespan.resources"]}
-
-
-def http_scope(path: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": extra.pop("query_string", b""),
-        "headers": [(b"host", b"testserver")],
-        "server": ("testserver", 80),
-        "client": ("127.0.0.1", 5000),
-        **extra,
-    }
-
-
-@pytest.fixture
-def app(lifecycle: Lifecycle) -> GracefulASGI:
-    return GracefulASGI(GracefulASGIHandler(), lifecycle=lifecycle)
-
-
-@pytest.fixture
-def recorded(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    path = tmp_path / "events.jsonl"
-    monkeypatch.setenv("GRACEFUL_TEST_EVENTS", str(path))
-
-    def read(name: str) -> list[str]:
-        if not path.exists():
-            return []
-        return [line for line in path.read_text().splitlines() if f'"event": "{name}"' in line]
-
-    return read
-
-
-async def start(app: GracefulASGI) -> tuple[ApplicationCommunicator, dict[str, Any]]:
-    state: dict[str, Any] = {}
-    lifespan = ApplicationCommunicator(app, {"type": "lifespan", "state": state})
-    await lifespan.send_input({"type": "lifespan.startup"})
-    assert await lifespan.receive_output(5) == {"type": "lifespan.startup.complete"}
-    return lifespan, state
-
-
-async def request(app: GracefulASGI, path: str, timeout: float = 5) -> tuple[int, dict, bytes]:
-    path, _, query = path.partition("?")
-    comm = ApplicationCommunicator(app, http_scope(path, query_string=query.encode()))
-    await comm.send_input({"type": "http.request", "body": b""})
-    start = await comm.receive_output(timeout)
-    body = await comm.receive_output(timeout)
-    return start["status"], dict(start["headers"]), body["body"]
+from .inprocess import NO_SIGNALS, http_scope, request, start
 
 
 @override_settings(GRACEFUL=NO_SIGNALS)

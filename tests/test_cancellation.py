@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import threading
 import time
 from typing import Any
@@ -15,10 +13,8 @@ from django.test import override_settings
 from django_graceful import CancellationToken, CancelReason, RequestCancelled
 from django_graceful.asgi import GracefulASGI
 from django_graceful.cancellation import NEVER, current_cancellation
-from django_graceful.handler import GracefulASGIHandler
-from django_graceful.lifecycle import Lifecycle
 
-from .test_asgi import NO_SIGNALS, http_scope, start
+from .inprocess import NO_SIGNALS, http_scope, start, wait_for
 
 
 def test_the_first_reason_stays_and_callbacks_run_once() -> None:
@@ -68,33 +64,6 @@ def test_wait_wakes_another_thread_at_once() -> None:
 def test_outside_a_request_the_token_is_never_cancelled() -> None:
     assert current_cancellation() is NEVER
     assert NEVER.cancel(CancelReason.SHUTDOWN) is False and not NEVER.cancelled
-
-
-@pytest.fixture
-def app(lifecycle: Lifecycle) -> GracefulASGI:
-    return GracefulASGI(GracefulASGIHandler(), lifecycle=lifecycle)
-
-
-@pytest.fixture
-def recorded(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    path = tmp_path / "events.jsonl"
-    monkeypatch.setenv("GRACEFUL_TEST_EVENTS", str(path))
-
-    def read(name: str) -> list[dict[str, Any]]:
-        if not path.exists():
-            return []
-        rows = [json.loads(line) for line in path.read_text().splitlines()]
-        return [r for r in rows if r["event"] == name]
-
-    return read
-
-
-async def wait_for(read: Any, name: str, timeout: float = 3) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while not read(name):
-        assert time.monotonic() < deadline, f"no {name}"
-        await asyncio.sleep(0.01)
-    return read(name)[0]
 
 
 @override_settings(GRACEFUL=NO_SIGNALS)

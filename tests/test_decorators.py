@@ -8,22 +8,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from asgiref.testing import ApplicationCommunicator
 from django.test import override_settings
 
 from django_graceful import cancellable
 from django_graceful.asgi import GracefulASGI
-from django_graceful.handler import GracefulASGIHandler
-from django_graceful.lifecycle import Lifecycle
 from django_graceful.signals import request_cancelled
 
-from .test_asgi import NO_SIGNALS, http_scope, start
-from .test_cancellation import recorded, wait_for  # noqa: F401  (fixture)
-
-
-@pytest.fixture
-def app(lifecycle: Lifecycle) -> GracefulASGI:
-    return GracefulASGI(GracefulASGIHandler(), lifecycle=lifecycle)
+from .inprocess import NO_SIGNALS, open_request, start, wait_for
 
 
 @pytest.fixture
@@ -36,13 +27,6 @@ def cancelled_signals() -> Iterator[list[dict[str, Any]]]:
     request_cancelled.connect(receiver)
     yield seen
     request_cancelled.disconnect(receiver)
-
-
-async def open_request(app: GracefulASGI, path: str) -> ApplicationCommunicator:
-    path, _, query = path.partition("?")
-    comm = ApplicationCommunicator(app, http_scope(path, query_string=query.encode()))
-    await comm.send_input({"type": "http.request", "body": b""})
-    return comm
 
 
 @override_settings(GRACEFUL=NO_SIGNALS)
