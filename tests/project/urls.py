@@ -9,6 +9,7 @@ urlpatterns = [
     path("pid/", views.sync_pid),
     path("export/", views.export),
     path("guarded/", views.guarded),
+    path("events/", views.events_stream),
     path("timed/", views.timed),
     path("sync-timed/", views.sync_timed),
     path("shielded/", views.shielded),

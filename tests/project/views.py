@@ -5,7 +5,7 @@ import os
 import threading
 import time
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils.decorators import method_decorator
 from django.views import View
 
@@ -123,3 +123,20 @@ class SlowView(View):
     async def get(self, request: HttpRequest) -> HttpResponse:
         await asyncio.sleep(600)
         return HttpResponse("never")
+
+
+async def events_stream(request: HttpRequest) -> StreamingHttpResponse:
+    """Server-sent events until the client leaves or the server stops."""
+
+    async def ticks():  # type: ignore[no-untyped-def]
+        record("sse-open")
+        n = 0
+        try:
+            while True:
+                yield f"data: tick {n}\n\n"
+                n += 1
+                await asyncio.sleep(0.05)
+        finally:
+            record("sse-closed", ticks=n)
+
+    return StreamingHttpResponse(ticks(), content_type="text/event-stream")

@@ -1,0 +1,40 @@
+"""A streaming response (SSE) stops on disconnect and at shutdown, and its generator closes."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+
+from django_graceful.asgi import GracefulASGI
+
+from .inprocess import NO_SIGNALS, Events, open_request, start, wait_for
+
+
+@override_settings(GRACEFUL=NO_SIGNALS)
+async def test_sse_stops_and_its_finally_runs_when_the_client_leaves(
+    app: GracefulASGI, recorded: Events
+) -> None:
+    comm = await open_request(app, "/events/")
+    assert (await comm.receive_output(2))["status"] == 200
+    first = await comm.receive_output(2)
+    assert first["body"].startswith(b"data: tick 0")
+    await comm.send_input({"type": "http.disconnect"})
+    closed = await wait_for(recorded, "sse-closed")
+    assert closed["ticks"] >= 1
+    await comm.wait(2)
+
+
+@override_settings(GRACEFUL={**NO_SIGNALS, "GRACE_PERIOD": 0.3, "CANCEL_TIMEOUT": 1})
+async def test_sse_stops_at_shutdown_after_the_grace(app: GracefulASGI, recorded: Events) -> None:
+    lifespan, _ = await start(app)
+    comm = await open_request(app, "/events/")
+    assert (await comm.receive_output(2))["status"] == 200
+    await lifespan.send_input({"type": "lifespan.shutdown"})
+    assert await lifespan.receive_output(3) == {"type": "lifespan.shutdown.complete"}
+    closed = await wait_for(recorded, "sse-closed")
+    opened = recorded("sse-open")[0]
+    assert 0.25 < closed["t"] - opened["t"] < 1.5  # streamed through the grace, then stopped
+    assert len(app.lifecycle.registry) == 0
+
+
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
