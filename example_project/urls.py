@@ -5,6 +5,10 @@ from . import views
 urlpatterns = [
     path("", views.index),
     path("slow/", views.slow),
+    path("export/", views.export),
+    path("events/", views.events),
+    path("timeout/", views.timeout),
+    path("order/", views.order),
     path("state/", views.state),
     path("health/", include("django_graceful.urls")),
 ]

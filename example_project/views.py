@@ -1,26 +1,84 @@
-"""Example views: a quick one, a slow one, and one that shows the LIFESPAN state."""
+"""Example views: each shows one way django_graceful stops work cleanly."""
 
 import asyncio
 import logging
+import time
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+
+from django_graceful import CancelReason, RequestCancelled, cancellable, shield
 
 logger = logging.getLogger("example_project")
 
 
 async def index(request: HttpRequest) -> HttpResponse:
-    return HttpResponse("Hello from django_graceful. Try /slow/?seconds=5 then Ctrl-C.\n")
+    return HttpResponse(
+        "Hello from django_graceful. Try, then press Ctrl-C or close the client:\n"
+        "  /slow/?seconds=5    an async view that drains, then is cancelled\n"
+        "  /export/?rows=500   a sync view that checks its cancellation token\n"
+        "  /events/            server-sent events until you leave or the server stops\n"
+        "  /timeout/           @cancellable(timeout=2): a 504 after 2 s\n"
+        "  /order/             shield(): a commit that finishes despite a cancel\n"
+        "  /state/             state from a LIFESPAN manager\n"
+        "  /health/ready/      503 from the shutdown signal on\n"
+    )
 
 
+async def cleanup(request: HttpRequest, reason: CancelReason) -> None:
+    logger.info("cleanup for %s: %s", request.path, reason)
+
+
+@cancellable(on_cancel=cleanup)
 async def slow(request: HttpRequest) -> HttpResponse:
     """Sleeps ``seconds`` (default 5): send SIGTERM meanwhile and watch it drain."""
     seconds = float(request.GET.get("seconds", "5"))
-    try:
-        await asyncio.sleep(seconds)
-    except asyncio.CancelledError:
-        logger.info("slow view cancelled after the grace period; cleaning up")
-        raise
+    await asyncio.sleep(seconds)
     return HttpResponse(f"slept {seconds:g} s\n")
+
+
+@cancellable
+def export(request: HttpRequest) -> HttpResponse:
+    """A sync loop that stops within one row of a disconnect or a shutdown."""
+    rows = int(request.GET.get("rows", "500"))
+    done = 0
+    try:
+        for done in range(1, rows + 1):  # noqa: B007
+            request.cancellation.raise_if_cancelled()
+            time.sleep(0.01)  # one row of work
+    except RequestCancelled as exc:
+        logger.info("export stopped after %d of %d rows: %s", done, rows, exc.reason)
+        raise
+    return HttpResponse(f"exported {done} rows\n")
+
+
+async def events(request: HttpRequest) -> StreamingHttpResponse:
+    """Server-sent events; the generator's ``finally`` runs on disconnect and shutdown."""
+
+    async def ticks():  # type: ignore[no-untyped-def]
+        n = 0
+        try:
+            while True:
+                yield f"data: tick {n}\n\n"
+                n += 1
+                await asyncio.sleep(1)
+        finally:
+            logger.info("event stream closed after %d ticks", n)
+
+    return StreamingHttpResponse(ticks(), content_type="text/event-stream")
+
+
+@cancellable(timeout=2)
+async def timeout(request: HttpRequest) -> HttpResponse:
+    await asyncio.sleep(60)
+    return HttpResponse("never\n")
+
+
+async def order(request: HttpRequest) -> HttpResponse:
+    """Commit and publish must both happen, or neither: shield the pair."""
+    async with shield(timeout=5):
+        await asyncio.sleep(1)  # commit
+        await asyncio.sleep(1)  # publish
+    return HttpResponse("order placed\n")
 
 
 async def state(request: HttpRequest) -> JsonResponse:
