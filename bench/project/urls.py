@@ -1,0 +1,10 @@
+"""URLs of the bench project."""
+
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("hello/", views.hello),
+    path("slow/", views.slow),
+]
