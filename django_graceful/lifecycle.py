@@ -123,6 +123,7 @@ class Lifecycle:
             )
             await self._close_lifespan()
             self._enter(Phase.STOPPED)
+            _tell_server_startup_failed(failure)
             raise failure from exc
         from .adapters import detect
 
@@ -322,6 +323,16 @@ class Lifecycle:
             with contextlib.suppress(Exception):
                 handler.flush()
         os._exit(1)
+
+
+def _tell_server_startup_failed(failure: StartupFailed) -> None:
+    """Let the server's adapter make the failure visible (e.g. in the exit status)."""
+    from .adapters import detect
+
+    try:
+        detect().startup_failed(failure)
+    except Exception:
+        logger.exception("could not tell the server that startup failed")
 
 
 def _stack_of(item: Tracked) -> str:

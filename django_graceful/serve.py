@@ -50,7 +50,9 @@ def command_line(
     if server == "hypercorn":
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         argv = [*python, target, "--bind", bind, "--graceful-timeout", backstop]
-        return argv + (["--workers", str(workers)] if workers else [])
+        # Without --workers, one in-process worker: Hypercorn's multiprocess parent
+        # exits 0 even when a worker's startup failed (hypercorn#269).
+        return argv + ["--workers", str(workers or 0)]
     if server == "granian":
         argv = [*python, "--interface", "asgi", "--host", host, "--port", str(port)]
         argv += ["--workers-kill-timeout", backstop]

@@ -36,7 +36,7 @@ def command(server: str, app: str, port: int, workers: int | None = None) -> lis
         return cmd + (["--workers", str(workers)] if workers else [])
     if server == "hypercorn":
         cmd = [str(BIN / "hypercorn"), app, "--bind", f"127.0.0.1:{port}"]
-        return cmd + (["--workers", str(workers)] if workers else [])
+        return cmd + (["--workers", str(workers)] if workers is not None else [])
     if server == "granian":
         cmd = [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1"]
         cmd += ["--port", str(port), app]

@@ -42,6 +42,7 @@ def test_hypercorn_binds_host_and_port_and_gets_a_graceful_timeout() -> None:
     argv = serve("--server", "hypercorn", "--host", "::1", "--port", "8001")
     assert argv[argv.index("--bind") + 1] == "[::1]:8001"
     assert int(argv[argv.index("--graceful-timeout") + 1]) > 12
+    assert argv[argv.index("--workers") + 1] == "0"  # one process: a failed start exits non-zero
 
 
 def test_daphne_is_one_process() -> None:

@@ -81,6 +81,9 @@ class ServerAdapter:
     def server_stop_without_signal(self) -> None:
         """The shutdown began without a signal (e.g. lifespan.shutdown): nothing to do."""
 
+    def startup_failed(self, error: Exception) -> None:
+        """Startup failed (already logged); the server is about to end this process."""
+
 
 def detect() -> ServerAdapter:
     """The adapter for the server this process runs under."""
