@@ -52,7 +52,7 @@ def command_line(
         argv = [*python, target, "--bind", bind, "--graceful-timeout", backstop]
         # Without --workers, one in-process worker: Hypercorn's multiprocess parent
         # exits 0 even when a worker's startup failed (hypercorn#269).
-        return argv + ["--workers", str(workers or 0)]
+        return [*argv, "--workers", str(workers or 0)]
     if server == "granian":
         argv = [*python, "--interface", "asgi", "--host", host, "--port", str(port)]
         argv += ["--workers-kill-timeout", backstop]
