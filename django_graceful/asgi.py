@@ -59,6 +59,9 @@ class GracefulASGI:
             return
         lifecycle = self.lifecycle
         phase = lifecycle.phase
+        if lifecycle.startup_error is not None:
+            await refuse(scope, receive, send, UNAVAILABLE_BODY, WS_INTERNAL_ERROR)
+            return
         if phase < Phase.SERVING:
             # The server sent no lifespan (Daphne, Granian asginl, --lifespan off).
             try:

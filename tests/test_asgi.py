@@ -70,6 +70,7 @@ async def test_without_lifespan_a_failed_startup_answers_503_and_logs_once(
         first = await request(app, "/pid/")
         second = await request(app, "/pid/")
     assert first[0] == second[0] == 503
+    assert first[2] == second[2] == b"Service Unavailable: startup failed.\n"
     failures = [r for r in caplog.records if "cache warm-up failed (test)" in r.getMessage()]
     assert len(failures) == 1
 

@@ -179,7 +179,8 @@ def test_startup_failure_is_reported_and_nothing_is_served(server: str) -> None:
             first = srv.get("/pid/")
             second = srv.get("/pid/")
             assert first.status_code == second.status_code == 503
-            assert srv.log().count("cache warm-up failed (test)") == 1
+            assert srv.log().count("startup failed:") == 1  # logged once, not per request
+            assert first.text == second.text == "Service Unavailable: startup failed.\n"
         else:
             srv.signalled_at = time.monotonic()
             code = srv.wait_exit(20)
