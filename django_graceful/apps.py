@@ -1,4 +1,4 @@
-"""The Django app: registers the system checks and re-reads settings when tests change them."""
+"""The Django app: system checks, settings re-read in tests, SQL interrupted on cancel."""
 
 from django.apps import AppConfig
 
@@ -12,8 +12,10 @@ class GracefulConfig(AppConfig):
         from django.core.signals import setting_changed
 
         from . import checks as graceful_checks
+        from . import sql
         from .conf import reset
 
         checks.register(graceful_checks.check_settings)
         checks.register(graceful_checks.check_asgi_entrypoint)
         setting_changed.connect(reset, dispatch_uid="django_graceful.conf.reset")
+        sql.install()

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import tempfile
 
 SECRET_KEY = "tests-only"
@@ -21,6 +22,26 @@ DATABASES = {
         "NAME": os.environ.get("TEST_DB", os.path.join(tempfile.gettempdir(), "graceful-tests.db")),
     }
 }
+
+
+def _postgres_listening(host: str = "127.0.0.1", port: int = 5432) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+#: "pg": the local PostgreSQL of tests/test_sql.py (trust auth), only when one listens.
+if _postgres_listening():
+    DATABASES["pg"] = {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": "127.0.0.1",
+        "PORT": 5432,
+        "NAME": "test",
+        "USER": "postgres",
+    }
+
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

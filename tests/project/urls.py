@@ -14,5 +14,12 @@ urlpatterns = [
     path("sync-timed/", views.sync_timed),
     path("shielded/", views.shielded),
     path("class-timed/", views.SlowView.as_view()),
+    path("sql/sqlite/", views.sql_sqlite),
+    path("sql/sqlite-async/", views.sql_sqlite_async),
+    path("sql/pg/", views.sql_pg),
+    path("sql/sqlite-timed/", views.sql_sqlite_timed),
+    path("sql/sqlite-async-timed/", views.sql_sqlite_async_timed),
+    path("sql/pg-timed/", views.sql_pg_timed),
+    path("sql/ping/", views.sql_ping),
     path("health/", include("django_graceful.urls")),
 ]

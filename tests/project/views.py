@@ -1,10 +1,13 @@
 """Views of the test project."""
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
 
+from asgiref.sync import sync_to_async
+from django.db import connections, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils.decorators import method_decorator
 from django.views import View
@@ -140,3 +143,67 @@ async def events_stream(request: HttpRequest) -> StreamingHttpResponse:
             record("sse-closed", ticks=n)
 
     return StreamingHttpResponse(ticks(), content_type="text/event-stream")
+
+
+#: About 30 s of SQLite work on the test machine (a recursive CTE counting rows).
+SQLITE_ROWS = 50_000_000
+SQLITE_COUNT = (
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < %s) "
+    "SELECT count(*) FROM c"
+)
+
+
+def run_query(alias: str, sql: str, params: list[object], atomic: bool = False) -> HttpResponse:
+    """One long statement; records when it began and how it ended (``sql-*`` events)."""
+    connection = connections[alias]
+    connection.ensure_connection()  # connecting is not part of the statement
+    record("sql-begin", db=alias)
+    began = time.monotonic()
+    try:
+        with transaction.atomic(using=alias) if atomic else contextlib.nullcontext():
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                (value,) = cursor.fetchone()
+    except RequestCancelled as exc:
+        record(
+            "sql-interrupted",
+            db=alias,
+            reason=str(exc.reason),
+            elapsed=time.monotonic() - began,
+            cause=repr(exc.__cause__),
+            in_atomic_block=connection.in_atomic_block,
+        )
+        raise
+    record("sql-finished", db=alias, elapsed=time.monotonic() - began)
+    return HttpResponse(str(value))
+
+
+def sql_sqlite(request: HttpRequest) -> HttpResponse:
+    return run_query("default", SQLITE_COUNT, [int(request.GET.get("n", SQLITE_ROWS))])
+
+
+async def sql_sqlite_async(request: HttpRequest) -> HttpResponse:
+    rows = int(request.GET.get("n", SQLITE_ROWS))
+    try:
+        return await sync_to_async(run_query)("default", SQLITE_COUNT, [rows])
+    except asyncio.CancelledError:
+        record("sql-view-cancelled")
+        raise
+
+
+def sql_pg(request: HttpRequest) -> HttpResponse:
+    seconds = float(request.GET.get("s", "30"))
+    return run_query("pg", "SELECT pg_sleep(%s)", [seconds], atomic="atomic" in request.GET)
+
+
+sql_sqlite_timed = cancellable(timeout=0.5)(sql_sqlite)
+sql_sqlite_async_timed = cancellable(timeout=0.5)(sql_sqlite_async)
+sql_pg_timed = cancellable(timeout=0.5)(sql_pg)
+
+
+def sql_ping(request: HttpRequest) -> JsonResponse:
+    """A short statement on ``?db=``: the database still answers after an interrupt."""
+    with connections[request.GET.get("db", "default")].cursor() as cursor:
+        cursor.execute("SELECT 1")
+        (value,) = cursor.fetchone()
+    return JsonResponse({"value": value, "pid": os.getpid()})
