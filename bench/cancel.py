@@ -1,0 +1,620 @@
+"""What cancellation costs: @cancellable's overhead per request, and disconnect-to-cancel latency.
+
+One run, three measurements, each interleaving its two variants (ABBA) so that drift and
+the neighbours' load hit both alike:
+
+(a) overhead in-process: two GracefulASGI apps in this process, one without
+    GracefulMiddleware serving the plain async hello world (``/hello/``), one with
+    GracefulMiddleware serving the same view under ``@cancellable``
+    (``/hello/cancellable/``), driven with a minimal in-memory receive/send: wall and CPU
+    microseconds per request;
+(b) overhead under Uvicorn: the same two configurations, one server process each, both
+    up at once, loaded in turn by ``wrk`` (if on PATH) or a keep-alive asyncio raw-socket
+    client: requests/s and the server process's CPU microseconds per request;
+(c) disconnect -> cancel latency under Uvicorn: a view that waits (``await
+    asyncio.sleep(30)``); a raw-socket client sends the request, waits for the view's
+    "started", lets it park ``--settle`` s, reads ``time.monotonic_ns()`` and closes the
+    socket (FIN). The view reads ``time.monotonic_ns()`` in its ``except CancelledError``
+    (and ``on_cancel`` its own) and sends it over UDP on 127.0.0.1 afterwards, so the
+    transport adds nothing; ``CLOCK_MONOTONIC`` is one clock for the whole machine, so
+    the two processes' readings compare. Plain Django (``django.core.asgi``, the view
+    undecorated) against GracefulASGI + GracefulMiddleware + ``@cancellable(on_cancel=...)``.
+
+Overhead is extra cost per request (``cancellable_us / baseline_us - 1``, and
+``baseline_rps / cancellable_rps - 1``); added latency is the difference of the medians
+(and the median of the per-pair differences). Goals: overhead <= 3 %, added latency
+<= 1 ms. ``--noise-floor`` puts the baseline in both slots: the differences shown are then
+the measurement's own noise.
+
+Run: ``.venvs/py311/bin/python bench/cancel.py`` (about a minute; ``--help``). Server logs
+and a copy of the tables go to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import itertools
+import logging
+import math
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.harness import RESULTS, Server, ServerError, install_cleanup, version  # noqa: E402
+from bench.overhead import (  # noqa: E402
+    GRACEFUL,
+    GRACEFUL_MIDDLEWARE,
+    HELLO,
+    PLAIN,
+    SCOPE,
+    ASGIApp,
+    Exchange,
+    Load,
+    Metric,
+    cpu_seconds,
+    lifespan_startup,
+    log,
+    order,
+    pct,
+    uvicorn_flavour,
+)
+
+#: Slots of each comparison: PLAIN is the baseline, GRACEFUL the variant under test.
+BASE, TESTED = PLAIN, GRACEFUL
+
+SETTINGS = "bench.project.settings_cancel"  # GracefulASGI + GracefulMiddleware
+SETTINGS_BARE = "bench.project.settings_cancel_bare"  # GracefulASGI, no middleware
+SETTINGS_PLAIN = "bench.project.settings_cancel_plain"  # plain Django
+
+HELLO_PATH, HELLO_CANCELLABLE = "/hello/", "/hello/cancellable/"
+WAIT_PATH, WAIT_CANCELLABLE = "/wait/", "/wait/cancellable/"
+UVICORN_FLAGS = ("--no-access-log", "--log-level", "warning")
+
+#: Events the latency views report: the view's ``except CancelledError``, and on_cancel.
+IN_VIEW, ON_CANCEL = "cancelled", "on_cancel"
+EVENT_NAMES = {IN_VIEW: "`except CancelledError` in the view", ON_CANCEL: "`on_cancel` ran"}
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One side of a comparison: its name in the tables, its settings, its path."""
+
+    name: str
+    settings: str
+    path: str
+    variant: str = "graceful"  # harness variant: which ASGI entrypoint the server runs
+
+
+def overhead_slots(noise_floor: bool) -> dict[str, Slot]:
+    base = Slot("GracefulASGI, plain view", SETTINGS_BARE, HELLO_PATH)
+    if noise_floor:
+        return {BASE: base, TESTED: replace(base, name=f"{base.name} (2nd server/app)")}
+    tested = Slot("+ GracefulMiddleware + @cancellable", SETTINGS, HELLO_CANCELLABLE)
+    return {BASE: base, TESTED: tested}
+
+
+def latency_slots(noise_floor: bool) -> dict[str, Slot]:
+    base = Slot("plain Django", SETTINGS_PLAIN, WAIT_PATH, variant="plain")
+    if noise_floor:
+        return {BASE: base, TESTED: replace(base, name=f"{base.name} (2nd server)")}
+    tested = Slot("GracefulASGI + GracefulMiddleware + @cancellable", SETTINGS, WAIT_CANCELLABLE)
+    return {BASE: base, TESTED: tested}
+
+
+def floor(args: argparse.Namespace) -> str:
+    return "NOISE FLOOR, the baseline in both slots: " if args.noise_floor else ""
+
+
+def overhead_report(
+    title: str, metrics: list[Metric], slots: dict[str, Slot], goal: float | None
+) -> list[str]:
+    """A table (median, min .. max of the rounds) and one overhead line per metric."""
+    lines = [title, "", "| variant | " + " | ".join(m.label for m in metrics) + " |"]
+    lines.append("|---|" + "---:|" * len(metrics))
+    for key in (BASE, TESTED):
+        lines.append(f"| {slots[key].name} | " + " | ".join(m.cell(key) for m in metrics) + " |")
+    lines.append("")
+    for metric in metrics:
+        paired = metric.paired()
+        line = f"overhead ({metric.label}): {pct(metric.overhead())}"
+        if goal is not None:
+            verdict = "met" if (metric.overhead() - 1) * 100 <= goal else "NOT met"
+            line += f" (goal <= {goal:g} %: {verdict})"
+        if paired:
+            line += (
+                f"; per round: median {pct(statistics.median(paired))}, "
+                f"range {pct(min(paired))} .. {pct(max(paired))}"
+            )
+        lines.append(line)
+    return lines
+
+
+# -- (a) in-process ------------------------------------------------------------------
+
+
+async def drive(app: ASGIApp, path: str, count: int) -> tuple[float, float]:
+    """``count`` sequential requests for ``path``: (wall s, CPU s of this process).
+
+    Raises on any wrong answer.
+    """
+    loop = asyncio.get_running_loop()
+    scope = {**SCOPE, "path": path, "raw_path": path.encode()}
+    wrong = 0
+    cpu = time.process_time()
+    wall = time.perf_counter()
+    for _ in range(count):
+        exchange = Exchange(loop)
+        await app(dict(scope), exchange.receive, exchange.send)
+        if exchange.status != 200 or exchange.body != HELLO:
+            wrong += 1
+    wall = time.perf_counter() - wall
+    cpu = time.process_time() - cpu
+    if wrong:
+        raise RuntimeError(f"{wrong} of {count} in-process requests for {path} went wrong")
+    return wall, cpu
+
+
+def build_apps(slots: dict[str, Slot]) -> dict[str, ASGIApp]:
+    """One GracefulASGI per slot, with the middleware its settings name."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
+    import django
+
+    django.setup(set_prefix=False)
+    from django.test.utils import override_settings
+
+    from bench.project import settings_cancel, settings_cancel_bare
+    from django_graceful.asgi import GracefulASGI
+    from django_graceful.handler import GracefulASGIHandler
+
+    middleware = {
+        SETTINGS: settings_cancel.MIDDLEWARE,
+        SETTINGS_BARE: settings_cancel_bare.MIDDLEWARE,
+    }
+    assert GRACEFUL_MIDDLEWARE in middleware[SETTINGS] and not middleware[SETTINGS_BARE]
+    apps: dict[str, ASGIApp] = {}
+    for key, slot in slots.items():
+        with override_settings(MIDDLEWARE=middleware[slot.settings]):
+            apps[key] = GracefulASGI(GracefulASGIHandler())  # middleware loads here
+    logging.getLogger("django_graceful").setLevel(logging.WARNING)  # after setup's dictConfig
+    return apps
+
+
+async def in_process(args: argparse.Namespace, deadline: float) -> list[str]:
+    slots = overhead_slots(args.noise_floor)
+    apps = build_apps(slots)
+    shutdown = await lifespan_startup(apps[BASE], timeout=10)  # one lifecycle for both
+    wall = Metric("wall µs/request", higher_is_worse=True)
+    cpu = Metric("CPU µs/request", higher_is_worse=True)
+    round_timeout = max(10.0, args.iterations * 0.02)
+    try:
+        for key in (BASE, TESTED):
+            await asyncio.wait_for(drive(apps[key], slots[key].path, args.warmup), round_timeout)
+        for round_no in range(args.rounds):
+            if round_no >= 2 and time.monotonic() > deadline:
+                log(f"  time budget reached after {round_no} rounds")
+                break
+            for key in order(round_no):
+                gc.collect()
+                seconds, cpu_s = await asyncio.wait_for(
+                    drive(apps[key], slots[key].path, args.iterations), round_timeout
+                )
+                wall.add(key, seconds / args.iterations * 1e6)
+                cpu.add(key, cpu_s / args.iterations * 1e6)
+            log(
+                f"  round {round_no + 1}: baseline {wall.last(BASE)} µs ({cpu.last(BASE)} CPU), "
+                f"tested {wall.last(TESTED)} µs ({cpu.last(TESTED)} CPU)"
+            )
+    finally:
+        await shutdown()
+    title = (
+        f"(a) {floor(args)}overhead in-process: {wall.rounds()} interleaved rounds x "
+        f"{args.iterations} sequential requests per variant, minimal in-memory receive/send; "
+        "median (min .. max) of the rounds"
+    )
+    lines = overhead_report(title, [wall, cpu], slots, goal=args.goal)
+    extra = wall.median(TESTED) - wall.median(BASE)
+    extra_cpu = cpu.median(TESTED) - cpu.median(BASE)
+    return [*lines, f"(adds {extra:+.1f} µs wall, {extra_cpu:+.1f} µs CPU per request)"]
+
+
+# -- (b) overhead under Uvicorn ------------------------------------------------------
+
+
+def wrk_load(port: int, path: str, connections: int, duration: int) -> Load:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s"]
+    cmd.append(f"http://127.0.0.1:{port}{path}")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=False)
+    out = done.stdout
+    rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    if done.returncode != 0 or rps is None or total is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}):\n{out}\n{done.stderr}")
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+    errors += int(non2xx.group(1)) if non2xx else 0
+    return Load(float(rps.group(1)), int(total.group(1)), errors)
+
+
+@dataclass
+class _Counts:
+    ok: int = 0  # 2xx answers completed before the deadline
+    done: int = 0  # every answer completed (the server did the work of each)
+    errors: int = 0
+
+
+async def _keep_alive(port: int, path: str, deadline: float, counts: _Counts) -> None:
+    """One keep-alive connection sending requests back to back until ``deadline``."""
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        counts.errors += 1
+        return
+    try:
+        while time.monotonic() < deadline:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            match = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+            if match is None:
+                counts.errors += 1
+                return
+            await reader.readexactly(int(match.group(1)))
+            counts.done += 1
+            if time.monotonic() > deadline:
+                return  # finished after the bell: not counted
+            if head[9:10] == b"2":
+                counts.ok += 1
+            else:
+                counts.errors += 1
+    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        counts.errors += 1
+    finally:
+        writer.close()
+
+
+async def _python_load(port: int, path: str, connections: int, duration: float) -> Load:
+    counts = _Counts()
+    deadline = time.monotonic() + duration
+    tasks = [
+        asyncio.ensure_future(_keep_alive(port, path, deadline, counts)) for _ in range(connections)
+    ]
+    _, pending = await asyncio.wait(tasks, timeout=duration + 10)
+    for task in pending:  # a server that stopped answering: give up on it
+        task.cancel()
+        counts.errors += 1
+    if pending:
+        await asyncio.wait(pending, timeout=5)
+    return Load(counts.ok / duration, counts.done, counts.errors)
+
+
+def python_load(port: int, path: str, connections: int, duration: int) -> Load:
+    return asyncio.run(_python_load(port, path, connections, duration))
+
+
+def start_servers(
+    slots: dict[str, Slot], tag: str, env: dict[str, str] | None = None
+) -> dict[str, Server]:
+    servers = {
+        key: Server(
+            "uvicorn",
+            slot.variant,
+            log_path=RESULTS / f"cancel-{tag}-{'base' if key == BASE else 'tested'}.log",
+            extra=UVICORN_FLAGS,
+            env={"DJANGO_SETTINGS_MODULE": slot.settings, **(env or {})},
+        )
+        for key, slot in slots.items()
+    }
+    for server in servers.values():
+        server.start()
+    for server in servers.values():
+        server.wait_listening(30)
+    return servers
+
+
+def under_uvicorn(args: argparse.Namespace, deadline: float) -> list[str]:
+    slots = overhead_slots(args.noise_floor)
+    use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
+    if use_wrk:
+        if not shutil.which("wrk"):
+            raise SystemExit("--client wrk: wrk is not on PATH")
+        banner = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+        first = (banner.stdout or banner.stderr).splitlines()
+        tool = f"{first[0].split(' [')[0] if first else 'wrk'} -t1 -c{args.connections}"
+        load: Callable[[int, str, int, int], Load] = wrk_load
+    else:
+        tool = f"asyncio raw-socket keep-alive HTTP/1.1 client, {args.connections} connections"
+        load = python_load
+    log(f"(b) load tool: {tool}")
+    rps = Metric("requests/s", higher_is_worse=False, digits=0)
+    cpu = Metric("server CPU µs/request", higher_is_worse=True)
+    errors = {BASE: 0, TESTED: 0}
+    servers: dict[str, Server] = {}
+    try:
+        servers = start_servers(slots, "overhead")
+        for key, server in servers.items():
+            warm = load(server.port, slots[key].path, args.connections, 1)
+            if warm.requests == 0 or warm.errors:
+                raise ServerError(f"{slots[key].name}: warm-up failed ({warm}):\n{server.tail()}")
+        for round_no in range(args.server_rounds):
+            if round_no >= 2 and time.monotonic() > deadline:
+                log(f"  time budget reached after {round_no} rounds")
+                break
+            for key in order(round_no):
+                proc = servers[key].proc
+                assert proc is not None
+                before = cpu_seconds(proc.pid)
+                result = load(servers[key].port, slots[key].path, args.connections, args.duration)
+                after = cpu_seconds(proc.pid)
+                rps.add(key, result.rps)
+                if before is not None and after is not None and result.requests:
+                    cpu.add(key, (after - before) / result.requests * 1e6)
+                errors[key] += result.errors
+            log(
+                f"  round {round_no + 1}: baseline {rps.last(BASE)} req/s, "
+                f"tested {rps.last(TESTED)} req/s"
+            )
+    finally:
+        for server in servers.values():
+            server.stop(10)
+    title = (
+        f"(b) {floor(args)}overhead under {uvicorn_flavour()}: {rps.rounds()} interleaved "
+        f"rounds x {args.duration} s per variant; load: {tool}; median (min .. max) of the rounds"
+    )
+    metrics = [rps, cpu] if cpu.rounds() else [rps]
+    lines = overhead_report(title, metrics, slots, goal=args.goal)
+    lines.append(f"(errors: baseline {errors[BASE]}, tested {errors[TESTED]})")
+    return lines
+
+
+# -- (c) disconnect -> cancel latency under Uvicorn ----------------------------------
+
+
+class Probe:
+    """The UDP socket on 127.0.0.1 that the latency views report to."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def drain(self) -> None:
+        """Drop datagrams of earlier iterations (bounded: the buffer is finite)."""
+        self.sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            for _ in range(10_000):
+                self.sock.recv(512)
+        self.sock.setblocking(True)
+
+    def wait(self, n: int, wanted: set[str], timeout: float) -> dict[str, tuple[int, str]]:
+        """Events of request ``n`` (name -> (monotonic ns, detail)) until all came or timeout."""
+        got: dict[str, tuple[int, str]] = {}
+        deadline = time.monotonic() + timeout
+        while not wanted <= got.keys():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(512)
+            except TimeoutError:
+                break
+            event, number, stamp, detail = data.decode().split(" ", 3)
+            if number == str(n):
+                got[event] = (int(stamp), detail)
+        return got
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@dataclass
+class Latencies:
+    """Close-to-event latencies in µs, per slot and event, iteration by iteration."""
+
+    values: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    missed: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    def add(self, key: str, event: str, micros: float) -> None:
+        self.values.setdefault((key, event), []).append(micros)
+
+    def get(self, key: str, event: str) -> list[float]:
+        return self.values.get((key, event), [])
+
+
+def p95(values: list[float]) -> float:
+    """Nearest-rank 95th percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def disconnect_once(
+    port: int, path: str, n: int, probe: Probe, wanted: set[str], args: argparse.Namespace
+) -> tuple[dict[str, float], str | None, str | None]:
+    """One request, closed once the view waits: (event -> µs after the close, reason, error)."""
+    probe.drain()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"GET {path}?n={n} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        if "started" not in probe.wait(n, {"started"}, timeout=5):
+            return {}, None, "the view did not start within 5 s"
+        time.sleep(args.settle)  # the view parks in its await, Django's listener in receive()
+        closed = time.monotonic_ns()
+    # Leaving the block closed the socket (FIN); the close time is read just before it.
+    got = probe.wait(n, wanted, timeout=args.cancel_timeout)
+    latencies = {event: (stamp - closed) / 1e3 for event, (stamp, _) in got.items()}
+    reason = got[ON_CANCEL][1] if ON_CANCEL in got else None
+    missing = wanted - got.keys()
+    error = f"no {', '.join(sorted(missing))} within {args.cancel_timeout:g} s" if missing else None
+    return latencies, reason, error
+
+
+def latency(args: argparse.Namespace, deadline: float) -> list[str]:
+    slots = latency_slots(args.noise_floor)
+    wanted = {
+        key: {IN_VIEW, ON_CANCEL} if slot.variant == "graceful" else {IN_VIEW}
+        for key, slot in slots.items()
+    }
+    probe = Probe()
+    result = Latencies()
+    numbers = itertools.count(1)
+    servers: dict[str, Server] = {}
+    done = 0
+    try:
+        servers = start_servers(slots, "latency", env={"BENCH_PROBE": probe.address})
+        for key in (BASE, TESTED):  # warm-up: first requests import and set up things
+            for _ in range(args.latency_warmup):
+                *_, error = disconnect_once(
+                    servers[key].port, slots[key].path, next(numbers), probe, wanted[key], args
+                )
+                if error is not None:
+                    raise ServerError(f"{slots[key].name}: {error}:\n{servers[key].tail()}")
+        for i in range(args.latency_iterations):
+            if i >= 5 and time.monotonic() > deadline:
+                log(f"  time budget reached after {i} iterations")
+                break
+            for key in order(i):
+                latencies, reason, error = disconnect_once(
+                    servers[key].port, slots[key].path, next(numbers), probe, wanted[key], args
+                )
+                for event, micros in latencies.items():
+                    if event != "started":
+                        result.add(key, event, micros)
+                if reason is not None:
+                    result.reasons[reason] += 1
+                if error is not None:
+                    result.missed[key] += 1
+                    log(f"  iteration {i + 1}, {slots[key].name}: {error}")
+            done = i + 1
+            if done % 10 == 0:
+                log(f"  {done} iterations")
+    finally:
+        for server in servers.values():
+            server.stop(10)
+        probe.close()
+    return latency_report(args, slots, result, done)
+
+
+def latency_report(
+    args: argparse.Namespace, slots: dict[str, Slot], result: Latencies, done: int
+) -> list[str]:
+    title = (
+        f"(c) {floor(args)}disconnect -> cancel latency under {uvicorn_flavour()}: {done} "
+        f"interleaved iterations per variant; the client closes the socket {args.settle * 1e3:g} "
+        "ms after the view started; µs from the close to the event in the view"
+    )
+    lines = [title, "", "| variant | event | n | median µs | p95 µs | min .. max µs |"]
+    lines.append("|---|---|---:|---:|---:|---:|")
+    for key in (BASE, TESTED):
+        for event in (IN_VIEW, ON_CANCEL):
+            values = result.get(key, event)
+            if values:
+                lines.append(
+                    f"| {slots[key].name} | {EVENT_NAMES[event]} | {len(values)} | "
+                    f"{statistics.median(values):.0f} | {p95(values):.0f} | "
+                    f"{min(values):.0f} .. {max(values):.0f} |"
+                )
+    lines.append("")
+    base = result.get(BASE, IN_VIEW)
+    for event in (IN_VIEW, ON_CANCEL):
+        tested = result.get(TESTED, event)
+        if not base or not tested:
+            continue
+        added = statistics.median(tested) - statistics.median(base)
+        verdict = "met" if added <= args.latency_goal * 1e3 else "NOT met"
+        line = (
+            f"added latency ({EVENT_NAMES[event]} vs the baseline's in-view): median "
+            f"{added:+.0f} µs (goal <= {args.latency_goal:g} ms: {verdict}), "
+            f"p95 {p95(tested) - p95(base):+.0f} µs"
+        )
+        if len(tested) == len(base):  # no misses: iteration i of each ran back to back
+            paired = [t - b for t, b in zip(tested, base, strict=True)]
+            line += f"; per pair: median {statistics.median(paired):+.0f} µs"
+        lines.append(line)
+    reasons = ", ".join(f"{reason} x{count}" for reason, count in result.reasons.items())
+    missed = ", ".join(f"{slots[key].name} {result.missed[key]}" for key in (BASE, TESTED))
+    lines.append(f"(on_cancel reasons: {reasons or '-'}; missed iterations: {missed})")
+    return lines
+
+
+# -- main ----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=200, help="in-process requests/round")
+    parser.add_argument("--warmup", type=int, default=300, help="in-process warm-up requests")
+    parser.add_argument("--rounds", type=int, default=20, help="in-process rounds")
+    parser.add_argument("--server-rounds", type=int, default=8, help="rounds under Uvicorn")
+    parser.add_argument("--duration", type=int, default=2, help="seconds of load per round")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent connections")
+    parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument("--goal", type=float, default=3.0, help="overhead goal, percent")
+    parser.add_argument(
+        "--latency-iterations", type=int, default=50, help="disconnects per variant"
+    )
+    parser.add_argument("--latency-warmup", type=int, default=3, help="uncounted disconnects")
+    parser.add_argument("--settle", type=float, default=0.02, help="s from start to close")
+    parser.add_argument("--cancel-timeout", type=float, default=3.0, help="s to wait per cancel")
+    parser.add_argument("--latency-goal", type=float, default=1.0, help="added latency goal, ms")
+    parser.add_argument("--budget", type=float, default=90.0, help="seconds; no new rounds after")
+    parser.add_argument("--skip-in-process", action="store_true")
+    parser.add_argument("--skip-server", action="store_true", help="skip (b)")
+    parser.add_argument("--skip-latency", action="store_true", help="skip (c)")
+    parser.add_argument(
+        "--noise-floor",
+        action="store_true",
+        help="the baseline in both slots: the differences shown are the measurement's noise",
+    )
+    args = parser.parse_args(argv)
+    counts = (args.iterations, args.rounds, args.server_rounds, args.duration, args.connections)
+    if min(*counts, args.latency_iterations) < 1 or args.settle < 0 or args.cancel_timeout <= 0:
+        parser.error("counts and durations must be >= 1, --settle >= 0")
+    install_cleanup()
+    began = time.monotonic()
+    # No new round of (a) after 15 % of the budget, of (b) after 80 %, of (c) after 100 %;
+    # each still runs a minimum (2 rounds, 5 iterations).
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    header = (
+        f"Python {sys.version.split()[0]}, Django {version('django')}, asgiref "
+        f"{version('asgiref')}, {os.cpu_count()} CPUs, load avg at start {load_before}"
+    )
+    log(header)
+    out: list[str] = [header, ""]
+    if not args.skip_in_process:
+        log("(a) in-process ...")
+        out += [*asyncio.run(in_process(args, began + 0.15 * args.budget)), ""]
+    if not args.skip_server:
+        log("(b) under Uvicorn ...")
+        out += [*under_uvicorn(args, began + 0.8 * args.budget), ""]
+    if not args.skip_latency:
+        log("(c) disconnect -> cancel latency ...")
+        out += [*latency(args, began + args.budget), ""]
+    load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    out.append(f"(total {time.monotonic() - began:.0f} s; load avg at end {load_after})")
+    text = "\n".join(out)
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "cancel-noise-floor.md" if args.noise_floor else "cancel.md"
+    (RESULTS / name).write_text(text + "\n")
+    log(f"(tables in {RESULTS / name}; server logs cancel-*.log there)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

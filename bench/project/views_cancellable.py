@@ -1,0 +1,16 @@
+"""The same views under ``@cancellable``: the hello world, and the wait whose on_cancel reports."""
+
+from django.http import HttpRequest
+
+from django_graceful.cancellation import CancelReason
+from django_graceful.decorators import cancellable
+
+from . import views, views_cancel
+
+
+async def report_cancel(request: HttpRequest, reason: CancelReason) -> None:
+    views_cancel.probe("on_cancel", request, str(reason))
+
+
+hello = cancellable(views.hello)
+wait = cancellable(on_cancel=report_cancel)(views_cancel.wait)
