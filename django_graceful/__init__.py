@@ -1,5 +1,6 @@
 """django_graceful: start, stop and cancel Django work cleanly on any ASGI server."""
 
+from .background import ShutdownInProgress, spawn, start_thread
 from .cancellation import CancellationToken, CancelReason, RequestCancelled, current_cancellation
 from .decorators import cancellable
 from .hooks import on_shutdown, on_startup
@@ -11,10 +12,13 @@ __all__ = [
     "CancellationToken",
     "Phase",
     "RequestCancelled",
+    "ShutdownInProgress",
     "cancellable",
     "current_cancellation",
     "is_shutting_down",
     "on_shutdown",
     "on_startup",
     "shield",
+    "spawn",
+    "start_thread",
 ]

@@ -215,6 +215,7 @@ class Lifecycle:
             await self._hold(s.DRAIN_DELAY, until_idle=False, unless_escalated=1)
 
         self._enter(Phase.CLOSING)
+        self._tell_closing()
         await self._hold(s.GRACE_PERIOD, until_idle=True, unless_escalated=1)
 
         self._enter(Phase.CANCELLING)
@@ -259,6 +260,26 @@ class Lifecycle:
             await self._hold(min(interval, remaining), until_idle=True, unless_escalated=2)
             for item in self.registry:
                 item.cancel(CancelReason.SHUTDOWN)
+
+    def _tell_closing(self) -> None:
+        """Tell the work that can wind down by itself to do so now."""
+        for item in self.registry:
+            if item.on_closing is not None:
+                try:
+                    item.on_closing()
+                except Exception:
+                    logger.exception("could not tell %s to stop", item.what)
+
+    def call_soon(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run ``callback`` in the loop thread (from any thread); at once if no loop runs."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            callback(*args)
+        elif _in_thread_of(loop):
+            callback(*args)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(callback, *args)
 
     def _report_hung(self) -> list[Tracked]:
         hung = list(self.registry)
@@ -335,8 +356,18 @@ def _tell_server_startup_failed(failure: StartupFailed) -> None:
         logger.exception("could not tell the server that startup failed")
 
 
+def _in_thread_of(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
 def _stack_of(item: Tracked) -> str:
-    """The await chain of the item's task, outermost first, down to where it waits."""
+    """Where the item's work is: a thread's stack, or a task's await chain down to its wait."""
+    if item.thread is not None:
+        frame = sys._current_frames().get(item.thread.ident or 0)
+        return "".join(traceback.format_stack(frame)) if frame is not None else "  (thread ended)"
     task = item.innermost_task
     if task is None or task.done():
         return "  (no running task)"

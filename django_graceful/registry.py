@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import itertools
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,11 @@ class Tracked:
     #: Called on the first cancel, before any ``task.cancel()``: lets the work stop the
     #: way it would for its client (e.g. a delivered ``http.disconnect``).
     on_cancel: Callable[[CancelReason], None] | None = None
+    #: Called when CLOSING begins: work that can wind down by itself is told to
+    #: (a thread's stop event is set; a websocket is closed).
+    on_closing: Callable[[], None] | None = None
+    #: The thread of a ``start_thread`` item (its stack is read from another thread).
+    thread: threading.Thread | None = None
     started: float = field(default_factory=time.monotonic)
     id: int = field(default_factory=lambda: next(_ids))
     cancelled: int = 0

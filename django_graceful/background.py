@@ -1,0 +1,95 @@
+"""Background work the shutdown knows about: tracked tasks (spawn) and threads (start_thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from .cancellation import use_token
+from .lifecycle import get_lifecycle
+from .registry import Tracked
+
+logger = logging.getLogger("django_graceful")
+
+
+class ShutdownInProgress(RuntimeError):
+    """New background work was started after the shutdown began."""
+
+
+def spawn(coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> asyncio.Task[Any]:
+    """Run ``coro`` as a task the shutdown knows about.
+
+    It may finish during the grace period (CLOSING); then it is cancelled with
+    reason SHUTDOWN and awaited within ``CANCEL_TIMEOUT``; what still runs is
+    reported as hung. Its exception is logged, never lost. Inside it,
+    ``current_cancellation()`` is the task's own token.
+    """
+    if not asyncio.iscoroutine(coro):
+        raise TypeError(f"spawn() takes a coroutine, not {coro!r}")
+    label = name or getattr(coro, "__qualname__", repr(coro))
+    lifecycle = get_lifecycle()
+    if lifecycle.shutting_down:
+        coro.close()
+        raise ShutdownInProgress(
+            f"cannot spawn {label!r}: the shutdown began ({lifecycle.phase.name.lower()})"
+        )
+    loop = asyncio.get_running_loop()  # RuntimeError outside the event loop, as create_task
+    item = Tracked("task", label)
+    context = contextvars.copy_context()
+    context.run(use_token, item.token)
+    task = loop.create_task(coro, name=label, context=context)
+    item.task = task
+    lifecycle.registry.add(item)
+    task.add_done_callback(lambda done: _task_done(done, item))
+    return task
+
+
+def _task_done(task: asyncio.Task[Any], item: Tracked) -> None:
+    get_lifecycle().registry.discard(item)
+    if task.cancelled():
+        return
+    error = task.exception()  # retrieved: asyncio logs no "never retrieved"
+    if error is not None:
+        logger.error(
+            "spawned task %s raised %s: %s", item.what, type(error).__name__, error, exc_info=error
+        )
+
+
+def start_thread(target: Callable[[threading.Event], Any], *, name: str) -> threading.Thread:
+    """Run ``target(stop)`` in a thread the shutdown knows about.
+
+    ``stop`` is set when CLOSING begins (the grace period); the shutdown waits for
+    the thread to return within the grace and ``CANCEL_TIMEOUT``. A thread that
+    ignores ``stop`` is reported with its stack and never holds the process: it
+    is a daemon thread, ended with the process when the budget is spent. So a
+    target must finish its critical work (e.g. a last flush) before it returns,
+    promptly once ``stop`` is set.
+    """
+    if not callable(target):
+        raise TypeError(f"start_thread() takes a callable, not {target!r}")
+    lifecycle = get_lifecycle()
+    if lifecycle.shutting_down:
+        raise ShutdownInProgress(
+            f"cannot start thread {name!r}: the shutdown began ({lifecycle.phase.name.lower()})"
+        )
+    stop = threading.Event()
+    item = Tracked("thread", name, on_closing=stop.set)
+    item.token.on_cancel(lambda reason: stop.set())
+
+    def run() -> None:
+        try:
+            target(stop)
+        except Exception:
+            logger.exception("thread %s raised", name)
+        finally:
+            lifecycle.call_soon(lifecycle.registry.discard, item)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    item.thread = thread
+    lifecycle.registry.add(item)
+    thread.start()
+    return thread
