@@ -1,4 +1,4 @@
-"""spawn() and start_thread(): tracked, given the grace, stopped with a reason, never holding exit."""
+"""spawn() and start_thread(): tracked, given the grace, stopped with a reason, never stuck."""
 
 from __future__ import annotations
 
