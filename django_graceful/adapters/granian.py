@@ -1,15 +1,346 @@
-"""Granian adapter (to be filled from the server's source)."""
+"""Granian adapter: the worker drains from the signal on, and Granian stops only at STOPPED.
+
+Granian (2.x, ``--interface asgi`` or ``asginl``) runs the app in worker processes.
+Its main process takes SIGTERM/SIGINT, forwards one SIGTERM to each worker and then
+waits for them with no timeout. In a worker, Granian's loop handler calls
+``WorkerSignal.set()``: the worker stops accepting at once and then waits for every
+connection with no timeout (a hung request holds the exit forever), and a third
+``set()`` blocks the worker's main thread for good. So, in the worker:
+
+- our loop handler replaces Granian's: the signal starts our shutdown, and Granian
+  keeps accepting (we answer 503 from CLOSING on);
+- at STOPPED we call ``WorkerSignal.set()`` once (Granian stops accepting, finishes
+  the connections whose responses are done), and if connections still hold it past
+  the exit bound we end its serve loop ourselves (``lifespan.shutdown`` follows);
+- the main process forwards only the first signal: later ones are seen as wake-ups
+  of its main thread, which sits in ``waitpid()`` meanwhile (see ``_MainProcess``);
+- a SIGTERM that reached the worker while it imported the app (Granian loses it) is
+  taken up at startup;
+- with ``asginl`` (no lifespan) a failed startup stops the worker, so Granian exits 1
+  as it does with ``asgi``.
+
+These are Granian internals (locals of ``granian/server/mp.py``), checked against
+2.8.7: if they are not where we expect, we log one warning and use the generic
+adapter.
+"""
 
 from __future__ import annotations
 
-from types import ModuleType
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from types import FrameType, ModuleType
+from typing import TYPE_CHECKING, Any
 
-from . import ServerAdapter
+from ..os_signals import SIGNALS
+from . import SAME_SIGNAL_WINDOW, ServerAdapter
+
+if TYPE_CHECKING:
+    from ..lifecycle import Lifecycle
+
+logger = logging.getLogger("django_graceful")
+
+#: Major versions of Granian whose worker internals this adapter knows.
+KNOWN_MAJOR = "2"
+#: The functions of granian/server/mp.py that run a worker's event loop; their locals
+#: ``loop``, ``shutdown_event`` (the WorkerSignal) and ``evp`` (ends the serve loop).
+WORKER_FUNCTIONS = frozenset({"_spawn_asgi_lifespan_worker", "_spawn_asgi_worker"})
+WORKER_MODULE = os.path.join("granian", "server", "mp.py")
+#: What the process may take after STOPPED (DESIGN.md: budget + ~0.5 s), and so how
+#: long Granian gets to finish connections when hung work still holds one of them.
+EXIT_GRACE = 0.5
+#: How often a draining worker looks at Granian's main process for further signals.
+MAIN_PROCESS_POLL = 0.1
+#: How long after a worker exits the main process's wake-ups are taken for that exit.
+AFTER_WORKER_EXIT = 3 * MAIN_PROCESS_POLL
+#: How long a worker that saw another signal at the main process waits before letting
+#: Granian go: its exit changes the main process's children, so a sibling that has not
+#: looked since the signal would take that wake-up for the exit.
+SIBLINGS_LOOK = 3 * MAIN_PROCESS_POLL
 
 
 def running(modules: dict[str, ModuleType]) -> bool:
-    return False
+    """Granian's server machinery is loaded: its main process forked (or spawned) us."""
+    return "granian.server.common" in modules
 
 
 class Adapter(ServerAdapter):
     name = "granian"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.worker: _Worker | None = None
+        self._main: _MainProcess | None = None
+        self._last_signal_at = 0.0
+        self._main_signal_at: float | None = None
+        self._poll: asyncio.TimerHandle | None = None
+
+    def engage(self, lifecycle: Lifecycle) -> None:
+        loop = lifecycle.loop
+        if (
+            not lifecycle.settings.HANDLE_SIGNALS
+            or loop is None
+            or threading.current_thread() is not threading.main_thread()
+        ):
+            super().engage(lifecycle)  # warns itself if it cannot see signals
+            return
+        worker = _Worker.find(loop)
+        if worker is None:
+            logger.warning(
+                "Granian %s: its worker's stop signal was not found (django_graceful knows "
+                "Granian 2.x); using generic signal handling, so Granian may stop accepting "
+                "and wait forever for requests on its own",
+                _version(),
+            )
+            super().engage(lifecycle)
+            return
+        self.lifecycle = lifecycle
+        self.worker = worker
+        for signum in SIGNALS:
+            loop.add_signal_handler(signum, self.on_signal, signum)
+        self._main = _MainProcess.of_this_worker()
+        if worker.signalled_while_importing():
+            # Forked workers keep the main process's Python handler until Granian sets
+            # its own after the app import; a SIGTERM in between is lost, and Granian
+            # would then serve on while its main process waits for ever.
+            logger.info("Granian's main process was told to stop while this worker started")
+            loop.call_soon(self.on_signal, signal.SIGTERM)
+
+    def startup_failed(self, error: Exception) -> None:
+        """With ``asgi`` Granian ends the worker on our ``lifespan.startup.failed`` and
+        exits 1. With ``asginl`` the failure comes at the first request; rather than
+        answer 503 for ever, stop the worker the same way: Granian then exits 1 too."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        worker = _Worker.find(loop)
+        if worker is not None and not worker.lifespan:
+            logger.error("stopping this Granian worker: startup failed")
+            worker.stop()
+            loop.call_later(EXIT_GRACE, worker.leave)  # the 503s being sent may go first
+
+    def on_signal(self, signum: int) -> None:
+        """Signals within ``SAME_SIGNAL_WINDOW`` count once: Ctrl-C reaches the main process
+        and the workers, the main process forwards it, and we see it wake the main process."""
+        if self._same_as_last_signal():
+            return
+        first = self._first_signal is None
+        if self._released and self.worker is not None:
+            self._leave()  # past STOPPED: stop waiting for Granian's connections
+            return
+        self._last_signal_at = time.monotonic()
+        super().on_signal(signum)
+        if first and self._main is not None and self.lifecycle is not None:
+            self._main.start_watching()
+            self._schedule_poll()
+
+    def _same_as_last_signal(self) -> bool:
+        return (
+            self._first_signal is not None
+            and time.monotonic() - self._last_signal_at < SAME_SIGNAL_WINDOW
+        )
+
+    def hand_on(self, signum: int) -> None:
+        if self.worker is None:
+            super().hand_on(signum)
+            return
+        self._stop_polling()
+        lifecycle = self.lifecycle
+        assert lifecycle is not None and lifecycle.loop is not None
+        now = time.monotonic()
+        # The exit bound of DESIGN.md: budget + ~0.5 s from the first signal.
+        deadline = (lifecycle.shutdown_began or now) + lifecycle.budget() + EXIT_GRACE
+        hold = 0.0
+        if self._main_signal_at is not None:
+            hold = min(self._main_signal_at + SIBLINGS_LOOK, deadline) - now
+        lifecycle.loop.call_later(max(0.0, hold), self._stop_granian, deadline)
+
+    def _stop_granian(self, deadline: float) -> None:
+        """Granian stops accepting and finishes the connections whose responses are done;
+        where hung work holds a connection it would wait for ever, so it gets only
+        ``EXIT_GRACE`` before we end its serve loop, and otherwise until the exit bound."""
+        assert self.worker is not None and self.lifecycle is not None
+        self.worker.stop()
+        wait = deadline - time.monotonic()
+        if self.lifecycle.registry:
+            wait = min(wait, EXIT_GRACE)
+        assert self.lifecycle.loop is not None
+        self.lifecycle.loop.call_later(max(0.0, wait), self._leave)
+
+    def _leave(self) -> None:
+        assert self.worker is not None and self.lifecycle is not None
+        self.worker.stop()
+        if self.worker.leave():
+            logger.info(
+                "Granian still waits for connections (%d hung); leaving its serve loop",
+                len(self.lifecycle.registry),
+            )
+
+    # -- further signals at the main process ---------------------------------------------
+
+    def _schedule_poll(self) -> None:
+        assert self.lifecycle is not None and self.lifecycle.loop is not None
+        self._poll = self.lifecycle.loop.call_later(MAIN_PROCESS_POLL, self._poll_main)
+
+    def _stop_polling(self) -> None:
+        if self._poll is not None:
+            self._poll.cancel()
+            self._poll = None
+
+    def _poll_main(self) -> None:
+        assert self._main is not None
+        woke = self._main.woke()
+        if woke is None:
+            self._poll = None
+            return
+        if woke and not self._same_as_last_signal():
+            logger.info("another signal reached Granian's main process (pid %d)", self._main.pid)
+            self._main_signal_at = time.monotonic()
+            self.on_signal(signal.SIGTERM)
+        self._schedule_poll()
+
+
+class _Worker:
+    """Granian's handles on this worker's stop, found in the frame that runs its loop."""
+
+    def __init__(
+        self, stop_signal: Any, serve_done: asyncio.Event, *, lifespan: bool, server: Any
+    ) -> None:
+        self._stop_signal = stop_signal
+        self._serve_done = serve_done
+        #: ``--interface asgi``; ``asginl`` sends no lifespan.
+        self.lifespan = lifespan
+        #: The forked copy of the main process's server object (None when spawned).
+        self._server = server
+        self._stopped = False
+
+    @classmethod
+    def find(cls, loop: asyncio.AbstractEventLoop) -> _Worker | None:
+        if not _version().startswith(KNOWN_MAJOR + "."):
+            return None
+        frame: FrameType | None = sys._getframe(1)
+        while frame is not None:
+            code = frame.f_code
+            if code.co_name in WORKER_FUNCTIONS and code.co_filename.endswith(WORKER_MODULE):
+                break
+            frame = frame.f_back
+        if frame is None:
+            return None
+        function = frame.f_code.co_name
+        local = frame.f_locals
+        stop_signal, serve_done, worker_loop = (
+            local.get("shutdown_event"),
+            local.get("evp"),
+            local.get("loop"),
+        )
+        server = _forked_server(frame)
+        del frame, local
+        if (
+            worker_loop is not loop
+            or type(stop_signal).__name__ != "WorkerSignal"
+            or not isinstance(serve_done, asyncio.Event)
+        ):
+            return None
+        lifespan = function == "_spawn_asgi_lifespan_worker"
+        return cls(stop_signal, serve_done, lifespan=lifespan, server=server)
+
+    def signalled_while_importing(self) -> bool:
+        """Whether the main process's handler, inherited by the fork, caught a signal."""
+        return getattr(self._server, "interrupt_signal", False) is True
+
+    def stop(self) -> None:
+        """What Granian's own signal handler does; at most once (a third ``set()`` blocks)."""
+        if not self._stopped:
+            self._stopped = True
+            self._stop_signal.set()
+
+    def leave(self) -> bool:
+        """End the serve loop now (Granian then sends ``lifespan.shutdown``); False if
+        Granian had already ended it."""
+        if self._serve_done.is_set():
+            return False
+        self._serve_done.set()
+        return True
+
+
+class _MainProcess:
+    """Further signals to Granian's main process, seen from a worker (Linux).
+
+    After the first signal the main process forwards SIGTERM to its workers and sits
+    in ``waitpid()`` until they exit; further signals only wake its main thread, which
+    goes back to sleep: one more voluntary context switch. The only other thing that
+    wakes it there is the exit of the worker it waits for, and that worker is gone
+    from its children by then, so wake-ups seen with (or just after) a change of its
+    children are not taken for signals.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._status = f"/proc/{pid}/task/{pid}/status"
+        self._children = f"/proc/{pid}/task/{pid}/children"
+        self._last: tuple[int, str] | None = None
+        self._quiet_until = 0.0
+
+    @classmethod
+    def of_this_worker(cls) -> _MainProcess | None:
+        parent = multiprocessing.parent_process()
+        if parent is None or parent.pid != os.getppid():
+            return None
+        main = cls(os.getppid())
+        if main._read() is None:
+            logger.debug("cannot watch Granian's main process: a repeated signal to it is lost")
+            return None
+        return main
+
+    def start_watching(self) -> None:
+        self._last = self._read()
+
+    def woke(self) -> bool | None:
+        """Whether a signal woke the main thread since the last call; None if it can no
+        longer be watched (e.g. it exited)."""
+        now = self._read()
+        last, self._last = self._last, now
+        if now is None or last is None:
+            return None
+        if now[1] != last[1]:
+            self._quiet_until = time.monotonic() + AFTER_WORKER_EXIT
+            return False
+        return now[0] != last[0] and time.monotonic() >= self._quiet_until
+
+    def _read(self) -> tuple[int, str] | None:
+        """Voluntary context switches of the main thread (read first: a worker's exit
+        changes the children before the count), and its children."""
+        try:
+            with open(self._status) as f:
+                status = f.read()
+            with open(self._children) as f:
+                children = f.read()
+        except OSError:
+            return None
+        for line in status.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1]), children
+        return None
+
+
+def _forked_server(frame: FrameType | None) -> Any:
+    """The main process's server object in the frames a forked worker inherited."""
+    common = sys.modules.get("granian.server.common")
+    server_class = getattr(common, "AbstractServer", None)
+    while frame is not None and isinstance(server_class, type):
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, server_class):
+            return candidate
+        frame = frame.f_back
+    return None
+
+
+def _version() -> str:
+    granian = sys.modules.get("granian")
+    return str(getattr(granian, "__version__", "?"))

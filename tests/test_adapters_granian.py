@@ -1,0 +1,293 @@
+"""Granian specifics: accepting until STOPPED, hung requests, asginl, signals; the fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+from django.test import override_settings
+
+from django_graceful.adapters import granian
+from django_graceful.lifecycle import EXIT_SLACK, Lifecycle
+from django_graceful.os_signals import SIGNALS
+
+from .servers import Server, lifespan_complaints
+
+server = pytest.mark.server
+
+WATCHDOG_LINE = "process still alive"
+LIFESPAN = ["tests.project.lifespan.resources"]
+
+
+def in_background(fn: Any, *args: Any) -> Future[Any]:
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(fn, *args)
+    pool.shutdown(wait=False)
+    return future
+
+
+def get_or_error(srv: Server, path: str, timeout: float = 30) -> httpx.Response | Exception:
+    try:
+        return srv.get(path, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return exc
+
+
+def start(srv: Server, *, interface: str = "asgi") -> Server:
+    srv.cmd[srv.cmd.index("--interface") + 1] = interface
+    try:
+        return srv.start()
+    except BaseException:
+        srv.kill()
+        raise
+
+
+def ctrl_c(srv: Server) -> None:
+    """What Ctrl-C in a terminal does: SIGINT to the whole process group."""
+    assert srv.proc is not None
+    if srv.signalled_at is None:
+        srv.signalled_at = time.monotonic()
+    os.killpg(srv.proc.pid, signal.SIGINT)
+
+
+def budget_of(graceful: dict[str, Any]) -> float:
+    """The shutdown budget the server computes for these settings (same project hooks)."""
+    with override_settings(GRACEFUL={"LIFESPAN": LIFESPAN, **graceful}):
+        return Lifecycle().budget()
+
+
+def worker_clients(srv: Server, count: int) -> list[httpx.Client]:
+    """One keep-alive client per worker, in Granian's worker order (worker-1 first)."""
+    pids = [int(p) for p in re.findall(r"Spawning worker-\d+ with PID: (\d+)", srv.log())]
+    assert len(pids) == count, srv.log()
+    clients: dict[int, httpx.Client] = {}
+    for _ in range(100):  # the kernel picks the worker of each new connection
+        client = srv.client(timeout=30)
+        pid = client.get("/pid/").json()["pid"]
+        if pid in clients:
+            client.close()
+        else:
+            clients[pid] = client
+        if len(clients) == count:
+            return [clients[pid] for pid in pids]
+    pytest.fail(f"100 connections reached only workers {sorted(clients)} of {pids}")
+
+
+@server
+def test_a_request_sent_while_closing_gets_503_because_granian_still_accepts() -> None:
+    srv = start(Server("granian", graceful={"GRACE_PERIOD": 5}))
+    try:
+        srv.get("/pid/")
+        in_flight = in_background(srv.get, "/slow/?s=2")
+        srv.wait_event("slow-begin")
+        srv.signal()
+        srv.wait_event("shutdown-started")
+        late = get_or_error(srv, "/pid/", timeout=3)  # a new connection
+        assert isinstance(late, httpx.Response), late  # not refused: Granian still accepts
+        assert late.status_code == 503
+        assert late.headers["connection"] == "close"
+        assert in_flight.result(timeout=10).status_code == 200
+        assert srv.wait_exit(10) == 0
+        assert srv.exit_after < 3, srv.log()
+    finally:
+        srv.kill()
+
+
+@server
+def test_a_request_that_swallows_every_cancel_does_not_hold_the_exit() -> None:
+    graceful = {"GRACE_PERIOD": 1, "CANCEL_TIMEOUT": 1}
+    budget = budget_of(graceful)
+    srv = start(Server("granian", graceful=graceful))
+    try:
+        srv.get("/pid/")
+        response = in_background(get_or_error, srv, "/stubborn/")
+        srv.wait_event("stubborn-begin")
+        srv.signal()
+        code = srv.wait_exit(budget + EXIT_SLACK + 5)
+        log = srv.log()
+        assert WATCHDOG_LINE not in log, log
+        assert srv.exit_after < budget + EXIT_SLACK, log
+        # STOPPED at grace + cancel (the hooks are instant here), then Granian is let go.
+        assert srv.exit_after < 1 + 1 + 1.5, log
+        assert code == 0, log
+        assert srv.events("stubborn-swallowed")
+        assert "hung at shutdown: request GET /stubborn/" in log
+        assert "leaving its serve loop" in log
+        assert srv.events("shutdown") and srv.events("lifespan-exit")
+        assert lifespan_complaints(log) == []
+        response.result(timeout=5)  # the connection ends with the process
+    finally:
+        srv.kill()
+
+
+@server
+def test_asginl_starts_at_the_first_request_and_runs_the_shutdown_hooks_at_sigterm() -> None:
+    srv = start(Server("granian", graceful={"GRACE_PERIOD": 5}), interface="asginl")
+    try:
+        assert srv.events("startup") == []  # no lifespan: nothing before the first request
+        first = srv.get("/state/")
+        assert first.status_code == 200
+        assert first.json()["pool"] == f"pool-of-{first.json()['pid']}"
+        response = in_background(get_or_error, srv, "/slow/?s=1")
+        srv.wait_event("slow-begin")
+        srv.signal()
+        ready = srv.get("/health/ready/")
+        result = response.result(timeout=10)
+        code = srv.wait_exit(10)
+        log = srv.log()
+        assert ready.status_code == 503, log  # draining began at the signal
+        assert isinstance(result, httpx.Response) and result.status_code == 200, (result, log)
+        assert srv.events("shutdown-started")[0]["trigger"] == "SIGTERM"
+        assert len(srv.events("shutdown")) == 1 and len(srv.events("lifespan-exit")) == 1
+        assert code == 0, log
+        assert srv.exit_after < 2, log
+    finally:
+        srv.kill()
+
+
+@server
+def test_asginl_startup_failure_stops_granian_with_an_error() -> None:
+    env = {"GRACEFUL_TEST_FAIL_STARTUP": "1"}
+    srv = start(Server("granian", env=env), interface="asginl")
+    try:
+        first = get_or_error(srv, "/pid/", timeout=5)
+        srv.signalled_at = time.monotonic()
+        code = srv.wait_exit(10)
+        log = srv.log()
+        assert isinstance(first, httpx.Response) and first.status_code == 503, (first, log)
+        assert code != 0, log
+        assert "cache warm-up failed (test)" in log
+        assert log.count("startup failed: startup hook") == 1  # started (and failed) once
+        assert srv.events("lifespan-exit")  # what was entered is closed again
+        assert srv.exit_after < 3, log
+    finally:
+        srv.kill()
+
+
+@server
+def test_ctrl_c_three_times_drains_once_and_does_not_block_the_worker() -> None:
+    srv = start(Server("granian", graceful={"GRACE_PERIOD": 5}))
+    try:
+        srv.get("/pid/")
+        response = in_background(get_or_error, srv, "/slow/?s=2")
+        srv.wait_event("slow-begin")
+        for _ in range(3):  # each: SIGINT to the main and the worker, SIGTERM from the main
+            ctrl_c(srv)
+            time.sleep(0.1)
+        result = response.result(timeout=10)
+        code = srv.wait_exit(10)
+        log = srv.log()
+        assert isinstance(result, httpx.Response) and result.status_code == 200, (result, log)
+        assert "shutdown escalated" not in log  # all within a second: one Ctrl-C
+        assert code == 0, log
+        assert srv.exit_after < 3.5, log
+    finally:
+        srv.kill()
+
+
+@server
+def test_a_second_signal_to_the_main_process_reaches_every_worker() -> None:
+    srv = start(Server("granian", graceful={"GRACE_PERIOD": 30, "CANCEL_TIMEOUT": 1}, workers=2))
+    clients: list[httpx.Client] = []
+    try:
+        srv.wait_event("startup", count=2, timeout=20)
+        clients = worker_clients(srv, 2)
+        responses = [in_background(c.get, "/slow/?s=600") for c in clients]
+        srv.wait_event("slow-begin", count=2)
+        srv.signal()
+        srv.wait_event("shutdown-started", count=2)
+        time.sleep(1.2)  # a repeat within 1 s is the same signal
+        srv.signal(signal.SIGTERM)
+        code = srv.wait_exit(10)
+        log = srv.log()
+        assert log.count("another signal reached Granian's main process") == 2, log
+        assert len(srv.events("slow-cleanup")) == 2
+        assert [r.result(timeout=5).status_code for r in responses] == [503, 503]
+        assert code == 0, log
+        assert srv.exit_after < 4, log
+    finally:
+        for client in clients:
+            client.close()
+        srv.kill()
+
+
+@server
+def test_a_worker_that_finishes_first_does_not_hurry_the_other() -> None:
+    # Granian's main process waits for worker-1 first: its exit wakes the main process,
+    # which must not look like another signal to worker-2.
+    srv = start(Server("granian", graceful={"GRACE_PERIOD": 30, "CANCEL_TIMEOUT": 1}, workers=2))
+    clients: list[httpx.Client] = []
+    try:
+        srv.wait_event("startup", count=2, timeout=20)
+        clients = worker_clients(srv, 2)
+        first, second = clients
+        short = in_background(first.get, "/slow/?s=1")
+        long = in_background(second.get, "/slow/?s=3")
+        srv.wait_event("slow-begin", count=2)
+        srv.signal()
+        assert short.result(timeout=10).status_code == 200
+        assert long.result(timeout=10).status_code == 200
+        code = srv.wait_exit(10)
+        log = srv.log()
+        assert "shutdown escalated" not in log, log
+        assert not srv.events("slow-cancelled")
+        assert code == 0, log
+    finally:
+        for client in clients:
+            client.close()
+        srv.kill()
+
+
+@server
+def test_a_sigterm_while_the_worker_imports_the_app_is_not_lost() -> None:
+    # Granian's forked worker keeps its main process's handler until after the import:
+    # alone, Granian would swallow this SIGTERM and its main process would wait for ever.
+    app = "tests.project.asgi_slow_import:application"
+    srv = Server("granian", app=app, env={"GRACEFUL_TEST_IMPORT_DELAY": "2"})
+    try:
+        srv.start(wait=False)
+        srv.wait_event("import-begin", timeout=20)
+        srv.signal()
+        code = srv.wait_exit(10)
+        log = srv.log()
+        assert "told to stop while this worker started" in log, log
+        assert srv.events("startup") and srv.events("shutdown") and srv.events("lifespan-exit")
+        assert code == 0, log
+        assert srv.exit_after < 4, log  # the rest of the 2 s import, startup, an idle drain
+    finally:
+        srv.kill()
+
+
+@pytest.fixture
+def restore_handlers() -> Iterator[None]:
+    saved = {s: signal.getsignal(s) for s in SIGNALS}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+def test_the_adapter_is_chosen_only_where_granian_runs() -> None:
+    assert not granian.running({})
+    assert granian.running({"granian.server.common": granian})  # type: ignore[dict-item]
+
+
+async def test_without_granian_internals_it_warns_once_and_chains_signals_generically(
+    lifecycle: Lifecycle, caplog: pytest.LogCaptureFixture, restore_handlers: None
+) -> None:
+    lifecycle.loop = asyncio.get_running_loop()
+    adapter = granian.Adapter()
+    with caplog.at_level(logging.WARNING, logger="django_graceful"):
+        adapter.engage(lifecycle)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "Granian" in warnings[0].getMessage()
+    assert adapter.worker is None
+    assert adapter.signals is not None  # the generic adapter's chained handlers
