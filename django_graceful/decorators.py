@@ -83,10 +83,23 @@ class _Options:
 
     def __init__(self, view: View, timeout: float | None, on_cancel: Any, response: Any) -> None:
         self.view = view
-        self.name = f"{view.__module__}.{view.__qualname__}"
+        self.name = _view_name(view)
         self.timeout = timeout
         self.on_cancel = on_cancel
         self.timeout_response = response
+
+
+def _view_name(view: View) -> str:
+    """``module.qualname`` of the view; for a class-based view, of its class.
+
+    ``method_decorator`` hands us ``partial(bound dispatch)`` named after the method
+    it wraps, which for an inherited ``dispatch`` is Django's ``View.dispatch``.
+    """
+    owner = getattr(getattr(view, "func", None), "__self__", None)
+    if owner is not None:
+        cls = type(owner)
+        return f"{cls.__module__}.{cls.__qualname__}"
+    return f"{view.__module__}.{view.__qualname__}"
 
 
 def _request_of(args: tuple[Any, ...]) -> HttpRequest:

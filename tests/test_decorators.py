@@ -141,3 +141,13 @@ async def test_shield_with_a_bad_timeout_is_refused() -> None:
     with pytest.raises(ValueError, match="seconds >= 0"):
         async with shield(timeout=-1):
             pass
+
+
+@override_settings(GRACEFUL=NO_SIGNALS)
+async def test_a_class_based_view_is_named_by_its_class(
+    app: GracefulASGI, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, "django_graceful"):
+        comm = await open_request(app, "/class-timed/")
+        assert (await comm.receive_output(3))["status"] == 504
+    assert "view tests.project.views.SlowView (GET /class-timed/) cancelled: timeout" in caplog.text
