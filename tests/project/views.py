@@ -29,7 +29,8 @@ async def slow(request: HttpRequest) -> HttpResponse:
     try:
         await asyncio.sleep(seconds)
     except asyncio.CancelledError:
-        record("slow-cancelled")
+        token = getattr(request, "cancellation", None)
+        record("slow-cancelled", reason=str(token.reason) if token is not None else None)
         await asyncio.sleep(0)  # cleanup may still await once
         record("slow-cleanup")
         raise

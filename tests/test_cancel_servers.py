@@ -1,0 +1,391 @@
+"""Cancellation on the wire: a client that hangs up, a view's timeout, shield(), SSE, shutdown."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from .servers import SERVERS, Server, running
+
+pytestmark = pytest.mark.server
+
+#: Long enough that a request still in flight visibly holds the exit.
+HOLDING_GRACE = 3.0
+#: The grace of the shutdown tests, and how long the cancelled work may take to unwind.
+GRACE, CANCEL = 1.0, 1.0
+#: How soon a sync view that polls its token every 10 ms stops after the client hangs up.
+SYNC_STOP_BOUND = 0.2
+#: How soon an async view's cancellation (and its cleanup) follows the client hanging up.
+ASYNC_STOP_BOUND = 0.2
+
+
+def in_background(fn: Any, *args: Any) -> Future[Any]:
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(fn, *args)
+    pool.shutdown(wait=False)
+    return future
+
+
+def get_or_error(srv: Server, path: str, timeout: float = 30) -> httpx.Response | Exception:
+    try:
+        return srv.get(path, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return exc
+
+
+def open_get(srv: Server, path: str) -> socket.socket:
+    """A raw HTTP/1.1 GET whose response is left unread."""
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    return sock
+
+
+def hang_up(sock: socket.socket) -> float:
+    """Close the TCP connection as a client that gives up does; when (wall clock, as events)."""
+    now = time.time()
+    sock.close()
+    return now
+
+
+def read_until(sock: socket.socket, needle: bytes, timeout: float = 5) -> bytes:
+    """What the server sent, up to ``needle``; fails past ``timeout``."""
+    deadline = time.monotonic() + timeout
+    received = b""
+    while needle not in received:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"no {needle!r} within {timeout} s; got {received!r}"
+        sock.settimeout(remaining)
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before {needle!r}; got {received!r}"
+        received += chunk
+    return received
+
+
+def read_to_end(sock: socket.socket, timeout: float) -> tuple[bytes, float]:
+    """Everything until the server ends the connection, and when it did (monotonic)."""
+    deadline = time.monotonic() + timeout
+    received = b""
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"connection still open after {timeout} s; got {received!r}"
+            sock.settimeout(remaining)
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    except ConnectionResetError:
+        pass
+    return received, time.monotonic()
+
+
+def wait_log(srv: Server, needle: str, timeout: float = 3) -> str:
+    deadline = time.monotonic() + timeout
+    while needle not in srv.log():
+        assert time.monotonic() < deadline, (
+            f"no {needle!r} in the log within {timeout} s:\n{srv.log()}"
+        )
+        time.sleep(0.02)
+    return srv.log()
+
+
+def stop_with_nothing_in_flight(srv: Server) -> None:
+    """SIGTERM; the exit is not held by a request that should have ended already."""
+    srv.signal()
+    srv.wait_exit(HOLDING_GRACE + 5)
+    log = srv.log()
+    print(f"{srv.server}: exit {srv.exit_after:.2f} s after SIGTERM")
+    assert srv.exit_after < HOLDING_GRACE - 0.5, log
+    assert "hung at shutdown" not in log, log
+
+
+# -- the client hangs up ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_client_that_hangs_up_cancels_the_view_with_reason_disconnect_and_cleans_up_once(
+    server: str,
+) -> None:
+    with running(server, graceful={"GRACE_PERIOD": HOLDING_GRACE}) as srv:
+        srv.get("/pid/")  # started (lazily on Daphne)
+        sock = open_get(srv, "/guarded/")
+        srv.wait_event("guarded-begin")
+        left = hang_up(sock)
+        cleanup = srv.wait_event("cleanup", timeout=5)[0]
+        assert cleanup["reason"] == "disconnect"
+        latency = cleanup["t"] - left
+        print(f"{server}: hang-up -> on_cancel {latency * 1000:.0f} ms")
+        assert 0 <= latency < ASYNC_STOP_BOUND, latency
+        wait_log(
+            srv, "view tests.project.views.guarded (GET /guarded/) cancelled: disconnect after"
+        )
+        stop_with_nothing_in_flight(srv)
+        assert [c["reason"] for c in srv.events("cleanup")] == ["disconnect"]  # once, at all
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_client_that_hangs_up_cancels_an_undecorated_view_with_reason_disconnect(
+    server: str,
+) -> None:
+    with running(server, graceful={"GRACE_PERIOD": HOLDING_GRACE}) as srv:
+        srv.get("/pid/")
+        sock = open_get(srv, "/slow/?s=600")
+        srv.wait_event("slow-begin")
+        left = hang_up(sock)
+        cancelled = srv.wait_event("slow-cancelled", timeout=5)[0]
+        assert cancelled["reason"] == "disconnect"  # request.cancellation knew why
+        assert 0 <= cancelled["t"] - left < ASYNC_STOP_BOUND
+        srv.wait_event("slow-cleanup")
+        stop_with_nothing_in_flight(srv)
+        assert len(srv.events("slow-cancelled")) == 1
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_sync_view_polling_its_token_stops_right_after_the_client_hangs_up(server: str) -> None:
+    with running(server, graceful={"GRACE_PERIOD": HOLDING_GRACE}) as srv:
+        srv.get("/pid/")
+        sock = open_get(srv, "/export/?rows=100000")
+        assert srv.wait_event("export-begin")[0]["same_token"] is True
+        time.sleep(0.1)  # well into its loop
+        left = hang_up(sock)
+        stopped = srv.wait_event("export-stopped", timeout=5)[0]
+        assert stopped["reason"] == "disconnect"
+        latency = stopped["t"] - left
+        print(f"{server}: hang-up -> sync view stopped {latency * 1000:.0f} ms")
+        assert 0 <= latency < SYNC_STOP_BOUND, latency
+        stop_with_nothing_in_flight(srv)
+        assert len(srv.events("export-stopped")) == 1
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_shield_finishes_its_body_despite_a_hang_up_then_delivers_the_cancel(server: str) -> None:
+    body = 0.5
+    with running(server, graceful={"GRACE_PERIOD": HOLDING_GRACE}) as srv:
+        srv.get("/pid/")
+        sock = open_get(srv, f"/shielded/?body={body}&t=3")
+        begin = srv.wait_event("shield-begin")[0]
+        left = hang_up(sock)
+        committed = srv.wait_event("committed", timeout=5)[0]
+        assert committed["reason"] == "disconnect"  # the token knew during the block
+        assert committed["t"] - begin["t"] >= body - 0.02  # the block ran to its end
+        assert committed["t"] > left
+        cancelled = srv.wait_event("shield-cancelled", timeout=5)[0]
+        assert 0 <= cancelled["t"] - committed["t"] < ASYNC_STOP_BOUND  # held, then delivered
+        stop_with_nothing_in_flight(srv)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_shield_that_overruns_its_timeout_is_cancelled_after_a_hang_up(server: str) -> None:
+    shield_timeout = 0.3
+    with running(server, graceful={"GRACE_PERIOD": HOLDING_GRACE}) as srv:
+        srv.get("/pid/")
+        sock = open_get(srv, f"/shielded/?body=600&t={shield_timeout}")
+        begin = srv.wait_event("shield-begin")[0]
+        hang_up(sock)
+        cancelled = srv.wait_event("shield-cancelled", timeout=5)[0]
+        assert shield_timeout <= cancelled["t"] - begin["t"] < shield_timeout + 0.5
+        assert srv.events("committed") == []  # the block itself was cut off
+        wait_log(srv, f"ran past its {shield_timeout:g} s: cancelling it")
+        stop_with_nothing_in_flight(srv)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_an_event_stream_closes_its_generator_when_the_client_hangs_up(server: str) -> None:
+    with running(server, graceful={"GRACE_PERIOD": HOLDING_GRACE}) as srv:
+        srv.get("/pid/")
+        sock = open_get(srv, "/events/")
+        received = read_until(sock, b"data: tick 2")
+        assert received.startswith(b"HTTP/1.1 200")
+        left = hang_up(sock)
+        closed = srv.wait_event("sse-closed", timeout=5)[0]
+        latency = closed["t"] - left
+        print(f"{server}: hang-up -> SSE generator closed {latency * 1000:.0f} ms")
+        assert 0 <= latency < ASYNC_STOP_BOUND, latency
+        assert closed["ticks"] >= 2
+        stop_with_nothing_in_flight(srv)
+        assert len(srv.events("sse-closed")) == 1
+
+
+# -- the view's own timeout -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_view_timeout_answers_504_with_reason_timeout(server: str) -> None:
+    with running(server) as srv, srv.client() as client:  # one keep-alive connection
+        assert client.get("/pid/").status_code == 200
+        for path in ("/timed/", "/sync-timed/", "/class-timed/"):
+            began = time.monotonic()
+            response = client.get(path)
+            took = time.monotonic() - began
+            assert response.status_code == 504, (path, response.text)
+            assert response.text == "Gateway Timeout: the view took too long.\n"
+            assert 0.3 <= took < 1.5, (path, took)
+            wait_log(srv, f"(GET {path}) cancelled: timeout after")
+        log = srv.log()
+        assert "view tests.project.views.timed (GET /timed/)" in log
+        assert "view tests.project.views.sync_timed (GET /sync-timed/)" in log
+        assert [c["reason"] for c in srv.events("cleanup")] == ["timeout"]  # /timed/'s, once
+        assert client.get("/pid/").status_code == 200  # the connection serves on
+
+
+def test_the_log_line_of_a_cancelled_class_based_view_names_the_class() -> None:
+    # @method_decorator(cancellable(timeout=0.3), name="dispatch") on a view that does not
+    # override dispatch(): the line must name SlowView, not Django's View.dispatch.
+    with running("uvicorn") as srv:
+        assert srv.get("/class-timed/").status_code == 504
+        log = wait_log(srv, "(GET /class-timed/) cancelled: timeout after")
+        named = re.search(r"view (\S+) \(GET /class-timed/\) cancelled", log)
+        assert named is not None
+        assert named[1] in ("tests.project.views.SlowView", "tests.project.views.SlowView.dispatch")
+
+
+# -- the server shuts down past the grace -----------------------------------------------
+
+
+def assert_after_the_grace(srv: Server, at: float) -> None:
+    """``at`` (an event's wall-clock time) came when the grace after the signal ended."""
+    assert srv.signalled_at is not None
+    signalled = time.time() - (time.monotonic() - srv.signalled_at)
+    after = at - signalled
+    assert GRACE <= after < GRACE + 0.6, (after, srv.events())
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_shutdown_cancels_an_undecorated_view_with_reason_shutdown_and_the_client_gets_503(
+    server: str,
+) -> None:
+    with running(server, graceful={"GRACE_PERIOD": GRACE, "CANCEL_TIMEOUT": CANCEL}) as srv:
+        srv.get("/pid/")
+        response = in_background(get_or_error, srv, "/slow/?s=600")
+        srv.wait_event("slow-begin")
+        srv.signal()
+        srv.wait_exit(GRACE + CANCEL + 5)
+        log = srv.log()
+        assert srv.exit_after < GRACE + CANCEL + 1, log
+        cancelled = srv.events("slow-cancelled")
+        assert [c["reason"] for c in cancelled] == ["shutdown"], log
+        assert_after_the_grace(srv, cancelled[0]["t"])
+        assert len(srv.events("slow-cleanup")) == 1
+        assert "hung at shutdown" not in log, log
+        result = response.result(timeout=5)
+        assert isinstance(result, httpx.Response), result
+        assert result.status_code == 503
+        assert result.headers["connection"] == "close"
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_shutdown_streams_an_event_stream_through_the_grace_then_closes_its_generator(
+    server: str,
+) -> None:
+    with running(server, graceful={"GRACE_PERIOD": GRACE, "CANCEL_TIMEOUT": CANCEL}) as srv:
+        srv.get("/pid/")
+        sock = open_get(srv, "/events/")
+        try:
+            before = read_until(sock, b"data: tick 0")
+            srv.signal()
+            assert srv.signalled_at is not None
+            rest, ended = read_to_end(sock, GRACE + CANCEL + 5)
+        finally:
+            sock.close()
+        srv.wait_exit(GRACE + CANCEL + 5)
+        log = srv.log()
+        # The client saw ticks all through the grace (one per 0.05 s), then the stream ended.
+        assert before.startswith(b"HTTP/1.1 200")
+        assert rest.count(b"data: tick") >= GRACE / 0.05 / 4, rest
+        assert GRACE <= ended - srv.signalled_at < GRACE + CANCEL + 1, log
+        closed = srv.events("sse-closed")
+        assert len(closed) == 1, log
+        assert_after_the_grace(srv, closed[0]["t"])
+        assert srv.exit_after < GRACE + CANCEL + 1, log
+        assert "hung at shutdown" not in log, log
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_shutdown_tells_a_sync_export_to_stop_at_the_end_of_the_grace(server: str) -> None:
+    with running(server, graceful={"GRACE_PERIOD": GRACE, "CANCEL_TIMEOUT": CANCEL}) as srv:
+        srv.get("/pid/")
+        response = in_background(get_or_error, srv, "/export/?rows=100000")
+        srv.wait_event("export-begin")
+        srv.signal()
+        srv.wait_exit(GRACE + CANCEL + 5)
+        log = srv.log()
+        assert srv.exit_after < GRACE + CANCEL + 1, log
+        stopped = srv.events("export-stopped")
+        assert [s["reason"] for s in stopped] == ["shutdown"], log
+        assert_after_the_grace(srv, stopped[0]["t"])
+        assert "hung at shutdown" not in log, log
+        result = response.result(timeout=5)
+        assert isinstance(result, httpx.Response), result
+        assert result.status_code == 503
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_shutdown_cancels_a_cancellable_view_runs_its_on_cancel_once_and_answers_503(
+    server: str,
+) -> None:
+    with running(server, graceful={"GRACE_PERIOD": GRACE, "CANCEL_TIMEOUT": CANCEL}) as srv:
+        srv.get("/pid/")
+        response = in_background(get_or_error, srv, "/guarded/")
+        srv.wait_event("guarded-begin")
+        srv.signal()
+        srv.wait_exit(GRACE + CANCEL + 5)
+        log = srv.log()
+        assert srv.exit_after < GRACE + CANCEL + 1, log
+        cleanup = srv.events("cleanup")
+        assert [c["reason"] for c in cleanup] == ["shutdown"], log
+        assert_after_the_grace(srv, cleanup[0]["t"])
+        assert "view tests.project.views.guarded (GET /guarded/) cancelled: shutdown after" in log
+        result = response.result(timeout=5)
+        assert isinstance(result, httpx.Response), result
+        assert result.status_code == 503
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_shutdown_lets_a_shielded_block_finish_past_the_grace_then_cancels(server: str) -> None:
+    body = 2.0  # ends a second after the grace: the shutdown cancel is held meanwhile
+    graceful = {"GRACE_PERIOD": GRACE, "CANCEL_TIMEOUT": 2.0}
+    with running(server, graceful=graceful) as srv:
+        srv.get("/pid/")
+        response = in_background(get_or_error, srv, f"/shielded/?body={body}&t=5")
+        begin = srv.wait_event("shield-begin")[0]
+        srv.signal()
+        srv.wait_exit(GRACE + 2.0 + 5)
+        log = srv.log()
+        committed = srv.events("committed")
+        assert [c["reason"] for c in committed] == ["shutdown"], log  # known, but held
+        assert committed[0]["t"] - begin["t"] >= body - 0.02
+        cancelled = srv.events("shield-cancelled")
+        assert len(cancelled) == 1, log
+        assert 0 <= cancelled[0]["t"] - committed[0]["t"] < ASYNC_STOP_BOUND, log
+        assert srv.exit_after < body + 1, log
+        assert "hung at shutdown" not in log, log
+        result = response.result(timeout=5)
+        assert isinstance(result, httpx.Response), result
+        assert result.status_code == 503
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_client_that_hangs_up_during_the_grace_is_cancelled_at_once_and_ends_the_drain(
+    server: str,
+) -> None:
+    with running(server, graceful={"GRACE_PERIOD": HOLDING_GRACE}) as srv:
+        srv.get("/pid/")
+        sock = open_get(srv, "/guarded/")
+        srv.wait_event("guarded-begin")
+        srv.signal()
+        srv.wait_event("shutdown-started")
+        time.sleep(0.2)  # well into CLOSING
+        left = hang_up(sock)
+        cleanup = srv.wait_event("cleanup", timeout=5)[0]
+        assert cleanup["reason"] == "disconnect"
+        assert 0 <= cleanup["t"] - left < ASYNC_STOP_BOUND
+        srv.wait_exit(HOLDING_GRACE + 5)
+        log = srv.log()
+        assert srv.exit_after < HOLDING_GRACE - 0.5, log  # the drain ended with its last request
+        assert len(srv.events("cleanup")) == 1, log
