@@ -14,7 +14,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
 from .asgi import TRACKED_KEY
-from .cancellation import NEVER, reset_token, use_token
+from .cancellation import NEVER, CancelReason, RequestCancelled, reset_token, use_token
 from .registry import Tracked, reset_item, use_item
 
 
@@ -35,6 +35,12 @@ class GracefulMiddleware:
         request.cancellation = NEVER  # type: ignore[attr-defined]  # WSGI: nothing to cancel
         return self.get_response(request)
 
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        """A view (or its SQL) that stopped because it was told to is not a server error."""
+        if isinstance(exception, RequestCancelled):
+            return cancelled_response(exception.reason)
+        return None
+
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         _attach_state(request)
         item = _tracked(request)
@@ -50,6 +56,22 @@ class GracefulMiddleware:
             reset_item(previous_item)
             reset_token(previous_token)
             item.view_task = None
+
+
+#: Status of a response to work stopped for each reason (499: client closed request).
+CANCELLED_STATUS = {
+    CancelReason.DISCONNECT: 499,
+    CancelReason.SHUTDOWN: 503,
+    CancelReason.TIMEOUT: 504,
+}
+
+
+def cancelled_response(reason: CancelReason) -> HttpResponse:
+    return HttpResponse(
+        f"Request cancelled: {reason}.\n",
+        status=CANCELLED_STATUS[reason],
+        content_type="text/plain; charset=utf-8",
+    )
 
 
 def _tracked(request: HttpRequest) -> Tracked | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -14,7 +15,7 @@ from django_graceful import CancellationToken, CancelReason, RequestCancelled
 from django_graceful.asgi import GracefulASGI
 from django_graceful.cancellation import NEVER, current_cancellation
 
-from .inprocess import NO_SIGNALS, http_scope, start, wait_for
+from .inprocess import NO_SIGNALS, http_scope, request, start, wait_for
 
 
 def test_the_first_reason_stays_and_callbacks_run_once() -> None:
@@ -95,3 +96,16 @@ async def test_a_shutdown_stops_a_sync_view_with_reason_shutdown(
     assert await lifespan.receive_output(3) == {"type": "lifespan.shutdown.complete"}
     assert (await wait_for(recorded, "export-stopped"))["reason"] == "shutdown"
     assert (await comm.receive_output(1))["status"] == 503
+
+
+@pytest.mark.parametrize(
+    ("reason", "status"), [("disconnect", 499), ("shutdown", 503), ("timeout", 504)]
+)
+@override_settings(GRACEFUL=NO_SIGNALS)
+async def test_request_cancelled_escaping_a_view_is_an_answer_not_a_server_error(
+    app: GracefulASGI, reason: str, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, "django.request"):
+        answer, _, body = await request(app, f"/gives-up/?reason={reason}")
+    assert answer == status and body == f"Request cancelled: {reason}.\n".encode()
+    assert "Internal Server Error" not in caplog.text

@@ -8,6 +8,7 @@ urlpatterns = [
     path("state/", views.state),
     path("pid/", views.sync_pid),
     path("export/", views.export),
+    path("gives-up/", views.gives_up),
     path("guarded/", views.guarded),
     path("events/", views.events_stream),
     path("timed/", views.timed),

@@ -208,3 +208,8 @@ def sql_ping(request: HttpRequest) -> JsonResponse:
         cursor.execute("SELECT 1")
         (value,) = cursor.fetchone()
     return JsonResponse({"value": value, "pid": os.getpid()})
+
+
+def gives_up(request: HttpRequest) -> HttpResponse:
+    """A sync view whose own code raises RequestCancelled (as the SQL interrupt does)."""
+    raise RequestCancelled(CancelReason(request.GET["reason"]))
