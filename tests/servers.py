@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +177,29 @@ def running(server: str, **kwargs: Any) -> Iterator[Server]:
         yield proc.start()
     finally:
         proc.kill()
+
+
+def in_background(fn: Any, *args: Any) -> Future[Any]:
+    """Run ``fn(*args)`` in a thread of its own (e.g. a request in flight during a signal)."""
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(fn, *args)
+    pool.shutdown(wait=False)
+    return future
+
+
+def get_or_error(srv: Server, path: str, timeout: float = 30) -> httpx.Response | Exception:
+    """The response, or the client-side error (a reset, a refused connection)."""
+    try:
+        return srv.get(path, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return exc
+
+
+def start_with(srv: Server, *args: str) -> Server:
+    """Start ``srv`` with extra command-line arguments; kill it if it does not come up."""
+    srv.cmd += list(args)
+    try:
+        return srv.start()
+    except BaseException:
+        srv.kill()
+        raise

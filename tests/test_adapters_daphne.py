@@ -7,42 +7,17 @@ import signal
 import socket
 import subprocess
 import sys
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
 
 import httpx
 import pytest
 
-from .servers import ROOT, Server
+from .servers import ROOT, Server, get_or_error, in_background, start_with
 
 pytestmark = pytest.mark.server
 
 WATCHDOG_LINE = "process still alive"
 DAPHNE_KILL_LINE = "took too long to shut down"
 DAPHNE_KILL_ALL_LINE = "pending application instances"  # "Killed N pending ..." of Daphne's trigger
-
-
-def in_background(fn: Any, *args: Any) -> Future[Any]:
-    pool = ThreadPoolExecutor(1)
-    future = pool.submit(fn, *args)
-    pool.shutdown(wait=False)
-    return future
-
-
-def get_or_error(srv: Server, path: str, timeout: float = 30) -> httpx.Response | Exception:
-    try:
-        return srv.get(path, timeout=timeout)
-    except httpx.HTTPError as exc:
-        return exc
-
-
-def start(srv: Server, *args: str) -> Server:
-    srv.cmd += list(args)
-    try:
-        return srv.start()
-    except BaseException:
-        srv.kill()
-        raise
 
 
 def begin_upload(srv: Server, body: bytes, sent: int) -> socket.socket:
@@ -68,7 +43,7 @@ def test_a_request_still_uploading_at_sigterm_does_not_cost_the_others_their_res
     # Daphne's own trigger raises KeyError on a connection whose request is incomplete
     # (-v 2 shows it) and stops cancelling the rest.
     graceful = {"DRAIN_DELAY": 1, "GRACE_PERIOD": 5}
-    srv = start(Server("daphne", graceful=graceful), "-v", "2")
+    srv = start_with(Server("daphne", graceful=graceful), "-v", "2")
     try:
         srv.get("/pid/")
         body = b"a" * 1000
@@ -105,7 +80,7 @@ def test_a_request_that_swallows_every_cancel_gets_503_and_does_not_hold_the_exi
 ) -> None:
     # Daphne's own trigger waits for it forever; our watchdog would end it at budget + 1 s.
     grace, cancel = 1, 1
-    srv = start(Server("daphne", graceful={"GRACE_PERIOD": grace, "CANCEL_TIMEOUT": cancel}))
+    srv = start_with(Server("daphne", graceful={"GRACE_PERIOD": grace, "CANCEL_TIMEOUT": cancel}))
     try:
         srv.get("/pid/")
         response = in_background(get_or_error, srv, "/stubborn/")
@@ -127,7 +102,7 @@ def test_a_request_that_swallows_every_cancel_gets_503_and_does_not_hold_the_exi
 
 
 def test_a_request_cancelled_at_shutdown_gets_503_not_an_empty_reply() -> None:
-    srv = start(Server("daphne", graceful={"GRACE_PERIOD": 1, "CANCEL_TIMEOUT": 1}))
+    srv = start_with(Server("daphne", graceful={"GRACE_PERIOD": 1, "CANCEL_TIMEOUT": 1}))
     try:
         srv.get("/pid/")
         response = in_background(get_or_error, srv, "/slow/?s=600")
@@ -148,7 +123,7 @@ def test_daphnes_close_timeout_does_not_kill_work_during_the_grace() -> None:
     # logging "took too long to shut down and was killed" every second, and naming no view.
     grace, cancel = 3, 1
     srv = Server("daphne", graceful={"GRACE_PERIOD": grace, "CANCEL_TIMEOUT": cancel})
-    start(srv, "--application-close-timeout", "1")
+    start_with(srv, "--application-close-timeout", "1")
     try:
         srv.get("/pid/")
         gave_up = get_or_error(srv, "/stubborn/", timeout=0.5)
@@ -166,7 +141,7 @@ def test_daphnes_close_timeout_does_not_kill_work_during_the_grace() -> None:
 
 def test_sigterm_before_the_first_request_lets_daphne_stop_as_usual() -> None:
     # Nothing started (Daphne sends no lifespan), so nothing of ours is installed.
-    srv = start(Server("daphne"))
+    srv = start_with(Server("daphne"))
     try:
         srv.signal()
         assert srv.wait_exit(10) == 0
@@ -181,7 +156,7 @@ def test_when_daphne_stops_on_its_own_our_shutdown_still_drains_first() -> None:
     # HANDLE_SIGNALS off: Twisted's SIGTERM handler stops the reactor, and our trigger
     # runs the whole sequence before Daphne closes the connections.
     graceful = {"HANDLE_SIGNALS": False, "GRACE_PERIOD": 5}
-    srv = start(Server("daphne", graceful=graceful))
+    srv = start_with(Server("daphne", graceful=graceful))
     try:
         srv.get("/pid/")
         response = in_background(get_or_error, srv, "/slow/?s=1&size=100000")

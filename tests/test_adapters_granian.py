@@ -9,7 +9,6 @@ import re
 import signal
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -20,26 +19,12 @@ from django_graceful.adapters import granian
 from django_graceful.lifecycle import EXIT_SLACK, Lifecycle
 from django_graceful.os_signals import SIGNALS
 
-from .servers import Server, lifespan_complaints
+from .servers import Server, get_or_error, in_background, lifespan_complaints
 
 server = pytest.mark.server
 
 WATCHDOG_LINE = "process still alive"
 LIFESPAN = ["tests.project.lifespan.resources"]
-
-
-def in_background(fn: Any, *args: Any) -> Future[Any]:
-    pool = ThreadPoolExecutor(1)
-    future = pool.submit(fn, *args)
-    pool.shutdown(wait=False)
-    return future
-
-
-def get_or_error(srv: Server, path: str, timeout: float = 30) -> httpx.Response | Exception:
-    try:
-        return srv.get(path, timeout=timeout)
-    except httpx.HTTPError as exc:
-        return exc
 
 
 def start(srv: Server, *, interface: str = "asgi") -> Server:

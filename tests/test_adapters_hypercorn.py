@@ -9,31 +9,15 @@ import socket
 import sys
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import httpx
 import pytest
 
 from django_graceful.adapters import hypercorn as adapter
 
-from .servers import Server, running
+from .servers import Server, get_or_error, in_background, running
 
 server = pytest.mark.server
-
-
-def in_background(fn: Any, *args: Any) -> Future[Any]:
-    pool = ThreadPoolExecutor(1)
-    future = pool.submit(fn, *args)
-    pool.shutdown(wait=False)
-    return future
-
-
-def get_or_error(srv: Server, path: str) -> httpx.Response | Exception:
-    try:
-        return srv.get(path, timeout=30)
-    except httpx.HTTPError as exc:
-        return exc
 
 
 class RawRequest:

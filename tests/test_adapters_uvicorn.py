@@ -6,41 +6,16 @@ import os
 import signal
 import sys
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
 
 import httpx
 import pytest
 
-from .servers import Server, lifespan_complaints
+from .servers import Server, get_or_error, in_background, lifespan_complaints, start_with
 
 WATCHDOG_LINE = "process still alive"
 #: Exit status of a single uvicorn process: it re-raises SIGTERM after its shutdown
 #: (killed by SIGTERM) and swallows the KeyboardInterrupt of SIGINT (0).
 CLEAN_EXIT = {signal.SIGTERM: -signal.SIGTERM, signal.SIGINT: 0}
-
-
-def in_background(fn: Any, *args: Any) -> Future[Any]:
-    pool = ThreadPoolExecutor(1)
-    future = pool.submit(fn, *args)
-    pool.shutdown(wait=False)
-    return future
-
-
-def get_or_error(srv: Server, path: str) -> httpx.Response | Exception:
-    try:
-        return srv.get(path, timeout=30)
-    except httpx.HTTPError as exc:
-        return exc
-
-
-def start(srv: Server, *args: str) -> Server:
-    srv.cmd += list(args)
-    try:
-        return srv.start()
-    except BaseException:
-        srv.kill()
-        raise
 
 
 def ctrl_c(srv: Server) -> None:
@@ -60,7 +35,7 @@ def test_a_request_that_swallows_every_cancel_gets_503_and_does_not_hold_the_exi
     signum: int,
 ) -> None:
     grace, cancel = 1, 1
-    srv = start(Server("uvicorn", graceful={"GRACE_PERIOD": grace, "CANCEL_TIMEOUT": cancel}))
+    srv = start_with(Server("uvicorn", graceful={"GRACE_PERIOD": grace, "CANCEL_TIMEOUT": cancel}))
     try:
         srv.get("/pid/")
         response = in_background(get_or_error, srv, "/stubborn/")
@@ -93,7 +68,7 @@ def test_a_request_that_swallows_every_cancel_gets_503_and_does_not_hold_the_exi
 @SERVER
 @pytest.mark.parametrize("stop", ["SIGTERM", "ctrl-c"])
 def test_two_workers_finish_their_in_flight_requests(stop: str) -> None:
-    srv = start(Server("uvicorn", graceful={"GRACE_PERIOD": 5}, workers=2))
+    srv = start_with(Server("uvicorn", graceful={"GRACE_PERIOD": 5}, workers=2))
     try:
         started = srv.wait_event("startup", count=2, timeout=30)
         workers = {e["pid"] for e in started}
@@ -131,7 +106,7 @@ def test_two_workers_finish_their_in_flight_requests(stop: str) -> None:
 def test_lifespan_off_starts_at_the_first_request_and_runs_the_shutdown_at_the_signal(
     signum: int,
 ) -> None:
-    srv = start(Server("uvicorn", graceful={"GRACE_PERIOD": 5}), "--lifespan", "off")
+    srv = start_with(Server("uvicorn", graceful={"GRACE_PERIOD": 5}), "--lifespan", "off")
     try:
         assert srv.events("startup") == []  # nothing before the first request
         first = srv.get("/state/")
@@ -157,7 +132,7 @@ def test_lifespan_off_starts_at_the_first_request_and_runs_the_shutdown_at_the_s
 
 @SERVER
 def test_lifespan_off_without_a_request_stops_at_once() -> None:
-    srv = start(Server("uvicorn"), "--lifespan", "off")
+    srv = start_with(Server("uvicorn"), "--lifespan", "off")
     try:
         srv.signal()
         code = srv.wait_exit(5)

@@ -5,13 +5,11 @@ from __future__ import annotations
 import re
 import socket
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
 
 import httpx
 import pytest
 
-from .servers import SERVERS, Server, running
+from .servers import SERVERS, Server, get_or_error, in_background, running
 
 pytestmark = pytest.mark.server
 
@@ -23,20 +21,6 @@ GRACE, CANCEL = 1.0, 1.0
 SYNC_STOP_BOUND = 0.2
 #: How soon an async view's cancellation (and its cleanup) follows the client hanging up.
 ASYNC_STOP_BOUND = 0.2
-
-
-def in_background(fn: Any, *args: Any) -> Future[Any]:
-    pool = ThreadPoolExecutor(1)
-    future = pool.submit(fn, *args)
-    pool.shutdown(wait=False)
-    return future
-
-
-def get_or_error(srv: Server, path: str, timeout: float = 30) -> httpx.Response | Exception:
-    try:
-        return srv.get(path, timeout=timeout)
-    except httpx.HTTPError as exc:
-        return exc
 
 
 def open_get(srv: Server, path: str) -> socket.socket:

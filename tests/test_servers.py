@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import signal
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
 
 import httpx
 import pytest
 
-from .servers import SERVERS, WORKER_SERVERS, Server, lifespan_complaints, running
+from .servers import (
+    SERVERS,
+    WORKER_SERVERS,
+    Server,
+    get_or_error,
+    in_background,
+    lifespan_complaints,
+    running,
+)
 
 pytestmark = pytest.mark.server
 
@@ -18,13 +24,6 @@ APPS = {
     "django": "tests.project.asgi:application",
     "channels": "tests.project.asgi_channels:application",
 }
-
-
-def in_background(fn: Any, *args: Any) -> Future[Any]:
-    pool = ThreadPoolExecutor(1)
-    future = pool.submit(fn, *args)
-    pool.shutdown(wait=False)
-    return future
 
 
 @pytest.mark.parametrize("app", APPS)
@@ -77,7 +76,7 @@ def test_sigterm_cancels_a_600_second_request_within_the_budget(server: str) -> 
     graceful = {"GRACE_PERIOD": 2, "CANCEL_TIMEOUT": 1}
     with running(server, graceful=graceful) as srv:
         srv.get("/pid/")
-        response = in_background(_get_or_error, srv, "/slow/?s=600")
+        response = in_background(get_or_error, srv, "/slow/?s=600")
         srv.wait_event("slow-begin")
         srv.signal()
         srv.wait_exit(10)
@@ -87,13 +86,6 @@ def test_sigterm_cancels_a_600_second_request_within_the_budget(server: str) -> 
         shutdown_at = srv.events("shutdown-started")[0]["t"]
         assert 1.9 < cancelled_at - shutdown_at < 2.6  # after the grace, not before
         response.result(timeout=5)
-
-
-def _get_or_error(srv: Server, path: str, timeout: float = 30) -> httpx.Response | Exception:
-    try:
-        return srv.get(path, timeout=timeout)
-    except httpx.HTTPError as exc:
-        return exc
 
 
 @pytest.mark.parametrize("server", SERVERS)
@@ -140,7 +132,7 @@ def test_a_request_sent_after_draining_began_gets_503_or_a_refused_connection(
         srv.wait_event("slow-begin")
         srv.signal()
         srv.wait_event("shutdown-started")
-        late = _get_or_error(srv, "/pid/", timeout=3)  # never a hang
+        late = get_or_error(srv, "/pid/", timeout=3)  # never a hang
         if isinstance(late, httpx.Response):
             assert late.status_code == 503
             assert late.headers["connection"] == "close"
@@ -154,7 +146,7 @@ def test_a_request_sent_after_draining_began_gets_503_or_a_refused_connection(
 def test_a_second_signal_skips_to_cancelling(server: str) -> None:
     with running(server, graceful={"GRACE_PERIOD": 30, "CANCEL_TIMEOUT": 1}) as srv:
         srv.get("/pid/")
-        response = in_background(_get_or_error, srv, "/slow/?s=600")
+        response = in_background(get_or_error, srv, "/slow/?s=600")
         srv.wait_event("slow-begin")
         srv.signal()
         srv.wait_event("shutdown-started")
