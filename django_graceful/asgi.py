@@ -12,6 +12,7 @@ from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from .cancellation import CancelReason
 from .lifecycle import Lifecycle, Phase, StartupFailed, get_lifecycle
 from .registry import Tracked
+from .websocket import SESSION_KEY, WebsocketSession
 
 logger = logging.getLogger("django_graceful")
 
@@ -22,6 +23,8 @@ UNAVAILABLE_BODY = b"Service Unavailable: startup failed.\n"
 #: Websocket close codes: 1012 Service Restart, 1011 Internal Error.
 WS_SERVICE_RESTART = 1012
 WS_INTERNAL_ERROR = 1011
+
+HTTP_DISCONNECT: Message = {"type": "http.disconnect"}
 
 #: Scope key under which the request's registry entry travels to GracefulMiddleware.
 TRACKED_KEY = "django_graceful.tracked"
@@ -76,34 +79,22 @@ class GracefulASGI:
         if not scope.get("state") and lifecycle.state:
             scope["state"] = dict(lifecycle.state)  # type: ignore[typeddict-unknown-key]
         if kind == "http":
-            await self._tracked(scope, receive, send, "request", {"type": "http.disconnect"})
+            await self._http(scope, receive, send)
         elif kind == "websocket":
-            disconnect = {"type": "websocket.disconnect", "code": WS_SERVICE_RESTART}
-            await self._tracked(scope, receive, send, "websocket", disconnect)
+            await self._websocket(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
-    async def _tracked(
-        self,
-        scope: Scope,
-        receive: ASGIReceiveCallable,
-        send: ASGISendCallable,
-        kind: str,
-        disconnect: Message,
+    async def _http(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         lifecycle = self.lifecycle
-        what = f"{scope.get('method', 'WS')} {scope.get('path', '?')}"
-        item = Tracked(kind, what, task=asyncio.current_task())
-        interruptible = InterruptibleReceive(receive, disconnect, item)
+        what = f"{scope.get('method', '?')} {scope.get('path', '?')}"
+        item = Tracked("request", what, task=asyncio.current_task())
+        interruptible = InterruptibleReceive(receive, HTTP_DISCONNECT, item)
         item.on_cancel = interruptible.interrupt
         scope[TRACKED_KEY] = item  # type: ignore[literal-required]
         lifecycle.registry.add(item)
-        if kind != "request":
-            try:
-                await self.app(scope, interruptible, send)
-            finally:
-                lifecycle.registry.discard(item)
-            return
         tracking_send = _TrackingSend(send, lifecycle)
         interruptible.response = tracking_send
         try:
@@ -113,6 +104,28 @@ class GracefulASGI:
             raise
         else:
             await self._answer_cancelled(item, tracking_send)
+        finally:
+            lifecycle.registry.discard(item)
+
+    async def _websocket(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        """A tracked websocket: closed with 1012 when CLOSING begins (see WebsocketSession)."""
+        lifecycle = self.lifecycle
+        item = Tracked("websocket", f"WS {scope.get('path', '?')}", task=asyncio.current_task())
+        disconnect = {"type": "websocket.disconnect", "code": WS_SERVICE_RESTART}
+        interruptible = InterruptibleReceive(receive, disconnect, item)
+        session = WebsocketSession(send, receive, interruptible, item, lifecycle)
+        scope[TRACKED_KEY] = item  # type: ignore[literal-required]
+        scope[SESSION_KEY] = session  # type: ignore[literal-required]
+        lifecycle.registry.add(item)
+        try:
+            await self.app(scope, interruptible, session.send)
+        except BaseException:
+            session.abandon()
+            raise
+        else:
+            await session.finished()
         finally:
             lifecycle.registry.discard(item)
 
@@ -186,7 +199,17 @@ class InterruptibleReceive:
         #: ``http.disconnect`` that follows a complete response.
         self.response: _TrackingSend | None = None
 
-    def interrupt(self, reason: CancelReason) -> None:
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupted
+
+    def interrupt(
+        self, reason: CancelReason | None = None, *, message: Message | None = None
+    ) -> None:
+        """Make the pending and every later ``receive()`` return the disconnect
+        (``message``, if given, instead of the one given at construction)."""
+        if message is not None:
+            self._disconnect = message
         self._interrupted = True
         if self._waiter is not None and not self._interrupting:
             self._interrupting = True

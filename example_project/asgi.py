@@ -1,9 +1,18 @@
-"""The example project's ASGI application, through django_graceful."""
+"""The example project's ASGI application: HTTP and websockets, through django_graceful."""
 
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
 
-from django_graceful.asgi import get_asgi_application
+from channels.routing import ProtocolTypeRouter, URLRouter
+from django.core.asgi import get_asgi_application
 
-application = get_asgi_application()
+from django_graceful.asgi import GracefulASGI
+
+django_app = get_asgi_application()
+
+from .routing import websocket_urlpatterns  # noqa: E402  (after Django is set up)
+
+application = GracefulASGI(
+    ProtocolTypeRouter({"http": django_app, "websocket": URLRouter(websocket_urlpatterns)})
+)

@@ -1,4 +1,4 @@
-"""Settings of the example project: SQLite, the file state store, django_graceful on."""
+"""Settings of the example project: SQLite, the file state store, Channels, django_graceful on."""
 
 import os
 from pathlib import Path
@@ -29,6 +29,17 @@ DATABASES = {
     }
 }
 USE_TZ = True
+
+#: Channels: the in-memory layer (one process); with EXAMPLE_REDIS_URL set (and
+#: channels_redis installed), a Redis layer that reaches every worker and host.
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+if os.environ.get("EXAMPLE_REDIS_URL"):
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [os.environ["EXAMPLE_REDIS_URL"]]},
+        }
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 GRACEFUL = {

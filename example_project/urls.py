@@ -10,5 +10,6 @@ urlpatterns = [
     path("timeout/", views.timeout),
     path("order/", views.order),
     path("state/", views.state),
+    path("produce/", views.produce),
     path("health/", include("django_graceful.urls")),
 ]

@@ -8,6 +8,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 
 from django_graceful import CancelReason, RequestCancelled, cancellable, shield
 
+from .producer import producer
+
 logger = logging.getLogger("example_project")
 
 
@@ -21,6 +23,9 @@ async def index(request: HttpRequest) -> HttpResponse:
         "  /order/             shield(): a commit that finishes despite a cancel\n"
         "  /state/             state from a LIFESPAN manager\n"
         "  /health/ready/      503 from the shutdown signal on\n"
+        "  /produce/?n=120     hand 120 messages to the background producer thread\n"
+        "  ws://…/ws/echo/     a websocket: echo, '/all text' to everyone; closed with 1012\n"
+        "                      at shutdown (python -m websockets ws://127.0.0.1:8000/ws/echo/)\n"
     )
 
 
@@ -84,3 +89,11 @@ async def order(request: HttpRequest) -> HttpResponse:
 async def state(request: HttpRequest) -> JsonResponse:
     pool = request.state["pool"]
     return JsonResponse({"pool": pool["name"], "open": pool["open"]})
+
+
+async def produce(request: HttpRequest) -> JsonResponse:
+    """Enqueue ``n`` messages; the producer thread flushes them in batches (and on stop)."""
+    n = min(int(request.GET.get("n", "120")), 100_000)
+    for i in range(n):
+        producer.send(f"order {i}")
+    return JsonResponse({"queued": n, "sent": producer.sent, "delivered": producer.delivered})

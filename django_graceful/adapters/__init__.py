@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..os_signals import ChainedSignals
 
@@ -80,6 +80,11 @@ class ServerAdapter:
 
     def server_stop_without_signal(self) -> None:
         """The shutdown began without a signal (e.g. lifespan.shutdown): nothing to do."""
+
+    async def close_websocket(self, send: Any, code: int) -> None:
+        """Close an accepted websocket with ``code`` (1012) at shutdown, through the
+        server's ``send``; a server that refuses such codes over ASGI overrides this."""
+        await send({"type": "websocket.close", "code": code})
 
     def startup_failed(self, error: Exception) -> None:
         """Startup failed (already logged); the server is about to end this process."""

@@ -134,6 +134,19 @@ class Adapter(ServerAdapter):
         except ReactorNotRunning:
             pass  # already stopping: our trigger started the shutdown
 
+    async def close_websocket(self, send: Any, code: int) -> None:
+        """Close with ``code`` even where Daphne cannot: it hands an ASGI close code to
+        autobahn's ``sendClose()``, which raises for anything but 1000 and 3000-4999
+        (1001, 1012). ``sendCloseFrame()`` is what Daphne itself uses to send 1011."""
+        protocol = _websocket_protocol(send)
+        if protocol is None or code == 1000 or 3000 <= code <= 4999:
+            await super().close_websocket(send, code)
+            return
+        details = protocol.server.connections.get(protocol)
+        if details is None or details.get("disconnected"):
+            return  # what Daphne's own send does for a connection that is gone
+        protocol.sendCloseFrame(code=code, isReply=False)
+
     # -- Daphne -> our sequence -------------------------------------------------------
 
     def _before_reactor_stops(self, server: Any) -> Any:
@@ -178,6 +191,21 @@ class Adapter(ServerAdapter):
             await asyncio.wait_for(lifecycle.shutdown("reactor stop"), max(remaining, 0))
         except TimeoutError:
             logger.error("shutdown did not reach STOPPED within its budget; Daphne stops now")
+
+
+def _websocket_protocol(send: Any) -> Any:
+    """The autobahn protocol behind a Daphne websocket's ``send`` (``partial(handle_reply,
+    protocol)``), or None."""
+    server = getattr(getattr(send, "func", None), "__self__", None)
+    args = getattr(send, "args", ())
+    if getattr(send, "func", None) != getattr(server, "handle_reply", None) or len(args) != 1:
+        return None
+    protocol = args[0]
+    if not callable(getattr(protocol, "sendCloseFrame", None)) or not isinstance(
+        getattr(getattr(protocol, "server", None), "connections", None), dict
+    ):
+        return None
+    return protocol
 
 
 async def _cancel_leftovers(server: Any) -> None:

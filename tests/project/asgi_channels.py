@@ -1,12 +1,18 @@
-"""The test project behind a Channels ProtocolTypeRouter."""
+"""The test project behind a Channels ProtocolTypeRouter: HTTP views and websocket consumers."""
 
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.project.settings")
 
-from channels.routing import ProtocolTypeRouter
+from channels.routing import ProtocolTypeRouter, URLRouter
 from django.core.asgi import get_asgi_application
 
 from django_graceful.asgi import GracefulASGI
 
-application = GracefulASGI(ProtocolTypeRouter({"http": get_asgi_application()}))
+django_app = get_asgi_application()
+
+from .routing import websocket_urlpatterns  # noqa: E402  (after Django is set up)
+
+application = GracefulASGI(
+    ProtocolTypeRouter({"http": django_app, "websocket": URLRouter(websocket_urlpatterns)})
+)

@@ -42,6 +42,20 @@ if _postgres_listening():
         "USER": "postgres",
     }
 
+#: Channels: the in-memory layer, or channels_redis when GRACEFUL_TEST_REDIS holds a URL
+#: (GRACEFUL_TEST_REDIS_PREFIX keeps each test's groups apart).
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+if os.environ.get("GRACEFUL_TEST_REDIS"):
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [os.environ["GRACEFUL_TEST_REDIS"]],
+                "prefix": os.environ.get("GRACEFUL_TEST_REDIS_PREFIX", "graceful-tests"),
+            },
+        }
+    }
+
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
