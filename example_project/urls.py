@@ -8,6 +8,7 @@ urlpatterns = [
     path("export/", views.export),
     path("events/", views.events),
     path("timeout/", views.timeout),
+    path("report/", views.report),
     path("order/", views.order),
     path("state/", views.state),
     path("produce/", views.produce),

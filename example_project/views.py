@@ -4,6 +4,7 @@ import asyncio
 import logging
 import time
 
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from django_graceful import CancelReason, RequestCancelled, cancellable, shield
@@ -20,6 +21,7 @@ async def index(request: HttpRequest) -> HttpResponse:
         "  /export/?rows=500   a sync view that checks its cancellation token\n"
         "  /events/            server-sent events until you leave or the server stops\n"
         "  /timeout/           @cancellable(timeout=2): a 504 after 2 s\n"
+        "  /report/            a 30 s SQL query, stopped in the database when you leave\n"
         "  /order/             shield(): a commit that finishes despite a cancel\n"
         "  /state/             state from a LIFESPAN manager\n"
         "  /health/ready/      503 from the shutdown signal on\n"
@@ -54,6 +56,22 @@ def export(request: HttpRequest) -> HttpResponse:
         logger.info("export stopped after %d of %d rows: %s", done, rows, exc.reason)
         raise
     return HttpResponse(f"exported {done} rows\n")
+
+
+#: About 30 s of work for SQLite: a recursive count with no table behind it.
+SLOW_QUERY = (
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000000) "
+    "SELECT count(*) FROM n"
+)
+
+
+@cancellable(timeout=10)
+def report(request: HttpRequest) -> HttpResponse:
+    """A slow SQL query: close the client (or Ctrl-C the server) and the database stops it."""
+    with connection.cursor() as cursor:
+        cursor.execute(SLOW_QUERY)
+        (count,) = cursor.fetchone()
+    return HttpResponse(f"counted {count}\n")
 
 
 async def events(request: HttpRequest) -> StreamingHttpResponse:
