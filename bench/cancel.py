@@ -67,6 +67,7 @@ from bench.overhead import (  # noqa: E402
     Exchange,
     Load,
     Metric,
+    _python_load,
     cpu_seconds,
     lifespan_startup,
     log,
@@ -249,58 +250,6 @@ def wrk_load(port: int, path: str, connections: int, duration: int) -> Load:
     non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
     errors += int(non2xx.group(1)) if non2xx else 0
     return Load(float(rps.group(1)), int(total.group(1)), errors)
-
-
-@dataclass
-class _Counts:
-    ok: int = 0  # 2xx answers completed before the deadline
-    done: int = 0  # every answer completed (the server did the work of each)
-    errors: int = 0
-
-
-async def _keep_alive(port: int, path: str, deadline: float, counts: _Counts) -> None:
-    """One keep-alive connection sending requests back to back until ``deadline``."""
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        counts.errors += 1
-        return
-    try:
-        while time.monotonic() < deadline:
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            match = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
-            if match is None:
-                counts.errors += 1
-                return
-            await reader.readexactly(int(match.group(1)))
-            counts.done += 1
-            if time.monotonic() > deadline:
-                return  # finished after the bell: not counted
-            if head[9:10] == b"2":
-                counts.ok += 1
-            else:
-                counts.errors += 1
-    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-        counts.errors += 1
-    finally:
-        writer.close()
-
-
-async def _python_load(port: int, path: str, connections: int, duration: float) -> Load:
-    counts = _Counts()
-    deadline = time.monotonic() + duration
-    tasks = [
-        asyncio.ensure_future(_keep_alive(port, path, deadline, counts)) for _ in range(connections)
-    ]
-    _, pending = await asyncio.wait(tasks, timeout=duration + 10)
-    for task in pending:  # a server that stopped answering: give up on it
-        task.cancel()
-        counts.errors += 1
-    if pending:
-        await asyncio.wait(pending, timeout=5)
-    return Load(counts.ok / duration, counts.done, counts.errors)
 
 
 def python_load(port: int, path: str, connections: int, duration: int) -> Load:

@@ -316,9 +316,9 @@ class _Counts:
     errors: int = 0
 
 
-async def _keep_alive(port: int, deadline: float, counts: _Counts) -> None:
+async def _keep_alive(port: int, path: str, deadline: float, counts: _Counts) -> None:
     """One keep-alive connection sending requests back to back until ``deadline``."""
-    request = f"GET {HELLO_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
     except OSError:
@@ -346,11 +346,13 @@ async def _keep_alive(port: int, deadline: float, counts: _Counts) -> None:
         writer.close()
 
 
-async def _python_load(port: int, connections: int, duration: float) -> Load:
+async def _python_load(port: int, path: str, connections: int, duration: float) -> Load:
+    """``connections`` keep-alive connections loading ``path`` for ``duration`` s."""
     counts = _Counts()
-    started = time.monotonic()
-    deadline = started + duration
-    tasks = [asyncio.ensure_future(_keep_alive(port, deadline, counts)) for _ in range(connections)]
+    deadline = time.monotonic() + duration
+    tasks = [
+        asyncio.ensure_future(_keep_alive(port, path, deadline, counts)) for _ in range(connections)
+    ]
     _, pending = await asyncio.wait(tasks, timeout=duration + 10)
     for task in pending:  # a server that stopped answering: give up on it
         task.cancel()
@@ -361,7 +363,7 @@ async def _python_load(port: int, connections: int, duration: float) -> Load:
 
 
 def python_load(port: int, args: argparse.Namespace, duration: int) -> Load:
-    return asyncio.run(_python_load(port, args.connections, duration))
+    return asyncio.run(_python_load(port, HELLO_PATH, args.connections, duration))
 
 
 def uvicorn_flavour() -> str:
