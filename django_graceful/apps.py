@@ -1,4 +1,4 @@
-"""The Django app: system checks, settings re-read in tests, SQL interrupted on cancel."""
+"""The Django app: system checks, settings re-read in tests, SQL interrupts, snapshots."""
 
 from django.apps import AppConfig
 
@@ -12,10 +12,12 @@ class GracefulConfig(AppConfig):
         from django.core.signals import setting_changed
 
         from . import checks as graceful_checks
-        from . import sql
+        from . import snapshots, sql
         from .conf import reset
 
         checks.register(graceful_checks.check_settings)
         checks.register(graceful_checks.check_asgi_entrypoint)
+        checks.register(graceful_checks.check_state_cache)
         setting_changed.connect(reset, dispatch_uid="django_graceful.conf.reset")
         sql.install()
+        snapshots.install()

@@ -1,4 +1,4 @@
-"""System checks: the GRACEFUL settings, and whether the ASGI app goes through GracefulASGI."""
+"""System checks: the GRACEFUL settings, the ASGI app going through GracefulASGI, the state."""
 
 from __future__ import annotations
 
@@ -36,6 +36,32 @@ def check_asgi_entrypoint(app_configs: Any = None, **kwargs: Any) -> list[CheckM
             hint="In asgi.py use `from django_graceful.asgi import get_asgi_application` "
             "or wrap your router: `application = GracefulASGI(ProtocolTypeRouter({...}))`.",
             id="graceful.W001",
+        )
+    ]
+
+
+#: Caches that live in one process: another process (checkshutdown) never sees them.
+PROCESS_LOCAL_CACHES = (
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache",
+)
+
+
+def check_state_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """graceful.W002: the snapshots go to a cache that checkshutdown cannot read."""
+    raw = raw_settings()
+    if not isinstance(raw, dict) or raw.get("STATE_BACKEND") != "cache":
+        return []
+    alias = raw.get("STATE_CACHE", "default")
+    backend = getattr(settings, "CACHES", {}).get(alias, {}).get("BACKEND")
+    if backend not in PROCESS_LOCAL_CACHES:
+        return []
+    return [
+        Warning(
+            f"GRACEFUL['STATE_CACHE'] is {alias!r}, a {backend.rsplit('.', 1)[-1]}: each "
+            "process has its own, so checkshutdown sees no worker.",
+            hint="Use a shared cache (Redis, Memcached, the database) or STATE_BACKEND 'file'.",
+            id="graceful.W002",
         )
     ]
 

@@ -27,6 +27,8 @@ class GracefulMiddleware:
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
+            # Django awaits an async process_view; a sync one would cost a thread hop.
+            self.process_view = self._aprocess_view  # type: ignore[method-assign]
 
     def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         if self.is_async:
@@ -34,6 +36,17 @@ class GracefulMiddleware:
         _attach_state(request)
         request.cancellation = NEVER  # type: ignore[attr-defined]  # WSGI: nothing to cancel
         return self.get_response(request)
+
+    def process_view(
+        self, request: HttpRequest, view: Callable[..., Any], args: Any, kwargs: Any
+    ) -> None:
+        """Name the request's work after its view (for snapshots and hang reports)."""
+        _name_work(request, view)
+
+    async def _aprocess_view(
+        self, request: HttpRequest, view: Callable[..., Any], args: Any, kwargs: Any
+    ) -> None:
+        _name_work(request, view)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         """A view (or its SQL) that stopped because it was told to is not a server error."""
@@ -72,6 +85,22 @@ def cancelled_response(reason: CancelReason) -> HttpResponse:
         status=CANCELLED_STATUS[reason],
         content_type="text/plain; charset=utf-8",
     )
+
+
+def _name_work(request: HttpRequest, view: Callable[..., Any]) -> None:
+    item = _tracked(request)
+    if item is not None:
+        item.view = view_path(request, view)
+
+
+def view_path(request: HttpRequest, view: Callable[..., Any]) -> str:
+    """The view's dotted path, as Django's resolver names it (a class-based view's class)."""
+    match = getattr(request, "resolver_match", None)
+    path = getattr(match, "_func_path", None)
+    if isinstance(path, str):
+        return path
+    view = getattr(view, "view_class", view)
+    return f"{getattr(view, '__module__', '?')}.{getattr(view, '__qualname__', repr(view))}"
 
 
 def _tracked(request: HttpRequest) -> Tracked | None:

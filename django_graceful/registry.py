@@ -33,10 +33,14 @@ class Tracked:
     on_closing: Callable[[], None] | None = None
     #: The thread of a ``start_thread`` item (its stack is read from another thread).
     thread: threading.Thread | None = None
+    #: The view's dotted path (set by GracefulMiddleware once the URL is resolved).
+    view: str | None = None
     started: float = field(default_factory=time.monotonic)
     id: int = field(default_factory=lambda: next(_ids))
     cancelled: int = 0
     reason: CancelReason | None = None
+    #: When the work was first told to stop (``time.monotonic()``).
+    told_at: float | None = None
     _token: CancellationToken | None = None
     _deliveries: int = 0
     _held: CancelReason | None = None
@@ -56,6 +60,7 @@ class Tracked:
         """Record why the work should stop and set its token, without cancelling a task."""
         if self.reason is None:
             self.reason = reason
+            self.told_at = time.monotonic()
         if self._token is not None:
             self._token.cancel(reason)
 
@@ -122,7 +127,8 @@ class Tracked:
         state = f"cancelled {self.cancelled}x" if self.cancelled else "running"
         if self.shielded:
             state += ", shielded"
-        return f"{self.kind} {self.what} ({state}, {self.age:.1f} s old)"
+        view = f", view {self.view}" if self.view else ""
+        return f"{self.kind} {self.what}{view} ({state}, {self.age:.1f} s old)"
 
 
 class Registry:

@@ -1,4 +1,4 @@
-"""graceful.W001: a project whose ASGI app skips GracefulASGI is told so."""
+"""Warnings with a fix: W001 the ASGI app skips GracefulASGI, W002 a process-local state cache."""
 
 from django.core.checks import run_checks
 from django.test import override_settings
@@ -23,3 +23,17 @@ def test_plain_django_application_is_warned_about_with_a_fix() -> None:
 def test_channels_router_wrapped_in_graceful_asgi_passes() -> None:
     with override_settings(ASGI_APPLICATION="tests.project.asgi_channels.application"):
         assert ids() == []
+
+
+LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+SHARED = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "t"}}
+
+
+def test_a_process_local_state_cache_is_warned_about() -> None:
+    with override_settings(CACHES=LOCMEM, GRACEFUL={"STATE_BACKEND": "cache"}):
+        messages = [m for m in run_checks() if m.id == "graceful.W002"]
+    assert len(messages) == 1 and "LocMemCache" in messages[0].msg
+    with override_settings(CACHES=SHARED, GRACEFUL={"STATE_BACKEND": "cache"}):
+        assert "graceful.W002" not in ids()
+    with override_settings(CACHES=LOCMEM, GRACEFUL={}):
+        assert "graceful.W002" not in ids()

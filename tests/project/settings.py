@@ -56,6 +56,18 @@ if os.environ.get("GRACEFUL_TEST_REDIS"):
         }
     }
 
+#: A Redis cache "state" for STATE_BACKEND "cache" when GRACEFUL_TEST_CACHE holds a URL
+#: (GRACEFUL_TEST_CACHE_PREFIX keeps each test's keys apart).
+if os.environ.get("GRACEFUL_TEST_CACHE"):
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "state": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["GRACEFUL_TEST_CACHE"],
+            "KEY_PREFIX": os.environ.get("GRACEFUL_TEST_CACHE_PREFIX", "graceful-tests"),
+        },
+    }
+
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

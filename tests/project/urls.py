@@ -23,4 +23,5 @@ urlpatterns = [
     path("sql/pg-timed/", views.sql_pg_timed),
     path("sql/ping/", views.sql_ping),
     path("health/", include("django_graceful.urls")),
+    path("hangs/", include("tests.project.urls_hangs")),
 ]

@@ -1,0 +1,60 @@
+"""The hang kinds, and the one rule that names what a piece of work is stuck on.
+
+A worker applies it to its own work (to send ``hang_detected``); ``checkshutdown``
+applies it again to a snapshot, with its own ``--threshold`` and the time since.
+
+- ``blocked-loop``: the event loop has not answered for more than a second (the work
+  running in it when it froze is named, with the loop thread's stack);
+- work *told to stop* (a client disconnect, a timeout, a shutdown cancel; for a
+  ``start_thread`` thread, its stop event) and still running ``CANCEL_TIMEOUT`` later:
+  ``stuck-thread`` (a ``start_thread`` thread), ``sync-thread`` (a task awaiting a sync
+  thread, e.g. a sync view, that keeps running), ``shield-overrun`` (a ``shield()``
+  still holds the cancel back), else ``swallowed-cancel`` (the code caught the cancel
+  and went on);
+- a request running past ``HANG_THRESHOLD`` without being told to stop: ``sync-thread``
+  if it waits for a sync thread, else ``slow``. Websockets, spawned tasks and threads
+  may run for as long as the process does: age alone never makes them hang.
+"""
+
+from __future__ import annotations
+
+SLOW = "slow"
+SWALLOWED_CANCEL = "swallowed-cancel"
+SHIELD_OVERRUN = "shield-overrun"
+BLOCKED_LOOP = "blocked-loop"
+SYNC_THREAD = "sync-thread"
+STUCK_THREAD = "stuck-thread"
+KINDS = (SLOW, SWALLOWED_CANCEL, SHIELD_OVERRUN, BLOCKED_LOOP, SYNC_THREAD, STUCK_THREAD)
+
+#: Seconds without an answer from the event loop after which it counts as blocked.
+BLOCKED_AFTER = 1.0
+#: What a task waits for when it awaits a sync thread (a snapshot's ``wait``).
+WAIT_THREAD = "thread"
+
+
+def classify(
+    kind: str,
+    age: float,
+    told: float | None,
+    *,
+    shielded: bool = False,
+    wait: str | None = None,
+    threshold: float,
+    cancel_timeout: float,
+) -> str | None:
+    """The hang kind of one piece of work, or None while it is fine.
+
+    ``age``: seconds it has run; ``told``: seconds since it was told to stop (None if
+    it was not); ``wait``: ``"thread"`` when it awaits a sync thread that still runs.
+    """
+    if told is not None and told >= cancel_timeout:
+        if kind == "thread":
+            return STUCK_THREAD
+        if wait == WAIT_THREAD:
+            return SYNC_THREAD
+        if shielded:
+            return SHIELD_OVERRUN
+        return SWALLOWED_CANCEL
+    if kind == "request" and age >= threshold:
+        return SYNC_THREAD if wait == WAIT_THREAD else SLOW
+    return None

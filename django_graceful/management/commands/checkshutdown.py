@@ -1,0 +1,82 @@
+"""``manage.py checkshutdown``: what hangs in the workers, live and at their last shutdown."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from ...conf import ImproperlyConfiguredGraceful, get_settings, raw_settings
+from ...report import CANNOT_CHECK, Report, check, notes, table
+from ...stores import open_store
+
+
+def seconds(value: str) -> float:
+    number = float(value)
+    if not number >= 0 or number == float("inf"):
+        raise ValueError(value)
+    return number
+
+
+def pid_number(value: str) -> int:
+    pid = int(value)
+    if pid <= 0:
+        raise ValueError(value)
+    return pid
+
+
+class Command(BaseCommand):
+    help = (
+        "Report the work that hangs in this project's workers (live snapshots and last "
+        "shutdown reports). Exit status: 0 nothing hangs, 1 something does, 2 cannot check."
+    )
+    requires_system_checks = ()  # it must answer fast, and for a broken project too
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--json", action="store_true", help="Print JSON for machines.")
+        parser.add_argument(
+            "--threshold",
+            type=seconds,
+            metavar="S",
+            help="Flag requests running longer than S seconds (default: HANG_THRESHOLD).",
+        )
+        parser.add_argument("--pid", type=pid_number, help="Only the worker with this pid.")
+        group = parser.add_mutually_exclusive_group()
+        group.add_argument(
+            "--last", action="store_true", help="Only the workers' last shutdown reports."
+        )
+        group.add_argument("--live", action="store_true", help="Only the running workers.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        hint = None
+        try:
+            settings = get_settings()
+        except ImproperlyConfiguredGraceful as exc:
+            report = Report(CANNOT_CHECK, f"cannot check: GRACEFUL settings are invalid: {exc}")
+        else:
+            store = open_store(settings)
+            report = check(
+                store,
+                threshold=options["threshold"],
+                pid=options["pid"],
+                last_only=options["last"],
+                live_only=options["live"],
+            )
+            default_dir = settings.STATE_BACKEND == "file" and "STATE_DIR" not in raw_settings()
+            if report.status == CANNOT_CHECK and default_dir:
+                hint = (
+                    "hint: the default STATE_DIR depends on DJANGO_SETTINGS_MODULE and the "
+                    "working folder: run checkshutdown where the server runs, or set "
+                    "GRACEFUL['STATE_DIR']"
+                )
+        if options["json"]:
+            self.stdout.write(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+        else:
+            if report.rows:
+                self.stdout.write(table(report))
+            for line in [*notes(report), *([hint] if hint else [])]:
+                self.stderr.write(line)
+            self.stdout.write(report.reason)
+        self.stdout.flush()
+        raise SystemExit(report.status)
