@@ -72,7 +72,7 @@ from bench.overhead import (  # noqa: E402
     lifespan_startup,
     log,
     order,
-    pct,
+    report,
     uvicorn_flavour,
 )
 
@@ -125,25 +125,9 @@ def floor(args: argparse.Namespace) -> str:
 def overhead_report(
     title: str, metrics: list[Metric], slots: dict[str, Slot], goal: float | None
 ) -> list[str]:
-    """A table (median, min .. max of the rounds) and one overhead line per metric."""
-    lines = [title, "", "| variant | " + " | ".join(m.label for m in metrics) + " |"]
-    lines.append("|---|" + "---:|" * len(metrics))
-    for key in (BASE, TESTED):
-        lines.append(f"| {slots[key].name} | " + " | ".join(m.cell(key) for m in metrics) + " |")
-    lines.append("")
-    for metric in metrics:
-        paired = metric.paired()
-        line = f"overhead ({metric.label}): {pct(metric.overhead())}"
-        if goal is not None:
-            verdict = "met" if (metric.overhead() - 1) * 100 <= goal else "NOT met"
-            line += f" (goal <= {goal:g} %: {verdict})"
-        if paired:
-            line += (
-                f"; per round: median {pct(statistics.median(paired))}, "
-                f"range {pct(min(paired))} .. {pct(max(paired))}"
-            )
-        lines.append(line)
-    return lines
+    """overhead.py's table, for the baseline and tested slots of this script."""
+    variants = ((BASE, slots[BASE].name), (TESTED, slots[TESTED].name))
+    return report(title, metrics, goal, variants, subject="overhead")
 
 
 # -- (a) in-process ------------------------------------------------------------------

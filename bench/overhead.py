@@ -129,16 +129,25 @@ class Metric:
         return f"{self.values[variant][-1]:.{self.digits}f}"
 
 
-def report(title: str, metrics: list[Metric], goal: float | None) -> list[str]:
-    """A table (median, min .. max of the rounds) and one overhead line per metric."""
+def report(
+    title: str,
+    metrics: list[Metric],
+    goal: float | None,
+    variants: tuple[tuple[str, str], ...] = ((PLAIN, NAMES[PLAIN]), (GRACEFUL, NAMES[GRACEFUL])),
+    subject: str = "GracefulASGI overhead",
+) -> list[str]:
+    """A table (median, min .. max of the rounds) and one overhead line per metric.
+
+    ``variants`` are the (key, name) of the baseline and the tested variant, in that order.
+    """
     lines = [title, "", "| variant | " + " | ".join(m.label for m in metrics) + " |"]
     lines.append("|---|" + "---:|" * len(metrics))
-    for variant in (PLAIN, GRACEFUL):
-        lines.append(f"| {NAMES[variant]} | " + " | ".join(m.cell(variant) for m in metrics) + " |")
+    for key, name in variants:
+        lines.append(f"| {name} | " + " | ".join(m.cell(key) for m in metrics) + " |")
     lines.append("")
     for metric in metrics:
         paired = metric.paired()
-        line = f"GracefulASGI overhead ({metric.label}): {pct(metric.overhead())}"
+        line = f"{subject} ({metric.label}): {pct(metric.overhead())}"
         if goal is not None:
             verdict = "met" if (metric.overhead() - 1) * 100 <= goal else "NOT met"
             line += f" (goal <= {goal:g} %: {verdict})"
