@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import ImproperlyConfiguredGraceful, get_settings, raw_settings
 from ...report import CANNOT_CHECK, Report, check, notes, table
+from ...serve import SERVERS
 from ...stores import open_store
 
 
@@ -24,6 +25,13 @@ def pid_number(value: str) -> int:
     if pid <= 0:
         raise ValueError(value)
     return pid
+
+
+def positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError(value)
+    return number
 
 
 class Command(BaseCommand):
@@ -47,8 +55,50 @@ class Command(BaseCommand):
             "--last", action="store_true", help="Only the workers' last shutdown reports."
         )
         group.add_argument("--live", action="store_true", help="Only the running workers.")
+        group.add_argument(
+            "--static",
+            action="store_true",
+            help="Scan the URLconf's views for code that will not stop (no server needed).",
+        )
+        group.add_argument(
+            "--drill",
+            action="store_true",
+            help="Run the project on a real server, send requests, send SIGTERM, report.",
+        )
+        drill = parser.add_argument_group("--drill")
+        drill.add_argument(
+            "--server",
+            choices=SERVERS,
+            help="Server to drill on (default: uvicorn).",
+        )
+        drill.add_argument(
+            "--url",
+            action="append",
+            dest="urls",
+            metavar="PATH",
+            help="A path to request during the drill (repeat for several; default: /).",
+        )
+        drill.add_argument(
+            "--concurrency",
+            type=positive_int,
+            metavar="N",
+            help="Requests in flight per URL when SIGTERM is sent (default: 1).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["static"]:
+            from ...staticscan import main as static_main
+
+            raise SystemExit(static_main(options, self.stdout, self.stderr))
+        drill_options = [
+            f"--{name}" for name in ("server", "urls", "concurrency") if options[name] is not None
+        ]
+        if drill_options and not options["drill"]:
+            raise CommandError(f"{drill_options[0].replace('urls', 'url')} needs --drill")
+        if options["drill"]:
+            from ...drill import main as drill_main
+
+            raise SystemExit(drill_main(options, self.stdout, self.stderr))
         hint = None
         try:
             settings = get_settings()

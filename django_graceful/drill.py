@@ -1,0 +1,10 @@
+"""Placeholder: filled in by the drill work (see checkshutdown --drill)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def main(options: dict[str, Any], stdout: Any, stderr: Any) -> int:
+    stderr.write("not implemented yet")
+    return 2
