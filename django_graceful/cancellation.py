@@ -25,34 +25,42 @@ class RequestCancelled(Exception):
         self.reason = reason
 
 
+#: One lock for every token: setting a token is rare and quick, and a lock per token
+#: would double the memory each tracked request costs.
+_LOCK = threading.Lock()
+
+
 class CancellationToken:
     """Set once, with a reason; readable and waitable from any thread.
 
     Sync code (a sync view in asgiref's thread, a loop over rows) polls
     ``cancelled`` or calls ``raise_if_cancelled()``; callbacks (e.g. interrupting a
-    running SQL query) run when it is set.
+    running SQL query) run when it is set. The event a waiting thread blocks on and
+    the callback list are made only when someone waits or registers: most tokens are
+    never waited on, and a tracked request should cost well under 1 KB.
     """
 
-    __slots__ = ("_callbacks", "_event", "_lock", "reason")
+    __slots__ = ("_callbacks", "_event", "reason")
 
     def __init__(self) -> None:
-        self._event = threading.Event()
-        self._lock = threading.Lock()
-        self._callbacks: list[Callable[[CancelReason], None]] = []
+        self._event: threading.Event | None = None
+        self._callbacks: list[Callable[[CancelReason], None]] | None = None
         self.reason: CancelReason | None = None
 
     @property
     def cancelled(self) -> bool:
-        return self._event.is_set()
+        return self.reason is not None
 
     def cancel(self, reason: CancelReason) -> bool:
         """Set the token; False if it was already set (the first reason stays)."""
-        with self._lock:
+        with _LOCK:
             if self.reason is not None:
                 return False
             self.reason = reason
-            callbacks, self._callbacks = self._callbacks, []
-        self._event.set()
+            callbacks, self._callbacks = self._callbacks or [], None
+            event = self._event
+        if event is not None:
+            event.set()
         for callback in callbacks:
             try:
                 callback(reason)
@@ -66,20 +74,29 @@ class CancellationToken:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block the calling thread until cancelled or ``timeout``; True if cancelled."""
-        return self._event.wait(timeout)
+        with _LOCK:
+            if self.reason is not None:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
 
     def on_cancel(self, callback: Callable[[CancelReason], None]) -> Callable[[], None]:
         """Call ``callback(reason)`` when cancelled (at once if already); returns a remover."""
-        with self._lock:
+        with _LOCK:
             if self.reason is None:
+                if self._callbacks is None:
+                    self._callbacks = []
                 self._callbacks.append(callback)
                 return lambda: self._remove(callback)
-        callback(self.reason)
+            reason = self.reason
+        callback(reason)
         return lambda: None
 
     def _remove(self, callback: Callable[[CancelReason], None]) -> None:
-        with self._lock:
-            if callback in self._callbacks:
+        with _LOCK:
+            if self._callbacks and callback in self._callbacks:
                 self._callbacks.remove(callback)
 
     def __repr__(self) -> str:

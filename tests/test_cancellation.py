@@ -62,6 +62,21 @@ def test_wait_wakes_another_thread_at_once() -> None:
     assert CancellationToken().wait(0.01) is False
 
 
+def test_waiters_started_before_and_after_the_cancel_all_return_true() -> None:
+    token = CancellationToken()
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda: results.append(token.wait(5))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.05)
+    token.cancel(CancelReason.DISCONNECT)
+    for thread in threads:
+        thread.join(2)
+    began = time.monotonic()
+    assert token.wait(5) is True and time.monotonic() - began < 0.1  # already set: no wait
+    assert results == [True, True, True]
+
+
 def test_outside_a_request_the_token_is_never_cancelled() -> None:
     assert current_cancellation() is NEVER
     assert NEVER.cancel(CancelReason.SHUTDOWN) is False and not NEVER.cancelled

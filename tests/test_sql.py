@@ -137,7 +137,7 @@ def test_a_running_statement_is_interrupted_and_the_connection_stays_usable(
     assert exc.reason is CancelReason.TIMEOUT
     assert isinstance(exc.__cause__, DatabaseError)  # the error our interrupt caused
     assert result["stopped"] < BOUND
-    assert token._callbacks == []  # removed after the statement: nothing refers to it
+    assert not token._callbacks  # removed after the statement: nothing refers to it
     del exc  # its traceback holds the wrapper's frame
     gc.collect()
     assert not [o for o in gc.get_objects() if type(o) is sql._Interrupt]
