@@ -451,9 +451,11 @@ def _locate(
         call = stacks.awaited_sync_call(frames)
         if call is not None:
             thread = sync_calls.get(id(call))
-            if thread is not None:
-                detail["wait"] = hangs.WAIT_THREAD
-                frames = stacks.stack(frames_by_thread.get(thread))
+        else:  # a sync view whose task was let go while its thread runs on
+            thread = sync_calls.get(id(item._token)) if item._token is not None else None
+        if thread is not None:
+            detail["wait"] = hangs.WAIT_THREAD
+            frames = stacks.stack(frames_by_thread.get(thread))
     innermost = stacks.innermost_project(frames)
     if innermost is not None:
         detail["location"] = str(innermost)

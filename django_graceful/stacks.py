@@ -193,7 +193,15 @@ def awaited_sync_call(frames: list[FrameType]) -> object | None:
 
 
 def sync_calls(frames_by_thread: dict[int, FrameType]) -> dict[int, int]:
-    """``id(call) -> thread id`` for every thread running a ``sync_to_async`` call."""
+    """``id(key) -> thread id`` for every thread running a ``sync_to_async`` call.
+
+    Two keys per call: the call itself (what a task awaiting it holds), and the
+    cancellation token of the request it was given (Django calls a sync view as
+    ``view(request, ...)``). The second finds the thread of a sync view whose task no
+    longer awaits it: cancelled by a disconnect, asgiref lets that task go while the
+    thread runs on, and Django's handler then waits behind it (its ``request_finished``
+    receivers need the same thread).
+    """
     found: dict[int, int] = {}
     if _codes is None:
         return found
@@ -204,8 +212,22 @@ def sync_calls(frames_by_thread: dict[int, FrameType]) -> dict[int, int]:
                 args = outer.f_locals.get("args")
                 if isinstance(args, tuple) and args:
                     found[id(args[0])] = ident
+                    token = _request_token(args[0])
+                    if token is not None:
+                        found.setdefault(id(token), ident)
                 break
     return found
+
+
+def _request_token(call: object) -> object | None:
+    """The ``cancellation`` of the request a ``functools.partial`` call was given first."""
+    first = getattr(call, "args", None)
+    if not isinstance(first, tuple) or not first:
+        return None
+    try:
+        return getattr(first[0], "cancellation", None)
+    except Exception:  # a lazy object whose attribute raises
+        return None
 
 
 def _outwards(frame: FrameType | None) -> Iterator[FrameType]:
