@@ -18,6 +18,7 @@ class GracefulConfig(AppConfig):
         checks.register(graceful_checks.check_settings)
         checks.register(graceful_checks.check_asgi_entrypoint)
         checks.register(graceful_checks.check_state_cache)
+        checks.register(graceful_checks.check_views, checks.Tags.urls)
         setting_changed.connect(reset, dispatch_uid="django_graceful.conf.reset")
         sql.install()
         snapshots.install()

@@ -1,4 +1,5 @@
-"""System checks: the GRACEFUL settings, the ASGI app going through GracefulASGI, the state."""
+"""System checks: the GRACEFUL settings, the ASGI app going through GracefulASGI, the state,
+and the views read as source for code that will not stop (``checkshutdown --static``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Warning
+from django.core.checks import CheckMessage, Info, Warning
 from django.utils.module_loading import import_string
 
 from .conf import raw_settings, validate
@@ -63,6 +64,36 @@ def check_state_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
             hint="Use a shared cache (Redis, Memcached, the database) or STATE_BACKEND 'file'.",
             id="graceful.W002",
         )
+    ]
+
+
+def check_views(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """graceful.W003-W006: what ``checkshutdown --static`` finds in the URLconf's views."""
+    from .report import CANNOT_CHECK
+    from .staticscan import scan
+
+    try:
+        result = scan()
+    except Exception as exc:  # never break `manage.py check`
+        return [
+            Info(
+                f"The views were not scanned for shutdown problems: {type(exc).__name__}: {exc}",
+                hint="Run `manage.py checkshutdown --static` to see more.",
+                id="graceful.I001",
+            )
+        ]
+    if result.status == CANNOT_CHECK:
+        return []  # an URLconf that does not import is Django's own urls check's to report
+    apps = None if app_configs is None else tuple(f"{config.name}." for config in app_configs)
+    return [
+        Warning(
+            f"{finding.location}: {finding.message}.",
+            hint=finding.hint,
+            obj=finding.view,
+            id=finding.id,
+        )
+        for finding in result.findings
+        if apps is None or finding.view.startswith(apps)
     ]
 
 

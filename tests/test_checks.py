@@ -3,9 +3,16 @@
 from django.core.checks import run_checks
 from django.test import override_settings
 
+#: The views' checks (tests/test_staticscan.py): the test project's views hang on purpose.
+VIEW_CHECKS = {"graceful.W003", "graceful.W004", "graceful.W005", "graceful.W006"}
+
 
 def ids() -> list[str]:
-    return [m.id for m in run_checks() if m.id and m.id.startswith("graceful.")]
+    return [
+        m.id
+        for m in run_checks()
+        if m.id and m.id.startswith("graceful.") and m.id not in VIEW_CHECKS
+    ]
 
 
 def test_wrapped_application_passes() -> None:
