@@ -48,6 +48,10 @@ GRACEFUL = {
     "CANCEL_TIMEOUT": float(os.environ.get("GRACEFUL_CANCEL_TIMEOUT", "3")),
     "LIFESPAN": ["example_project.lifespan.resources"],
 }
+#: Where the workers' snapshots go (checkshutdown reads them); default: a per-project
+#: folder in the temp dir.
+if os.environ.get("EXAMPLE_STATE_DIR"):
+    GRACEFUL["STATE_DIR"] = os.environ["EXAMPLE_STATE_DIR"]
 
 LOGGING = {
     "version": 1,

@@ -12,5 +12,6 @@ urlpatterns = [
     path("order/", views.order),
     path("state/", views.state),
     path("produce/", views.produce),
+    path("stubborn/", views.stubborn),  # a deliberately bad view, for checkshutdown --drill
     path("health/", include("django_graceful.urls")),
 ]

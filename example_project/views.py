@@ -26,6 +26,8 @@ async def index(request: HttpRequest) -> HttpResponse:
         "  /state/             state from a LIFESPAN manager\n"
         "  /health/ready/      503 from the shutdown signal on\n"
         "  /produce/?n=120     hand 120 messages to the background producer thread\n"
+        "  /stubborn/          a deliberately bad view that swallows every cancel (for\n"
+        "                      checkshutdown and checkshutdown --drill to find)\n"
         "  ws://…/ws/echo/     a websocket: echo, '/all text' to everyone; closed with 1012\n"
         "                      at shutdown (python -m websockets ws://127.0.0.1:8000/ws/echo/)\n"
     )
@@ -94,6 +96,23 @@ async def events(request: HttpRequest) -> StreamingHttpResponse:
 async def timeout(request: HttpRequest) -> HttpResponse:
     await asyncio.sleep(60)
     return HttpResponse("never\n")
+
+
+async def stubborn(request: HttpRequest) -> HttpResponse:
+    """A DELIBERATELY BAD view: do not copy it. It catches every cancellation and goes on.
+
+    It is here for ``manage.py checkshutdown`` (while it runs) and ``checkshutdown --drill
+    --url /stubborn/`` (at SIGTERM) to find: the shutdown cancels it, it swallows the
+    cancel, the cancel is repeated until CANCEL_TIMEOUT, and the worker's last shutdown
+    report names it ``swallowed-cancel`` at the ``await`` below. The process still exits
+    within the budget (the request is abandoned, the client gets nothing). The fix is to
+    let ``CancelledError`` propagate (clean up in ``finally`` or in ``on_cancel``).
+    """
+    while True:
+        try:
+            await asyncio.sleep(0.1)  # the drill's report points here
+        except asyncio.CancelledError:
+            logger.warning("stubborn view: cancel swallowed (a bad example, on purpose)")
 
 
 async def order(request: HttpRequest) -> HttpResponse:

@@ -84,6 +84,13 @@ class Command(BaseCommand):
             metavar="N",
             help="Requests in flight per URL when SIGTERM is sent (default: 1).",
         )
+        drill.add_argument(
+            "--wait",
+            type=seconds,
+            metavar="S",
+            help="Seconds to leave the requests running once they are in flight, before "
+            "SIGTERM (default: 0).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["static"]:
@@ -91,7 +98,9 @@ class Command(BaseCommand):
 
             raise SystemExit(static_main(options, self.stdout, self.stderr))
         drill_options = [
-            f"--{name}" for name in ("server", "urls", "concurrency") if options[name] is not None
+            f"--{name}"
+            for name in ("server", "urls", "concurrency", "wait")
+            if options[name] is not None
         ]
         if drill_options and not options["drill"]:
             raise CommandError(f"{drill_options[0].replace('urls', 'url')} needs --drill")
