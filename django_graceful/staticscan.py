@@ -8,7 +8,8 @@ read, not the functions it calls. Findings, most severe kind first:
 
 - ``graceful.W003`` swallowed cancellation: in an async view, ``except CancelledError``,
   ``except BaseException``, a bare ``except:`` (or ``contextlib.suppress`` of one) around
-  an ``await``, with no ``raise`` in the handler. ``except Exception`` is fine;
+  an ``await``, with no ``raise`` in the handler; a ``return`` in the ``finally`` of a
+  ``try`` that awaits. ``except Exception`` is fine;
 - ``graceful.W004`` a blocking call in an async view (``time.sleep``, ``requests.get``,
   ``urllib.request.urlopen``, ``subprocess.run``, ``send_mail``, …: :data:`BLOCKING_CALLS`,
   resolved through the module's imports). A nested sync function or a lambda runs
@@ -27,8 +28,9 @@ read, not the functions it calls. Findings, most severe kind first:
 
 ``# graceful: ignore`` on the offending line, or on the ``def`` line (or the ``class``
 line of a class-based view) for the whole view, silences a finding;
-``# graceful: ignore[W004]`` only that id. ``SILENCED_SYSTEM_CHECKS`` works as for any
-check: the same findings are Django system checks (:func:`django_graceful.checks.check_views`).
+``# graceful: ignore[W004]`` only that id. The same findings are Django system checks
+(:func:`django_graceful.checks.check_views`), and ``SILENCED_SYSTEM_CHECKS`` silences
+them there as in ``checkshutdown --static``.
 """
 
 from __future__ import annotations
@@ -192,6 +194,7 @@ class Scan:
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     views: int = 0
+    silenced: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -199,6 +202,7 @@ class Scan:
             "reason": self.reason,
             "urlconf": self.urlconf,
             "views": self.views,
+            "silenced": self.silenced,
             "findings": [finding.as_dict() for finding in self.findings],
             "notes": self.notes,
         }
@@ -206,7 +210,9 @@ class Scan:
 
 def main(options: dict[str, Any], stdout: Any, stderr: Any) -> int:
     """``checkshutdown --static``: the table (or JSON) on stdout, notes on stderr."""
-    result = scan()
+    from django.conf import settings
+
+    result = scan(silenced=getattr(settings, "SILENCED_SYSTEM_CHECKS", ()))
     if options.get("json"):
         stdout.write(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
     else:
@@ -222,9 +228,10 @@ def main(options: dict[str, Any], stdout: Any, stderr: Any) -> int:
     return result.status
 
 
-def scan(urlconf: Any = None) -> Scan:
-    """Read the views of ``urlconf`` (default ``settings.ROOT_URLCONF``); never raises for
-    what it reads: an unreadable view is a note, an unimportable URLconf a CANNOT_CHECK."""
+def scan(urlconf: Any = None, *, silenced: Iterable[str] = ()) -> Scan:
+    """Read the views of ``urlconf`` (default ``settings.ROOT_URLCONF``), leaving out the
+    ``silenced`` check ids; never raises for what it reads: an unreadable view is a note,
+    an URLconf that does not import a CANNOT_CHECK."""
     if urlconf is None:
         from django.conf import settings
 
@@ -251,18 +258,26 @@ def scan(urlconf: Any = None) -> Scan:
                 read = True
                 findings.extend(found)
         unreadable += not read and bool(view.functions)
-    findings.sort(key=lambda f: (f.id, f.file, f.line))
-    result = Scan(OK, "", urlconf=name, findings=findings, notes=reader.notes)
+    silenced = set(silenced)
+    shown = sorted(
+        (f for f in findings if f.id not in silenced), key=lambda f: (f.id, f.file, f.line)
+    )
+    result = Scan(OK, "", urlconf=name, findings=shown, notes=reader.notes)
     result.views = len(views) - unreadable
-    result.status, result.reason = _verdict(findings, len(views), unreadable)
+    result.silenced = len(findings) - len(shown)
+    result.status, result.reason = _verdict(shown, len(views), unreadable, result.silenced)
     return result
 
 
-def _verdict(findings: list[Finding], views: int, unreadable: int) -> tuple[int, str]:
+def _verdict(
+    findings: list[Finding], views: int, unreadable: int, silenced: int
+) -> tuple[int, str]:
     read = views - unreadable
     if views and not read:
         return CANNOT_CHECK, f"cannot check: no view's source could be read ({views} views)"
-    also = f" ({unreadable} could not be read)" if unreadable else ""
+    asides = [f"{unreadable} could not be read"] if unreadable else []
+    asides += [f"{silenced} silenced"] if silenced else []
+    also = f" ({', '.join(asides)})" if asides else ""
     if not findings:
         return OK, f"OK: no problems in {read} view{'s' * (read != 1)}{also}"
     kinds = Counter(finding.kind for finding in findings)
@@ -479,7 +494,12 @@ class _Function:
         self.cls = cls
         self.is_async = isinstance(node, ast.AsyncFunctionDef)
         self.nodes = _scope(node.body, async_defs=self.is_async)
-        self.imports = dict(source.imports)
+        # a local name (an argument, an assignment) hides a module-level import
+        local = {arg.arg for arg in ast.walk(node.args) if isinstance(arg, ast.arg)}
+        local.update(
+            n.id for n in self.nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+        )
+        self.imports = {name: to for name, to in source.imports.items() if name not in local}
         for statement in self.nodes:
             if isinstance(statement, ast.Import | ast.ImportFrom):
                 _imports(ast.Module(body=[statement], type_ignores=[]), self.imports)
@@ -521,6 +541,11 @@ class _Function:
     def _swallowed(self) -> Iterable[tuple[str, list[int], str, str]]:
         for node in self.nodes:
             if isinstance(node, _TRY) and self._awaits(node.body):
+                for statement in _scope(node.finalbody, async_defs=False):
+                    if isinstance(statement, ast.Return):
+                        what = "`return` in `finally` swallows the cancellation"
+                        hint = "Return after the try statement, not from its `finally`."
+                        yield SWALLOWED, [statement.lineno], what, hint
                 for handler in node.handlers:
                     caught = self._catches_cancel(handler.type)
                     if caught is not None and not self._raises(handler.body):
@@ -548,7 +573,7 @@ class _Function:
         if expr is None:
             return ""
         for element in expr.elts if isinstance(expr, ast.Tuple) else [expr]:
-            if self._name(element) in _CANCEL_EXCEPTIONS:
+            if self._name(element, imported=False) in _CANCEL_EXCEPTIONS:
                 return _short(element)
         return None
 
@@ -695,14 +720,15 @@ class _Function:
 
     # -- helpers
 
-    def _name(self, expr: ast.AST) -> str | None:
-        """The dotted name ``expr`` refers to, through the imports (``sleep`` ->
-        ``time.sleep``); None unless it is a name or an attribute chain on one."""
+    def _name(self, expr: ast.AST, *, imported: bool = True) -> str | None:
+        """The dotted name ``expr`` refers to through the imports (``sleep`` ->
+        ``time.sleep``); None unless it is a name or an attribute chain on one, and, if
+        ``imported``, on a name an import binds (a local ``requests`` list is not it)."""
         parts = []
         while isinstance(expr, ast.Attribute):
             parts.append(expr.attr)
             expr = expr.value
-        if not isinstance(expr, ast.Name):
+        if not isinstance(expr, ast.Name) or (imported and expr.id not in self.imports):
             return None
         return ".".join([self.imports.get(expr.id, expr.id), *reversed(parts)])
 
@@ -721,7 +747,7 @@ class _Function:
     def _offloads(self, call: ast.Call) -> bool:
         """``sync_to_async(f)(…)``, ``asyncio.to_thread(f, …)``, ``loop.run_in_executor(…)``."""
         func = call.func.func if isinstance(call.func, ast.Call) else call.func
-        name = self._name(func)
+        name = self._name(func, imported=False)
         return name is not None and name.rsplit(".", 1)[-1] in _OFFLOADERS
 
     def _ignored(self, check_id: str, lines: list[int]) -> bool:

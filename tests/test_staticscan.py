@@ -37,6 +37,7 @@ EXPECTED = [
     ("graceful.W003", "swallow_base", "swallow-base"),
     ("graceful.W003", "swallow_bare", "swallow-bare"),
     ("graceful.W003", "swallow_suppress", "swallow-suppress"),
+    ("graceful.W003", "swallow_finally", "swallow-finally"),
     ("graceful.W003", "BadDecorated", "class-post"),
     ("graceful.W004", "blocks_sleep", "blocks-sleep"),
     ("graceful.W004", "blocks_sleep", "blocks-nap"),
@@ -87,14 +88,14 @@ def test_each_bad_pattern_is_found_on_its_line() -> None:
 def test_clean_views_and_library_views_give_nothing() -> None:
     result = scan(CLEAN)
     assert (result.status, result.findings, result.notes) == (OK, [], [])
-    # 12 clean views of the sample; RedirectView and django_graceful.urls are skipped
-    assert result.views == 12
-    assert result.reason == "OK: no problems in 12 views"
+    # 13 clean views of the sample; RedirectView and django_graceful.urls are skipped
+    assert result.views == 13
+    assert result.reason == "OK: no problems in 13 views"
 
 
 def test_a_view_under_two_paths_and_class_views_are_one_view_each() -> None:
     result = scan(BAD)
-    assert result.views == 24
+    assert result.views == 26
     names = [f.view for f in result.findings if f.view.endswith("swallow_named")]
     assert names == [V + "swallow_named"]
     by_view = {f.view: f.function for f in result.findings}
@@ -123,7 +124,7 @@ def test_command_prints_a_table_then_the_reason() -> None:
     lines = out.splitlines()
     assert lines[0].split() == ["ID", "VIEW", "LOCATION", "FINDING"]
     assert lines[-1] == (
-        "20 problems in 12 of 24 views: 5 swallowed-cancel, 7 blocking-call, 6 sync-orm, "
+        "21 problems in 13 of 26 views: 6 swallowed-cancel, 7 blocking-call, 6 sync-orm, "
         "2 unchecked-sync"
     )
     rows = lines[1 : 1 + len(EXPECTED)]
@@ -138,18 +139,19 @@ def test_command_prints_a_table_then_the_reason() -> None:
 
 
 def test_command_on_clean_views_exits_0() -> None:
-    assert command(urlconf=CLEAN) == (OK, "OK: no problems in 12 views\n", "")
+    assert command(urlconf=CLEAN) == (OK, "OK: no problems in 13 views\n", "")
 
 
 def test_command_json() -> None:
     status, out, _ = command("--json")
     data = json.loads(out)
     assert status == data["status"] == PROBLEMS
-    assert data["reason"].startswith("20 problems in 12 of 24 views")
+    assert data["reason"].startswith("21 problems in 13 of 26 views")
     assert data["notes"] == []
     assert len(data["findings"]) == len(EXPECTED)
     first = data["findings"][0]
     assert set(first) == {"id", "view", "file", "line", "function", "kind", "message", "hint"}
+    assert set(data) == {"status", "reason", "urlconf", "views", "silenced", "findings", "notes"}
     assert (first["id"], first["kind"], first["file"]) == (
         "graceful.W003",
         "swallowed-cancel",
@@ -257,6 +259,22 @@ def test_silenced_checks_disappear() -> None:
     assert "graceful.W003" in err.getvalue() and "graceful.W006" in err.getvalue()
     assert "graceful.W004" not in err.getvalue() and "graceful.W005" not in err.getvalue()
     assert "(13 silenced)" in err.getvalue()
+
+
+def test_the_command_leaves_silenced_checks_out_too() -> None:
+    with override_settings(SILENCED_SYSTEM_CHECKS=["graceful.W004", "graceful.W005"]):
+        status, out, _ = command()
+    assert status == PROBLEMS
+    assert "graceful.W004" not in out and "graceful.W005" not in out
+    assert out.splitlines()[-1] == (
+        "8 problems in 8 of 26 views: 6 swallowed-cancel, 2 unchecked-sync (13 silenced)"
+    )
+    everything = ["graceful.W003", "graceful.W004", "graceful.W005", "graceful.W006"]
+    with override_settings(SILENCED_SYSTEM_CHECKS=everything):
+        status, out, _ = command("--json")
+    data = json.loads(out)
+    assert (status, data["findings"], data["silenced"]) == (OK, [], 21)
+    assert data["reason"] == "OK: no problems in 26 views (21 silenced)"
 
 
 def test_system_checks_never_break_manage_py_check(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,7 @@ urlpatterns = [
     path("swallow/base/", v.swallow_base),
     path("swallow/bare/", v.swallow_bare),
     path("swallow/suppress/", v.swallow_suppress),
+    path("swallow/finally/", v.swallow_finally),
     path("blocks/sleep/", v.blocks_sleep),
     path("blocks/io/", v.blocks_io),
     path("orm/", v.sync_orm),

@@ -9,6 +9,7 @@ urlpatterns = [
     path("reraise/", v.clean_reraise),
     path("exception/", v.clean_except_exception),
     path("offloaded/", v.clean_offloaded),
+    path("local-names/", v.clean_local_names),
     path("async-orm/", v.clean_async_orm),
     path("sync/checks/", v.clean_sync_checks),
     path("sync/token/", v.clean_sync_token),

@@ -65,6 +65,13 @@ async def swallow_suppress(request: HttpRequest) -> HttpResponse:
     return HttpResponse("done")
 
 
+async def swallow_finally(request: HttpRequest) -> HttpResponse:
+    try:
+        await work()
+    finally:
+        return HttpResponse("done")  # noqa: B012  # bad: swallow-finally
+
+
 async def clean_reraise(request: HttpRequest) -> HttpResponse:
     try:
         await work()
@@ -107,6 +114,12 @@ async def blocks_io(request: HttpRequest) -> HttpResponse:
         body = reply.read()
     subprocess.run(["true"], check=True)  # noqa: ASYNC221  # bad: blocks-subprocess
     return HttpResponse(f"{page.status_code} {len(body)}")
+
+
+async def clean_local_names(request: HttpRequest) -> HttpResponse:
+    requests = {"a": 1}  # a local name, not the requests module
+    time = request.GET  # nor this the time module
+    return HttpResponse(f"{requests.get('a')} {time.get('sleep')}")
 
 
 async def clean_offloaded(request: HttpRequest) -> HttpResponse:
