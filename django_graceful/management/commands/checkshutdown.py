@@ -58,7 +58,11 @@ class Command(BaseCommand):
         group.add_argument(
             "--static",
             action="store_true",
-            help="Scan the URLconf's views for code that will not stop (no server needed).",
+            help="Scan the URLconf's views for code that will not stop (no server needed): "
+            "swallowed CancelledError, blocking calls and the sync ORM in async views, sync "
+            "views that loop without a cancellation check (graceful.W003-W006). Silence one "
+            "with '# graceful: ignore' on its line or on the view's def line, or an id with "
+            "SILENCED_SYSTEM_CHECKS.",
         )
         group.add_argument(
             "--drill",
