@@ -229,6 +229,8 @@ def main(options: dict[str, Any], stdout: Any, stderr: Any) -> int:
         drill.status, drill.reason, drill.tail = CANNOT_CHECK, f"cannot drill: {exc}", exc.tail
     except Interrupted as exc:
         drill.status, drill.reason = CANNOT_CHECK, f"cannot drill: {exc} (server stopped)"
+    except KeyboardInterrupt:
+        drill.status, drill.reason = CANNOT_CHECK, "cannot drill: interrupted (server stopped)"
     show(drill, options.get("json", False), stdout, stderr)
     return drill.status
 
@@ -281,6 +283,9 @@ def check_url(url: str) -> None:
         raise DrillError(f"--url {url!r}: a path must start with '/' (e.g. /slow/)")
     if not url.isprintable() or any(ch.isspace() for ch in url) or "#" in url:
         raise DrillError(f"--url {url!r}: a path without spaces, control characters or '#'")
+    if not url.isascii():
+        quoted = urllib.parse.quote(url, safe="/?&=%+:;,@!$'()*~")
+        raise DrillError(f"--url {url!r}: percent-encode it ({quoted})")
 
 
 def _store() -> Store:
@@ -441,7 +446,7 @@ def fetch(port: int, url: str, timeout: float, outcome: Outcome) -> None:
         outcome.error = "connection refused"
     except TimeoutError:
         outcome.error = f"no answer within {timeout:g} s"
-    except (OSError, http.client.HTTPException) as exc:
+    except Exception as exc:  # whatever it was, the drill goes on and says it
         outcome.error = f"{type(exc).__name__}: {exc}"[:100]
     finally:
         outcome.ended = time.monotonic()
@@ -484,15 +489,9 @@ def _live(store: Store, host: str) -> tuple[Counter[str], set[int]]:
     """Requests in flight by path, and worker pids, in the drill's live snapshots."""
     in_flight: Counter[str] = Counter()
     pids: set[int] = set()
-    try:
-        documents, _ = store.documents()
-    except StoreError:
-        return in_flight, pids
-    for document in documents:
-        if document.kind != LIVE or host not in document.text:
-            continue
+    for text in _live_texts(store, host):
         try:
-            snapshot = parse(document.text)
+            snapshot = parse(text)
         except Unreadable:
             continue
         if snapshot["host"] != host or snapshot["report"] != LIVE:
@@ -504,6 +503,24 @@ def _live(store: Store, host: str) -> tuple[Counter[str], set[int]]:
             if kinds[kind] == "request" and method == "GET":
                 in_flight[path] += 1
     return in_flight, pids
+
+
+def _live_texts(store: Store, host: str) -> list[str]:
+    """The live snapshots that may be the drill's (read often: only those, for files)."""
+    if isinstance(store, FileStore):
+        texts = []
+        mine = f"{LIVE}-{safe_name(host)}-"
+        with contextlib.suppress(OSError):
+            for name in os.listdir(store.folder):
+                if name.startswith(mine) and FILE_NAME.match(name):
+                    with contextlib.suppress(OSError, UnicodeDecodeError):
+                        texts.append(Path(store.folder, name).read_text(encoding="utf-8"))
+        return texts
+    try:
+        documents, _ = store.documents()
+    except StoreError:
+        return []
+    return [d.text for d in documents if d.kind == LIVE and host in d.text]
 
 
 def _verdict(drill: Drill, store: Store, seen_pids: set[int], output: str) -> None:

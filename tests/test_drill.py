@@ -340,3 +340,30 @@ def test_the_servers_lines_about_hangs_are_kept_once_each() -> None:
         "12:00:02,000 WARNING django_graceful: hung at shutdown: request GET /x/ (1.0 s old)",
         "process still alive 11.0 s after the shutdown signal",
     ]
+
+
+def test_only_the_drills_own_cache_entries_are_removed(tmp_path: Path) -> None:
+    from django_graceful.stores import INDEX_KEY, PREFIX, CacheStore, _parse_index
+
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "state": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path / "cache"),
+        },
+    }
+    with override_settings(CACHES=caches):
+        for host, pid, last in [("drill-1a2b3c4d", 10, False), ("drill-1a2b3c4d", 11, True)]:
+            CacheStore("state", host, pid).write("{}", last=last)
+        CacheStore("state", "web-1", 12).write("{}", last=True)
+        CacheStore("state", "web-1", 13).write("{}")
+        store = CacheStore("state")
+        drill._forget(store, "drill-1a2b3c4d")
+        index = _parse_index(store.cache.get(INDEX_KEY))
+        assert {kind: sorted(entries) for kind, entries in index.items()} == {
+            "live": ["web-1:13"],
+            "last": ["web-1:12"],
+        }
+        assert store.cache.get(f"{PREFIX}last:drill-1a2b3c4d:11") is None
+        assert store.cache.get(f"{PREFIX}live:drill-1a2b3c4d:10") is None
+        assert store.cache.get(f"{PREFIX}last:web-1:12") == "{}"
