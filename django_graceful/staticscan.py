@@ -19,8 +19,9 @@ read, not the functions it calls. Findings, most severe kind first:
   ``list()`` over ``X.objects…`` or over a name only ever bound to a lazy queryset,
   ``get_object_or_404``. Not ``await X.objects.aget()``, ``async for``, lazy
   ``qs = X.objects.filter()``, nor anything handed to ``sync_to_async``;
-- ``graceful.W006`` a sync view that can run long (a ``for`` loop over anything but a
-  literal, a ``while`` loop, ``time.sleep``) and never looks at its cancellation (no
+- ``graceful.W006`` a sync view that can run long (a ``while`` loop, ``time.sleep``, a
+  ``for`` loop over anything but a literal, ``range(<= 1000)`` or the request's own data
+  such as ``request.POST.items()``) and never looks at its cancellation (no
   ``cancellation``, ``current_cancellation``, ``raise_if_cancelled``, ``cancelled`` or
   ``is_shutting_down`` in its body). ``@cancellable`` does not change that: it cannot
   stop a thread. A single network call is not flagged: a check would not interrupt it
@@ -142,6 +143,8 @@ _OFFLOADERS = frozenset(
 _CANCEL_WORDS = frozenset(
     {"cancellation", "current_cancellation", "raise_if_cancelled", "cancelled", "is_shutting_down"}
 )
+#: The request's own data, bounded by its size (DATA_UPLOAD_MAX_NUMBER_FIELDS and the like).
+_REQUEST_DATA = frozenset({"GET", "POST", "FILES", "META", "COOKIES", "headers"})
 _IGNORE = re.compile(r"#\s*graceful:\s*ignore\b(?:\[([^\]]*)\])?")
 _NESTED_ELSEWHERE = (ast.FunctionDef, ast.Lambda, ast.ClassDef)
 _TRY = (ast.Try, ast.TryStar)
@@ -391,6 +394,8 @@ class _Reader:
         if source is None:
             return None
         code = function.__code__
+        if code.co_name == "<lambda>":
+            return []  # one expression: nothing this scan looks for fits in it
         found = source.defs.get((code.co_name, code.co_firstlineno))
         if found is None:
             self.notes.append(
@@ -709,7 +714,7 @@ class _Function:
         for node in self.nodes:
             if isinstance(node, ast.While):
                 found.append(([node.lineno], "`while` loop"))
-            elif isinstance(node, ast.For) and not _literal(node.iter):
+            elif isinstance(node, ast.For) and not self._bounded(node.iter):
                 found.append(([node.lineno], "`for` loop"))
             elif isinstance(node, ast.Call) and self._name(node.func) in LONG_SYNC_CALLS:
                 found.append((_lines(node), f"{self._name(node.func)}()"))
@@ -717,6 +722,28 @@ class _Function:
             (UNCHECKED, lines, f"{what}, no cancellation check", HINTS[UNCHECKED])
             for lines, what in sorted(found, key=lambda candidate: candidate[0][0])
         ]
+
+    def _bounded(self, expr: ast.expr) -> bool:
+        """A loop over this ends soon: a literal, ``range(<= 1000)``, the request's data."""
+        if isinstance(expr, ast.Tuple | ast.List | ast.Set | ast.Dict | ast.Constant):
+            return True
+        if isinstance(expr, ast.Call) and self._name(expr.func, imported=False) == "range":
+            limits = [a.value if isinstance(a, ast.Constant) else None for a in expr.args]
+            return all(isinstance(n, int) and abs(n) <= 1000 for n in limits)
+        parameters = self.node.args.posonlyargs + self.node.args.args
+        request = parameters[self.cls is not None :][:1]  # after self, in a method
+        root: ast.AST = expr
+        first = None  # the attribute right on the root: request.POST
+        while isinstance(root, ast.Attribute | ast.Call | ast.Subscript):
+            if isinstance(root, ast.Attribute):
+                first = root.attr
+            root = root.func if isinstance(root, ast.Call) else root.value
+        return (
+            bool(request)
+            and isinstance(root, ast.Name)
+            and root.id == request[0].arg
+            and first in _REQUEST_DATA
+        )
 
     # -- helpers
 
@@ -779,10 +806,6 @@ def _is_manager(node: ast.Attribute) -> bool:
     owner = node.value
     name = owner.id if isinstance(owner, ast.Name) else getattr(owner, "attr", "")
     return name[:1].isupper() or name == "model"
-
-
-def _literal(expr: ast.expr) -> bool:
-    return isinstance(expr, ast.Tuple | ast.List | ast.Set | ast.Dict | ast.Constant)
 
 
 def _lines(node: ast.AST) -> list[int]:

@@ -24,6 +24,7 @@ urlpatterns = [
     path("blocks/io/", v.blocks_io),
     path("orm/", v.sync_orm),
     path("sync/long/", v.long_sync),
+    path("sync/related/", v.long_sync_related),
     path("sync/cancellable/", v.long_sync_cancellable),
     path("ignored/other-id/", v.ignored_other_id),
     path("classes/", include(nested, namespace="nested")),

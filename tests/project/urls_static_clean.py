@@ -1,5 +1,6 @@
 """The clean views of views_static.py (and library views the scan must skip)."""
 
+from django.http import HttpResponse
 from django.urls import include, path
 from django.views.generic import RedirectView
 
@@ -16,6 +17,8 @@ urlpatterns = [
     path("sync/trivial/", v.clean_trivial),
     path("class/", v.CleanClass.as_view()),
     path("sync-class/", v.CleanSyncClass.as_view()),
+    path("sync-method/", v.CleanSyncMethod.as_view()),
+    path("lambda/", lambda request: HttpResponse("a lambda")),
     path("ignored/line/", v.clean_ignored_line),
     path("ignored/view/", v.clean_ignored_view),
     path("ignored/class/", v.CleanIgnoredClass.as_view()),

@@ -178,6 +178,13 @@ def long_sync(request: HttpRequest) -> HttpResponse:
     return HttpResponse(str(rows))
 
 
+def long_sync_related(request: HttpRequest) -> HttpResponse:
+    names = []
+    for group in request.user.groups.all():  # type: ignore[union-attr]  # bad: sync-related
+        names.append(group.name)
+    return HttpResponse(str(names))
+
+
 @cancellable(timeout=5)
 def long_sync_cancellable(request: HttpRequest) -> HttpResponse:
     """@cancellable cannot stop a thread: without a check, this runs to its end."""
@@ -205,7 +212,19 @@ def clean_sync_token(request: HttpRequest) -> HttpResponse:
 def clean_trivial(request: HttpRequest) -> HttpResponse:
     for header in ("a", "b"):  # a literal: bounded and short
         request.META.get(header)
+    for _ in range(3):
+        pass
+    for key, value in request.POST.items():  # the request's own data: bounded too
+        request.META.get(key, value)
     return HttpResponse("<h1>hello</h1>")
+
+
+class CleanSyncMethod(View):
+    def post(self, req: HttpRequest) -> HttpResponse:
+        fields = [name for name in req.POST]  # a comprehension is not a loop statement
+        for name in req.POST.getlist("names"):
+            fields.append(name)
+        return HttpResponse(str(fields))
 
 
 # -- class-based views ---------------------------------------------------------------
