@@ -36,6 +36,7 @@ EXPECTED = [
     ("graceful.W003", "swallow_named", "swallow-named"),
     ("graceful.W003", "swallow_base", "swallow-base"),
     ("graceful.W003", "swallow_bare", "swallow-bare"),
+    ("graceful.W003", "swallow_group", "swallow-group"),
     ("graceful.W003", "swallow_suppress", "swallow-suppress"),
     ("graceful.W003", "swallow_finally", "swallow-finally"),
     ("graceful.W003", "BadDecorated", "class-post"),
@@ -96,7 +97,7 @@ def test_clean_views_and_library_views_give_nothing() -> None:
 
 def test_a_view_under_two_paths_and_class_views_are_one_view_each() -> None:
     result = scan(BAD)
-    assert result.views == 29
+    assert result.views == 30
     names = [f.view for f in result.findings if f.view.endswith("swallow_named")]
     assert names == [V + "swallow_named"]
     by_view = {f.view: f.function for f in result.findings}
@@ -110,6 +111,8 @@ def test_findings_say_what_why_and_the_fix() -> None:
     assert named.what == "`except CancelledError` with no raise swallows the cancellation"
     assert "runs on after a disconnect or a shutdown" in named.message
     assert "Re-raise CancelledError" in named.hint
+    group = findings[("graceful.W003", line("swallow-group"))]
+    assert group.what == "`except* asyncio.CancelledError` with no raise swallows the cancellation"
     assert "asyncio.sleep" in findings[("graceful.W004", line("blocks-nap"))].hint
     assert "httpx.AsyncClient" in findings[("graceful.W004", line("blocks-requests"))].hint
     assert "aget" in findings[("graceful.W005", line("orm-get"))].hint
@@ -125,7 +128,7 @@ def test_command_prints_a_table_then_the_reason() -> None:
     lines = out.splitlines()
     assert lines[0].split() == ["ID", "VIEW", "LOCATION", "FINDING"]
     assert lines[-1] == (
-        "22 problems in 14 of 29 views: 6 swallowed-cancel, 7 blocking-call, 6 sync-orm, "
+        "23 problems in 15 of 30 views: 7 swallowed-cancel, 7 blocking-call, 6 sync-orm, "
         "3 unchecked-sync"
     )
     rows = lines[1 : 1 + len(EXPECTED)]
@@ -147,7 +150,7 @@ def test_command_json() -> None:
     status, out, _ = command("--json")
     data = json.loads(out)
     assert status == data["status"] == PROBLEMS
-    assert data["reason"].startswith("22 problems in 14 of 29 views")
+    assert data["reason"].startswith("23 problems in 15 of 30 views")
     assert data["notes"] == []
     assert len(data["findings"]) == len(EXPECTED)
     first = data["findings"][0]
@@ -268,14 +271,14 @@ def test_the_command_leaves_silenced_checks_out_too() -> None:
     assert status == PROBLEMS
     assert "graceful.W004" not in out and "graceful.W005" not in out
     assert out.splitlines()[-1] == (
-        "9 problems in 9 of 29 views: 6 swallowed-cancel, 3 unchecked-sync (13 silenced)"
+        "10 problems in 10 of 30 views: 7 swallowed-cancel, 3 unchecked-sync (13 silenced)"
     )
     everything = ["graceful.W003", "graceful.W004", "graceful.W005", "graceful.W006"]
     with override_settings(SILENCED_SYSTEM_CHECKS=everything):
         status, out, _ = command("--json")
     data = json.loads(out)
-    assert (status, data["findings"], data["silenced"]) == (OK, [], 22)
-    assert data["reason"] == "OK: no problems in 29 views (22 silenced)"
+    assert (status, data["findings"], data["silenced"]) == (OK, [], 23)
+    assert data["reason"] == "OK: no problems in 30 views (23 silenced)"
 
 
 def test_system_checks_never_break_manage_py_check(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,6 +18,7 @@ urlpatterns = [
     path("swallow/named/", v.swallow_named),
     path("swallow/base/", v.swallow_base),
     path("swallow/bare/", v.swallow_bare),
+    path("swallow/group/", v.swallow_group),
     path("swallow/suppress/", v.swallow_suppress),
     path("swallow/finally/", v.swallow_finally),
     path("blocks/sleep/", v.blocks_sleep),

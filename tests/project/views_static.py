@@ -59,6 +59,15 @@ async def swallow_bare(request: HttpRequest) -> HttpResponse:
     return HttpResponse("done")
 
 
+async def swallow_group(request: HttpRequest) -> HttpResponse:
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(work())
+    except* asyncio.CancelledError:  # bad: swallow-group
+        pass
+    return HttpResponse("done")
+
+
 async def swallow_suppress(request: HttpRequest) -> HttpResponse:
     with contextlib.suppress(asyncio.CancelledError):  # bad: swallow-suppress
         await work()
