@@ -20,6 +20,8 @@ from django_graceful.lifecycle import Lifecycle, reset_lifecycle  # noqa: E402
 
 from .inprocess import Events  # noqa: E402
 
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture
 def lifecycle() -> Iterator[Lifecycle]:
