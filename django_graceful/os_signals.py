@@ -22,11 +22,24 @@ class ChainedSignals:
     Works whether the server used ``signal.signal`` or ``loop.add_signal_handler``.
     ``forward(signum)`` later runs the server's own handler, as if the signal had
     just arrived.
+
+    A signal this process ignores (``SIG_IGN``: SIGINT in a background job, or a server
+    that leaves the signal to a parent process) stays ignored unless ``chain_ignored``:
+    otherwise the drain would start and end in a refusal of every request, with no
+    server handler to stop the process afterwards. An adapter that can stop its server
+    without the server's handler (Daphne) chains them.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_signal: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_signal: Callable[[int], None],
+        *,
+        chain_ignored: bool = False,
+    ) -> None:
         self._loop = loop
         self._on_signal = on_signal
+        self._chain_ignored = chain_ignored
         self._previous: dict[int, Callable[[int], None]] = {}
 
     def install(self) -> bool:
@@ -44,7 +57,13 @@ class ChainedSignals:
                 self._previous[signum] = _loop_handler_caller(handle)
                 self._loop.add_signal_handler(signum, self._on_signal, signum)
             else:
-                self._previous[signum] = _python_handler_caller(signal.getsignal(signum))
+                current = signal.getsignal(signum)
+                if current == signal.SIG_IGN and not self._chain_ignored:
+                    logger.info(
+                        "%s is ignored in this process: left ignored", signal.Signals(signum).name
+                    )
+                    continue
+                self._previous[signum] = _python_handler_caller(current)
                 signal.signal(signum, self._handle)
         return True
 

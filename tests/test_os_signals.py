@@ -58,11 +58,28 @@ async def test_a_loop_signal_handler_is_chained_too() -> None:
         loop.remove_signal_handler(signal.SIGTERM)
 
 
-async def test_an_ignored_signal_stays_ignored_when_handed_on() -> None:
+async def test_an_ignored_signal_stays_ignored() -> None:
+    """SIGINT in a background job, or a server that leaves a signal to its parent: no
+    drain that would end with every request refused and nobody to stop the process."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    chained = ChainedSignals(asyncio.get_running_loop(), lambda signum: None)
+    we_saw: list[int] = []
+    chained = ChainedSignals(asyncio.get_running_loop(), we_saw.append)
     assert chained.install()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.sleep(0.1)
+    assert we_saw == []
+
+
+async def test_an_adapter_may_take_an_ignored_signal_and_hand_on_nothing() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    we_saw: list[int] = []
+    chained = ChainedSignals(asyncio.get_running_loop(), we_saw.append, chain_ignored=True)
+    assert chained.install()
+    os.kill(os.getpid(), signal.SIGTERM)
+    await wait_for(lambda: we_saw)
     chained.forward(signal.SIGTERM)  # nothing happens, and the test process lives on
+    assert we_saw == [signal.SIGTERM]
 
 
 async def test_outside_the_main_thread_nothing_is_installed(

@@ -30,6 +30,9 @@ SAME_SIGNAL_WINDOW = 1.0
 
 class ServerAdapter:
     name = "generic"
+    #: Also take SIGTERM/SIGINT where the process ignores them (see ChainedSignals): only
+    #: for an adapter whose ``hand_on`` stops the server without the server's handler.
+    chain_ignored_signals = False
 
     def __init__(self) -> None:
         self.lifecycle: Lifecycle | None = None
@@ -42,7 +45,9 @@ class ServerAdapter:
         """Called once, in the loop thread, when startup has completed."""
         self.lifecycle = lifecycle
         if lifecycle.settings.HANDLE_SIGNALS and lifecycle.loop is not None:
-            chained = ChainedSignals(lifecycle.loop, self.on_signal)
+            chained = ChainedSignals(
+                lifecycle.loop, self.on_signal, chain_ignored=self.chain_ignored_signals
+            )
             if chained.install():
                 self.signals = chained
 

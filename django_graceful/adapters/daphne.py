@@ -50,6 +50,9 @@ class Adapter(ServerAdapter):
     """
 
     name = "daphne"
+    #: Daphne in a background job ignores SIGINT; stopping the reactor ourselves
+    #: (``hand_on``) makes ``kill -INT`` a graceful stop there too.
+    chain_ignored_signals = True
 
     def __init__(self) -> None:
         super().__init__()
