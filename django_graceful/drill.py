@@ -720,14 +720,16 @@ def show(drill: Drill, as_json: bool, stdout: Any, stderr: Any) -> None:
             stdout.write(line)
     if drill.report is not None and drill.report.rows:
         stdout.write(table(drill.report))
-    for line in drill.log[:MAX_LOG_LINES]:
-        stderr.write(f"server: {line}")
-    if len(drill.log) > MAX_LOG_LINES:
-        stderr.write(f"server: … {len(drill.log) - MAX_LOG_LINES} more lines")
-    for line in drill.tail:
+    stdout.flush()  # in order with stderr, when both go to one CI log
+    # the server's own words: its output's tail when it would not run, else its warnings
+    lines = drill.tail or drill.log[:MAX_LOG_LINES]
+    if not drill.tail and len(drill.log) > MAX_LOG_LINES:
+        lines.append(f"… {len(drill.log) - MAX_LOG_LINES} more lines")
+    for line in lines:
         stderr.write(f"server: {line}")
     for line in drill.notes:
         stderr.write(line)
+    stderr.flush()
     stdout.write(drill.reason)
     stdout.flush()
 

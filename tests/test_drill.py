@@ -26,6 +26,7 @@ from .test_report import dead_pid, last_report, snapshot
 server = pytest.mark.server
 
 VIEWS = ROOT / "example_project" / "views.py"
+VIEWS_HANGS = ROOT / "tests" / "project" / "views_hangs.py"
 STUBBORN = "example_project.views.stubborn (GET /stubborn/)"
 MARKER = "# the drill's report points here"
 #: Seconds a drill may take here: start (~1 s), the grace and cancel (1 s each), exit.
@@ -168,22 +169,24 @@ def test_json_carries_the_verdict_the_exit_and_the_rows(tmp_path: Path) -> None:
     assert any("hung at shutdown" in line for line in data["log"])
 
 
-PLAIN_SETTINGS = """
+TEST_PROJECT_SETTINGS = """
 from tests.project.settings import *  # noqa: F403
-ASGI_APPLICATION = "tests.project.asgi_plain.application"
+ASGI_APPLICATION = {app!r}
 GRACEFUL["STATE_DIR"] = {state!r}
 """
 
 
-def plain_drill(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The test project served by an ASGI application that forgot GracefulASGI."""
-    (tmp_path / "plain_settings.py").write_text(
-        PLAIN_SETTINGS.format(state=str(tmp_path / "state"))
+def drill_of_the_test_project(
+    tmp_path: Path, app: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """A drill of the test project (its hanging views), served by ``app``; a short budget."""
+    (tmp_path / "drill_settings.py").write_text(
+        TEST_PROJECT_SETTINGS.format(app=app, state=str(tmp_path / "state"))
     )
     graceful = {"GRACE_PERIOD": 0.5, "CANCEL_TIMEOUT": 0.5, "HOOK_TIMEOUT": 0.5}
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "plain_settings",
+        "DJANGO_SETTINGS_MODULE": "drill_settings",
         "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
         "GRACEFUL_TEST_SETTINGS": json.dumps(graceful),
         "GRACEFUL_TEST_EVENTS": str(tmp_path / "events.jsonl"),
@@ -199,9 +202,13 @@ def plain_drill(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+PLAIN = "tests.project.asgi_plain.application"  # forgot GracefulASGI
+WRAPPED = "tests.project.asgi.application"
+
+
 @server
 def test_without_graceful_asgi_a_quick_drill_cannot_check(tmp_path: Path) -> None:
-    result = plain_drill(tmp_path, "--url", "/pid/")
+    result = drill_of_the_test_project(tmp_path, PLAIN, "--url", "/pid/")
     assert result.returncode == 2, result.stdout + result.stderr
     assert last_line(result).startswith("cannot check: the server published no state"), (
         result.stdout
@@ -214,10 +221,43 @@ def test_without_graceful_asgi_a_quick_drill_cannot_check(tmp_path: Path) -> Non
 def test_without_graceful_asgi_a_hang_is_still_seen_in_the_exit_time(tmp_path: Path) -> None:
     """Plain Django on Uvicorn waits for the stubborn view until its own backstop, past
     the budget: the drill fails on the exit time alone."""
-    result = plain_drill(tmp_path, "--url", "/stubborn/")
+    result = drill_of_the_test_project(tmp_path, PLAIN, "--url", "/stubborn/")
     assert result.returncode == 1, result.stdout + result.stderr
     assert last_line(result).startswith("1 problem: exited past the budget"), result.stdout
     assert "published no state" in result.stderr
+
+
+@server
+def test_a_server_that_will_not_exit_is_killed_and_its_last_snapshot_read(
+    tmp_path: Path,
+) -> None:
+    """A view that blocks the event loop for 30 s: SIGTERM cannot even be seen. The drill
+    kills the process group past the budget, and reads the worker's last live snapshot."""
+    began = time.monotonic()
+    result = drill_of_the_test_project(tmp_path, WRAPPED, "--url", "/hangs/frozen/?s=30", "--json")
+    took = time.monotonic() - began
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    data = json.loads(result.stdout)
+    assert data["exit"]["killed"] is True and data["exit"]["within_budget"] is False
+    assert data["exit"]["code"] == -9
+    assert data["exit"]["after"] >= data["budget"] + drill.EXIT_SLACK + drill.KILL_MARGIN
+    (row,) = data["rows"]
+    assert (row["view"], row["hang"], row["source"]) == (
+        "tests.project.views_hangs.frozen",
+        "blocked-loop",
+        "died",
+    )
+    assert row["location"] == f"{marked(VIEWS_HANGS, '# hang: frozen-sleep')} in frozen"
+    pid = data["pid"]
+    assert data["problems"] == [
+        "1 blocked-loop",
+        f"worker {pid} ended without a shutdown report",
+        "did not exit",
+    ]
+    assert data["reason"].startswith("3 problems: ") and "killed" in data["reason"]
+    assert took < 30  # not the view's 30 s: the budget, the margin, and no more
+    assert list((tmp_path / "state").iterdir()) == []
 
 
 # -- in-process: input and the parts ---------------------------------------------------
