@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils.module_loading import import_string
 
-from . import signals
+from . import signals, stacks
 from .cancellation import CancelReason
 from .conf import GracefulSettings, get_settings
 from .deadlines import bounded
@@ -285,6 +285,13 @@ class Lifecycle:
         hung = list(self.registry)
         for item in hung:
             logger.warning("hung at shutdown: %s\n%s", item.describe(), _stack_of(item))
+        for item in self.registry.lingering_threads():
+            logger.warning(
+                "hung at shutdown: %s, its request over but its thread still running\n%s",
+                item.describe(),
+                _stack_of(item),
+            )
+            hung.append(item)
         return hung
 
     async def _close_lifespan(self) -> None:
@@ -369,6 +376,11 @@ def _stack_of(item: Tracked) -> str:
         frame = sys._current_frames().get(item.thread.ident or 0)
         return "".join(traceback.format_stack(frame)) if frame is not None else "  (thread ended)"
     task = item.innermost_task
+    if (task is None or task.done()) and item._token is not None:
+        thread = stacks.sync_calls(stacks.thread_frames()).get(id(item._token))
+        frame = sys._current_frames().get(thread) if thread is not None else None
+        if frame is not None:  # a sync view whose request is over
+            return "".join(traceback.format_stack(frame))
     if task is None or task.done():
         return "  (no running task)"
     lines = []

@@ -91,6 +91,7 @@ def _name_work(request: HttpRequest, view: Callable[..., Any]) -> None:
     item = _tracked(request)
     if item is not None:
         item.view = view_path(request, view)
+        item.sync_view = not iscoroutinefunction(view)
 
 
 def view_path(request: HttpRequest, view: Callable[..., Any]) -> str:

@@ -10,9 +10,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from . import stacks
 from .cancellation import CancellationToken, CancelReason
 
 _ids = itertools.count(1)
+#: Ended requests whose sync view's thread is looked for (see ``Registry.lingering``).
+MAX_LINGERING = 100
 
 
 @dataclass(eq=False, slots=True)
@@ -35,6 +38,8 @@ class Tracked:
     thread: threading.Thread | None = None
     #: The view's dotted path (set by GracefulMiddleware once the URL is resolved).
     view: str | None = None
+    #: The view is sync: its thread may outlive the request's task (see ``lingering``).
+    sync_view: bool = False
     started: float = field(default_factory=time.monotonic)
     id: int = field(default_factory=lambda: next(_ids))
     cancelled: int = 0
@@ -63,6 +68,13 @@ class Tracked:
             self.told_at = time.monotonic()
         if self._token is not None:
             self._token.cancel(reason)
+
+    @property
+    def told(self) -> bool:
+        """The work was told to stop (a cancel, or only its token: a client that left)."""
+        return self.reason is not None or (
+            self._token is not None and self._token.reason is not None
+        )
 
     @property
     def age(self) -> float:
@@ -137,14 +149,39 @@ class Registry:
     def __init__(self, on_empty: Callable[[], None] | None = None) -> None:
         self._items: dict[int, Tracked] = {}
         self._on_empty = on_empty
+        self._lingering: dict[int, Tracked] = {}
 
     def add(self, item: Tracked) -> Tracked:
         self._items[item.id] = item
         return item
 
     def discard(self, item: Tracked) -> None:
-        if self._items.pop(item.id, None) is not None and not self._items and self._on_empty:
+        if self._items.pop(item.id, None) is None:
+            return
+        if item.sync_view and item.told and len(self._lingering) < MAX_LINGERING:
+            self._lingering[item.id] = item
+        if not self._items and self._on_empty:
             self._on_empty()
+
+    def lingering(self) -> list[Tracked]:
+        """Sync views told to stop whose request has ended: asgiref lets the task of a
+        cancelled sync view go while its thread runs on. Snapshots and the shutdown
+        report look for their threads (``lingering_threads``)."""
+        return list(self._lingering.values())
+
+    def lingering_threads(self) -> list[Tracked]:
+        """The ``lingering`` requests whose thread still runs (the others are forgotten)."""
+        lingering = self.lingering()
+        if not lingering:
+            return []
+        calls = stacks.sync_calls(stacks.thread_frames())
+        running = []
+        for item in lingering:
+            if item._token is not None and id(item._token) in calls:
+                running.append(item)
+            else:
+                self._lingering.pop(item.id, None)
+        return running
 
     def __len__(self) -> int:
         return len(self._items)

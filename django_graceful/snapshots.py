@@ -266,6 +266,7 @@ class Publisher:
         settings = lifecycle.settings
         now = time.monotonic()
         items = list(lifecycle.registry)  # in the order the work began
+        items += lifecycle.registry.lingering_threads()
         kinds: dict[str, int] = {}
         views: dict[str | None, int] = {}
         columns: dict[str, list[Any]] = {
@@ -445,14 +446,13 @@ def _locate(
         frames = stacks.stack(frames_by_thread.get(item.thread.ident or 0))
     else:
         task = item.innermost_task
-        if task is None or task.done():
-            return
-        frames = stacks.await_chain(task.get_coro())
+        frames = [] if task is None or task.done() else stacks.await_chain(task.get_coro())
         call = stacks.awaited_sync_call(frames)
-        if call is not None:
-            thread = sync_calls.get(id(call))
-        else:  # a sync view whose task was let go while its thread runs on
-            thread = sync_calls.get(id(item._token)) if item._token is not None else None
+        thread = sync_calls.get(id(call)) if call is not None else None
+        if thread is None and item._token is not None:
+            # A sync view whose task was let go (or has ended) while its thread runs on;
+            # Django's handler may wait for a sync call queued behind that thread.
+            thread = sync_calls.get(id(item._token))
         if thread is not None:
             detail["wait"] = hangs.WAIT_THREAD
             frames = stacks.stack(frames_by_thread.get(thread))

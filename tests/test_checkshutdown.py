@@ -163,21 +163,26 @@ def test_a_sync_view_the_client_left_is_a_sync_thread_with_its_line(
     server: str, tmp_path: Path
 ) -> None:
     """Cancelled by the disconnect, asgiref lets the view's task go while its thread runs
-    on (and Django's handler waits behind it): still the view's thread and line, not a
-    swallowed cancel somewhere in Django."""
-    graceful = settings(tmp_path, CANCEL_TIMEOUT=1.0)
+    on (and Django's handler waits behind it, or has ended): still the view's thread and
+    line, not a swallowed cancel somewhere in Django, live and in the last report."""
+    graceful = settings(tmp_path, CANCEL_TIMEOUT=1.0, GRACE_PERIOD=0.5)
     with running(server, graceful=graceful) as srv:
         sock = open_get(srv, "/hangs/busy/?s=8")
         srv.wait_event("busy-begin")
         sock.close()
         time.sleep(graceful["CANCEL_TIMEOUT"] + graceful["HEARTBEAT"] + 1)
-        result = checkshutdown(srv)
+        live = checkshutdown(srv, "--live")
+        srv.signal(signal.SIGTERM)
+        srv.wait_exit(10)
+        last = checkshutdown(srv, "--last")
 
-    assert result.returncode == 1, result.stdout + result.stderr
-    (row,) = rows(result)
-    assert "tests.project.views_hangs.busy (GET /hangs/busy/)" in row and "cancelled 1x" in row
-    assert "sync-thread" in row
-    assert row.rstrip().endswith(f"{marked(VIEWS, '# hang: busy-loop')} in busy")
+    line = f"{marked(VIEWS, '# hang: busy-loop')} in busy"
+    for result in (live, last):
+        assert result.returncode == 1, result.stdout + result.stderr
+        (row,) = rows(result)
+        assert "tests.project.views_hangs.busy (GET /hangs/busy/)" in row and "sync-thread" in row
+        assert row.rstrip().endswith(line)
+    assert "cancelled 1x" in rows(live)[0]
 
 
 def test_the_last_shutdown_report_outlives_the_process(tmp_path: Path) -> None:
