@@ -3,6 +3,7 @@ and the views read as source for code that will not stop (``checkshutdown --stat
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Any
 
@@ -106,8 +107,8 @@ def asgi_application_path() -> str | None:
     if "." not in module:
         return None
     package = module.rsplit(".", 1)[0]
-    try:
-        import_string(f"{package}.asgi")
-    except ImportError:
+    try:  # found, not imported: importing asgi.py may start things
+        spec = importlib.util.find_spec(f"{package}.asgi")
+    except (ImportError, ValueError):
         return None
-    return f"{package}.asgi.application"
+    return f"{package}.asgi.application" if spec is not None else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import shlex
+import sys
 from io import StringIO
 
 import pytest
@@ -73,3 +74,19 @@ def test_app_target_notation() -> None:
         app_target("application")
     with pytest.raises(ValueError, match="unknown server"):
         command_line("gunicorn", "p:a", host="h", port=1, workers=None, budget=1)
+
+
+def test_without_asgi_application_the_settings_packages_asgi_module_is_served(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The layout startproject makes: <package>/asgi.py next to <package>/settings.py,
+    found without importing it (here: not imported before)."""
+    import tests.project
+
+    monkeypatch.delitem(sys.modules, "tests.project.asgi", raising=False)
+    monkeypatch.delattr(tests.project, "asgi", raising=False)
+    out = StringIO()
+    with override_settings(ASGI_APPLICATION=None, GRACEFUL={"GRACE_PERIOD": 10}):
+        call_command("serve", "--print", stdout=out)
+    assert "tests.project.asgi:application" in shlex.split(out.getvalue())
+    assert "tests.project.asgi" not in sys.modules
