@@ -23,7 +23,7 @@ On a real server (``manage.py checkshutdown --drill`` as a fixture)::
 
     def test_no_view_hangs_a_deploy(shutdown_drill):
         drill = shutdown_drill(["/report/", "/export/"], server="uvicorn")
-        assert not drill.hung, drill.text
+        assert not drill.hung, drill.summary
 
 The fixtures need no other plugin: ``graceful_app`` is a plain fixture whose methods
 are coroutines (run them in your async tests, e.g. with pytest-asyncio or anyio).
@@ -313,12 +313,21 @@ def project_application() -> Any:
 
 @dataclass(frozen=True, slots=True)
 class DrillOutcome:
-    """A shutdown drill's verdict: ``hung``, the exit ``status`` and the report ``text``."""
+    """A shutdown drill's verdict: ``hung``, the exit ``status`` (0/1/2 as the command's),
+    its JSON report as ``data`` and as ``text``; ``summary`` for an assertion message."""
 
     status: int
     hung: bool
     text: str
     data: dict[str, Any]
+
+    @property
+    def summary(self) -> str:
+        lines = [str(self.data.get("reason") or self.text.strip().splitlines()[-1:])]
+        for row in self.data.get("rows") or []:
+            what = f"{row.get('view') or row.get('kind')} ({row.get('what')})"
+            lines.append(f"  {what}: {row.get('hang')} at {row.get('location') or '?'}")
+        return "\n".join(lines)
 
 
 def run_drill(

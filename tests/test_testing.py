@@ -117,3 +117,34 @@ def stubborn_line() -> int:
 
     lines, first = inspect.getsourcelines(views.stubborn)
     return next(first + n for n, line in enumerate(lines) if "await asyncio.sleep" in line)
+
+
+DRILL_TESTS = """
+def test_the_stubborn_view_hangs_a_deploy(shutdown_drill):
+    drill = shutdown_drill(["/stubborn/"])
+    assert drill.hung and drill.status == 1
+    row = drill.summary.splitlines()[1]
+    assert row.startswith("  example_project.views.stubborn (GET /stubborn/): swallowed-cancel")
+    assert row.endswith("example_project/views.py:%d in stubborn")
+
+
+def test_no_other_view_hangs_a_deploy(shutdown_drill):
+    drill = shutdown_drill(["/slow/", "/export/"], server="daphne", concurrency=2)
+    assert not drill.hung, drill.summary
+    assert drill.status == 0 and drill.data["exit"]["within_budget"] is True
+"""
+
+
+@pytest.mark.server
+def test_a_projects_ci_drills_its_shutdown_on_a_real_server(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("GRACEFUL_GRACE_PERIOD", "1")
+    monkeypatch.setenv("GRACEFUL_CANCEL_TIMEOUT", "1")
+    monkeypatch.setenv("EXAMPLE_STATE_DIR", str(pytester.path / "state"))
+    monkeypatch.delenv("DJANGO_SETTINGS_MODULE", raising=False)
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_deploy=DRILL_TESTS % stubborn_line())
+    result = pytester.runpytest_subprocess("-q", "-rf", timeout=90)
+    result.assert_outcomes(passed=2)
