@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from django_graceful.drill import group_members
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 RESULTS = ROOT / "bench" / "results"
@@ -148,7 +150,7 @@ class Server:
         """Whether anything of the process group is still alive ``within`` s from now."""
         assert self.proc is not None
         deadline = time.monotonic() + within
-        while _group_members(self.proc.pid):
+        while group_members(self.proc.pid):
             if time.monotonic() >= deadline:
                 return True
             time.sleep(0.05)
@@ -183,30 +185,6 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of the group; the Linux /proc view, else a signal probe."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return []
-        return [pgid]
-    members = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after the last ')'.
-        fields = stat.rpartition(")")[2].split()
-        if len(fields) >= 3 and fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
 
 
 def kill_all() -> None:

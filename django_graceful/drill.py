@@ -585,7 +585,7 @@ def _verdict(drill: Drill, store: Store, seen_pids: set[int], output: str) -> No
 
 def _end(proc: subprocess.Popen[bytes]) -> None:
     """Kill whatever is left of the server's process group, and reap the server."""
-    if proc.poll() is None or _members(proc.pid):
+    if proc.poll() is None or group_members(proc.pid):
         _kill_group(proc.pid)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(5)
@@ -600,25 +600,25 @@ def _outlived(pgid: int) -> int:
     """How many processes of the server's group still run ``LEFTOVER_WAIT`` after it
     exited (they are killed)."""
     deadline = time.monotonic() + LEFTOVER_WAIT
-    while (left := _members(pgid)) and time.monotonic() < deadline:
+    while (left := len(group_members(pgid))) and time.monotonic() < deadline:
         time.sleep(POLL)
     if left:
         _kill_group(pgid)
     return left
 
 
-def _members(pgid: int) -> int:
-    """Processes of group ``pgid`` still running (zombies waiting for a reaper excluded)."""
+def group_members(pgid: int) -> list[int]:
+    """Pids of process group ``pgid`` still running (zombies waiting for a reaper excluded)."""
     proc = Path("/proc")
     if not proc.is_dir():
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
-            return 0
+            return []
         except PermissionError:
             pass
-        return 1
-    count = 0
+        return [pgid]
+    members = []
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -628,8 +628,8 @@ def _members(pgid: int) -> int:
             continue
         fields = stat.rpartition(")")[2].split()  # after "pid (name)": state ppid pgrp …
         if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            count += 1
-    return count
+            members.append(int(entry.name))
+    return members
 
 
 @contextlib.contextmanager
