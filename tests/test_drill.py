@@ -295,6 +295,13 @@ def test_drill_options_need_drill(option: list[str]) -> None:
         call_command("checkshutdown", *option, stdout=io.StringIO(), stderr=io.StringIO())
 
 
+@pytest.mark.parametrize("mode", ["--drill", "--static"])
+@pytest.mark.parametrize("option", [["--pid", "1"], ["--threshold", "5"]])
+def test_report_options_are_refused_with_another_mode(mode: str, option: list[str]) -> None:
+    with pytest.raises(CommandError, match=f"{option[0]} reads the workers' reports: not with"):
+        call_command("checkshutdown", mode, *option, stdout=io.StringIO(), stderr=io.StringIO())
+
+
 def test_a_missing_server_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 

@@ -97,6 +97,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        mode = "--static" if options["static"] else "--drill" if options["drill"] else None
+        for name in ("threshold", "pid"):
+            if mode and options[name] is not None:
+                raise CommandError(f"--{name} reads the workers' reports: not with {mode}")
         if options["static"]:
             from ...staticscan import main as static_main
 
