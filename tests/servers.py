@@ -147,6 +147,14 @@ class Server:
         rows = [json.loads(line) for line in self.events_path.read_text().splitlines() if line]
         return [r for r in rows if name is None or r["event"] == name]
 
+    def wait_engaged(self, count: int = 1, timeout: float = 20) -> None:
+        """Until ``count`` workers have finished starting (their adapter took the signals:
+        a signal before that meets the server's own handling, or none)."""
+        deadline = time.monotonic() + timeout
+        while self.log().count("django_graceful started (server:") < count:
+            assert time.monotonic() < deadline, f"{count} workers not started in {timeout} s"
+            time.sleep(0.05)
+
     def wait_event(self, name: str, count: int = 1, timeout: float = 10) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -81,7 +81,7 @@ def test_two_workers_each_finish_their_request_though_the_parent_terminates_the_
 def test_sigterm_to_the_process_group_drains_instead_of_killing(workers: int | None) -> None:
     # systemd (KillMode=control-group) and `kill -- -PGID` signal the workers too.
     with running("hypercorn", workers=workers, graceful={"GRACE_PERIOD": 5}) as srv:
-        srv.get("/pid/")
+        srv.wait_engaged(workers or 1)  # every worker, not only the one that answers first
         response = in_background(srv.get, "/slow/?s=1.5")
         srv.wait_event("slow-begin")
         srv.signalled_at = time.monotonic()

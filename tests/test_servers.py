@@ -49,6 +49,7 @@ def test_each_worker_runs_its_own_lifecycle(server: str) -> None:
     with running(server, workers=2) as srv:
         started = srv.wait_event("startup", count=2, timeout=20)
         assert len({e["pid"] for e in started}) == 2
+        srv.wait_engaged(2)
         srv.signal()
         srv.wait_exit(15)
         stopped = srv.events("shutdown")
