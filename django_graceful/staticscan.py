@@ -20,8 +20,9 @@ read, not the functions it calls. Findings, most severe kind first:
   ``get_object_or_404``. Not ``await X.objects.aget()``, ``async for``, lazy
   ``qs = X.objects.filter()``, nor anything handed to ``sync_to_async``;
 - ``graceful.W006`` a sync view that can run long (a ``while`` loop, ``time.sleep``, a
-  ``for`` loop over anything but a literal, ``range(<= 1000)`` or the request's own data
-  such as ``request.POST.items()``) and never looks at its cancellation (no
+  ``for`` loop over an unsliced queryset, ``range()`` past 1000 or with a computed
+  bound, ``itertools.count``, a file; not over a slice, a dict, a list or the request's
+  data: ordinary views stay quiet) and never looks at its cancellation (no
   ``cancellation``, ``current_cancellation``, ``raise_if_cancelled``, ``cancelled`` or
   ``is_shutting_down`` in its body). ``@cancellable`` does not change that: it cannot
   stop a thread. A single network call is not flagged: a check would not interrupt it
@@ -144,7 +145,10 @@ _CANCEL_WORDS = frozenset(
     {"cancellation", "current_cancellation", "raise_if_cancelled", "cancelled", "is_shutting_down"}
 )
 #: The request's own data, bounded by its size (DATA_UPLOAD_MAX_NUMBER_FIELDS and the like).
-_REQUEST_DATA = frozenset({"GET", "POST", "FILES", "META", "COOKIES", "headers"})
+#: Queryset methods whose result a ``for`` loop iterates row by row (W006).
+ORM_ITERATING = ORM_LAZY | {"iterator"}
+#: Iterators that never end by themselves (W006).
+_ENDLESS = frozenset({"itertools.count", "itertools.cycle", "itertools.repeat"})
 _IGNORE = re.compile(r"#\s*graceful:\s*ignore\b(?:\[([^\]]*)\])?")
 _NESTED_ELSEWHERE = (ast.FunctionDef, ast.Lambda, ast.ClassDef)
 _TRY = (ast.Try, ast.TryStar)
@@ -714,8 +718,8 @@ class _Function:
         for node in self.nodes:
             if isinstance(node, ast.While):
                 found.append(([node.lineno], "`while` loop"))
-            elif isinstance(node, ast.For) and not self._bounded(node.iter):
-                found.append(([node.lineno], "`for` loop"))
+            elif isinstance(node, ast.For) and self._unbounded(node.iter):
+                found.append(([node.lineno], "`for` loop over " + _loop_over(node.iter)))
             elif isinstance(node, ast.Call) and self._name(node.func) in LONG_SYNC_CALLS:
                 found.append((_lines(node), f"{self._name(node.func)}()"))
         return [
@@ -723,27 +727,35 @@ class _Function:
             for lines, what in sorted(found, key=lambda candidate: candidate[0][0])
         ]
 
-    def _bounded(self, expr: ast.expr) -> bool:
-        """A loop over this ends soon: a literal, ``range(<= 1000)``, the request's data."""
-        if isinstance(expr, ast.Tuple | ast.List | ast.Set | ast.Dict | ast.Constant):
-            return True
-        if isinstance(expr, ast.Call) and self._name(expr.func, imported=False) == "range":
-            limits = [a.value if isinstance(a, ast.Constant) else None for a in expr.args]
-            return all(isinstance(n, int) and abs(n) <= 1000 for n in limits)
-        parameters = self.node.args.posonlyargs + self.node.args.args
-        request = parameters[self.cls is not None :][:1]  # after self, in a method
-        root: ast.AST = expr
-        first = None  # the attribute right on the root: request.POST
-        while isinstance(root, ast.Attribute | ast.Call | ast.Subscript):
-            if isinstance(root, ast.Attribute):
-                first = root.attr
-            root = root.func if isinstance(root, ast.Call) else root.value
-        return (
-            bool(request)
-            and isinstance(root, ast.Name)
-            and root.id == request[0].arg
-            and first in _REQUEST_DATA
-        )
+    def _unbounded(self, expr: ast.expr) -> bool:
+        """A loop over this can run long: a queryset that is not sliced (``X.objects…``,
+        ``obj.related.all()``, a name only bound to one, ``.iterator()``), ``range()`` past
+        1000 or with a computed bound, ``itertools.count``/``cycle``/``repeat``, ``open()``.
+        Anything else (a literal, a dict's items, a list built here, the request's data,
+        a name whose origin is not known) is taken as short: no noise on ordinary views.
+        """
+        if isinstance(expr, ast.Call):
+            name = self._name(expr.func, imported=False)
+            if name == "range":
+                limits = [a.value if isinstance(a, ast.Constant) else None for a in expr.args]
+                return not all(isinstance(n, int) and abs(n) <= 1000 for n in limits)
+            if name == "open" or self._name(expr.func) in _ENDLESS:
+                return True
+        node: ast.AST = expr
+        lazy_call = False
+        while isinstance(node, ast.Attribute | ast.Call | ast.Subscript):
+            if isinstance(node, ast.Subscript):
+                return False  # qs[:20]: sliced, bounded
+            if isinstance(node, ast.Call):
+                func = node.func
+                if isinstance(func, ast.Attribute) and func.attr in ORM_ITERATING:
+                    lazy_call = True
+                node = func
+            else:
+                if _is_manager(node):
+                    return True
+                node = node.value
+        return lazy_call or (isinstance(node, ast.Name) and node.id in self.querysets)
 
     # -- helpers
 
@@ -794,6 +806,11 @@ class _Function:
             if short_id in wanted:
                 return True
         return False
+
+
+def _loop_over(expr: ast.expr) -> str:
+    text = ast.unparse(expr)
+    return f"`{text}`" if len(text) <= 40 else f"`{text[:37]}...`"
 
 
 def _is_manager(node: ast.Attribute) -> bool:

@@ -56,6 +56,9 @@ EXPECTED = [
     ("graceful.W006", "long_sync", "sync-for"),
     ("graceful.W006", "long_sync_related", "sync-related"),
     ("graceful.W006", "long_sync_cancellable", "sync-sleep"),
+    ("graceful.W006", "long_sync_queryset", "sync-queryset"),
+    ("graceful.W006", "long_sync_iterator", "sync-iterator"),
+    ("graceful.W006", "long_sync_count", "sync-count"),
 ]
 VIEW_IDS = {"graceful.W003", "graceful.W004", "graceful.W005", "graceful.W006"}
 
@@ -90,14 +93,14 @@ def test_each_bad_pattern_is_found_on_its_line() -> None:
 def test_clean_views_and_library_views_give_nothing() -> None:
     result = scan(CLEAN)
     assert (result.status, result.findings, result.notes) == (OK, [], [])
-    # 15 clean (a lambda too) views of the sample; RedirectView and django_graceful.urls are skipped
-    assert result.views == 15
-    assert result.reason == "OK: no problems in 15 views"
+    # 16 clean (a lambda too) views of the sample; RedirectView and django_graceful.urls are skipped
+    assert result.views == 16
+    assert result.reason == "OK: no problems in 16 views"
 
 
 def test_a_view_under_two_paths_and_class_views_are_one_view_each() -> None:
     result = scan(BAD)
-    assert result.views == 30
+    assert result.views == 34
     names = [f.view for f in result.findings if f.view.endswith("swallow_named")]
     assert names == [V + "swallow_named"]
     by_view = {f.view: f.function for f in result.findings}
@@ -118,7 +121,9 @@ def test_findings_say_what_why_and_the_fix() -> None:
     assert "aget" in findings[("graceful.W005", line("orm-get"))].hint
     assert "aget_object_or_404" in findings[("graceful.W005", line("orm-shortcut"))].hint
     unchecked = findings[("graceful.W006", line("sync-for"))]
-    assert unchecked.what == "`for` loop, no cancellation check"
+    assert unchecked.what == (
+        "`for` loop over `range(int(request.GET.get('rows', '10...`, no cancellation check"
+    )
     assert "raise_if_cancelled()" in unchecked.hint
 
 
@@ -128,8 +133,8 @@ def test_command_prints_a_table_then_the_reason() -> None:
     lines = out.splitlines()
     assert lines[0].split() == ["ID", "VIEW", "LOCATION", "FINDING"]
     assert lines[-1] == (
-        "23 problems in 15 of 30 views: 7 swallowed-cancel, 7 blocking-call, 6 sync-orm, "
-        "3 unchecked-sync"
+        "26 problems in 18 of 34 views: 7 swallowed-cancel, 7 blocking-call, 6 sync-orm, "
+        "6 unchecked-sync"
     )
     rows = lines[1 : 1 + len(EXPECTED)]
     assert [row.split()[0] for row in rows] == sorted(check_id for check_id, _, _ in EXPECTED)
@@ -143,14 +148,14 @@ def test_command_prints_a_table_then_the_reason() -> None:
 
 
 def test_command_on_clean_views_exits_0() -> None:
-    assert command(urlconf=CLEAN) == (OK, "OK: no problems in 15 views\n", "")
+    assert command(urlconf=CLEAN) == (OK, "OK: no problems in 16 views\n", "")
 
 
 def test_command_json() -> None:
     status, out, _ = command("--json")
     data = json.loads(out)
     assert status == data["status"] == PROBLEMS
-    assert data["reason"].startswith("23 problems in 15 of 30 views")
+    assert data["reason"].startswith("26 problems in 18 of 34 views")
     assert data["notes"] == []
     assert len(data["findings"]) == len(EXPECTED)
     first = data["findings"][0]
@@ -271,14 +276,14 @@ def test_the_command_leaves_silenced_checks_out_too() -> None:
     assert status == PROBLEMS
     assert "graceful.W004" not in out and "graceful.W005" not in out
     assert out.splitlines()[-1] == (
-        "10 problems in 10 of 30 views: 7 swallowed-cancel, 3 unchecked-sync (13 silenced)"
+        "13 problems in 13 of 34 views: 7 swallowed-cancel, 6 unchecked-sync (13 silenced)"
     )
     everything = ["graceful.W003", "graceful.W004", "graceful.W005", "graceful.W006"]
     with override_settings(SILENCED_SYSTEM_CHECKS=everything):
         status, out, _ = command("--json")
     data = json.loads(out)
-    assert (status, data["findings"], data["silenced"]) == (OK, [], 23)
-    assert data["reason"] == "OK: no problems in 30 views (23 silenced)"
+    assert (status, data["findings"], data["silenced"]) == (OK, [], 26)
+    assert data["reason"] == "OK: no problems in 34 views (26 silenced)"
 
 
 def test_system_checks_never_break_manage_py_check(monkeypatch: pytest.MonkeyPatch) -> None:

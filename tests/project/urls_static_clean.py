@@ -15,6 +15,7 @@ urlpatterns = [
     path("sync/checks/", v.clean_sync_checks),
     path("sync/token/", v.clean_sync_token),
     path("sync/trivial/", v.clean_trivial),
+    path("sync/ordinary/", v.clean_ordinary_loops),
     path("class/", v.CleanClass.as_view()),
     path("sync-class/", v.CleanSyncClass.as_view()),
     path("sync-method/", v.CleanSyncMethod.as_view()),

@@ -6,6 +6,7 @@ scan must report (the tests find it by its label); ``clean_*`` views must give n
 
 import asyncio
 import contextlib
+import itertools
 import subprocess
 import time
 import urllib.request
@@ -218,6 +219,28 @@ def clean_sync_token(request: HttpRequest) -> HttpResponse:
     return HttpResponse("stopped")
 
 
+def long_sync_queryset(request: HttpRequest) -> HttpResponse:
+    lines = []
+    for group in Group.objects.order_by("name"):  # bad: sync-queryset
+        lines.append(group.name)
+    return HttpResponse("\n".join(lines))
+
+
+def long_sync_iterator(request: HttpRequest) -> HttpResponse:
+    everyone = Group.objects.all()
+    lines = [str(everyone.query)]
+    for group in everyone.iterator():  # bad: sync-iterator
+        lines.append(group.name)
+    return HttpResponse("\n".join(lines))
+
+
+def long_sync_count(request: HttpRequest) -> HttpResponse:
+    for n in itertools.count():  # bad: sync-count
+        if n > 10:
+            break
+    return HttpResponse("counted")
+
+
 def clean_trivial(request: HttpRequest) -> HttpResponse:
     for header in ("a", "b"):  # a literal: bounded and short
         request.META.get(header)
@@ -226,6 +249,22 @@ def clean_trivial(request: HttpRequest) -> HttpResponse:
     for key, value in request.POST.items():  # the request's own data: bounded too
         request.META.get(key, value)
     return HttpResponse("<h1>hello</h1>")
+
+
+def clean_ordinary_loops(request: HttpRequest) -> HttpResponse:
+    """What ordinary views loop over: a slice, a dict, a list built here, a form."""
+    names = []
+    for group in Group.objects.all()[:20]:
+        names.append(group.name)
+    latest = Group.objects.order_by("-id")[:5]
+    for group in latest:
+        names.append(group.name)
+    counts = {"a": 1, "b": 2}
+    for key, value in counts.items():
+        names.append(f"{key}={value}")
+    for name in sorted(names):
+        names.append(name.upper())
+    return HttpResponse(", ".join(names))
 
 
 class CleanSyncMethod(View):
