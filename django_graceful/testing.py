@@ -15,7 +15,7 @@ In-process, through asgiref's ``ApplicationCommunicator`` (fast, no server)::
 
     async def test_a_deploy_lets_short_requests_finish(graceful_app):
         async with graceful_app.lifespan() as state:
-            request = await graceful_app.open("/slow/?s=0.5")
+            request = await graceful_app.open("/slow/?seconds=0.5")
             stopped = await graceful_app.shutdown()   # what SIGTERM starts
             assert (await request.response()).status == 200
 
