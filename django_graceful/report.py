@@ -348,6 +348,7 @@ def _check_snapshot(data: dict[str, Any]) -> None:
     _require(_is(data.get("phase"), str), "phase")
     for key in ("time", "started", "heartbeat", "hang_threshold", "cancel_timeout"):
         _require(_number(data.get(key)) and data[key] >= 0, key)
+    _require("budget" not in data or (_number(data["budget"]) and data["budget"] >= 0), "budget")
     loop = data.get("loop")
     if loop is not None:
         _require(_is(loop, dict), "loop")

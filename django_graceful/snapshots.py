@@ -301,6 +301,7 @@ class Publisher:
             "heartbeat": settings.HEARTBEAT,
             "hang_threshold": settings.HANG_THRESHOLD,
             "cancel_timeout": settings.CANCEL_TIMEOUT,
+            "budget": lifecycle.budget(),
             "loop": loop,
             "kinds": list(kinds),
             "views": list(views),

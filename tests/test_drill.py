@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -225,6 +226,18 @@ def test_without_graceful_asgi_a_hang_is_still_seen_in_the_exit_time(tmp_path: P
     assert result.returncode == 1, result.stdout + result.stderr
     assert last_line(result).startswith("1 problem: exited past the budget"), result.stdout
     assert "published no state" in result.stderr
+
+
+@server
+def test_hooks_only_the_server_registers_count_in_the_budget(tmp_path: Path) -> None:
+    late = "tests.project.asgi_late_hook.application"
+    result = drill_of_the_test_project(tmp_path, late, "--url", "/pid/", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(result.stdout)
+    (note,) = [n for n in data["notes"] if n.startswith("the server's shutdown budget is")]
+    server_budget, counted = map(float, re.findall(r"(\d+\.\d) s", note))
+    assert server_budget - counted == pytest.approx(4.0)  # flush_late's timeout
+    assert data["budget"] == pytest.approx(server_budget, abs=0.05)
 
 
 @server
