@@ -12,6 +12,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from django.utils.module_loading import import_string
@@ -283,13 +284,18 @@ class Lifecycle:
 
     def _report_hung(self) -> list[Tracked]:
         hung = list(self.registry)
+        if not hung and not self.registry.lingering():
+            return hung
+        frames_by_thread = stacks.thread_frames()
+        sync_calls = stacks.sync_calls(frames_by_thread)
         for item in hung:
-            logger.warning("hung at shutdown: %s\n%s", item.describe(), _stack_of(item))
-        for item in self.registry.lingering_threads():
+            stack = _stack_of(item, frames_by_thread, sync_calls)
+            logger.warning("hung at shutdown: %s\n%s", item.describe(), stack)
+        for item in self.registry.lingering_threads(sync_calls):
             logger.warning(
                 "hung at shutdown: %s, its request over but its thread still running\n%s",
                 item.describe(),
-                _stack_of(item),
+                _stack_of(item, frames_by_thread, sync_calls),
             )
             hung.append(item)
         return hung
@@ -370,27 +376,15 @@ def _in_thread_of(loop: asyncio.AbstractEventLoop) -> bool:
         return False
 
 
-def _stack_of(item: Tracked) -> str:
-    """Where the item's work is: a thread's stack, or a task's await chain down to its wait."""
-    if item.thread is not None:
-        frame = sys._current_frames().get(item.thread.ident or 0)
-        return "".join(traceback.format_stack(frame)) if frame is not None else "  (thread ended)"
-    task = item.innermost_task
-    if (task is None or task.done()) and item._token is not None:
-        thread = stacks.sync_calls(stacks.thread_frames()).get(id(item._token))
-        frame = sys._current_frames().get(thread) if thread is not None else None
-        if frame is not None:  # a sync view whose request is over
-            return "".join(traceback.format_stack(frame))
-    if task is None or task.done():
-        return "  (no running task)"
-    lines = []
-    awaited: Any = task.get_coro()
-    while awaited is not None:
-        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
-        if frame is not None:
-            lines.extend(traceback.format_stack(frame, limit=1))
-        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
-    return "".join(lines) or "  (no stack)"
+def _stack_of(
+    item: Tracked, frames_by_thread: dict[int, FrameType], sync_calls: dict[int, int]
+) -> str:
+    """Where the item's work is (``Tracked.frames``), as a traceback."""
+    frames, _ = item.frames(frames_by_thread, sync_calls)
+    if not frames:
+        return "  (no running task or thread)"
+    summary = traceback.StackSummary.extract((frame, frame.f_lineno or 0) for frame in frames)
+    return "".join(summary.format())
 
 
 _current: Lifecycle | None = None

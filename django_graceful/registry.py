@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from types import FrameType
 
 from . import stacks
 from .cancellation import CancellationToken, CancelReason
@@ -135,6 +136,31 @@ class Tracked:
             return self.view_task
         return self.task
 
+    def frames(
+        self, frames_by_thread: dict[int, FrameType], sync_calls: dict[int, int]
+    ) -> tuple[list[FrameType], bool]:
+        """Where the work is, outermost frame first, and whether that is a sync thread
+        it waits for (``stacks.thread_frames()`` and ``stacks.sync_calls()`` of it).
+
+        A ``start_thread`` thread: its stack. Else the innermost task's await chain; or,
+        when that awaits a ``sync_to_async`` call, or is gone (a sync view whose task
+        asgiref let go) while a thread still runs the request's view, that thread's
+        stack (Django's handler may wait for a sync call queued behind it).
+        """
+        if self.thread is not None:
+            if not self.thread.is_alive():
+                return [], False
+            return stacks.stack(frames_by_thread.get(self.thread.ident or 0)), False
+        task = self.innermost_task
+        chain = [] if task is None or task.done() else stacks.await_chain(task.get_coro())
+        call = stacks.awaited_sync_call(chain)
+        thread = sync_calls.get(id(call)) if call is not None else None
+        if thread is None and self._token is not None:
+            thread = sync_calls.get(id(self._token))
+        if thread is not None:
+            return stacks.stack(frames_by_thread.get(thread)), True
+        return chain, False
+
     def describe(self) -> str:
         state = f"cancelled {self.cancelled}x" if self.cancelled else "running"
         if self.shielded:
@@ -169,12 +195,13 @@ class Registry:
         report look for their threads (``lingering_threads``)."""
         return list(self._lingering.values())
 
-    def lingering_threads(self) -> list[Tracked]:
-        """The ``lingering`` requests whose thread still runs (the others are forgotten)."""
+    def lingering_threads(self, sync_calls: dict[int, int] | None = None) -> list[Tracked]:
+        """The ``lingering`` requests whose thread still runs (the others are forgotten);
+        ``sync_calls`` as ``stacks.sync_calls()`` gives it, if the caller has it already."""
         lingering = self.lingering()
         if not lingering:
             return []
-        calls = stacks.sync_calls(stacks.thread_frames())
+        calls = stacks.sync_calls(stacks.thread_frames()) if sync_calls is None else sync_calls
         running = []
         for item in lingering:
             if item._token is not None and id(item._token) in calls:

@@ -441,22 +441,9 @@ def _locate(
     sync_calls: dict[int, int],
 ) -> None:
     """Fill in where the work is: its innermost project frame and a short chain."""
-    if item.thread is not None:
-        if not item.thread.is_alive():
-            return
-        frames = stacks.stack(frames_by_thread.get(item.thread.ident or 0))
-    else:
-        task = item.innermost_task
-        frames = [] if task is None or task.done() else stacks.await_chain(task.get_coro())
-        call = stacks.awaited_sync_call(frames)
-        thread = sync_calls.get(id(call)) if call is not None else None
-        if thread is None and item._token is not None:
-            # A sync view whose task was let go (or has ended) while its thread runs on;
-            # Django's handler may wait for a sync call queued behind that thread.
-            thread = sync_calls.get(id(item._token))
-        if thread is not None:
-            detail["wait"] = hangs.WAIT_THREAD
-            frames = stacks.stack(frames_by_thread.get(thread))
+    frames, waits_thread = item.frames(frames_by_thread, sync_calls)
+    if waits_thread:
+        detail["wait"] = hangs.WAIT_THREAD
     innermost = stacks.innermost_project(frames)
     if innermost is not None:
         detail["location"] = str(innermost)

@@ -240,12 +240,10 @@ class GracefulTestApp:
 
 def _hung_message(hung: list[Tracked]) -> str:
     lines = [f"{len(hung)} piece(s) of work did not stop at the shutdown:"]
+    frames_by_thread = stacks.thread_frames()
+    sync_calls = stacks.sync_calls(frames_by_thread)
     for item in hung:
-        if item.thread is not None:
-            frames = stacks.stack(stacks.thread_frames().get(item.thread.ident or 0))
-        else:
-            task = item.innermost_task
-            frames = stacks.await_chain(task.get_coro()) if task is not None else []
+        frames, _ = item.frames(frames_by_thread, sync_calls)
         where = stacks.innermost_project(frames)
         lines.append(f"  {item.describe()} at {where or '?'}")
     return "\n".join(lines)
