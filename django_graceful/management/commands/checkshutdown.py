@@ -11,27 +11,7 @@ from ...conf import ImproperlyConfiguredGraceful, get_settings, raw_settings
 from ...report import CANNOT_CHECK, Report, check, notes, table
 from ...serve import SERVERS
 from ...stores import open_store
-
-
-def seconds(value: str) -> float:
-    number = float(value)
-    if not number >= 0 or number == float("inf"):
-        raise ValueError(value)
-    return number
-
-
-def pid_number(value: str) -> int:
-    pid = int(value)
-    if pid <= 0:
-        raise ValueError(value)
-    return pid
-
-
-def positive_int(value: str) -> int:
-    number = int(value)
-    if number <= 0:
-        raise ValueError(value)
-    return number
+from ..arguments import positive_int, seconds
 
 
 class Command(BaseCommand):
@@ -49,7 +29,7 @@ class Command(BaseCommand):
             metavar="S",
             help="Flag requests running longer than S seconds (default: HANG_THRESHOLD).",
         )
-        parser.add_argument("--pid", type=pid_number, help="Only the worker with this pid.")
+        parser.add_argument("--pid", type=positive_int, help="Only the worker with this pid.")
         group = parser.add_mutually_exclusive_group()
         group.add_argument(
             "--last", action="store_true", help="Only the workers' last shutdown reports."

@@ -12,20 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ...checks import asgi_application_path
 from ...lifecycle import get_lifecycle
 from ...serve import SERVERS, ServerNotInstalled, app_target, command_line
-
-
-def port_number(value: str) -> int:
-    port = int(value)
-    if not 0 <= port <= 65535:
-        raise ValueError(value)
-    return port
-
-
-def worker_count(value: str) -> int:
-    workers = int(value)
-    if workers < 1:
-        raise ValueError(value)
-    return workers
+from ..arguments import port_number, positive_int
 
 
 class Command(BaseCommand):
@@ -36,7 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--server", choices=SERVERS, default="uvicorn")
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=port_number, default=8000)
-        parser.add_argument("--workers", type=worker_count, default=None)
+        parser.add_argument("--workers", type=positive_int, default=None)
         parser.add_argument(
             "--print", action="store_true", help="print the server's command line and exit"
         )
