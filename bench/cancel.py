@@ -164,8 +164,8 @@ def build_apps(slots: dict[str, Slot]) -> dict[str, ASGIApp]:
     from django.test.utils import override_settings
 
     from bench.project import settings_cancel, settings_cancel_bare
+    from django_graceful._serving.handler import GracefulASGIHandler
     from django_graceful.asgi import GracefulASGI
-    from django_graceful.handler import GracefulASGIHandler
 
     middleware = {
         SETTINGS: settings_cancel.MIDDLEWARE,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from django_graceful.drill import group_members
+from django_graceful._diagnosis.drill import group_members
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

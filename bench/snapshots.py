@@ -48,11 +48,12 @@ django.setup()
 
 import asgiref  # noqa: E402
 
-from django_graceful import report, snapshots  # noqa: E402
-from django_graceful.cancellation import CancelReason  # noqa: E402
-from django_graceful.lifecycle import Lifecycle, reset_lifecycle  # noqa: E402
-from django_graceful.registry import Tracked  # noqa: E402
-from django_graceful.stores import FileStore  # noqa: E402
+from django_graceful._core.cancellation import CancelReason  # noqa: E402
+from django_graceful._core.lifecycle import Lifecycle, reset_lifecycle  # noqa: E402
+from django_graceful._core.registry import Tracked  # noqa: E402
+from django_graceful._diagnosis import publisher as snapshots  # noqa: E402
+from django_graceful._diagnosis import report  # noqa: E402
+from django_graceful._diagnosis.stores import FileStore  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 

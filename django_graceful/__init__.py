@@ -1,11 +1,16 @@
 """django_graceful: start, stop and cancel Django work cleanly on any ASGI server."""
 
-from .background import ShutdownInProgress, spawn, start_thread
-from .cancellation import CancellationToken, CancelReason, RequestCancelled, current_cancellation
-from .decorators import cancellable
-from .hooks import on_shutdown, on_startup
-from .lifecycle import Phase, is_shutting_down
-from .shielding import shield
+from ._cancel.decorators import cancellable
+from ._cancel.shielding import shield
+from ._core.background import ShutdownInProgress, spawn, start_thread
+from ._core.cancellation import (
+    CancellationToken,
+    CancelReason,
+    RequestCancelled,
+    current_cancellation,
+)
+from ._core.hooks import on_shutdown, on_startup
+from ._core.lifecycle import Phase, is_shutting_down
 
 __all__ = [
     "CancelReason",

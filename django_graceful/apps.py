@@ -12,7 +12,8 @@ class GracefulConfig(AppConfig):
         from django.core.signals import setting_changed
 
         from . import checks as graceful_checks
-        from . import snapshots, sql
+        from ._cancel import sql
+        from ._diagnosis import publisher
         from .conf import reset
 
         checks.register(graceful_checks.check_settings)
@@ -21,4 +22,4 @@ class GracefulConfig(AppConfig):
         checks.register(graceful_checks.check_views, checks.Tags.urls)
         setting_changed.connect(reset, dispatch_uid="django_graceful.conf.reset")
         sql.install()
-        snapshots.install()
+        publisher.install()

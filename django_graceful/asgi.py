@@ -9,10 +9,10 @@ from typing import Any
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
-from .cancellation import CancelReason
-from .lifecycle import Lifecycle, Phase, StartupFailed, get_lifecycle
-from .registry import Tracked
-from .websocket import SESSION_KEY, WebsocketSession
+from ._core.cancellation import CancelReason
+from ._core.lifecycle import Lifecycle, Phase, StartupFailed, get_lifecycle
+from ._core.registry import Tracked
+from ._serving.websocket import SESSION_KEY, WebsocketSession
 
 logger = logging.getLogger("django_graceful")
 
@@ -282,7 +282,7 @@ def get_asgi_application() -> GracefulASGI:
     """Django's ASGI application, wrapped: the drop-in for ``django.core.asgi``'s."""
     import django
 
-    from .handler import GracefulASGIHandler
+    from ._serving.handler import GracefulASGIHandler
 
     django.setup(set_prefix=False)
     return GracefulASGI(GracefulASGIHandler())

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .websocket import SERVICE_RESTART, valid_close_code, websocket_session
+from ._serving.websocket import SERVICE_RESTART, valid_close_code, websocket_session
 
 logger = logging.getLogger("django_graceful")
 

@@ -13,9 +13,9 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
+from ._core.cancellation import NEVER, CancelReason, RequestCancelled, reset_token, use_token
+from ._core.registry import Tracked, reset_item, use_item
 from .asgi import TRACKED_KEY
-from .cancellation import NEVER, CancelReason, RequestCancelled, reset_token, use_token
-from .registry import Tracked, reset_item, use_item
 
 
 class GracefulMiddleware:

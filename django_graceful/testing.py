@@ -44,11 +44,11 @@ from typing import Any
 
 from asgiref.testing import ApplicationCommunicator
 
-from . import stacks
+from ._core import stacks
+from ._core.lifecycle import Lifecycle, Phase, reset_lifecycle
+from ._core.registry import Tracked
 from .asgi import GracefulASGI
 from .conf import get_settings
-from .lifecycle import Lifecycle, Phase, reset_lifecycle
-from .registry import Tracked
 
 #: Seconds a helper waits by default for an answer from the application.
 TIMEOUT = 5.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 
-from .lifecycle import Phase, get_lifecycle
+from ._core.lifecycle import Phase, get_lifecycle
 
 
 @never_cache

@@ -14,9 +14,9 @@ import pytest
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.project.settings")
 django.setup()
 
+from django_graceful._core.lifecycle import Lifecycle, reset_lifecycle  # noqa: E402
+from django_graceful._serving.handler import GracefulASGIHandler  # noqa: E402
 from django_graceful.asgi import GracefulASGI  # noqa: E402
-from django_graceful.handler import GracefulASGIHandler  # noqa: E402
-from django_graceful.lifecycle import Lifecycle, reset_lifecycle  # noqa: E402
 
 from .inprocess import Events  # noqa: E402
 

@@ -10,9 +10,9 @@ import pytest
 from asgiref.testing import ApplicationCommunicator
 from django.test import override_settings
 
+from django_graceful._core.cancellation import CancelReason
+from django_graceful._core.lifecycle import Phase
 from django_graceful.asgi import GracefulASGI, InterruptibleReceive
-from django_graceful.cancellation import CancelReason
-from django_graceful.lifecycle import Phase
 from tests.project import events, views
 
 from .inprocess import NO_SIGNALS, http_scope, request, start

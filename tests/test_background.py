@@ -18,7 +18,7 @@ from django_graceful import (
     spawn,
     start_thread,
 )
-from django_graceful.lifecycle import Lifecycle, Phase
+from django_graceful._core.lifecycle import Lifecycle, Phase
 
 from .inprocess import NO_SIGNALS
 

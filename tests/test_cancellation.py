@@ -12,8 +12,8 @@ from asgiref.testing import ApplicationCommunicator
 from django.test import override_settings
 
 from django_graceful import CancellationToken, CancelReason, RequestCancelled
+from django_graceful._core.cancellation import NEVER, current_cancellation
 from django_graceful.asgi import GracefulASGI
-from django_graceful.cancellation import NEVER, current_cancellation
 
 from .inprocess import NO_SIGNALS, http_scope, request, start, wait_for
 

@@ -17,8 +17,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
 
-from django_graceful import drill
-from django_graceful.stores import FileStore
+from django_graceful._diagnosis import drill
+from django_graceful._diagnosis.stores import FileStore
 
 from .markers import marked
 from .servers import ROOT, SERVERS
@@ -403,7 +403,7 @@ def test_the_servers_lines_about_hangs_are_kept_once_each() -> None:
 
 
 def test_only_the_drills_own_cache_entries_are_removed(tmp_path: Path) -> None:
-    from django_graceful.stores import INDEX_KEY, PREFIX, CacheStore, _parse_index
+    from django_graceful._diagnosis.stores import INDEX_KEY, PREFIX, CacheStore, _parse_index
 
     caches = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},

@@ -12,7 +12,7 @@ import pytest
 from django.dispatch import Signal
 
 from django_graceful import on_shutdown
-from django_graceful.hooks import budget, send_bounded
+from django_graceful._core.hooks import budget, send_bounded
 
 
 @pytest.fixture

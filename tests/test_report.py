@@ -16,12 +16,12 @@ import pytest
 from django.core.management import call_command
 from django.test import override_settings
 
-from django_graceful import hangs as h
-from django_graceful import report
-from django_graceful.lifecycle import Lifecycle
-from django_graceful.registry import Tracked
-from django_graceful.snapshots import FORMAT, Publisher, host_id
-from django_graceful.stores import FileStore
+from django_graceful._core.lifecycle import Lifecycle
+from django_graceful._core.registry import Tracked
+from django_graceful._diagnosis import hangs as h
+from django_graceful._diagnosis import report
+from django_graceful._diagnosis.publisher import FORMAT, Publisher, host_id
+from django_graceful._diagnosis.stores import FileStore
 
 from .inprocess import NO_SIGNALS
 

@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
 
-from django_graceful.serve import app_target, command_line
+from django_graceful._cli.launch import app_target, command_line
 
 SETTINGS = {"ASGI_APPLICATION": "tests.project.asgi.application"}
 

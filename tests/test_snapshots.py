@@ -19,20 +19,21 @@ from asgiref.sync import sync_to_async
 from django.core.cache import caches
 from django.test import override_settings
 
-from django_graceful import CancelReason, report, start_thread
-from django_graceful import hangs as h
-from django_graceful.asgi import GracefulASGI
-from django_graceful.lifecycle import Lifecycle, Phase
-from django_graceful.registry import Tracked
-from django_graceful.signals import hang_detected
-from django_graceful.snapshots import FORMAT, Publisher, host_id
-from django_graceful.stores import (
+from django_graceful import CancelReason, start_thread
+from django_graceful._core.lifecycle import Lifecycle, Phase
+from django_graceful._core.registry import Tracked
+from django_graceful._diagnosis import hangs as h
+from django_graceful._diagnosis import report
+from django_graceful._diagnosis.publisher import FORMAT, Publisher, host_id
+from django_graceful._diagnosis.stores import (
     INDEX_KEY,
     CacheStore,
     FileStore,
     StoreError,
     pid_alive,
 )
+from django_graceful.asgi import GracefulASGI
+from django_graceful.signals import hang_detected
 from tests.project import views_hangs
 
 from .inprocess import NO_SIGNALS, Events, open_request, start, wait_for
@@ -496,7 +497,7 @@ def test_tidy_keeps_a_dead_workers_snapshot_as_its_last_report(tmp_path: Path) -
 def test_tidy_keeps_the_newest_last_reports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from django_graceful import stores
+    from django_graceful._diagnosis import stores
 
     monkeypatch.setattr(stores, "MAX_LAST_REPORTS", 3)
     store = FileStore(str(tmp_path), "web-1", os.getpid())
@@ -562,7 +563,7 @@ class SlowStore(BrokenStore):
 async def test_a_slow_store_does_not_hold_the_shutdown(
     lifecycle: Lifecycle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from django_graceful import snapshots
+    from django_graceful._diagnosis import publisher as snapshots
 
     monkeypatch.setattr(snapshots, "LOOP_WRITE_TIMEOUT", 0.2)
     lifecycle.loop = asyncio.get_running_loop()

@@ -17,9 +17,10 @@ from django.conf import settings
 from django.db import DatabaseError, connections, transaction
 from django.test import override_settings
 
-from django_graceful import CancellationToken, CancelReason, RequestCancelled, sql
+from django_graceful import CancellationToken, CancelReason, RequestCancelled
+from django_graceful._cancel import sql
+from django_graceful._core.cancellation import NEVER, reset_token, use_token
 from django_graceful.asgi import GracefulASGI
-from django_graceful.cancellation import NEVER, reset_token, use_token
 from tests.project.views import SQLITE_COUNT, SQLITE_ROWS
 
 from .inprocess import NO_SIGNALS, Events, open_request, request, start, wait_for

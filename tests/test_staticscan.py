@@ -20,8 +20,8 @@ from django.core.checks import Warning, run_checks
 from django.core.management import call_command
 from django.test import override_settings
 
-from django_graceful.report import CANNOT_CHECK, OK, PROBLEMS
-from django_graceful.staticscan import scan
+from django_graceful._diagnosis.report import CANNOT_CHECK, OK, PROBLEMS
+from django_graceful._diagnosis.staticscan import scan
 
 from .project import views_static
 
@@ -287,7 +287,7 @@ def test_the_command_leaves_silenced_checks_out_too() -> None:
 
 
 def test_system_checks_never_break_manage_py_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    from django_graceful import staticscan
+    from django_graceful._diagnosis import staticscan
 
     def broken(urlconf: Any = None) -> Any:
         raise RuntimeError("a bug")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import AsyncClient
 
-from django_graceful.lifecycle import Lifecycle, Phase
+from django_graceful._core.lifecycle import Lifecycle, Phase
 
 
 @pytest.mark.parametrize(

@@ -17,11 +17,11 @@ from channels.routing import ProtocolTypeRouter, URLRouter
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
+from django_graceful._core.lifecycle import Lifecycle, Phase
+from django_graceful._serving.handler import GracefulASGIHandler
+from django_graceful._serving.websocket import websocket_session
 from django_graceful.asgi import GracefulASGI
 from django_graceful.channels import GracefulConsumerMixin
-from django_graceful.handler import GracefulASGIHandler
-from django_graceful.lifecycle import Lifecycle, Phase
-from django_graceful.websocket import websocket_session
 from tests.project.consumers import GROUP, EchoConsumer
 from tests.project.routing import websocket_urlpatterns
 

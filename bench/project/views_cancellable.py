@@ -2,8 +2,8 @@
 
 from django.http import HttpRequest
 
-from django_graceful.cancellation import CancelReason
-from django_graceful.decorators import cancellable
+from django_graceful._cancel.decorators import cancellable
+from django_graceful._core.cancellation import CancelReason
 
 from . import views, views_cancel
 

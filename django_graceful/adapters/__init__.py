@@ -17,10 +17,10 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..os_signals import ChainedSignals
+from .._core.os_signals import ChainedSignals
 
 if TYPE_CHECKING:
-    from ..lifecycle import Lifecycle
+    from .._core.lifecycle import Lifecycle
 
 logger = logging.getLogger("django_graceful")
 

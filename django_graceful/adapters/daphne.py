@@ -9,12 +9,12 @@ import time
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from .._core.lifecycle import EXIT_SLACK, Phase
 from ..asgi import SHUTTING_DOWN_BODY, refuse_http
-from ..lifecycle import EXIT_SLACK, Phase
 from . import ServerAdapter
 
 if TYPE_CHECKING:
-    from ..lifecycle import Lifecycle
+    from .._core.lifecycle import Lifecycle
 
 logger = logging.getLogger("django_graceful")
 

@@ -37,11 +37,11 @@ import time
 from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ..os_signals import SIGNALS
+from .._core.os_signals import SIGNALS
 from . import SAME_SIGNAL_WINDOW, ServerAdapter
 
 if TYPE_CHECKING:
-    from ..lifecycle import Lifecycle
+    from .._core.lifecycle import Lifecycle
 
 logger = logging.getLogger("django_graceful")
 

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from . import ServerAdapter
 
 if TYPE_CHECKING:
-    from ..lifecycle import Lifecycle
+    from .._core.lifecycle import Lifecycle
 
 logger = logging.getLogger("django_graceful")
 

@@ -36,7 +36,7 @@ from ..asgi import SHUTTING_DOWN_BODY, TRACKED_KEY, refuse_http
 from . import ServerAdapter
 
 if TYPE_CHECKING:
-    from ..lifecycle import Lifecycle
+    from .._core.lifecycle import Lifecycle
 
 logger = logging.getLogger("django_graceful")
 

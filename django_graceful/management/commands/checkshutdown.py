@@ -7,11 +7,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ..._cli.arguments import positive_int, seconds
+from ..._cli.launch import SERVERS
+from ..._diagnosis.report import CANNOT_CHECK, Report, check, notes, table
+from ..._diagnosis.stores import open_store
 from ...conf import ImproperlyConfiguredGraceful, get_settings, raw_settings
-from ...report import CANNOT_CHECK, Report, check, notes, table
-from ...serve import SERVERS
-from ...stores import open_store
-from ..arguments import positive_int, seconds
 
 
 class Command(BaseCommand):
@@ -82,7 +82,7 @@ class Command(BaseCommand):
             if mode and options[name] is not None:
                 raise CommandError(f"--{name} reads the workers' reports: not with {mode}")
         if options["static"]:
-            from ...staticscan import main as static_main
+            from ..._diagnosis.staticscan import main as static_main
 
             raise SystemExit(static_main(options, self.stdout, self.stderr))
         drill_options = [
@@ -93,7 +93,7 @@ class Command(BaseCommand):
         if drill_options and not options["drill"]:
             raise CommandError(f"{drill_options[0].replace('urls', 'url')} needs --drill")
         if options["drill"]:
-            from ...drill import main as drill_main
+            from ..._diagnosis.drill import main as drill_main
 
             raise SystemExit(drill_main(options, self.stdout, self.stderr))
         hint = None

@@ -9,10 +9,10 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ..._cli.arguments import port_number, positive_int
+from ..._cli.launch import SERVERS, ServerNotInstalled, app_target, command_line
+from ..._core.lifecycle import get_lifecycle
 from ...checks import asgi_application_path
-from ...lifecycle import get_lifecycle
-from ...serve import SERVERS, ServerNotInstalled, app_target, command_line
-from ..arguments import port_number, positive_int
 
 
 class Command(BaseCommand):

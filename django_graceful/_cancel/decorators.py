@@ -15,11 +15,11 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
-from . import signals
-from .cancellation import NEVER, CancellationToken, CancelReason, RequestCancelled
-from .conf import get_settings
-from .deadlines import bounded, bounded_sync
-from .registry import current_item
+from .. import signals
+from .._core.cancellation import NEVER, CancellationToken, CancelReason, RequestCancelled
+from .._core.deadlines import bounded, bounded_sync
+from .._core.registry import current_item
+from ..conf import get_settings
 
 logger = logging.getLogger("django_graceful")
 

@@ -11,7 +11,7 @@ from typing import Any
 from django.db import Error as DatabaseError
 from django.db.backends.signals import connection_created
 
-from .cancellation import NEVER, CancelReason, RequestCancelled, _current
+from .._core.cancellation import NEVER, CancelReason, RequestCancelled, _current
 
 logger = logging.getLogger("django_graceful")
 
@@ -30,7 +30,7 @@ SETTLE_TIMEOUT = 1.0
 
 def install() -> None:
     """Give every database connection opened from now on the interrupting wrapper."""
-    connection_created.connect(_on_connection_created, dispatch_uid="django_graceful.sql")
+    connection_created.connect(_on_connection_created, dispatch_uid="django_graceful._cancel.sql")
 
 
 def _on_connection_created(sender: Any, connection: Any, **kwargs: Any) -> None:

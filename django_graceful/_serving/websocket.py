@@ -11,19 +11,19 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
 
-from .cancellation import CancelReason
-from .deadlines import bounded, bounded_sync
-from .hooks import hook_name
-from .registry import Tracked
+from .._core.cancellation import CancelReason
+from .._core.deadlines import bounded, bounded_sync
+from .._core.hooks import hook_name
+from .._core.registry import Tracked
 
 if TYPE_CHECKING:
-    from .asgi import InterruptibleReceive
-    from .lifecycle import Lifecycle
+    from .._core.lifecycle import Lifecycle
+    from ..asgi import InterruptibleReceive
 
 logger = logging.getLogger("django_graceful")
 
 #: Scope key under which a websocket's :class:`WebsocketSession` travels to the app.
-SESSION_KEY = "django_graceful.websocket"
+SESSION_KEY = "django_graceful._serving.websocket"
 #: 1012 Service Restart: the client may reconnect (to another worker) at once.
 SERVICE_RESTART = 1012
 #: Seconds a close frame we sent gets to leave, and the client to answer it, before the

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from django.dispatch import Signal
 
-from . import signals
+from .. import signals
 from .deadlines import Outcome, bounded, bounded_sync
 
 logger = logging.getLogger("django_graceful")

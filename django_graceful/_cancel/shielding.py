@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from .registry import Tracked, current_item
+from .._core.registry import Tracked, current_item
 
 logger = logging.getLogger("django_graceful")
 

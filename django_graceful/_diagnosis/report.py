@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import hangs
-from .snapshots import COLUMNS, FORMAT, VERSION, host_id
+from .publisher import COLUMNS, FORMAT, VERSION, host_id
 from .stores import LAST, LIVE, Document, Skipped, Store, StoreError, live_timeout, pid_alive
 
 #: Exit statuses of ``checkshutdown``.

@@ -32,9 +32,11 @@ import threading
 import time
 from typing import Any
 
-from . import hangs, signals, stacks
-from .lifecycle import Lifecycle, Phase, get_lifecycle
-from .registry import Tracked
+from .. import signals
+from .._core import stacks
+from .._core.lifecycle import Lifecycle, Phase, get_lifecycle
+from .._core.registry import Tracked
+from . import hangs
 from .stores import Store, StoreError, open_store, pid_alive
 
 logger = logging.getLogger("django_graceful")

@@ -44,11 +44,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checks import PROCESS_LOCAL_CACHES, asgi_application_path
-from .conf import ImproperlyConfiguredGraceful, get_settings
-from .lifecycle import EXIT_SLACK, get_lifecycle
-from .report import CANNOT_CHECK, OK, PROBLEMS, SOURCE_DIED, Report, Unreadable, check, parse, table
-from .serve import SERVERS, ServerNotInstalled, app_target, command_line
+from .._cli.launch import SERVERS, ServerNotInstalled, app_target, command_line
+from .._core.lifecycle import EXIT_SLACK, get_lifecycle
+from ..checks import PROCESS_LOCAL_CACHES, asgi_application_path
+from ..conf import ImproperlyConfiguredGraceful, get_settings
+from .report import (
+    CANNOT_CHECK,
+    OK,
+    PROBLEMS,
+    SOURCE_DIED,
+    Report,
+    Unreadable,
+    check,
+    parse,
+    table,
+)
 from .stores import (
     FILE_NAME,
     LAST,

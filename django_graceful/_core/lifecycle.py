@@ -17,15 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils.module_loading import import_string
 
-from . import signals, stacks
+from .. import signals
+from ..conf import GracefulSettings, get_settings
+from . import stacks
 from .cancellation import CancelReason
-from .conf import GracefulSettings, get_settings
 from .deadlines import bounded
 from .hooks import budget, send_bounded
 from .registry import Registry, Tracked
 
 if TYPE_CHECKING:
-    from .adapters import ServerAdapter
+    from ..adapters import ServerAdapter
 
 logger = logging.getLogger("django_graceful")
 
@@ -126,7 +127,7 @@ class Lifecycle:
             self._enter(Phase.STOPPED)
             _tell_server_startup_failed(failure)
             raise failure from exc
-        from .adapters import detect
+        from ..adapters import detect
 
         self.adapter = detect()
         self.adapter.engage(self)
@@ -361,7 +362,7 @@ class Lifecycle:
 
 def _tell_server_startup_failed(failure: StartupFailed) -> None:
     """Let the server's adapter make the failure visible (e.g. in the exit status)."""
-    from .adapters import detect
+    from ..adapters import detect
 
     try:
         detect().startup_failed(failure)
