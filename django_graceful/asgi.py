@@ -11,7 +11,7 @@ from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from ._core.cancellation import CancelReason
 from ._core.lifecycle import Lifecycle, Phase, StartupFailed, get_lifecycle
-from ._core.registry import Tracked
+from ._core.registry import Tracked, WorkKind
 from ._serving.websocket import SESSION_KEY, WebsocketSession
 
 logger = logging.getLogger("django_graceful")
@@ -90,7 +90,7 @@ class GracefulASGI:
     ) -> None:
         lifecycle = self.lifecycle
         what = f"{scope.get('method', '?')} {scope.get('path', '?')}"
-        item = Tracked("request", what, task=asyncio.current_task())
+        item = Tracked(WorkKind.REQUEST, what, task=asyncio.current_task())
         interruptible = InterruptibleReceive(receive, HTTP_DISCONNECT, item)
         item.on_cancel = interruptible.interrupt
         scope[TRACKED_KEY] = item  # type: ignore[literal-required]
@@ -112,7 +112,9 @@ class GracefulASGI:
     ) -> None:
         """A tracked websocket: closed with 1012 when CLOSING begins (see WebsocketSession)."""
         lifecycle = self.lifecycle
-        item = Tracked("websocket", f"WS {scope.get('path', '?')}", task=asyncio.current_task())
+        item = Tracked(
+            WorkKind.WEBSOCKET, f"WS {scope.get('path', '?')}", task=asyncio.current_task()
+        )
         disconnect = {"type": "websocket.disconnect", "code": WS_SERVICE_RESTART}
         interruptible = InterruptibleReceive(receive, disconnect, item)
         session = WebsocketSession(send, receive, interruptible, item, lifecycle)
@@ -132,7 +134,7 @@ class GracefulASGI:
     @staticmethod
     async def _answer_cancelled(item: Tracked, sent: _TrackingSend) -> None:
         """A request we cancelled before its response began still gets an answer: 503."""
-        if item.cancelled and not sent.started:
+        if item.cancel_count and not sent.started:
             with contextlib.suppress(Exception):
                 await refuse_http(sent, SHUTTING_DOWN_BODY)
 

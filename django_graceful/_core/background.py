@@ -11,7 +11,7 @@ from typing import Any
 
 from .cancellation import use_token
 from .lifecycle import get_lifecycle
-from .registry import Tracked
+from .registry import Tracked, WorkKind
 
 logger = logging.getLogger("django_graceful")
 
@@ -38,7 +38,7 @@ def spawn(coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> asyncio
             f"cannot spawn {label!r}: the shutdown began ({lifecycle.phase.name.lower()})"
         )
     loop = asyncio.get_running_loop()  # RuntimeError outside the event loop, as create_task
-    item = Tracked("task", label)
+    item = Tracked(WorkKind.TASK, label)
     context = contextvars.copy_context()
     context.run(use_token, item.token)
     task = loop.create_task(coro, name=label, context=context)
@@ -77,7 +77,7 @@ def start_thread(target: Callable[[threading.Event], Any], *, name: str) -> thre
             f"cannot start thread {name!r}: the shutdown began ({lifecycle.phase.name.lower()})"
         )
     stop = threading.Event()
-    item = Tracked("thread", name, on_closing=stop.set)
+    item = Tracked(WorkKind.THREAD, name, on_closing=stop.set)
     item.token.on_cancel(lambda reason: stop.set())
 
     def run() -> None:

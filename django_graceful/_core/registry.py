@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import enum
 import itertools
 import threading
 import time
@@ -19,11 +20,20 @@ _ids = itertools.count(1)
 MAX_LINGERING = 100
 
 
+class WorkKind(enum.StrEnum):
+    """What a piece of tracked work is (also its name in snapshots)."""
+
+    REQUEST = "request"  # an HTTP request, from its scope to its last byte
+    WEBSOCKET = "websocket"  # a websocket connection
+    TASK = "task"  # a ``spawn()``ed task
+    THREAD = "thread"  # a ``start_thread()`` thread
+
+
 @dataclass(eq=False, slots=True)
 class Tracked:
     """One piece of in-flight work (a request, a websocket, a task or a thread)."""
 
-    kind: str
+    kind: WorkKind
     what: str
     task: asyncio.Task[object] | None = None
     #: The task that runs the view, where it differs from ``task`` (Django 5.2 runs
@@ -43,7 +53,10 @@ class Tracked:
     sync_view: bool = False
     started: float = field(default_factory=time.monotonic)
     id: int = field(default_factory=lambda: next(_ids))
-    cancelled: int = 0
+    #: How many times the lifecycle cancelled it (each cancel after the first one
+    #: re-cancels its task).
+    cancel_count: int = 0
+    #: Why it was first cancelled or told to stop (None while it was not).
     reason: CancelReason | None = None
     #: When the work was first told to stop (``time.monotonic()``).
     told_at: float | None = None
@@ -71,11 +84,20 @@ class Tracked:
             self._token.cancel(reason)
 
     @property
+    def token_reason(self) -> CancelReason | None:
+        """The reason set on the work's token (without making one): a token can be told
+        by itself, e.g. by a sync view's own timeout."""
+        return self._token.reason if self._token is not None else None
+
+    @property
+    def stop_reason(self) -> CancelReason | None:
+        """Why the work was told to stop: by a cancel, or only through its token."""
+        return self.reason or self.token_reason
+
+    @property
     def told(self) -> bool:
         """The work was told to stop (a cancel, or only its token: a client that left)."""
-        return self.reason is not None or (
-            self._token is not None and self._token.reason is not None
-        )
+        return self.stop_reason is not None
 
     @property
     def age(self) -> float:
@@ -86,7 +108,7 @@ class Tracked:
 
         While shielded the cancel is held, and delivered when the shield ends.
         """
-        self.cancelled += 1
+        self.cancel_count += 1
         self.tell(reason)
         if self.shielded:
             self._held = reason
@@ -155,14 +177,19 @@ class Tracked:
         chain = [] if task is None or task.done() else stacks.await_chain(task.get_coro())
         call = stacks.awaited_sync_call(chain)
         thread = sync_calls.get(id(call)) if call is not None else None
-        if thread is None and self._token is not None:
-            thread = sync_calls.get(id(self._token))
+        if thread is None:
+            thread = self.sync_thread(sync_calls)
         if thread is not None:
             return stacks.stack(frames_by_thread.get(thread)), True
         return chain, False
 
+    def sync_thread(self, sync_calls: dict[int, int]) -> int | None:
+        """The thread running a sync call made for this work (its token travels in the
+        call's arguments), from ``stacks.sync_calls()``; None if there is none."""
+        return sync_calls.get(id(self._token)) if self._token is not None else None
+
     def describe(self) -> str:
-        state = f"cancelled {self.cancelled}x" if self.cancelled else "running"
+        state = f"cancelled {self.cancel_count}x" if self.cancel_count else "running"
         if self.shielded:
             state += ", shielded"
         view = f", view {self.view}" if self.view else ""
@@ -204,7 +231,7 @@ class Registry:
         calls = stacks.sync_calls(stacks.thread_frames()) if sync_calls is None else sync_calls
         running = []
         for item in lingering:
-            if item._token is not None and id(item._token) in calls:
+            if item.sync_thread(calls) is not None:
                 running.append(item)
             else:
                 self._lingering.pop(item.id, None)

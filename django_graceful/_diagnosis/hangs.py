@@ -18,6 +18,8 @@ applies it again to a snapshot, with its own ``--threshold`` and the time since.
 
 from __future__ import annotations
 
+from .._core.registry import WorkKind
+
 SLOW = "slow"
 SWALLOWED_CANCEL = "swallowed-cancel"
 SHIELD_OVERRUN = "shield-overrun"
@@ -48,13 +50,13 @@ def classify(
     it was not); ``wait``: ``"thread"`` when it awaits a sync thread that still runs.
     """
     if told is not None and told >= cancel_timeout:
-        if kind == "thread":
+        if kind == WorkKind.THREAD:
             return STUCK_THREAD
         if wait == WAIT_THREAD:
             return SYNC_THREAD
         if shielded:
             return SHIELD_OVERRUN
         return SWALLOWED_CANCEL
-    if kind == "request" and age >= threshold:
+    if kind == WorkKind.REQUEST and age >= threshold:
         return SYNC_THREAD if wait == WAIT_THREAD else SLOW
     return None

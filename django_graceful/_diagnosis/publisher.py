@@ -318,7 +318,7 @@ class Publisher:
         if item.thread is not None and self._closing_at is not None:
             # a start_thread thread is told at CLOSING (its stop event)
             told_at = self._closing_at if told_at is None else min(told_at, self._closing_at)
-        if told_at is None and item._token is not None and item._token.reason is not None:
+        if told_at is None and item.token_reason is not None:
             # only the token was told (a sync view's timeout): from when we first saw it
             told_at = self._told_seen.setdefault(item.id, now)
         return None if told_at is None else now - told_at
@@ -347,15 +347,15 @@ class Publisher:
         for rank, n in enumerate(picked):
             item = items[n]
             detail: dict[str, Any] = {}
-            reason = item.reason or (item._token.reason if item._token is not None else None)
+            reason = item.stop_reason
             if reason is not None:
                 detail["reason"] = str(reason)
-            if item.cancelled:
-                detail["cancelled"] = item.cancelled
+            if item.cancel_count:
+                detail["cancelled"] = item.cancel_count
             told_for = told[n]
             if told_for is not None:
                 detail["told_ms"] = _ms(told_for)
-            shielded = item._shield_depth > 0
+            shielded = item.shielded
             if shielded:
                 detail["shielded"] = True
             if rank < cap:
@@ -421,13 +421,7 @@ class Publisher:
 def _suspects(items: list[Tracked], old_before: float) -> list[int]:
     """Positions of the work worth a closer look: told to stop (or a thread), and the
     oldest of the rest that began before ``old_before``, up to ``MAX_LOCATED`` in all."""
-    flagged = [
-        n
-        for n, it in enumerate(items)
-        if it.reason is not None
-        or it.thread is not None
-        or (it._token is not None and it._token.reason is not None)
-    ]
+    flagged = [n for n, it in enumerate(items) if it.told or it.thread is not None]
     room = MAX_LOCATED - len(flagged)
     if room <= 0:
         return flagged

@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._core.registry import WorkKind
 from . import hangs
 from .publisher import COLUMNS, FORMAT, VERSION, host_id
 from .stores import LAST, LIVE, Document, Skipped, Store, StoreError, live_timeout, pid_alive
@@ -219,7 +220,7 @@ def _rows(snapshot: dict[str, Any], source: str, now: float, threshold: float | 
             hang = detail.get("hang")
         elif n == blocked_at:
             hang = hangs.BLOCKED_LOOP
-        elif detail is empty and (kind != "request" or age < limit):
+        elif detail is empty and (kind != WorkKind.REQUEST or age < limit):
             continue  # the common case, without a call
         else:
             hang = hangs.classify(
