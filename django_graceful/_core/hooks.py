@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, overload
 
 from django.dispatch import Signal
 
@@ -18,7 +18,8 @@ from .deadlines import Outcome, bounded, bounded_sync
 
 logger = logging.getLogger("django_graceful")
 
-F = TypeVar("F", bound=Callable[..., Any])
+# A hook takes no arguments; sync or async, the decorator hands it back unchanged.
+H = TypeVar("H", bound=Callable[[], object])
 
 
 def hook_name(fn: Callable[..., Any]) -> str:
@@ -28,12 +29,21 @@ def hook_name(fn: Callable[..., Any]) -> str:
     return f"{module}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def _decorator(signal: Signal, kind: str) -> Callable[..., Any]:
-    def register(fn: F | None = None, *, timeout: float | None = None) -> Any:
+class HookDecorator(Protocol):
+    """``@on_startup`` / ``@on_shutdown``: bare, or called with ``timeout=`` seconds."""
+
+    @overload
+    def __call__(self, fn: H, *, timeout: float | None = None) -> H: ...
+    @overload
+    def __call__(self, fn: None = None, *, timeout: float | None = None) -> Callable[[H], H]: ...
+
+
+def _decorator(signal: Signal, kind: str) -> HookDecorator:
+    def register(fn: Callable[[], object] | None = None, *, timeout: float | None = None) -> Any:
         if timeout is not None and (isinstance(timeout, bool) or not timeout >= 0):
             raise ValueError(f"{kind} timeout must be seconds >= 0, not {timeout!r}")
 
-        def connect(fn: F) -> F:
+        def connect(fn: H) -> H:
             if not callable(fn):
                 raise TypeError(f"@{kind} decorates a function, not {fn!r}")
             if inspect.iscoroutinefunction(fn):
