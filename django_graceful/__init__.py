@@ -10,7 +10,8 @@ from ._core.cancellation import (
     current_cancellation,
 )
 from ._core.hooks import on_shutdown, on_startup
-from ._core.lifecycle import Phase, is_shutting_down
+from ._core.lifecycle import is_shutting_down
+from ._core.phases import Phase
 
 __all__ = [
     "CancelReason",

@@ -11,7 +11,8 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from ._serving.websocket import SERVICE_RESTART, valid_close_code, websocket_session
+from ._serving.protocol import WS_SERVICE_RESTART, valid_close_code
+from ._serving.websocket import websocket_session
 
 logger = logging.getLogger("django_graceful")
 
@@ -39,7 +40,7 @@ class GracefulConsumerMixin:
     """
 
     #: The close code sent at shutdown: 1012 (Service Restart) or e.g. 1001 (Going Away).
-    shutdown_close_code: int = SERVICE_RESTART
+    shutdown_close_code: int = WS_SERVICE_RESTART
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

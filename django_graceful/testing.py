@@ -45,7 +45,8 @@ from typing import Any
 from asgiref.testing import ApplicationCommunicator
 
 from ._core import stacks
-from ._core.lifecycle import Lifecycle, Phase, reset_lifecycle
+from ._core.lifecycle import Lifecycle, reset_lifecycle
+from ._core.phases import Phase
 from ._core.registry import Tracked
 from .asgi import GracefulASGI
 from .conf import get_settings
@@ -233,9 +234,11 @@ class GracefulTestApp:
         return await (await self.open(path)).response(timeout)
 
     def _quiet(self) -> None:
-        """Never touch the test process's signal handlers (read at the lifecycle's start)."""
+        """Never touch the test process's signal handlers: before it starts, the lifecycle
+        is made anew on the settings in force now, with HANDLE_SIGNALS off."""
         if self.lifecycle.phase == Phase.NEW:
-            self.lifecycle._settings = dataclasses.replace(get_settings(), HANDLE_SIGNALS=False)
+            quiet = dataclasses.replace(get_settings(), HANDLE_SIGNALS=False)
+            self.lifecycle = reset_lifecycle(settings=quiet)
 
 
 def _hung_message(hung: list[Tracked]) -> str:

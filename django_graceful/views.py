@@ -5,7 +5,8 @@ from __future__ import annotations
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 
-from ._core.lifecycle import Phase, get_lifecycle
+from ._core.lifecycle import get_lifecycle
+from ._core.phases import Phase
 
 
 @never_cache

@@ -15,8 +15,9 @@ import httpx
 import pytest
 from django.test import override_settings
 
-from django_graceful._core.lifecycle import EXIT_SLACK, Lifecycle
+from django_graceful._core.lifecycle import Lifecycle
 from django_graceful._core.os_signals import SIGNALS
+from django_graceful._core.phases import EXIT_SLACK
 from django_graceful.adapters import granian
 
 from .servers import Server, get_or_error, in_background, lifespan_complaints

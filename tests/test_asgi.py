@@ -11,8 +11,9 @@ from asgiref.testing import ApplicationCommunicator
 from django.test import override_settings
 
 from django_graceful._core.cancellation import CancelReason
-from django_graceful._core.lifecycle import Phase
-from django_graceful.asgi import GracefulASGI, InterruptibleReceive
+from django_graceful._core.phases import Phase
+from django_graceful._serving.http import InterruptibleReceive
+from django_graceful.asgi import GracefulASGI
 from tests.project import events, views
 
 from .inprocess import NO_SIGNALS, http_scope, request, start

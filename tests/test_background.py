@@ -18,7 +18,8 @@ from django_graceful import (
     spawn,
     start_thread,
 )
-from django_graceful._core.lifecycle import Lifecycle, Phase
+from django_graceful._core.lifecycle import Lifecycle
+from django_graceful._core.phases import Phase
 
 from .inprocess import NO_SIGNALS
 

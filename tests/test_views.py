@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from django.test import AsyncClient
 
-from django_graceful._core.lifecycle import Lifecycle, Phase
+from django_graceful._core.lifecycle import Lifecycle
+from django_graceful._core.phases import Phase
 
 
 @pytest.mark.parametrize(

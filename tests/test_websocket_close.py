@@ -17,7 +17,8 @@ from channels.routing import ProtocolTypeRouter, URLRouter
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from django_graceful._core.lifecycle import Lifecycle, Phase
+from django_graceful._core.lifecycle import Lifecycle
+from django_graceful._core.phases import Phase
 from django_graceful._serving.handler import GracefulASGIHandler
 from django_graceful._serving.websocket import websocket_session
 from django_graceful.asgi import GracefulASGI

@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction
@@ -17,7 +18,8 @@ from django.http import HttpRequest, HttpResponse
 
 from .. import signals
 from .._core.cancellation import NEVER, CancellationToken, CancelReason, RequestCancelled
-from .._core.deadlines import bounded, bounded_sync
+from .._core.deadlines import bounded_call
+from .._core.hooks import log_failure
 from .._core.registry import current_item
 from ..conf import get_settings
 
@@ -220,23 +222,10 @@ def _after_cancel_sync(
 
 async def _call_on_cancel(options: _Options, request: HttpRequest, reason: CancelReason) -> None:
     timeout = get_settings().HOOK_TIMEOUT
-    assert options.on_cancel is not None
-    if iscoroutinefunction(options.on_cancel):
-        outcome = await bounded(options.on_cancel(request, reason), timeout)
-    else:
-        outcome = await bounded_sync(
-            lambda: options.on_cancel(request, reason), timeout, "on_cancel"
-        )
-    if not outcome.finished:
-        logger.error("on_cancel of %s did not finish within %g s", options.name, timeout)
-    elif outcome.error is not None:
-        logger.error(
-            "on_cancel of %s raised %s: %s",
-            options.name,
-            type(outcome.error).__name__,
-            outcome.error,
-            exc_info=outcome.error,
-        )
+    on_cancel = options.on_cancel
+    assert on_cancel is not None
+    outcome = await bounded_call(partial(on_cancel, request, reason), timeout, "on_cancel")
+    log_failure(outcome, f"on_cancel of {options.name}", timeout, "moving on")
 
 
 async def _wait_through_cancels(task: asyncio.Future[Any]) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+
+from asgiref.sync import iscoroutinefunction
 
 #: How long a cancelled coroutine gets to unwind before we stop waiting for it.
 UNWIND = 0.1
@@ -82,6 +85,21 @@ async def bounded_sync(fn: Callable[[], Any], timeout: float, name: str) -> Outc
         future.add_done_callback(_consume)
         return Outcome(False, elapsed=time.monotonic() - start)
     return _outcome_of(future, start)
+
+
+async def bounded_call(fn: Callable[[], Any], timeout: float, name: str) -> Outcome:
+    """Call a hook, sync or async, within ``timeout`` s.
+
+    A coroutine function is awaited with :func:`bounded`; anything else runs with
+    :func:`bounded_sync`, and if it returns an awaitable (a sync wrapper of an async
+    function) that is awaited within the same bound.
+    """
+    if iscoroutinefunction(fn):
+        return await bounded(fn(), timeout)
+    outcome = await bounded_sync(fn, timeout, name)
+    if outcome.ok and inspect.isawaitable(outcome.result):
+        outcome = await bounded(outcome.result, timeout)
+    return outcome
 
 
 def _outcome_of(future: asyncio.Future[Any], start: float) -> Outcome:

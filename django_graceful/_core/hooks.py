@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import weakref
@@ -14,7 +13,7 @@ from typing import Any, Protocol, TypeVar, overload
 from django.dispatch import Signal
 
 from .. import signals
-from .deadlines import Outcome, bounded, bounded_sync
+from .deadlines import Outcome, bounded_call
 
 logger = logging.getLogger("django_graceful")
 
@@ -110,24 +109,23 @@ async def send_bounded(
     for receiver in receivers(signal, sender):
         timeout = _timeout_of(receiver, default_timeout)
         name = hook_name(receiver)
-        call_kwargs = {"signal": signal, "sender": sender, **kwargs}
-        if asyncio.iscoroutinefunction(receiver):
-            outcome = await bounded(receiver(**call_kwargs), timeout)
-        else:
-            outcome = await bounded_sync(partial(receiver, **call_kwargs), timeout, name)
-            if outcome.ok and inspect.isawaitable(outcome.result):
-                outcome = await bounded(outcome.result, timeout)
-        if not log:
-            pass
-        elif not outcome.finished:
-            logger.error("hook %s did not finish within %.3g s; moving on", name, timeout)
-        elif outcome.error is not None:
-            logger.error(
-                "hook %s raised %s: %s",
-                name,
-                type(outcome.error).__name__,
-                outcome.error,
-                exc_info=outcome.error,
-            )
+        call = partial(receiver, signal=signal, sender=sender, **kwargs)
+        outcome = await bounded_call(call, timeout, name)
+        if log:
+            log_failure(outcome, f"hook {name}", timeout, "moving on")
         results.append(HookResult(name, timeout, outcome))
     return results
+
+
+def log_failure(outcome: Outcome, what: str, timeout: float, then: str) -> None:
+    """Log a bounded call that hung (``what did not finish within …; then``) or raised."""
+    if not outcome.finished:
+        logger.error("%s did not finish within %.3g s; %s", what, timeout, then)
+    elif outcome.error is not None:
+        logger.error(
+            "%s raised %s: %s",
+            what,
+            type(outcome.error).__name__,
+            outcome.error,
+            exc_info=outcome.error,
+        )

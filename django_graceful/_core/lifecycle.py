@@ -1,10 +1,9 @@
-"""One process's lifecycle: startup, then the bounded shutdown phases of DESIGN.md, in order."""
+"""One process's lifecycle: startup, then the bounded shutdown phases (``phases.py``), in order."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import os
 import sys
@@ -23,26 +22,17 @@ from . import stacks
 from .cancellation import CancelReason
 from .deadlines import bounded
 from .hooks import budget, send_bounded
+from .phases import EXIT_SLACK, Phase
+from .process import exit_now, in_loop_thread
 from .registry import Registry, Tracked
 
 if TYPE_CHECKING:
-    from ..adapters import ServerAdapter
+    from ..adapters.base import ServerAdapter
+
+#: Finds the adapter for the server this process runs under (``adapters.detect``).
+FindAdapter = Callable[[], "ServerAdapter"]
 
 logger = logging.getLogger("django_graceful")
-
-#: What the shutdown may overrun its budget by before the watchdog ends the process.
-EXIT_SLACK = 1.0
-
-
-class Phase(enum.IntEnum):
-    NEW = 0
-    STARTING = 1
-    SERVING = 2
-    DRAINING = 3  # keep serving; readiness answers 503
-    CLOSING = 4  # new requests get 503 + Connection: close; in-flight work may finish
-    CANCELLING = 5  # what is left is cancelled with reason SHUTDOWN
-    REPORTING = 6  # what still runs is hung: logged; shutdown hooks run
-    STOPPED = 7
 
 
 class StartupFailed(Exception):
@@ -52,7 +42,8 @@ class StartupFailed(Exception):
 class Lifecycle:
     """Startup and shutdown of this process (one per process, shared by every app wrapper)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, settings: GracefulSettings | None = None) -> None:
+        """``settings``: these instead of the project's ``GRACEFUL`` (read when first needed)."""
         self.phase = Phase.NEW
         self.registry = Registry(on_empty=self._wake_up)
         #: Merged state of the LIFESPAN context managers (our own reference: some
@@ -69,7 +60,7 @@ class Lifecycle:
         self._escalation = 0  # 1: skip to CANCELLING, 2: skip to REPORTING
         self._wake = asyncio.Event()
         self._phase_listeners: list[Callable[[Phase], None]] = []
-        self._settings: GracefulSettings | None = None
+        self._settings = settings
 
     @property
     def settings(self) -> GracefulSettings:
@@ -87,16 +78,19 @@ class Lifecycle:
 
     # -- startup ----------------------------------------------------------------------
 
-    async def startup(self, app: Any) -> None:
+    async def startup(self, app: Any, find_adapter: FindAdapter | None = None) -> None:
         """Start once; concurrent and later callers wait for the same start.
 
+        ``find_adapter`` gives the adapter for the running server, asked once startup
+        has completed (or failed: the adapter may make the failure visible). Without
+        one, nothing but the lifespan protocol stops this lifecycle.
         Raises :class:`StartupFailed` (every time) if it failed.
         """
         if self._startup_task is None:
-            self._startup_task = asyncio.ensure_future(self._startup(app))
+            self._startup_task = asyncio.ensure_future(self._startup(app, find_adapter))
         await asyncio.shield(self._startup_task)
 
-    async def _startup(self, app: Any) -> None:
+    async def _startup(self, app: Any, find_adapter: FindAdapter | None) -> None:
         self.loop = asyncio.get_running_loop()
         self._enter(Phase.STARTING)
         try:
@@ -125,14 +119,18 @@ class Lifecycle:
             )
             await self._close_lifespan()
             self._enter(Phase.STOPPED)
-            _tell_server_startup_failed(failure)
+            if find_adapter is not None:
+                _tell_server_startup_failed(find_adapter, failure)
             raise failure from exc
-        from ..adapters import detect
-
-        self.adapter = detect()
-        self.adapter.engage(self)
+        if find_adapter is not None:
+            self.adapter = find_adapter()
+            self.adapter.engage(self)
         self._enter(Phase.SERVING)
-        logger.info("django_graceful started (server: %s, pid %d)", self.adapter.name, os.getpid())
+        logger.info(
+            "django_graceful started (server: %s, pid %d)",
+            self.adapter.name if self.adapter is not None else "none",
+            os.getpid(),
+        )
 
     async def _enter_lifespan(self, path: str, app: Any, timeout: float) -> None:
         manager = import_string(path)(app)
@@ -198,7 +196,7 @@ class Lifecycle:
         return s.DRAIN_DELAY + s.GRACE_PERIOD + s.CANCEL_TIMEOUT + hooks
 
     async def _shutdown(self, trigger: str, drain: bool) -> None:
-        """The phases of DESIGN.md, top to bottom; every wait has its deadline."""
+        """The phases (``phases.py``), top to bottom; every wait has its deadline."""
         s = self.settings
         logger.info(
             "shutdown (%s): drain %gs, grace %gs, cancel %gs; %d in flight",
@@ -277,7 +275,7 @@ class Lifecycle:
         loop = self.loop
         if loop is None or loop.is_closed():
             callback(*args)
-        elif _in_thread_of(loop):
+        elif in_loop_thread(loop):
             callback(*args)
         else:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
@@ -354,27 +352,15 @@ class Lifecycle:
             still,
             stack,
         )
-        for handler in logging.getLogger().handlers + logger.handlers:
-            with contextlib.suppress(Exception):
-                handler.flush()
-        os._exit(1)
+        exit_now(1)
 
 
-def _tell_server_startup_failed(failure: StartupFailed) -> None:
+def _tell_server_startup_failed(find_adapter: FindAdapter, failure: StartupFailed) -> None:
     """Let the server's adapter make the failure visible (e.g. in the exit status)."""
-    from ..adapters import detect
-
     try:
-        detect().startup_failed(failure)
+        find_adapter().startup_failed(failure)
     except Exception:
         logger.exception("could not tell the server that startup failed")
-
-
-def _in_thread_of(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False
 
 
 def _stack_of(
@@ -399,10 +385,10 @@ def get_lifecycle() -> Lifecycle:
     return _current
 
 
-def reset_lifecycle() -> Lifecycle:
-    """Start over with a fresh lifecycle (for tests)."""
+def reset_lifecycle(*, settings: GracefulSettings | None = None) -> Lifecycle:
+    """Start over with a fresh lifecycle (for tests), on ``settings`` if given."""
     global _current
-    _current = Lifecycle()
+    _current = Lifecycle(settings=settings)
     return _current
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -12,36 +11,22 @@ from typing import TYPE_CHECKING, Any
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
 
 from .._core.cancellation import CancelReason
-from .._core.deadlines import bounded, bounded_sync
-from .._core.hooks import hook_name
+from .._core.deadlines import bounded, bounded_call
+from .._core.hooks import hook_name, log_failure
 from .._core.registry import Tracked
+from .protocol import SESSION_KEY, WS_SERVICE_RESTART
 
 if TYPE_CHECKING:
     from .._core.lifecycle import Lifecycle
-    from ..asgi import InterruptibleReceive
+    from .http import InterruptibleReceive
 
 logger = logging.getLogger("django_graceful")
 
-#: Scope key under which a websocket's :class:`WebsocketSession` travels to the app.
-SESSION_KEY = "django_graceful._serving.websocket"
-#: 1012 Service Restart: the client may reconnect (to another worker) at once.
-SERVICE_RESTART = 1012
 #: Seconds a close frame we sent gets to leave, and the client to answer it, before the
 #: websocket leaves the registry (a server may drop unsent frames once it stops).
 CLOSE_HANDSHAKE = 1.0
-#: Close codes a server may send (RFC 6455 section 7.4 and the IANA registry), and 3000-4999.
-SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
-
 #: A hook: ``async def hook()`` or a plain function (run in a thread of its own).
 Hook = Callable[[], Any]
-
-
-def valid_close_code(code: object) -> bool:
-    return (
-        isinstance(code, int)
-        and not isinstance(code, bool)
-        and (code in SENDABLE_CODES or 3000 <= code <= 4999)
-    )
 
 
 def websocket_session(scope: Any) -> WebsocketSession | None:
@@ -111,7 +96,7 @@ class WebsocketSession:
         self.accepted = False
         #: A close frame went out (from the app or from us), or the handshake was denied.
         self.closed = False
-        self.close_code = SERVICE_RESTART
+        self.close_code = WS_SERVICE_RESTART
         item.on_closing = self.on_closing
         item.on_cancel = self.on_cancel
 
@@ -205,28 +190,10 @@ class WebsocketSession:
         timeout = self._lifecycle.settings.HOOK_TIMEOUT
         for hook in list(self._hooks):
             name = hook_name(hook)
-            if inspect.iscoroutinefunction(hook):
-                outcome = await bounded(hook(), timeout)
-            else:
-                outcome = await bounded_sync(hook, timeout, name)
-                if outcome.ok and inspect.isawaitable(outcome.result):
-                    outcome = await bounded(outcome.result, timeout)
-            if not outcome.finished:
-                logger.error(
-                    "websocket shutdown hook %s (%s) did not finish within %.3g s; closing",
-                    name,
-                    self.item.what,
-                    timeout,
-                )
-            elif outcome.error is not None:
-                logger.error(
-                    "websocket shutdown hook %s (%s) raised %s: %s",
-                    name,
-                    self.item.what,
-                    type(outcome.error).__name__,
-                    outcome.error,
-                    exc_info=outcome.error,
-                )
+            outcome = await bounded_call(hook, timeout, name)
+            log_failure(
+                outcome, f"websocket shutdown hook {name} ({self.item.what})", timeout, "closing"
+            )
 
     async def _close(self) -> None:
         """Send the close frame (unless the app closed meanwhile) and deliver the disconnect."""

@@ -9,17 +9,18 @@ import time
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from .._core.lifecycle import EXIT_SLACK, Phase
-from ..asgi import SHUTTING_DOWN_BODY, refuse_http
-from . import ServerAdapter
+from .._core.phases import EXIT_SLACK, Phase
+from .._serving.protocol import SHUTTING_DOWN_BODY, refuse_http
+from ._compat import fall_back, installed_version, version_problem
+from .base import ServerAdapter
 
 if TYPE_CHECKING:
     from .._core.lifecycle import Lifecycle
 
 logger = logging.getLogger("django_graceful")
 
-#: The Daphne major version whose internals (server.py, http_protocol.py) this was read against.
-SUPPORTED_MAJOR = "4"
+#: The Daphne versions whose internals (server.py, http_protocol.py) this was read against.
+MIN_VERSION, BELOW_VERSION = (4,), (5,)
 #: How long the final cancel of leftover application instances may take before Twisted
 #: closes every connection and the process exits (Daphne's own waits forever).
 LEFTOVER_WAIT = 0.1
@@ -51,7 +52,7 @@ class Adapter(ServerAdapter):
 
     name = "daphne"
     #: Daphne in a background job ignores SIGINT; stopping the reactor ourselves
-    #: (``hand_on``) makes ``kill -INT`` a graceful stop there too.
+    #: (``release_server``) makes ``kill -INT`` a graceful stop there too.
     chain_ignored_signals = True
 
     def __init__(self) -> None:
@@ -66,20 +67,20 @@ class Adapter(ServerAdapter):
         except Exception as exc:
             problem = f"{type(exc).__name__}: {exc}"
         if problem:
-            logger.warning(
-                "Daphne adapter not engaged (%s): once our shutdown is over, Daphne's own "
-                "stop applies (it waits forever for a request that ignores its cancel)",
+            fall_back(
+                "Daphne",
                 problem,
+                "once our shutdown is over, Daphne's own stop applies (it waits forever "
+                "for a request that ignores its cancel)",
             )
             return
         lifecycle.on_phase(self._on_phase)
 
     def _take_over_shutdown(self) -> str | None:
         """Swap Daphne's trigger for ours; the reason if that is not possible here."""
-        from daphne import __version__ as version  # type: ignore[import-untyped]
-
-        if version.split(".")[0] != SUPPORTED_MAJOR:
-            return f"Daphne {version} is not a {SUPPORTED_MAJOR}.x release"
+        problem = version_problem("Daphne", installed_version("daphne"), MIN_VERSION, BELOW_VERSION)
+        if problem is not None:
+            return problem
         reactor = sys.modules["twisted.internet.reactor"]
         server_class = sys.modules["daphne.server"].Server
         event = getattr(reactor, "_eventTriggers", {}).get("shutdown")
@@ -117,14 +118,10 @@ class Adapter(ServerAdapter):
             for server in self.servers:
                 server.application_close_timeout += extra
 
-    def hand_on(self, signum: int) -> None:
+    def release_server(self, signum: int | None) -> None:
         if self.reactor is None:
-            super().hand_on(signum)
+            super().release_server(signum)
         else:
-            self._stop_reactor()
-
-    def server_stop_without_signal(self) -> None:
-        if self.reactor is not None:
             self._stop_reactor()
 
     def _stop_reactor(self) -> None:

@@ -32,26 +32,27 @@ import multiprocessing
 import os
 import signal
 import sys
-import threading
 import time
 from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .._core.os_signals import SIGNALS
-from . import SAME_SIGNAL_WINDOW, ServerAdapter
+from .._core.process import in_main_thread
+from ._compat import fall_back, installed_version, shown, version_problem
+from .base import SAME_SIGNAL_WINDOW, ServerAdapter
 
 if TYPE_CHECKING:
     from .._core.lifecycle import Lifecycle
 
 logger = logging.getLogger("django_graceful")
 
-#: Major versions of Granian whose worker internals this adapter knows.
-KNOWN_MAJOR = "2"
+#: The Granian versions whose worker internals this adapter knows.
+MIN_VERSION, BELOW_VERSION = (2,), (3,)
 #: The functions of granian/server/mp.py that run a worker's event loop; their locals
 #: ``loop``, ``shutdown_event`` (the WorkerSignal) and ``evp`` (ends the serve loop).
 WORKER_FUNCTIONS = frozenset({"_spawn_asgi_lifespan_worker", "_spawn_asgi_worker"})
 WORKER_MODULE = os.path.join("granian", "server", "mp.py")
-#: What the process may take after STOPPED (DESIGN.md: budget + ~0.5 s), and so how
+#: What the process may take after STOPPED (the exit bound: budget + ~0.5 s), and so how
 #: long Granian gets to finish connections when hung work still holds one of them.
 EXIT_GRACE = 0.5
 #: How often a draining worker looks at Granian's main process for further signals.
@@ -82,20 +83,18 @@ class Adapter(ServerAdapter):
 
     def engage(self, lifecycle: Lifecycle) -> None:
         loop = lifecycle.loop
-        if (
-            not lifecycle.settings.HANDLE_SIGNALS
-            or loop is None
-            or threading.current_thread() is not threading.main_thread()
-        ):
+        if not lifecycle.settings.HANDLE_SIGNALS or loop is None or not in_main_thread():
             super().engage(lifecycle)  # warns itself if it cannot see signals
             return
-        worker = _Worker.find(loop)
+        problem = _version_problem()
+        worker = _Worker.find(loop) if problem is None else None
         if worker is None:
-            logger.warning(
-                "Granian %s: its worker's stop signal was not found (django_graceful knows "
-                "Granian 2.x); using generic signal handling, so Granian may stop accepting "
-                "and wait forever for requests on its own",
-                _version(),
+            fall_back(
+                "Granian",
+                problem
+                or f"Granian {shown(installed_version('granian'))}: its worker's stop signal "
+                "was not found",
+                "Granian may stop accepting and wait forever for requests on its own",
             )
             super().engage(lifecycle)
             return
@@ -119,7 +118,7 @@ class Adapter(ServerAdapter):
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        worker = _Worker.find(loop)
+        worker = _Worker.find(loop) if _version_problem() is None else None
         if worker is not None and not worker.lifespan:
             logger.error("stopping this Granian worker: startup failed")
             worker.stop()
@@ -146,15 +145,15 @@ class Adapter(ServerAdapter):
             and time.monotonic() - self._last_signal_at < SAME_SIGNAL_WINDOW
         )
 
-    def hand_on(self, signum: int) -> None:
-        if self.worker is None:
-            super().hand_on(signum)
+    def release_server(self, signum: int | None) -> None:
+        if self.worker is None or signum is None:
+            super().release_server(signum)
             return
         self._stop_polling()
         lifecycle = self.lifecycle
         assert lifecycle is not None and lifecycle.loop is not None
         now = time.monotonic()
-        # The exit bound of DESIGN.md: budget + ~0.5 s from the first signal.
+        # The exit bound: budget + ~0.5 s from the first signal.
         deadline = (lifecycle.shutdown_began or now) + lifecycle.budget() + EXIT_GRACE
         hold = 0.0
         if self._main_signal_at is not None:
@@ -222,8 +221,6 @@ class _Worker:
 
     @classmethod
     def find(cls, loop: asyncio.AbstractEventLoop) -> _Worker | None:
-        if not _version().startswith(KNOWN_MAJOR + "."):
-            return None
         frame: FrameType | None = sys._getframe(1)
         while frame is not None:
             code = frame.f_code
@@ -341,6 +338,6 @@ def _forked_server(frame: FrameType | None) -> Any:
     return None
 
 
-def _version() -> str:
-    granian = sys.modules.get("granian")
-    return str(getattr(granian, "__version__", "?"))
+def _version_problem() -> str | None:
+    """Why this Granian is not one whose worker internals the adapter knows, or None."""
+    return version_problem("Granian", installed_version("granian"), MIN_VERSION, BELOW_VERSION)

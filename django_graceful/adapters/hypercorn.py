@@ -30,26 +30,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib.metadata
 import logging
 import os
 import signal
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, Any
 
-from . import ServerAdapter
+from .._core.process import exit_now, in_main_thread
+from ._compat import fall_back, installed_version, shown, version_problem
+from .base import ServerAdapter
 
 if TYPE_CHECKING:
     from .._core.lifecycle import Lifecycle
 
 logger = logging.getLogger("django_graceful")
 
-#: Versions whose internals this adapter was read against and tested with.
-TESTED_VERSIONS = ("0.18.",)
+#: The versions whose internals this adapter was read against and tested with.
+MIN_VERSION, BELOW_VERSION = (0, 18), (0, 19)
 #: How often a worker looks at the parent's shutdown event (hypercorn itself: 0.1 s).
 POLL_INTERVAL = 0.05
 #: hypercorn's ``graceful_timeout`` once we release it: only for connections that reached
@@ -196,10 +196,7 @@ class _ParentEvent:
 
 
 def _version() -> str:
-    try:
-        return importlib.metadata.version("hypercorn")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+    return shown(installed_version("hypercorn"))
 
 
 class Adapter(ServerAdapter):
@@ -221,35 +218,30 @@ class Adapter(ServerAdapter):
         loop = lifecycle.loop or asyncio.get_running_loop()
         internals = _find_internals(loop)
         if internals is None:
-            logger.warning(
-                "hypercorn %s: its asyncio worker (worker_serve in hypercorn.asyncio.run) was "
-                "not found; using generic signal chaining: hypercorn may cut requests short "
-                "(graceful_timeout) or wait for them forever (Python >= 3.12)",
-                _version(),
+            fall_back(
+                "hypercorn",
+                f"hypercorn {_version()}: its asyncio worker (worker_serve in "
+                "hypercorn.asyncio.run) was not found",
+                "hypercorn may cut requests short (graceful_timeout) or wait for them "
+                "forever (Python >= 3.12)",
             )
             super().engage(lifecycle)
             return
-        if not _version().startswith(TESTED_VERSIONS):
-            logger.warning(
-                "hypercorn %s: this adapter was tested with %s; its internals match, so it "
-                "engages anyway",
-                _version(),
-                "/".join(v + "x" for v in TESTED_VERSIONS),
-            )
+        untested = version_problem(
+            "hypercorn", installed_version("hypercorn"), MIN_VERSION, BELOW_VERSION
+        )
+        if untested is not None:
+            logger.warning("%s; its internals match, so the adapter engages anyway", untested)
         self._internals = internals
         if not lifecycle.settings.HANDLE_SIGNALS:
             return
-        if internals.parent_event is not None and self._in_main_thread():
+        if internals.parent_event is not None and in_main_thread():
             self._engage_worker_process(loop, internals.parent_event)
-        elif internals.signal_event is not None and self._in_main_thread():
+        elif internals.signal_event is not None and in_main_thread():
             self._engage_single_process(loop)
         else:
             # hypercorn.asyncio.serve() embedded with the caller's own shutdown_trigger.
             super().engage(lifecycle)
-
-    @staticmethod
-    def _in_main_thread() -> bool:
-        return threading.current_thread() is threading.main_thread()
 
     def _engage_worker_process(self, loop: asyncio.AbstractEventLoop, event: Any) -> None:
         parent = _ParentEvent(event)
@@ -338,15 +330,12 @@ class Adapter(ServerAdapter):
                 len(lifecycle.registry),
                 os.getpid(),
             )
-            _exit_now(self._forced_exit_code)
+            exit_now(self._forced_exit_code)
         super().stopped()
 
-    def hand_on(self, signum: int) -> None:
+    def release_server(self, signum: int | None) -> None:
         if not self._release_hypercorn():
-            super().hand_on(signum)
-
-    def server_stop_without_signal(self) -> None:
-        self._release_hypercorn()
+            super().release_server(signum)
 
     def _release_hypercorn(self) -> bool:
         """Let hypercorn begin its own stop; False if we do not hold it."""
@@ -371,13 +360,3 @@ class Adapter(ServerAdapter):
             os.getpid(),
             _version(),
         )
-
-
-def _exit_now(code: int) -> None:
-    for handler in [*logging.getLogger().handlers, *logger.handlers]:
-        with contextlib.suppress(Exception):
-            handler.flush()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(code)

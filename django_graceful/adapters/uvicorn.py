@@ -22,18 +22,18 @@ signal to ``handle_exit`` at STOPPED; this one adds:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import os
-import re
 import signal
 import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ..asgi import SHUTTING_DOWN_BODY, TRACKED_KEY, refuse_http
-from . import ServerAdapter
+from .._core.process import flush_output
+from .._serving.protocol import SHUTTING_DOWN_BODY, TRACKED_KEY, refuse_http
+from ._compat import Version, fall_back, installed_version, version_problem
+from .base import ServerAdapter
 
 if TYPE_CHECKING:
     from .._core.lifecycle import Lifecycle
@@ -83,18 +83,13 @@ def _serving_task(server_module: ModuleType) -> bool:
     return False
 
 
-def _version(modules: dict[str, ModuleType]) -> tuple[int, ...]:
-    text = str(getattr(modules.get("uvicorn"), "__version__", "0"))
-    return tuple(int(part) for part in re.findall(r"\d+", text)[:2]) or (0,)
-
-
-def _unsupported(server: Any, version: tuple[int, ...]) -> str | None:
+def _unsupported(server: Any, version: Version | None) -> str | None:
     """Why the adapter cannot work with this uvicorn, or None."""
     if server is None:
         return "uvicorn's Server is not the SIGTERM/SIGINT handler (not in the main thread?)"
-    if version < MIN_VERSION:
-        found = ".".join(map(str, version))
-        return f"uvicorn {found} is older than {'.'.join(map(str, MIN_VERSION))}"
+    problem = version_problem("uvicorn", version, MIN_VERSION)
+    if problem is not None:
+        return problem
     state = getattr(server, "server_state", None)
     if not (
         hasattr(getattr(server, "config", None), "timeout_graceful_shutdown")
@@ -119,15 +114,16 @@ class Adapter(ServerAdapter):
         # Found before the base chains the signals: then the handler is still uvicorn's.
         modules = sys.modules
         server = _server_from_signals(modules["uvicorn.server"])
-        problem = _unsupported(server, _version(modules))
+        problem = _unsupported(server, installed_version("uvicorn"))
         super().engage(lifecycle)
         if self.signals is None:
             return  # HANDLE_SIGNALS is off, or the base has said why it cannot chain them
         if problem is not None:
-            logger.warning(
-                "uvicorn adapter not engaged (%s): falling back to the generic adapter; uvicorn "
-                "keeps its own wait for requests (--timeout-graceful-shutdown, default forever)",
+            fall_back(
+                "uvicorn",
                 problem,
+                "uvicorn keeps its own wait for requests (--timeout-graceful-shutdown, "
+                "default forever)",
             )
             return
         self.server = server
@@ -159,7 +155,7 @@ class Adapter(ServerAdapter):
             state.tasks.discard(item.task)
         requests = [(conn, cycle) for conn, cycle in self._open_requests() if _is_hung(cycle, hung)]
         if not requests:
-            self.release_server()
+            self.release()
             return
         assert self.lifecycle is not None and self.lifecycle.loop is not None
         self._keep(self.lifecycle.loop.create_task(self._answer_then_release(requests)))
@@ -182,7 +178,7 @@ class Adapter(ServerAdapter):
             len(requests),
             answered,
         )
-        self.release_server()
+        self.release()
 
     async def _guard_teardown(self) -> None:
         """Wait for asyncio.run's teardown; end the process if tasks would hang it."""
@@ -210,12 +206,7 @@ class Adapter(ServerAdapter):
             "; ".join(sorted({self._describe(t) for t in pending})),
             signal.Signals(signum).name,
         )
-        for handler in logging.getLogger().handlers + logger.handlers:
-            with contextlib.suppress(Exception):
-                handler.flush()
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
+        flush_output()
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         os._exit(128 + signum)  # only if the signal is blocked in this thread

@@ -1,0 +1,43 @@
+"""Facts about the running process and its last resort: which thread we are in, and
+ending the process at once with every log line out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import threading
+
+logger = logging.getLogger("django_graceful")
+
+
+def in_main_thread() -> bool:
+    """Signal handlers can only be installed from the main thread."""
+    return threading.current_thread() is threading.main_thread()
+
+
+def in_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the caller runs in ``loop`` (so it may touch the loop's objects directly)."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def flush_output() -> None:
+    """Flush every logging handler and the standard streams: ``os._exit`` and a signal's
+    default action skip Python's own flushing."""
+    for handler in [*logging.getLogger().handlers, *logger.handlers]:
+        with contextlib.suppress(Exception):
+            handler.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+def exit_now(code: int) -> None:
+    """End the process at once (no atexit, no waiting threads), its output flushed."""
+    flush_output()
+    os._exit(code)

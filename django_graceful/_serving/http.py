@@ -1,0 +1,112 @@
+"""An HTTP or websocket connection between the server and the app: a ``receive`` the
+shutdown can interrupt with a disconnect, and a ``send`` that notes the response's progress."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
+
+from .._core.cancellation import CancelReason
+from .._core.phases import Phase
+from .._core.registry import Tracked
+from .protocol import Message
+
+if TYPE_CHECKING:
+    from .._core.lifecycle import Lifecycle
+
+
+class InterruptibleReceive:
+    """``receive()`` that can be made to return a disconnect at any moment.
+
+    On shutdown the first cancel delivers the disconnect the way the client would
+    have: Django (5.2 and 6.1) then cancels the view itself and lets it clean up.
+    The task blocked in ``receive()`` is interrupted with ``cancel()``, which this
+    wrapper takes back (``uncancel()``) and turns into the disconnect message.
+    """
+
+    __slots__ = (
+        "_disconnect",
+        "_interrupted",
+        "_interrupting",
+        "_item",
+        "_receive",
+        "_waiter",
+        "response",
+    )
+
+    def __init__(
+        self, receive: ASGIReceiveCallable, disconnect: Message, item: Tracked | None = None
+    ) -> None:
+        self._receive = receive
+        self._disconnect = disconnect
+        self._item = item
+        self._interrupted = False
+        self._interrupting = False
+        self._waiter: asyncio.Task[Any] | None = None
+        #: The response's send, to tell a client that left early from the normal
+        #: ``http.disconnect`` that follows a complete response.
+        self.response: TrackingSend | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupted
+
+    def interrupt(
+        self, reason: CancelReason | None = None, *, message: Message | None = None
+    ) -> None:
+        """Make the pending and every later ``receive()`` return the disconnect
+        (``message``, if given, instead of the one given at construction)."""
+        if message is not None:
+            self._disconnect = message
+        self._interrupted = True
+        if self._waiter is not None and not self._interrupting:
+            self._interrupting = True
+            self._waiter.cancel()
+
+    async def __call__(self) -> Any:
+        if self._interrupted:
+            return self._disconnect
+        self._waiter = waiter = asyncio.current_task()
+        try:
+            message = await self._receive()
+            item = self._item
+            if message["type"] == self._disconnect["type"] and item is not None:
+                if self.response is None or not self.response.finished:
+                    item.tell(CancelReason.DISCONNECT)
+                    await item.wait_unshielded()  # a shield holds the disconnect back
+            return message
+        except asyncio.CancelledError:
+            if self._interrupting and waiter is not None:
+                self._interrupting = False
+                if waiter.uncancel() == 0:
+                    return self._disconnect
+            raise
+        finally:
+            self._waiter = None
+
+
+class TrackingSend:
+    """``send()`` that notes whether the response began, and adds ``Connection: close``
+    to responses that begin from CLOSING on."""
+
+    __slots__ = ("_lifecycle", "_send", "finished", "started")
+
+    def __init__(self, send: ASGISendCallable, lifecycle: Lifecycle) -> None:
+        self._send = send
+        self._lifecycle = lifecycle
+        self.started = False
+        self.finished = False
+
+    async def __call__(self, message: Any) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.finished = True
+        elif message["type"] == "http.response.start":
+            self.started = True
+            if self._lifecycle.phase >= Phase.CLOSING:
+                headers = [
+                    (k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"
+                ]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await self._send(message)

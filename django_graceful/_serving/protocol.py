@@ -1,0 +1,77 @@
+"""The ASGI words GracefulASGI, its connection wrappers and the server adapters share.
+
+Answers given without the app (503 bodies, websocket close codes), the scope keys under
+which a connection's tracking travels to the middleware and the consumers, and the
+refusal itself. Imports nothing of django_graceful: every layer may use it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+
+Message = dict[str, Any]
+
+#: The body of the 503 answered from CLOSING on (and to work cancelled before it answered).
+SHUTTING_DOWN_BODY = b"Service is shutting down.\n"
+#: The body of the 503 answered when startup failed.
+UNAVAILABLE_BODY = b"Service Unavailable: startup failed.\n"
+
+#: 1012 Service Restart: the client may reconnect (to another worker) at once.
+WS_SERVICE_RESTART = 1012
+#: 1011 Internal Error: a websocket refused because startup failed.
+WS_INTERNAL_ERROR = 1011
+#: Close codes a server may send (RFC 6455 section 7.4 and the IANA registry), and 3000-4999.
+SENDABLE_CLOSE_CODES = frozenset(
+    {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
+)
+
+HTTP_DISCONNECT: Message = {"type": "http.disconnect"}
+
+#: Scope key under which the request's registry entry travels to GracefulMiddleware.
+TRACKED_KEY = "django_graceful.tracked"
+#: Scope key under which a websocket's session travels to the app (GracefulConsumerMixin).
+SESSION_KEY = "django_graceful.websocket"
+
+
+def valid_close_code(code: object) -> bool:
+    """Whether a server may send ``code`` in a close frame."""
+    return (
+        isinstance(code, int)
+        and not isinstance(code, bool)
+        and (code in SENDABLE_CLOSE_CODES or 3000 <= code <= 4999)
+    )
+
+
+async def refuse(
+    scope: Scope,
+    receive: ASGIReceiveCallable,
+    send: ASGISendCallable,
+    body: bytes,
+    ws_code: int,
+) -> None:
+    """Answer without the app: 503 + ``Connection: close``, or a websocket close."""
+    if scope["type"] == "http":
+        await refuse_http(send, body)
+    elif scope["type"] == "websocket":
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            await send({"type": "websocket.close", "code": ws_code})
+
+
+async def refuse_http(send: Any, body: bytes) -> None:
+    """A complete 503 response that also closes the connection."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+                (b"retry-after", b"1"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
