@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import Any, ParamSpec, TypeVar, overload
 
 from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponse
@@ -26,6 +26,12 @@ from ..conf import get_settings
 logger = logging.getLogger("django_graceful")
 
 View = Callable[..., Any]
+#: ``on_cancel(request, reason)``: sync, or async (then the view must be async too).
+OnCancel = Callable[[HttpRequest, CancelReason], object]
+TimeoutResponse = Callable[[HttpRequest], HttpResponse]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def default_timeout_response(request: HttpRequest) -> HttpResponse:
@@ -36,12 +42,30 @@ def default_timeout_response(request: HttpRequest) -> HttpResponse:
     )
 
 
+# The decorated view keeps its type (an async view its coroutine, a sync view its
+# return type); a timeout answers with ``timeout_response``'s HttpResponse instead.
+@overload
+def cancellable(
+    view: Callable[P, R],
+    *,
+    timeout: float | None = None,
+    on_cancel: OnCancel | None = None,
+    timeout_response: TimeoutResponse = default_timeout_response,
+) -> Callable[P, R]: ...
+@overload
+def cancellable(
+    view: None = None,
+    *,
+    timeout: float | None = None,
+    on_cancel: OnCancel | None = None,
+    timeout_response: TimeoutResponse = default_timeout_response,
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def cancellable(
     view: View | None = None,
     *,
     timeout: float | None = None,
-    on_cancel: Callable[[HttpRequest, CancelReason], Any] | None = None,
-    timeout_response: Callable[[HttpRequest], HttpResponse] = default_timeout_response,
+    on_cancel: OnCancel | None = None,
+    timeout_response: TimeoutResponse = default_timeout_response,
 ) -> Any:
     """Make a view (async or sync) stop cleanly when cancelled.
 
@@ -83,7 +107,13 @@ def cancellable(
 class _Options:
     __slots__ = ("name", "on_cancel", "timeout", "timeout_response", "view")
 
-    def __init__(self, view: View, timeout: float | None, on_cancel: Any, response: Any) -> None:
+    def __init__(
+        self,
+        view: View,
+        timeout: float | None,
+        on_cancel: OnCancel | None,
+        response: TimeoutResponse,
+    ) -> None:
         self.view = view
         self.name = _view_name(view)
         self.timeout = timeout
@@ -198,13 +228,14 @@ def _after_cancel_sync(
     options: _Options, request: HttpRequest, reason: CancelReason, elapsed: float
 ) -> None:
     _log(options, request, reason, elapsed)
-    if options.on_cancel is not None:
+    on_cancel = options.on_cancel
+    if on_cancel is not None:
         timeout = get_settings().HOOK_TIMEOUT
         done = threading.Event()
 
         def run() -> None:
             try:
-                result = options.on_cancel(request, reason)
+                result = on_cancel(request, reason)
                 if inspect.isawaitable(result):
                     raise TypeError("an async on_cancel needs an async view")
             except Exception:
