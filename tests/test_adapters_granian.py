@@ -16,8 +16,8 @@ import pytest
 from django.test import override_settings
 
 from django_graceful._core.lifecycle import Lifecycle
-from django_graceful._core.os_signals import SIGNALS
 from django_graceful._core.phases import EXIT_SLACK
+from django_graceful._core.signal_chain import SIGNALS
 from django_graceful.adapters import granian
 
 from .servers import Server, get_or_error, in_background, lifespan_complaints
@@ -276,4 +276,4 @@ async def test_without_granian_internals_it_warns_once_and_chains_signals_generi
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "Granian" in warnings[0].getMessage()
     assert adapter.worker is None
-    assert adapter.signals is not None  # the generic adapter's chained handlers
+    assert adapter.chain is not None  # the generic adapter's chained handlers

@@ -16,7 +16,7 @@ import signal
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._core.os_signals import ChainedSignals
+from .._core.signal_chain import ChainedSignals
 
 if TYPE_CHECKING:
     from .._core.lifecycle import Lifecycle
@@ -54,7 +54,7 @@ class ServerAdapter:
 
     def __init__(self) -> None:
         self.lifecycle: Lifecycle | None = None
-        self.signals: ChainedSignals | None = None
+        self.chain: ChainedSignals | None = None
         self._first_signal: int | None = None
         self._first_signal_at = 0.0
         self._released = False
@@ -67,7 +67,7 @@ class ServerAdapter:
                 lifecycle.loop, self.on_signal, chain_ignored=self.chain_ignored_signals
             )
             if chained.install():
-                self.signals = chained
+                self.chain = chained
 
     def on_signal(self, signum: int) -> None:
         """A SIGTERM/SIGINT arrived (called in the loop thread)."""
@@ -97,8 +97,8 @@ class ServerAdapter:
     def release_server(self, signum: int | None) -> None:
         """Let the server stop in its own way: run its handler for the first signal.
         Without a signal (e.g. ``lifespan.shutdown``) the server is stopping already."""
-        if signum is not None and self.signals is not None:
-            self.signals.forward(signum)
+        if signum is not None and self.chain is not None:
+            self.chain.forward(signum)
 
     async def close_websocket(self, send: Any, code: int) -> None:
         """Close an accepted websocket with ``code`` (1012) at shutdown, through the

@@ -36,8 +36,8 @@ import time
 from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, Any
 
-from .._core.os_signals import SIGNALS
 from .._core.process import in_main_thread
+from .._core.signal_chain import SIGNALS
 from ._compat import fall_back, installed_version, shown, version_problem
 from .base import SAME_SIGNAL_WINDOW, ServerAdapter
 

@@ -116,7 +116,7 @@ class Adapter(ServerAdapter):
         server = _server_from_signals(modules["uvicorn.server"])
         problem = _unsupported(server, installed_version("uvicorn"))
         super().engage(lifecycle)
-        if self.signals is None:
+        if self.chain is None:
             return  # HANDLE_SIGNALS is off, or the base has said why it cannot chain them
         if problem is not None:
             fall_back(

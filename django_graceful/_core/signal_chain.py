@@ -1,4 +1,7 @@
-"""Chaining SIGTERM/SIGINT: we see the signal first, and hand it to the server's handler later."""
+"""Chaining the OS signals SIGTERM/SIGINT: we see one first, the server's handler gets it later.
+
+(Not Django's signals: those django_graceful sends are in ``django_graceful.signals``.)
+"""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from django_graceful._core.os_signals import SIGNALS, ChainedSignals
+from django_graceful._core.signal_chain import SIGNALS, ChainedSignals
 
 
 @pytest.fixture(autouse=True)
