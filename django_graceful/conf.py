@@ -191,14 +191,31 @@ def get_settings() -> GracefulSettings:
         errors = validate(raw)
         if errors:
             raise ImproperlyConfiguredGraceful("; ".join(f"{e.id}: {e.msg}" for e in errors))
-        values = {k: float(v) for k, v in raw.items() if k in DURATIONS}
-        if "LIFESPAN" in raw:
-            values["LIFESPAN"] = tuple(raw["LIFESPAN"])
-        for key in ("HANDLE_SIGNALS", "STATE_BACKEND", "STATE_DIR", "STATE_CACHE"):
-            if key in raw:
-                values[key] = raw[key]
-        _cache = GracefulSettings(**values)
+        _cache = settings_from(raw)
     return _cache
+
+
+def settings_from(raw: dict[str, Any]) -> GracefulSettings:
+    """The settings of a ``GRACEFUL`` dict that :func:`validate` passed, the defaults
+    where it is silent: durations as floats, ``LIFESPAN`` as a tuple."""
+    default = GracefulSettings()
+
+    def seconds(key: str) -> float:
+        return float(raw.get(key, DURATIONS[key]))
+
+    return GracefulSettings(
+        DRAIN_DELAY=seconds("DRAIN_DELAY"),
+        GRACE_PERIOD=seconds("GRACE_PERIOD"),
+        CANCEL_TIMEOUT=seconds("CANCEL_TIMEOUT"),
+        HOOK_TIMEOUT=seconds("HOOK_TIMEOUT"),
+        HEARTBEAT=seconds("HEARTBEAT"),
+        HANG_THRESHOLD=seconds("HANG_THRESHOLD"),
+        LIFESPAN=tuple(raw.get("LIFESPAN", default.LIFESPAN)),
+        HANDLE_SIGNALS=raw.get("HANDLE_SIGNALS", default.HANDLE_SIGNALS),
+        STATE_BACKEND=raw.get("STATE_BACKEND", default.STATE_BACKEND),
+        STATE_DIR=raw.get("STATE_DIR", default.STATE_DIR),
+        STATE_CACHE=raw.get("STATE_CACHE", default.STATE_CACHE),
+    )
 
 
 def reset(**_: Any) -> None:

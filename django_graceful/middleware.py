@@ -21,14 +21,16 @@ from .asgi import TRACKED_KEY
 class GracefulMiddleware:
     sync_capable = True
     async_capable = True
+    #: Sync or async like the chain: Django awaits an async one, and a sync one in an
+    #: async chain would cost a thread hop.
+    process_view: Callable[[HttpRequest, Callable[..., Any], Any, Any], Awaitable[None] | None]
 
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
-            # Django awaits an async process_view; a sync one would cost a thread hop.
-            self.process_view = self._aprocess_view  # type: ignore[method-assign]
+        self.process_view = self._aprocess_view if self.is_async else self._process_view
 
     def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         if self.is_async:
@@ -37,7 +39,7 @@ class GracefulMiddleware:
         request.cancellation = NEVER  # type: ignore[attr-defined]  # WSGI: nothing to cancel
         return self.get_response(request)
 
-    def process_view(
+    def _process_view(
         self, request: HttpRequest, view: Callable[..., Any], args: Any, kwargs: Any
     ) -> None:
         """Name the request's work after its view (for snapshots and hang reports)."""
