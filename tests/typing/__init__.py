@@ -1,0 +1,1 @@
+"""Files that mypy checks in tests/test_typing.py (they import and run as plain Python too)."""
