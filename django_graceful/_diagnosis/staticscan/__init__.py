@@ -49,8 +49,8 @@ from dataclasses import dataclass, field
 from types import FunctionType
 from typing import Any
 
-from .._core.stacks import is_project_file, short_path
-from .report import CANNOT_CHECK, CELL_WIDTH, OK, PROBLEMS, _printable
+from ..._core.stacks import is_project_file, short_path
+from ..report import CANNOT_CHECK, CELL_WIDTH, OK, PROBLEMS, _printable
 
 #: Kinds of finding, in order of severity, and their check ids.
 SWALLOWED, BLOCKING, SYNC_ORM, UNCHECKED = (
