@@ -18,8 +18,8 @@ from django.test import override_settings
 
 from django_graceful._core.lifecycle import Lifecycle
 from django_graceful._core.registry import Tracked
-from django_graceful._diagnosis import hangs as h
 from django_graceful._diagnosis import report
+from django_graceful._diagnosis.hangs import HangKind
 from django_graceful._diagnosis.publisher import FORMAT, Publisher, host_id
 from django_graceful._diagnosis.stores import FileStore
 
@@ -217,7 +217,12 @@ def test_the_threshold_is_the_workers_unless_given(tmp_path: Path) -> None:
     checked = report.check(store, threshold=2)
     assert checked.status == report.PROBLEMS
     (row,) = checked.rows
-    assert (row.hang, row.view, row.what, row.state) == (h.SLOW, "app.a", "GET /a/", "running")
+    assert (row.hang, row.view, row.what, row.state) == (
+        HangKind.SLOW,
+        "app.a",
+        "GET /a/",
+        "running",
+    )
     assert row.location is None  # young work is listed without a location
 
 
@@ -227,7 +232,7 @@ def test_a_live_snapshot_is_aged_by_the_time_since_it_was_written(tmp_path: Path
     document = snapshot(time=written, work=[("request", "GET /x/", None, 2600)], details=told)
     checked = report.check(folder_with(tmp_path, document))
     (row,) = checked.rows
-    assert row.hang == h.SWALLOWED_CANCEL and row.source == "live"
+    assert row.hang == HangKind.SWALLOWED_CANCEL and row.source == "live"
     assert row.state == "cancelled 1x" and row.reason == "disconnect"
     assert row.location == "app/views.py:9 in x" and row.age == pytest.approx(5.6, abs=0.5)
 
@@ -245,7 +250,7 @@ def test_another_hosts_snapshot_is_live_while_it_heartbeats(tmp_path: Path) -> N
     assert {(w.pid, w.source) for w in checked.workers} == {(1, "live"), (2, "died")}
 
 
-def last_report(pid: int, hang: str = h.SWALLOWED_CANCEL) -> dict[str, Any]:
+def last_report(pid: int, hang: str = HangKind.SWALLOWED_CANCEL) -> dict[str, Any]:
     return snapshot(
         report="last",
         pid=pid,
@@ -314,7 +319,11 @@ def test_a_blocked_loop_names_the_work_in_it_or_the_loop(tmp_path: Path) -> None
     work = [("request", "GET /frozen/", "app.frozen", 2600)]
     checked = report.check(folder_with(tmp_path, snapshot(work, time=now, loop=loop)))
     (row,) = checked.rows
-    assert (row.hang, row.view, row.location) == (h.BLOCKED_LOOP, "app.frozen", loop["location"])
+    assert (row.hang, row.view, row.location) == (
+        HangKind.BLOCKED_LOOP,
+        "app.frozen",
+        loop["location"],
+    )
     assert row.where == loop["where"]
 
     checked = report.check(
@@ -324,7 +333,7 @@ def test_a_blocked_loop_names_the_work_in_it_or_the_loop(tmp_path: Path) -> None
     assert (row.kind, row.what, row.hang, row.state) == (
         "loop",
         "the event loop",
-        h.BLOCKED_LOOP,
+        HangKind.BLOCKED_LOOP,
         "blocked",
     )
 

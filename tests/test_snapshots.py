@@ -22,8 +22,8 @@ from django.test import override_settings
 from django_graceful import CancelReason, start_thread
 from django_graceful._core.lifecycle import Lifecycle, Phase
 from django_graceful._core.registry import Tracked
-from django_graceful._diagnosis import hangs as h
 from django_graceful._diagnosis import report
+from django_graceful._diagnosis.hangs import HangKind, classify
 from django_graceful._diagnosis.publisher import FORMAT, Publisher, host_id
 from django_graceful._diagnosis.stores import (
     INDEX_KEY,
@@ -149,26 +149,24 @@ def test_told_at_is_when_the_work_was_first_told() -> None:
     ("kind", "age", "told", "shielded", "wait", "expected"),
     [
         ("request", 1, None, False, None, None),
-        ("request", 31, None, False, None, h.SLOW),
-        ("request", 31, None, False, "thread", h.SYNC_THREAD),
+        ("request", 31, None, False, None, HangKind.SLOW),
+        ("request", 31, None, False, "thread", HangKind.SYNC_THREAD),
         ("request", 6, 4.9, False, None, None),
-        ("request", 6, 5, False, None, h.SWALLOWED_CANCEL),
-        ("request", 6, 5, True, None, h.SHIELD_OVERRUN),
-        ("request", 6, 5, False, "thread", h.SYNC_THREAD),
+        ("request", 6, 5, False, None, HangKind.SWALLOWED_CANCEL),
+        ("request", 6, 5, True, None, HangKind.SHIELD_OVERRUN),
+        ("request", 6, 5, False, "thread", HangKind.SYNC_THREAD),
         ("websocket", 999, None, False, None, None),
-        ("websocket", 9, 6, False, None, h.SWALLOWED_CANCEL),
+        ("websocket", 9, 6, False, None, HangKind.SWALLOWED_CANCEL),
         ("task", 999, None, False, None, None),
-        ("task", 9, 6, False, None, h.SWALLOWED_CANCEL),
+        ("task", 9, 6, False, None, HangKind.SWALLOWED_CANCEL),
         ("thread", 999, None, False, None, None),
-        ("thread", 9, 6, False, None, h.STUCK_THREAD),
+        ("thread", 9, 6, False, None, HangKind.STUCK_THREAD),
     ],
 )
 def test_classify(
     kind: str, age: float, told: float | None, shielded: bool, wait: str | None, expected: Any
 ) -> None:
-    found = h.classify(
-        kind, age, told, shielded=shielded, wait=wait, threshold=30, cancel_timeout=5
-    )
+    found = classify(kind, age, told, shielded=shielded, wait=wait, threshold=30, cancel_timeout=5)
     assert found == expected
 
 
@@ -191,9 +189,9 @@ async def test_a_swallowed_cancel_is_named_with_its_line_and_announced_once(
     pub.publish()
 
     where = f"{marked(HERE, '# here: swallowing')} in swallowing"
-    assert announced == [(item, h.SWALLOWED_CANCEL, where)]
+    assert announced == [(item, HangKind.SWALLOWED_CANCEL, where)]
     detail = document["details"]["0"]
-    assert detail["hang"] == h.SWALLOWED_CANCEL and detail["location"] == where
+    assert detail["hang"] == HangKind.SWALLOWED_CANCEL and detail["location"] == where
     assert detail["chain"][-2:] == [where, detail["chain"][-1]]
     assert "sleep" in detail["chain"][-1]  # asyncio.sleep, awaited from the project line
     release.set()
@@ -222,9 +220,9 @@ async def test_an_async_view_awaiting_a_sync_thread_shows_the_threads_line(
 
     detail = document["details"]["0"]
     where = f"{marked(HERE, '# here: blocking')} in blocking"
-    assert detail["wait"] == "thread" and detail["hang"] == h.SYNC_THREAD
+    assert detail["wait"] == "thread" and detail["hang"] == HangKind.SYNC_THREAD
     assert detail["location"] == where and where in detail["chain"]
-    assert found == [(item, h.SYNC_THREAD, where, item.id)]
+    assert found == [(item, HangKind.SYNC_THREAD, where, item.id)]
     release.set()
     await task
 
@@ -252,7 +250,7 @@ async def test_a_thread_that_ignores_its_stop_event_is_stuck(
     document, _ = pub.snapshot()
 
     detail = document["details"]["0"]
-    assert detail["hang"] == h.STUCK_THREAD and "told_ms" in detail
+    assert detail["hang"] == HangKind.STUCK_THREAD and "told_ms" in detail
     assert detail["location"] == f"{marked(HERE, '# here: ignores-stop')} in ignores_stop"
     release.set()
     await asyncio.sleep(0.1)
@@ -273,7 +271,7 @@ async def test_a_shield_that_holds_the_cancel_past_the_timeout_overruns(
     document, _ = pub.snapshot()
 
     detail = document["details"]["0"]
-    assert detail["hang"] == h.SHIELD_OVERRUN and detail["shielded"] is True
+    assert detail["hang"] == HangKind.SHIELD_OVERRUN and detail["shielded"] is True
     assert detail["reason"] == "shutdown"
     item.end_shield()
     with pytest.raises(asyncio.CancelledError):
@@ -308,12 +306,12 @@ async def test_a_frozen_loop_is_reported_while_it_is_frozen(
     pub.stop()
 
     where = f"{marked(HERE, '# here: freezer')} in freezer"
-    assert [(a[1], a[2]) for a in announced] == [(h.BLOCKED_LOOP, where)]
+    assert [(a[1], a[2]) for a in announced] == [(HangKind.BLOCKED_LOOP, where)]
     assert announced[0][0] is item
     (during,) = seen
     assert during.status == report.PROBLEMS
     (row,) = during.rows
-    assert (row.hang, row.location, row.view) == (h.BLOCKED_LOOP, where, "app.views.frozen")
+    assert (row.hang, row.location, row.view) == (HangKind.BLOCKED_LOOP, where, "app.views.frozen")
     assert row.age >= 1.0
     assert after.status == report.OK  # the loop answers again: nothing hangs now
     assert not list((tmp_path / "state").glob("live-*"))  # stop() removed it
@@ -417,7 +415,7 @@ async def test_the_last_shutdown_report_names_the_view_that_hung(
     where = marked(Path(views_hangs.__file__), "# hang: swallow-loop")
     assert row.view == "tests.project.views_hangs.swallower"
     assert row.what == "GET /hangs/swallower/"
-    assert (row.hang, row.location) == (h.SWALLOWED_CANCEL, f"{where} in swallower")
+    assert (row.hang, row.location) == (HangKind.SWALLOWED_CANCEL, f"{where} in swallower")
     assert row.source == "last" and row.reason == "shutdown" and row.cancelled >= 1
 
 

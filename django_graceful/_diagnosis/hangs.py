@@ -18,15 +18,21 @@ applies it again to a snapshot, with its own ``--threshold`` and the time since.
 
 from __future__ import annotations
 
+import enum
+
 from .._core.registry import WorkKind
 
-SLOW = "slow"
-SWALLOWED_CANCEL = "swallowed-cancel"
-SHIELD_OVERRUN = "shield-overrun"
-BLOCKED_LOOP = "blocked-loop"
-SYNC_THREAD = "sync-thread"
-STUCK_THREAD = "stuck-thread"
-KINDS = (SLOW, SWALLOWED_CANCEL, SHIELD_OVERRUN, BLOCKED_LOOP, SYNC_THREAD, STUCK_THREAD)
+
+class HangKind(enum.StrEnum):
+    """What a piece of work is stuck on (also its name in snapshots and reports)."""
+
+    SLOW = "slow"
+    SWALLOWED_CANCEL = "swallowed-cancel"
+    SHIELD_OVERRUN = "shield-overrun"
+    BLOCKED_LOOP = "blocked-loop"
+    SYNC_THREAD = "sync-thread"
+    STUCK_THREAD = "stuck-thread"
+
 
 #: Seconds without an answer from the event loop after which it counts as blocked.
 BLOCKED_AFTER = 1.0
@@ -43,20 +49,21 @@ def classify(
     wait: str | None = None,
     threshold: float,
     cancel_timeout: float,
-) -> str | None:
+) -> HangKind | None:
     """The hang kind of one piece of work, or None while it is fine.
 
-    ``age``: seconds it has run; ``told``: seconds since it was told to stop (None if
-    it was not); ``wait``: ``"thread"`` when it awaits a sync thread that still runs.
+    ``kind``: a :class:`WorkKind` (or its value, read back from a snapshot); ``age``:
+    seconds it has run; ``told``: seconds since it was told to stop (None if it was
+    not); ``wait``: ``"thread"`` when it awaits a sync thread that still runs.
     """
     if told is not None and told >= cancel_timeout:
         if kind == WorkKind.THREAD:
-            return STUCK_THREAD
+            return HangKind.STUCK_THREAD
         if wait == WAIT_THREAD:
-            return SYNC_THREAD
+            return HangKind.SYNC_THREAD
         if shielded:
-            return SHIELD_OVERRUN
-        return SWALLOWED_CANCEL
+            return HangKind.SHIELD_OVERRUN
+        return HangKind.SWALLOWED_CANCEL
     if kind == WorkKind.REQUEST and age >= threshold:
-        return SYNC_THREAD if wait == WAIT_THREAD else SLOW
+        return HangKind.SYNC_THREAD if wait == WAIT_THREAD else HangKind.SLOW
     return None

@@ -37,6 +37,7 @@ from .._core import stacks
 from .._core.lifecycle import Lifecycle, Phase, get_lifecycle
 from .._core.registry import Tracked
 from . import hangs
+from .hangs import HangKind
 from .stores import Store, StoreError, open_store, pid_alive
 
 logger = logging.getLogger("django_graceful")
@@ -288,7 +289,7 @@ class Publisher:
             items, picked, now, threshold, cancel_timeout, last=last, blocked=blocked
         )
         if loop is not None and blocked is None:
-            found.append((None, hangs.BLOCKED_LOOP, loop["location"], ("loop", loop["since"])))
+            found.append((None, HangKind.BLOCKED_LOOP, loop["location"], ("loop", loop["since"])))
         adapter = lifecycle.adapter
         document = {
             "format": FORMAT,
@@ -364,7 +365,7 @@ class Publisher:
                     sync_calls = stacks.sync_calls(frames_by_thread)
                 _locate(item, detail, frames_by_thread, sync_calls)
             if blocked is not None and blocked[0] == n:
-                hang: str | None = hangs.BLOCKED_LOOP
+                hang: HangKind | None = HangKind.BLOCKED_LOOP
                 for key in ("location", "where", "chain"):
                     detail[key] = blocked[1][key]
             else:
@@ -378,7 +379,7 @@ class Publisher:
                     cancel_timeout=cancel_timeout,
                 )
                 if hang is None and last:
-                    hang = hangs.SLOW  # still running when the budget was spent
+                    hang = HangKind.SLOW  # still running when the budget was spent
             if hang is not None:
                 detail["hang"] = hang
                 found.append((item, hang, detail.get("location"), item.id))

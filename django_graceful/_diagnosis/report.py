@@ -19,6 +19,7 @@ from typing import Any
 
 from .._core.registry import WorkKind
 from . import hangs
+from .hangs import HangKind
 from .publisher import COLUMNS, FORMAT, VERSION, host_id
 from .stores import LAST, LIVE, Document, Skipped, Store, StoreError, live_timeout, pid_alive
 
@@ -57,7 +58,7 @@ class Row:
     view: str | None
     age: float
     state: str
-    hang: str
+    hang: HangKind
     location: str | None
     where: dict[str, Any] | None
     chain: list[str]
@@ -216,10 +217,12 @@ def _rows(snapshot: dict[str, Any], source: str, now: float, threshold: float | 
         told = detail.get("told_ms")
         told_for = None if told is None else told / 1000 + elapsed
         shielded = detail.get("shielded", False)
+        hang: HangKind | None
         if source == SOURCE_LAST:
-            hang = detail.get("hang")
+            written = detail.get("hang")
+            hang = None if written is None else HangKind(written)
         elif n == blocked_at:
-            hang = hangs.BLOCKED_LOOP
+            hang = HangKind.BLOCKED_LOOP
         elif detail is empty and (kind != WorkKind.REQUEST or age < limit):
             continue  # the common case, without a call
         else:
@@ -237,7 +240,7 @@ def _rows(snapshot: dict[str, Any], source: str, now: float, threshold: float | 
         where = detail.get("where")
         location = detail.get("location")
         chain = detail.get("chain", [])
-        if hang == hangs.BLOCKED_LOOP and loop is not None:
+        if hang == HangKind.BLOCKED_LOOP and loop is not None:
             where, location, chain = loop["where"], loop["location"], loop["chain"]
         cancelled = detail.get("cancelled", 0)
         rows.append(
@@ -274,7 +277,7 @@ def _rows(snapshot: dict[str, Any], source: str, now: float, threshold: float | 
                 view=None,
                 age=blocked,
                 state="blocked",
-                hang=hangs.BLOCKED_LOOP,
+                hang=HangKind.BLOCKED_LOOP,
                 location=loop["location"],
                 where=loop["where"],
                 chain=loop["chain"],
@@ -293,10 +296,15 @@ def _state(cancelled: int, told: bool, shielded: bool) -> str:
 
 
 def _since(
-    hang: str, at: float, age: float, told: float | None, threshold: float, cancel_timeout: float
+    hang: HangKind,
+    at: float,
+    age: float,
+    told: float | None,
+    threshold: float,
+    cancel_timeout: float,
 ) -> float:
     """When the problem began (wall clock), to list the newest first."""
-    if told is not None and hang != hangs.SLOW:
+    if told is not None and hang != HangKind.SLOW:
         return at - told + cancel_timeout
     return at - age + min(threshold, age)
 
@@ -387,7 +395,7 @@ def _check_snapshot(data: dict[str, Any]) -> None:
         for name, value in detail.items():
             expected = _DETAIL_TYPES.get(name)
             _require(expected is None or _is(value, expected), f"details.{key}.{name}")
-        _require(detail.get("hang") in (None, *hangs.KINDS), f"details.{key}.hang")
+        _require(detail.get("hang") in (None, *HangKind), f"details.{key}.hang")
         _require("where" not in detail or _where(detail["where"]), f"details.{key}.where")
         _require("chain" not in detail or _strings(detail["chain"]), f"details.{key}.chain")
 
