@@ -53,6 +53,7 @@ from django_graceful._core.lifecycle import Lifecycle, reset_lifecycle  # noqa: 
 from django_graceful._core.registry import Tracked  # noqa: E402
 from django_graceful._diagnosis import publisher as snapshots  # noqa: E402
 from django_graceful._diagnosis import report  # noqa: E402
+from django_graceful._diagnosis.snapshot import LOCATE_AFTER  # noqa: E402
 from django_graceful._diagnosis.stores import FileStore  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -126,7 +127,7 @@ async def snapshot_cost(n: int, runs: int, folder: Path) -> list[str]:
     ]
     for label, prepare in (
         ("all young", young),
-        (f"all older than LOCATE_AFTER ({snapshots.LOCATE_AFTER:g} s)", old),
+        (f"all older than LOCATE_AFTER ({LOCATE_AFTER:g} s)", old),
         ("100 told to stop, the rest young", some_told),
     ):
         builds, dumps, writes, totals = [], [], [], []

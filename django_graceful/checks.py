@@ -70,8 +70,8 @@ def check_state_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
 
 def check_views(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """graceful.W003-W006: what ``checkshutdown --static`` finds in the URLconf's views."""
-    from ._diagnosis.report import CANNOT_CHECK
     from ._diagnosis.staticscan import scan
+    from ._diagnosis.status import CANNOT_CHECK
 
     try:
         result = scan()

@@ -20,7 +20,8 @@ from django_graceful._core.lifecycle import Lifecycle
 from django_graceful._core.registry import Tracked
 from django_graceful._diagnosis import report
 from django_graceful._diagnosis.hangs import HangKind
-from django_graceful._diagnosis.publisher import FORMAT, Publisher, host_id
+from django_graceful._diagnosis.publisher import Publisher
+from django_graceful._diagnosis.snapshot import FORMAT, Unreadable, host_id, parse
 from django_graceful._diagnosis.stores import FileStore
 
 from .inprocess import NO_SIGNALS
@@ -123,8 +124,8 @@ def folder_with(tmp_path: Path, *documents: dict[str, Any], name: str = "live") 
     ],
 )
 def test_an_unusable_document_gets_a_one_line_reason(text: str, reason: str) -> None:
-    with pytest.raises(report.Unreadable) as caught:
-        report.parse(text)
+    with pytest.raises(Unreadable) as caught:
+        parse(text)
     assert reason in str(caught.value) and "\n" not in str(caught.value)
 
 
@@ -139,7 +140,7 @@ async def test_a_published_snapshot_parses(lifecycle: Lifecycle, tmp_path: Path)
     pub.store.prepare()
     document = pub.publish()
     assert document is not None
-    parsed = report.parse(json.dumps(document))
+    parsed = parse(json.dumps(document))
     assert parsed["views"] == ["app.x"] and parsed["items"]["view"] == [0]
     assert list(parsed["details"]) == ["0"]
     release.set()

@@ -24,7 +24,8 @@ from django_graceful._core.lifecycle import Lifecycle, Phase
 from django_graceful._core.registry import Tracked
 from django_graceful._diagnosis import report
 from django_graceful._diagnosis.hangs import HangKind, classify
-from django_graceful._diagnosis.publisher import FORMAT, Publisher, host_id
+from django_graceful._diagnosis.publisher import Publisher
+from django_graceful._diagnosis.snapshot import FORMAT, host_id
 from django_graceful._diagnosis.stores import (
     INDEX_KEY,
     CacheStore,
@@ -416,7 +417,7 @@ async def test_the_last_shutdown_report_names_the_view_that_hung(
     assert row.view == "tests.project.views_hangs.swallower"
     assert row.what == "GET /hangs/swallower/"
     assert (row.hang, row.location) == (HangKind.SWALLOWED_CANCEL, f"{where} in swallower")
-    assert row.source == "last" and row.reason == "shutdown" and row.cancelled >= 1
+    assert row.source == "last" and row.reason == "shutdown" and row.cancel_count >= 1
 
 
 # -- the stores -----------------------------------------------------------------------

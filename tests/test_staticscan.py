@@ -20,8 +20,8 @@ from django.core.checks import Warning, run_checks
 from django.core.management import call_command
 from django.test import override_settings
 
-from django_graceful._diagnosis.report import CANNOT_CHECK, OK, PROBLEMS
 from django_graceful._diagnosis.staticscan import scan
+from django_graceful._diagnosis.status import CANNOT_CHECK, OK, PROBLEMS
 
 from .project import views_static
 

@@ -1,36 +1,32 @@
 """What ``checkshutdown`` finds: every worker's snapshot and last report, read back as problems.
 
-Only JSON is parsed, and every field is checked before it is used: a corrupt, empty,
-foreign or unreadable snapshot is skipped with a one-line reason, never a traceback.
-Live snapshots are classified again here (``--threshold``, and the time since they
-were written); a last shutdown report says what hung when its worker stopped. A live
+Each document is read with :func:`.snapshot.parse`: a corrupt, empty, foreign or
+unreadable snapshot is skipped with a one-line reason, never a traceback. Live
+snapshots are classified again here (``--threshold``, and the time since they were
+written); a last shutdown report says what hung when its worker stopped. A live
 snapshot left by a worker that is gone (its process died, or it stopped heartbeating)
 is read as that worker's last word: ``died``.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._core.registry import WorkKind
-from . import hangs
-from .hangs import HangKind
-from .publisher import COLUMNS, FORMAT, VERSION, host_id
-from .stores import LAST, LIVE, Document, Skipped, Store, StoreError, live_timeout, pid_alive
+from .hangs import HangKind, classify
+from .render import printable
+from .render import table as render_table
+from .snapshot import Unreadable, host_id, parse
+from .status import CANNOT_CHECK, OK, PROBLEMS
+from .stores import LAST, Document, Skipped, Store, StoreError, live_timeout, pid_alive
 
-#: Exit statuses of ``checkshutdown``.
-OK, PROBLEMS, CANNOT_CHECK = 0, 1, 2
 #: Where a row comes from: a running worker, a last shutdown report, a worker gone silent.
 SOURCE_LIVE, SOURCE_LAST, SOURCE_DIED = "live", "last", "died"
-
-
-class Unreadable(Exception):
-    """A stored document is not a snapshot we can read (the message says why)."""
+#: The kind of a row for a frozen event loop that runs none of the tracked work.
+LOOP_KIND = "loop"
 
 
 @dataclass(slots=True)
@@ -63,7 +59,8 @@ class Row:
     where: dict[str, Any] | None
     chain: list[str]
     reason: str | None
-    cancelled: int
+    #: How many times the work was cancelled (``"cancelled"`` in the JSON).
+    cancel_count: int
     shielded: bool
     since: float
     server: str | None = None
@@ -89,9 +86,13 @@ class Report:
         }
 
 
+#: Fields whose JSON key is not their name.
+_JSON_KEYS = {"cancel_count": "cancelled"}
+
+
 def _fields(record: Row | Worker) -> dict[str, Any]:
     # dataclasses.asdict deep-copies: too slow for thousands of rows
-    return {name: getattr(record, name) for name in record.__slots__}
+    return {_JSON_KEYS.get(name, name): getattr(record, name) for name in record.__slots__}
 
 
 def check(
@@ -226,7 +227,7 @@ def _rows(snapshot: dict[str, Any], source: str, now: float, threshold: float | 
         elif detail is empty and (kind != WorkKind.REQUEST or age < limit):
             continue  # the common case, without a call
         else:
-            hang = hangs.classify(
+            hang = classify(
                 kind,
                 age,
                 told_for,
@@ -242,7 +243,7 @@ def _rows(snapshot: dict[str, Any], source: str, now: float, threshold: float | 
         chain = detail.get("chain", [])
         if hang == HangKind.BLOCKED_LOOP and loop is not None:
             where, location, chain = loop["where"], loop["location"], loop["chain"]
-        cancelled = detail.get("cancelled", 0)
+        cancel_count = detail.get("cancelled", 0)
         rows.append(
             Row(
                 host=snapshot["host"],
@@ -253,13 +254,13 @@ def _rows(snapshot: dict[str, Any], source: str, now: float, threshold: float | 
                 what=columns["what"][n],
                 view=views[columns["view"][n]],
                 age=age,
-                state=_state(cancelled, told_for is not None, shielded),
+                state=_state(cancel_count, told_for is not None, shielded),
                 hang=hang,
                 location=location,
                 where=where,
                 chain=chain,
                 reason=detail.get("reason"),
-                cancelled=cancelled,
+                cancel_count=cancel_count,
                 shielded=shielded,
                 since=_since(hang, at, age, told_for, limit, cancel_timeout),
             )
@@ -272,7 +273,7 @@ def _rows(snapshot: dict[str, Any], source: str, now: float, threshold: float | 
                 pid=snapshot["pid"],
                 server=snapshot["server"],
                 source=source,
-                kind="loop",
+                kind=LOOP_KIND,
                 what="the event loop",
                 view=None,
                 age=blocked,
@@ -282,7 +283,7 @@ def _rows(snapshot: dict[str, Any], source: str, now: float, threshold: float | 
                 where=loop["where"],
                 chain=loop["chain"],
                 reason=None,
-                cancelled=0,
+                cancel_count=0,
                 shielded=False,
                 since=loop["since"],
             )
@@ -290,8 +291,8 @@ def _rows(snapshot: dict[str, Any], source: str, now: float, threshold: float | 
     return rows
 
 
-def _state(cancelled: int, told: bool, shielded: bool) -> str:
-    state = f"cancelled {max(cancelled, 1)}x" if cancelled or told else "running"
+def _state(cancel_count: int, told: bool, shielded: bool) -> str:
+    state = f"cancelled {max(cancel_count, 1)}x" if cancel_count or told else "running"
     return f"{state}, shielded" if shielded else state
 
 
@@ -309,157 +310,29 @@ def _since(
     return at - age + min(threshold, age)
 
 
-# -- parsing --------------------------------------------------------------------------
-
-_DETAIL_TYPES: dict[str, type | tuple[type, ...]] = {
-    "reason": str,
-    "cancelled": int,
-    "told_ms": int,
-    "shielded": bool,
-    "wait": str,
-    "location": str,
-    "where": dict,
-    "chain": list,
-    "hang": str,
-}
-_COLUMN_TYPES: dict[str, type] = {"kind": int, "what": str, "view": int, "age_ms": int}
-
-
-def parse(text: str) -> dict[str, Any]:
-    """A snapshot from its JSON text, checked field by field.
-
-    Raises :class:`Unreadable` with a one-line reason.
-    """
-    if not text.strip():
-        raise Unreadable("empty file")
-    try:
-        data = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise Unreadable(f"not JSON ({_first_line(exc)})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise Unreadable("not a django_graceful snapshot")
-    if data.get("version") != VERSION:
-        raise Unreadable(
-            f"snapshot format {data.get('version')!r} (this django_graceful reads {VERSION})"
-        )
-    try:
-        _check_snapshot(data)
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise Unreadable(f"malformed snapshot: {_first_line(exc)}") from None
-    return data
-
-
-def _check_snapshot(data: dict[str, Any]) -> None:
-    _require(data.get("report") in (LIVE, LAST), "report")
-    _require(_is(data.get("host"), str) and 0 < len(data["host"]) <= 255, "host")
-    _require(_is(data.get("pid"), int) and data["pid"] > 0, "pid")
-    _require(data.get("server") is None or _is(data["server"], str), "server")
-    _require(_is(data.get("phase"), str), "phase")
-    for key in ("time", "started", "heartbeat", "hang_threshold", "cancel_timeout"):
-        _require(_number(data.get(key)) and data[key] >= 0, key)
-    _require("budget" not in data or (_number(data["budget"]) and data["budget"] >= 0), "budget")
-    loop = data.get("loop")
-    if loop is not None:
-        _require(_is(loop, dict), "loop")
-        _require(_is(loop.get("blocked_ms"), int), "loop.blocked_ms")
-        _require(_number(loop.get("since")), "loop.since")
-        _require(loop.get("item") is None or _is(loop["item"], int), "loop.item")
-        for key in ("location", "where", "chain"):
-            _require(key in loop, f"loop.{key}")
-        _require(loop.get("location") is None or _is(loop["location"], str), "loop.location")
-        _require(loop.get("where") is None or _where(loop["where"]), "loop.where")
-        _require(_strings(loop.get("chain")), "loop.chain")
-    for table, types in (("kinds", (str,)), ("views", (str, type(None)))):
-        values = data.get(table)
-        _require(_is(values, list) and all(type(v) in types for v in values), table)
-    items = data.get("items")
-    _require(_is(items, dict), "items")
-    length = None
-    for column in COLUMNS:
-        values = items.get(column)
-        _require(_is(values, list), f"items.{column}")
-        if length is None:
-            length = len(values)
-        _require(len(values) == length, f"items.{column} (length)")
-        _require(all(type(v) is _COLUMN_TYPES[column] for v in values), f"items.{column}")
-    for column, table in (("kind", "kinds"), ("view", "views")):
-        size = len(data[table])
-        _require(all(0 <= v < size for v in items[column]), f"items.{column} (index)")
-    if loop is not None and loop["item"] is not None:
-        _require(0 <= loop["item"] < (length or 0), "loop.item (index)")
-    details = data.get("details")
-    _require(_is(details, dict), "details")
-    for key, detail in details.items():
-        _require(key.isdigit() and int(key) < (length or 0), f"details key {key[:20]!r}")
-        _require(_is(detail, dict), f"details.{key}")
-        for name, value in detail.items():
-            expected = _DETAIL_TYPES.get(name)
-            _require(expected is None or _is(value, expected), f"details.{key}.{name}")
-        _require(detail.get("hang") in (None, *HangKind), f"details.{key}.hang")
-        _require("where" not in detail or _where(detail["where"]), f"details.{key}.where")
-        _require("chain" not in detail or _strings(detail["chain"]), f"details.{key}.chain")
-
-
-def _require(condition: bool, what: str) -> None:
-    if not condition:
-        raise ValueError(f"bad {what}")
-
-
-def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
-    if isinstance(value, bool) and kind is not bool:
-        return False
-    return isinstance(value, kind)
-
-
-def _number(value: Any) -> bool:
-    return _is(value, int | float) and math.isfinite(value)
-
-
-def _strings(value: Any) -> bool:
-    return _is(value, list) and all(_is(v, str) for v in value)
-
-
-def _where(value: Any) -> bool:
-    return (
-        _is(value, dict)
-        and _is(value.get("file"), str)
-        and _is(value.get("line"), int)
-        and _is(value.get("function"), str)
-    )
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc) or type(exc).__name__).splitlines()[0][:200]
-
-
 # -- showing --------------------------------------------------------------------------
 
 HEADERS = ("HOST", "PID", "SOURCE", "KIND", "WHAT", "AGE", "STATE", "HANG", "LOCATION")
-#: Longest text shown in a table cell (the JSON has all of it).
-CELL_WIDTH = 70
 
 
 def table(report: Report) -> str:
     """The rows as a plain-text table (no colours), with a header line."""
-    cells = [HEADERS] + [
+    return render_table(
+        HEADERS,
         (
-            row.host,
-            str(row.pid),
-            row.source,
-            row.kind,
-            _what(row),
-            f"{row.age:.1f} s",
-            row.state,
-            row.hang,
-            row.location or "?",
-        )
-        for row in report.rows
-    ]
-    cells = [tuple(_printable(cell) for cell in line) for line in cells]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(HEADERS))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in cells
+            (
+                row.host,
+                str(row.pid),
+                row.source,
+                row.kind,
+                _what(row),
+                f"{row.age:.1f} s",
+                row.state,
+                row.hang,
+                row.location or "?",
+            )
+            for row in report.rows
+        ),
     )
 
 
@@ -467,22 +340,14 @@ def _what(row: Row) -> str:
     return f"{row.view} ({row.what})" if row.view else row.what
 
 
-def _printable(text: str, width: int = CELL_WIDTH) -> str:
-    """One line without control characters (a path or a snapshot may hold any)."""
-    if not text.isprintable():
-        text = "".join(ch if ch.isprintable() else "?" for ch in text)
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def notes(report: Report) -> list[str]:
     """One line per skipped document and per worker that needs a word."""
     wide = 1000
     lines = [
-        f"skipped {_printable(s.source, wide)}: {_printable(s.reason, wide)}"
-        for s in report.skipped
+        f"skipped {printable(s.source, wide)}: {printable(s.reason, wide)}" for s in report.skipped
     ]
     lines += [
-        f"{_printable(w.host, wide)} pid {w.pid}: {w.note}"
+        f"{printable(w.host, wide)} pid {w.pid}: {w.note}"
         for w in report.workers
         if w.note is not None
     ]

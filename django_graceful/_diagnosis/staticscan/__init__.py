@@ -50,7 +50,9 @@ from types import FunctionType
 from typing import Any
 
 from ..._core.stacks import is_project_file, short_path
-from ..report import CANNOT_CHECK, CELL_WIDTH, OK, PROBLEMS, _printable
+from ..render import CELL_WIDTH, one_line
+from ..render import table as render_table
+from ..status import CANNOT_CHECK, OK, PROBLEMS
 
 #: Kinds of finding, in order of severity, and their check ids.
 SWALLOWED, BLOCKING, SYNC_ORM, UNCHECKED = (
@@ -259,7 +261,7 @@ def scan(urlconf: Any = None, *, silenced: Iterable[str] = ()) -> Scan:
             try:
                 found = reader.check(view, function)
             except Exception as exc:  # a bug here must not hide the other views
-                reader.notes.append(f"{view.name}: not scanned ({_one_line(exc)})")
+                reader.notes.append(f"{view.name}: not scanned ({one_line(exc)})")
                 continue
             if found is not None:
                 read = True
@@ -322,7 +324,7 @@ def project_views(urlconf: Any) -> list[View]:
     try:
         callbacks = [pattern.callback for pattern in patterns(get_resolver(urlconf))]
     except Exception as exc:
-        raise CannotScan(f"the URLconf {urlconf!r} cannot be loaded: {_one_line(exc)}") from None
+        raise CannotScan(f"the URLconf {urlconf!r} cannot be loaded: {one_line(exc)}") from None
     views: dict[str, View] = {}
     for callback in callbacks:
         view = _view(callback)
@@ -418,7 +420,7 @@ class _Reader:
                 text = file.read()
             tree = ast.parse(text, filename=path)
         except (OSError, SyntaxError, UnicodeDecodeError, ValueError) as exc:
-            self.notes.append(f"cannot read {short_path(path)}: {_one_line(exc)}")
+            self.notes.append(f"cannot read {short_path(path)}: {one_line(exc)}")
             self.sources[path] = None
             return None
         imports: dict[str, str] = {}
@@ -836,11 +838,6 @@ def _short(node: ast.AST, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _one_line(exc: BaseException) -> str:
-    text = (str(exc) or "").splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
-
-
 # -- showing --------------------------------------------------------------------------
 
 HEADERS = ("ID", "VIEW", "LOCATION", "FINDING")
@@ -848,19 +845,10 @@ HEADERS = ("ID", "VIEW", "LOCATION", "FINDING")
 
 def table(findings: list[Finding]) -> str:
     """The findings as a plain-text table (no colours), with a header line."""
-    cells = [HEADERS] + [
-        (
-            _printable(f.id),
-            _printable(f.view),
-            _printable(f.location),
-            _printable(f.what, CELL_WIDTH + 30),
-        )
-        for f in findings
-    ]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(HEADERS))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in cells
+    return render_table(
+        HEADERS,
+        ((f.id, f.view, f.location, f.what) for f in findings),
+        widths=(CELL_WIDTH, CELL_WIDTH, CELL_WIDTH, CELL_WIDTH + 30),
     )
 
 

@@ -9,7 +9,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ..._cli.arguments import positive_int, seconds
 from ..._cli.launch import SERVERS
-from ..._diagnosis.report import CANNOT_CHECK, Report, check, notes, table
+from ..._diagnosis.report import Report, check, notes, table
+from ..._diagnosis.status import CANNOT_CHECK
 from ..._diagnosis.stores import open_store
 from ...conf import ImproperlyConfiguredGraceful, get_settings, raw_settings
 
