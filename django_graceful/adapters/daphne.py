@@ -10,6 +10,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .._core.phases import EXIT_SLACK, Phase
+from .._core.process import in_loop_thread
 from .._serving.protocol import SHUTTING_DOWN_BODY, refuse_http
 from ._compat import fall_back, installed_version, version_problem
 from .base import ServerAdapter
@@ -36,10 +37,7 @@ def running(modules: dict[str, ModuleType]) -> bool:
     loop = getattr(reactor, "_asyncioEventloop", None)
     if loop is None or not getattr(reactor, "running", False):
         return False
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False
+    return in_loop_thread(loop)
 
 
 class Adapter(ServerAdapter):
