@@ -17,8 +17,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
 
+from django_graceful._core.phases import EXIT_SLACK
 from django_graceful._diagnosis import drill
-from django_graceful._diagnosis.stores import FileStore
+from django_graceful._diagnosis.drill import rehearsal, render
+from django_graceful._diagnosis.drill.output import noteworthy
 
 from .markers import marked
 from .servers import ROOT, SERVERS
@@ -254,7 +256,7 @@ def test_a_server_that_will_not_exit_is_killed_and_its_last_snapshot_read(
     data = json.loads(result.stdout)
     assert data["exit"]["killed"] is True and data["exit"]["within_budget"] is False
     assert data["exit"]["code"] == -9
-    assert data["exit"]["after"] >= data["budget"] + drill.EXIT_SLACK + drill.KILL_MARGIN
+    assert data["exit"]["after"] >= data["budget"] + EXIT_SLACK + rehearsal.KILL_MARGIN
     (row,) = data["rows"]
     assert (row["view"], row["hang"], row["source"]) == (
         "tests.project.views_hangs.frozen",
@@ -348,24 +350,6 @@ def test_a_process_local_state_cache_cannot_be_read() -> None:
     assert "LocMemCache, private to each process" in out and "graceful.W002" in out
 
 
-def test_only_the_drills_own_documents_are_removed(tmp_path: Path) -> None:
-    folder = tmp_path / "state"
-    folder.mkdir()
-    names = [
-        "live-drill-1a2b3c4d-10.json",
-        "last-drill-1a2b3c4d-11.json",
-        ".last-drill-1a2b3c4d-11.json.0f0f0f0f.tmp",
-        "last-drill-99999999-12.json",  # another drill's
-        "last-web-1-13.json",
-        "live-web-1-14.json",
-        "notes.txt",
-    ]
-    for name in names:
-        (folder / name).write_text("{}")
-    drill._forget(FileStore(str(folder)), "drill-1a2b3c4d")
-    assert sorted(p.name for p in folder.iterdir()) == sorted(names[3:])
-
-
 def test_the_clients_outcomes_in_a_line() -> None:
     outcomes = [
         drill.Outcome("/", status=503),
@@ -377,10 +361,12 @@ def test_the_clients_outcomes_in_a_line() -> None:
     assert drill.summary(outcomes) == (
         "2x 503, 1x 200, 1x closed without a response, 1x 200 closed mid-body"
     )
-    assert drill._when([1.04, 1.01]) == "  (ended 1.0 s after SIGTERM)"
-    assert drill._when([-0.52, -0.5]) == "  (ended 0.5 s before SIGTERM)"
-    assert drill._when([-0.5, 2.0]) == "  (ended 0.5 s before to 2.0 s after SIGTERM)"
-    assert drill.exit_status(-15) == "ended by SIGTERM" and drill.exit_status(1) == "exit status 1"
+    assert render.when([1.04, 1.01]) == "  (ended 1.0 s after SIGTERM)"
+    assert render.when([-0.52, -0.5]) == "  (ended 0.5 s before SIGTERM)"
+    assert render.when([-0.5, 2.0]) == "  (ended 0.5 s before to 2.0 s after SIGTERM)"
+    assert (
+        render.exit_status(-15) == "ended by SIGTERM" and render.exit_status(1) == "exit status 1"
+    )
 
 
 def test_the_servers_lines_about_hangs_are_kept_once_each() -> None:
@@ -395,35 +381,8 @@ def test_the_servers_lines_about_hangs_are_kept_once_each() -> None:
             "process still alive 11.0 s after the shutdown signal",
         ]
     )
-    assert drill.noteworthy(output) == [
+    assert noteworthy(output) == [
         "12:00:01,100 WARNING app: cancel swallowed  (and 1 more like it)",
         "12:00:02,000 WARNING django_graceful: hung at shutdown: request GET /x/ (1.0 s old)",
         "process still alive 11.0 s after the shutdown signal",
     ]
-
-
-def test_only_the_drills_own_cache_entries_are_removed(tmp_path: Path) -> None:
-    from django_graceful._diagnosis.stores import INDEX_KEY, PREFIX, CacheStore, _parse_index
-
-    caches = {
-        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "state": {
-            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-            "LOCATION": str(tmp_path / "cache"),
-        },
-    }
-    with override_settings(CACHES=caches):
-        for host, pid, last in [("drill-1a2b3c4d", 10, False), ("drill-1a2b3c4d", 11, True)]:
-            CacheStore("state", host, pid).write("{}", last=last)
-        CacheStore("state", "web-1", 12).write("{}", last=True)
-        CacheStore("state", "web-1", 13).write("{}")
-        store = CacheStore("state")
-        drill._forget(store, "drill-1a2b3c4d")
-        index = _parse_index(store.cache.get(INDEX_KEY))
-        assert {kind: sorted(entries) for kind, entries in index.items()} == {
-            "live": ["web-1:13"],
-            "last": ["web-1:12"],
-        }
-        assert store.cache.get(f"{PREFIX}last:drill-1a2b3c4d:11") is None
-        assert store.cache.get(f"{PREFIX}live:drill-1a2b3c4d:10") is None
-        assert store.cache.get(f"{PREFIX}last:web-1:12") == "{}"

@@ -2,7 +2,9 @@
 
 Each worker has one *live* snapshot (rewritten every heartbeat, gone when it stops)
 and, once it has shut down, one *last* shutdown report (kept ``LAST_TTL``). Stores
-hold JSON text only; reading it is ``report.py``'s business.
+hold JSON text only; reading it is ``report.py``'s business. The documents of one host
+id can be read, and removed, on their own (``checkshutdown --drill`` does, for the
+server it started): how a store names them is known here only.
 """
 
 from __future__ import annotations
@@ -54,6 +56,14 @@ class Store(Protocol):
     def remove_live(self) -> None: ...
     def tidy(self, alive: Callable[[int], bool]) -> None: ...
     def documents(self) -> tuple[list[Document], list[Skipped]]: ...
+
+    def host_documents(self, host: str) -> tuple[list[Document], list[Skipped]]:
+        """``documents()`` of one host id only (every worker that ran with it)."""
+        ...
+
+    def forget_host(self, host: str) -> None:
+        """Remove every live snapshot and last report of one host id, and nothing else."""
+        ...
 
 
 def safe_name(host: str) -> str:
@@ -150,6 +160,15 @@ class FileStore:
                         os.replace(path, last)
 
     def documents(self) -> tuple[list[Document], list[Skipped]]:
+        return self._documents(None)
+
+    def host_documents(self, host: str) -> tuple[list[Document], list[Skipped]]:
+        """Host ids that differ only in characters a file name cannot hold share their
+        files' names: a reader checks each snapshot's ``host``."""
+        return self._documents(safe_name(host))
+
+    def _documents(self, host: str | None) -> tuple[list[Document], list[Skipped]]:
+        """The snapshots in the folder (``host``: only those of that file-name host part)."""
         try:
             names = sorted(os.listdir(self.folder))
         except FileNotFoundError:
@@ -159,7 +178,7 @@ class FileStore:
         documents, skipped = [], []
         for name in names:
             match = FILE_NAME.match(name)
-            if match is None:
+            if match is None or (host is not None and match.group(2) != host):
                 continue
             path = os.path.join(self.folder, name)
             try:
@@ -172,6 +191,29 @@ class FileStore:
                 continue
             documents.append(Document(path, match.group(1), text))
         return documents, skipped
+
+    def forget_host(self, host: str) -> None:
+        """Remove the host's files, its workers' temp files too (a write cut short)."""
+        mine = safe_name(host)
+        try:
+            names = os.listdir(self.folder)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.folder}: {exc.strerror or exc}") from None
+        for name in names:
+            match = FILE_NAME.match(_final_name(name))
+            if match is not None and match.group(2) == mine:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.folder, name))
+
+
+def _final_name(name: str) -> str:
+    """The name a file has once written: ``.live-web-1-42.json.0f0f0f0f.tmp`` (a temp file,
+    see ``FileStore.write``) is to be ``live-web-1-42.json``."""
+    if name.startswith(".") and name.endswith(".tmp"):
+        return name[1:].rsplit(".", 2)[0]
+    return name
 
 
 def _read_text(path: str) -> str:
@@ -262,6 +304,13 @@ class CacheStore:
         pass  # entries expire by themselves
 
     def documents(self) -> tuple[list[Document], list[Skipped]]:
+        return self._documents(None)
+
+    def host_documents(self, host: str) -> tuple[list[Document], list[Skipped]]:
+        return self._documents(host)
+
+    def _documents(self, host: str | None) -> tuple[list[Document], list[Skipped]]:
+        """The snapshots the index lists (``host``: only those of that host id)."""
         try:
             raw = self.cache.get(INDEX_KEY)
         except Exception as exc:
@@ -269,7 +318,12 @@ class CacheStore:
         if raw is None:
             raise StoreError(f"no state found in the cache {self.alias!r}")
         index = _parse_index(raw, strict=True)
-        keys = {f"{PREFIX}{kind}:{name}": kind for kind in (LIVE, LAST) for name in index[kind]}
+        keys = {
+            f"{PREFIX}{kind}:{name}": kind
+            for kind in (LIVE, LAST)
+            for name in index[kind]
+            if host is None or _host_of(name) == host
+        }
         try:
             values = self.cache.get_many(list(keys))
         except Exception as exc:
@@ -285,6 +339,24 @@ class CacheStore:
                 continue
             documents.append(Document(source, kind, value))
         return documents, skipped
+
+    def forget_host(self, host: str) -> None:
+        """Remove the host's entries from the index, then their snapshots."""
+        keys: list[str] = []
+
+        def drop(index: dict[str, dict[str, float]]) -> None:
+            for kind in (LIVE, LAST):
+                for name in [n for n in index[kind] if _host_of(n) == host]:
+                    keys.append(f"{PREFIX}{kind}:{name}")
+                    del index[kind][name]
+
+        self._update_index(drop)
+        self.cache.delete_many(keys)
+
+
+def _host_of(name: str) -> str:
+    """The host id of an index entry (``host:pid``; a host id may hold a colon)."""
+    return name.rpartition(":")[0]
 
 
 def _parse_index(raw: Any, *, strict: bool = False) -> dict[str, dict[str, float]]:
