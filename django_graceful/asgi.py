@@ -7,7 +7,7 @@ import contextlib
 import logging
 from typing import Any
 
-from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+from asgiref.typing import ASGIReceiveCallable, Scope
 
 from ._core.lifecycle import Lifecycle, StartupFailed, get_lifecycle
 from ._core.phases import Phase
@@ -21,6 +21,7 @@ from ._serving.protocol import (
     UNAVAILABLE_BODY,
     WS_INTERNAL_ERROR,
     WS_SERVICE_RESTART,
+    Send,
     refuse,
     refuse_http,
 )
@@ -51,7 +52,7 @@ class GracefulASGI:
         return self._lifecycle or get_lifecycle()
 
     async def __call__(
-        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable | None = None
+        self, scope: Scope, receive: ASGIReceiveCallable, send: Send | None = None
     ) -> None:
         if send is None:
             logger.error(RSGI_MESSAGE)
@@ -77,7 +78,7 @@ class GracefulASGI:
             await refuse(scope, receive, send, SHUTTING_DOWN_BODY, WS_SERVICE_RESTART)
             return
         if not scope.get("state") and lifecycle.state:
-            scope["state"] = dict(lifecycle.state)  # type: ignore[typeddict-unknown-key]
+            scope["state"] = dict(lifecycle.state)
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket":
@@ -85,9 +86,7 @@ class GracefulASGI:
         else:
             await self.app(scope, receive, send)
 
-    async def _http(
-        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
-    ) -> None:
+    async def _http(self, scope: Scope, receive: ASGIReceiveCallable, send: Send) -> None:
         lifecycle = self.lifecycle
         what = f"{scope.get('method', '?')} {scope.get('path', '?')}"
         item = Tracked(WorkKind.REQUEST, what, task=asyncio.current_task())
@@ -107,9 +106,7 @@ class GracefulASGI:
         finally:
             lifecycle.registry.discard(item)
 
-    async def _websocket(
-        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
-    ) -> None:
+    async def _websocket(self, scope: Scope, receive: ASGIReceiveCallable, send: Send) -> None:
         """A tracked websocket: closed with 1012 when CLOSING begins (see WebsocketSession)."""
         lifecycle = self.lifecycle
         item = Tracked(
@@ -138,9 +135,7 @@ class GracefulASGI:
             with contextlib.suppress(Exception):
                 await refuse_http(sent, SHUTTING_DOWN_BODY)
 
-    async def _lifespan(
-        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
-    ) -> None:
+    async def _lifespan(self, scope: Scope, receive: ASGIReceiveCallable, send: Send) -> None:
         """The ASGI lifespan protocol, answered here and never passed to the wrapped app."""
         lifecycle = self.lifecycle
         while True:

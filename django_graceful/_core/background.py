@@ -30,7 +30,7 @@ def spawn(coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> asyncio
     """
     if not asyncio.iscoroutine(coro):
         raise TypeError(f"spawn() takes a coroutine, not {coro!r}")
-    label = name or getattr(coro, "__qualname__", repr(coro))
+    label = name or str(getattr(coro, "__qualname__", repr(coro)))
     lifecycle = get_lifecycle()
     if lifecycle.shutting_down:
         coro.close()

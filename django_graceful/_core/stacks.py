@@ -109,7 +109,7 @@ def short_path(filename: str) -> str:
 
 def await_chain(awaitable: Any) -> list[FrameType]:
     """The frames of a coroutine (or generator) and of what it awaits, outermost first."""
-    frames = []
+    frames: list[FrameType] = []
     for _ in range(MAX_DEPTH):
         if awaitable is None:
             break
@@ -130,7 +130,7 @@ def await_chain(awaitable: Any) -> list[FrameType]:
 
 def stack(frame: FrameType | None) -> list[FrameType]:
     """A thread's frames from ``frame`` (its innermost) outwards, returned outermost first."""
-    frames = []
+    frames: list[FrameType] = []
     while frame is not None and len(frames) < MAX_DEPTH:
         frames.append(frame)
         frame = frame.f_back

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
+from asgiref.typing import ASGIReceiveCallable
 
 from .._core.cancellation import CancelReason
 from .._core.phases import Phase
 from .._core.registry import Tracked
-from .protocol import Message
+from .protocol import Message, Send
 
 if TYPE_CHECKING:
     from .._core.lifecycle import Lifecycle
@@ -93,7 +93,7 @@ class TrackingSend:
 
     __slots__ = ("_lifecycle", "_send", "finished", "started")
 
-    def __init__(self, send: ASGISendCallable, lifecycle: Lifecycle) -> None:
+    def __init__(self, send: Send, lifecycle: Lifecycle) -> None:
         self._send = send
         self._lifecycle = lifecycle
         self.started = False

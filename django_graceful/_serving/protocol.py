@@ -7,11 +7,14 @@ refusal itself. Imports nothing of django_graceful: every layer may use it.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+from asgiref.typing import ASGIReceiveCallable, Scope
 
 Message = dict[str, Any]
+#: A ``send`` as the server hands it, taking the messages as plain dicts.
+Send = Callable[[Message], Awaitable[None]]
 
 #: The body of the 503 answered from CLOSING on (and to work cancelled before it answered).
 SHUTTING_DOWN_BODY = b"Service is shutting down.\n"
@@ -47,7 +50,7 @@ def valid_close_code(code: object) -> bool:
 async def refuse(
     scope: Scope,
     receive: ASGIReceiveCallable,
-    send: ASGISendCallable,
+    send: Send,
     body: bytes,
     ws_code: int,
 ) -> None:
@@ -60,7 +63,7 @@ async def refuse(
             await send({"type": "websocket.close", "code": ws_code})
 
 
-async def refuse_http(send: Any, body: bytes) -> None:
+async def refuse_http(send: Send, body: bytes) -> None:
     """A complete 503 response that also closes the connection."""
     await send(
         {

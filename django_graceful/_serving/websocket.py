@@ -8,13 +8,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
+from asgiref.typing import ASGIReceiveCallable
 
 from .._core.cancellation import CancelReason
 from .._core.deadlines import bounded, bounded_call
 from .._core.hooks import hook_name, log_failure
 from .._core.registry import Tracked
-from .protocol import SESSION_KEY, WS_SERVICE_RESTART
+from .protocol import SESSION_KEY, WS_SERVICE_RESTART, Send
 
 if TYPE_CHECKING:
     from .._core.lifecycle import Lifecycle
@@ -73,7 +73,7 @@ class WebsocketSession:
 
     def __init__(
         self,
-        send: ASGISendCallable,
+        send: Send,
         server_receive: ASGIReceiveCallable,
         receive: InterruptibleReceive,
         item: Tracked,

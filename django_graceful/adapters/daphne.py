@@ -84,12 +84,12 @@ class Adapter(ServerAdapter):
         event = getattr(reactor, "_eventTriggers", {}).get("shutdown")
         if event is None or getattr(event, "state", None) != "BASE":
             return "the reactor's shutdown event is not where Twisted 26 keeps it"
-        servers = [
+        candidates = [
             getattr(trigger, "__self__", None)
             for trigger, args, kwargs in event.before
             if getattr(trigger, "__name__", "") == "kill_all_applications" and not args
         ]
-        servers = [s for s in servers if isinstance(s, server_class)]
+        servers = [s for s in candidates if isinstance(s, server_class)]
         if not servers:
             return "Server.kill_all_applications is not a shutdown trigger"
         if not all(isinstance(getattr(s, "connections", None), dict) for s in servers):
@@ -195,7 +195,7 @@ def _websocket_protocol(send: Any) -> Any:
     """The autobahn protocol behind a Daphne websocket's ``send`` (``partial(handle_reply,
     protocol)``), or None."""
     server = getattr(getattr(send, "func", None), "__self__", None)
-    args = getattr(send, "args", ())
+    args: tuple[Any, ...] = getattr(send, "args", ())
     if getattr(send, "func", None) != getattr(server, "handle_reply", None) or len(args) != 1:
         return None
     protocol = args[0]

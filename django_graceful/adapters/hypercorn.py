@@ -92,7 +92,7 @@ def _worker_frame(run_module: ModuleType, loop: asyncio.AbstractEventLoop) -> Fr
         awaited: Any = task.get_coro()
         while awaited is not None:
             if getattr(awaited, "cr_code", None) is code:
-                return awaited.cr_frame  # type: ignore[no-any-return]
+                return awaited.cr_frame
             awaited = getattr(awaited, "cr_await", None)
     return None
 
