@@ -3,14 +3,14 @@ and the views read as source for code that will not stop (``checkshutdown --stat
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Info, Warning
 from django.utils.module_loading import import_string
 
+from ._cli.launch import asgi_application_path
+from ._diagnosis.stores import PROCESS_LOCAL_CACHES
 from .conf import raw_settings, validate
 
 
@@ -40,13 +40,6 @@ def check_asgi_entrypoint(app_configs: Any = None, **kwargs: Any) -> list[CheckM
             id="graceful.W001",
         )
     ]
-
-
-#: Caches that live in one process: another process (checkshutdown) never sees them.
-PROCESS_LOCAL_CACHES = (
-    "django.core.cache.backends.locmem.LocMemCache",
-    "django.core.cache.backends.dummy.DummyCache",
-)
 
 
 def check_state_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
@@ -96,19 +89,3 @@ def check_views(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
         for finding in result.findings
         if apps is None or finding.view.startswith(apps)
     ]
-
-
-def asgi_application_path() -> str | None:
-    """``ASGI_APPLICATION``, else ``<settings package>.asgi.application`` if it exists."""
-    configured = getattr(settings, "ASGI_APPLICATION", None)
-    if configured:
-        return str(configured)
-    module = os.environ.get("DJANGO_SETTINGS_MODULE", "")
-    if "." not in module:
-        return None
-    package = module.rsplit(".", 1)[0]
-    try:  # found, not imported: importing asgi.py may start things
-        spec = importlib.util.find_spec(f"{package}.asgi")
-    except (ImportError, ValueError):
-        return None
-    return f"{package}.asgi.application" if spec is not None else None

@@ -299,7 +299,7 @@ def project_application() -> Any:
     """``ASGI_APPLICATION`` wrapped in :class:`GracefulASGI` (unless it already is)."""
     from django.utils.module_loading import import_string
 
-    from .checks import asgi_application_path
+    from ._cli.launch import asgi_application_path
 
     path = asgi_application_path()
     if path is None:

@@ -1,10 +1,14 @@
-"""Command lines that start the project on each server with flags that fit the shutdown budget."""
+"""What to start and how: the project's ASGI application, and the command line that starts
+it on each server with flags that fit the shutdown budget."""
 
 from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import sys
+
+from django.conf import settings
 
 SERVERS = ("uvicorn", "hypercorn", "granian", "daphne")
 #: Seconds the server's own last-resort timeout stays above our budget.
@@ -61,3 +65,19 @@ def command_line(
     if workers and workers > 1:
         raise ValueError("daphne runs one process; use a process manager for several")
     return [*python, "-b", host, "-p", str(port), target]
+
+
+def asgi_application_path() -> str | None:
+    """``ASGI_APPLICATION``, else ``<settings package>.asgi.application`` if it exists."""
+    configured = getattr(settings, "ASGI_APPLICATION", None)
+    if configured:
+        return str(configured)
+    module = os.environ.get("DJANGO_SETTINGS_MODULE", "")
+    if "." not in module:
+        return None
+    package = module.rsplit(".", 1)[0]
+    try:  # found, not imported: importing asgi.py may start things
+        spec = importlib.util.find_spec(f"{package}.asgi")
+    except (ImportError, ValueError):
+        return None
+    return f"{package}.asgi.application" if spec is not None else None

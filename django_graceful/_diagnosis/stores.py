@@ -29,6 +29,13 @@ LIVE, LAST = "live", "last"
 FILE_NAME = re.compile(r"^(live|last)-([A-Za-z0-9._-]+)-(\d+)\.json$")
 
 
+#: Caches that live in one process: another process (checkshutdown) never sees them.
+PROCESS_LOCAL_CACHES = (
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache",
+)
+
+
 class StoreError(Exception):
     """The store cannot be written or read (a one-line reason)."""
 

@@ -16,13 +16,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..._cli.launch import SERVERS, ServerNotInstalled, app_target, command_line
+from ..._cli.launch import (
+    SERVERS,
+    ServerNotInstalled,
+    app_target,
+    asgi_application_path,
+    command_line,
+)
 from ..._core.lifecycle import get_lifecycle
 from ..._core.phases import EXIT_SLACK
-from ...checks import PROCESS_LOCAL_CACHES, asgi_application_path
 from ...conf import ImproperlyConfiguredGraceful, get_settings
 from ..report import CANNOT_CHECK
-from ..stores import Store, open_store
+from ..stores import PROCESS_LOCAL_CACHES, Store, open_store
 from . import client, live, output, processes
 from .model import DEFAULT_SERVER, Drill, DrillError, Outcome
 from .render import show

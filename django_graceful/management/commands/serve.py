@@ -10,9 +10,14 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ..._cli.arguments import port_number, positive_int
-from ..._cli.launch import SERVERS, ServerNotInstalled, app_target, command_line
+from ..._cli.launch import (
+    SERVERS,
+    ServerNotInstalled,
+    app_target,
+    asgi_application_path,
+    command_line,
+)
 from ..._core.lifecycle import get_lifecycle
-from ...checks import asgi_application_path
 
 
 class Command(BaseCommand):
