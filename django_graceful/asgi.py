@@ -11,7 +11,7 @@ from asgiref.typing import ASGIReceiveCallable, Scope
 
 from ._core.lifecycle import Lifecycle, StartupFailed, get_lifecycle
 from ._core.phases import Phase
-from ._core.registry import Tracked, WorkKind
+from ._core.registry import Tracked, WorkKind, request_label
 from ._serving.http import InterruptibleReceive, TrackingSend
 from ._serving.protocol import (
     HTTP_DISCONNECT,
@@ -88,7 +88,7 @@ class GracefulASGI:
 
     async def _http(self, scope: Scope, receive: ASGIReceiveCallable, send: Send) -> None:
         lifecycle = self.lifecycle
-        what = f"{scope.get('method', '?')} {scope.get('path', '?')}"
+        what = request_label(scope.get("method", "?"), scope.get("path", "?"))
         item = Tracked(WorkKind.REQUEST, what, task=asyncio.current_task())
         interruptible = InterruptibleReceive(receive, HTTP_DISCONNECT, item)
         item.on_cancel = interruptible.interrupt

@@ -20,7 +20,8 @@ from django.core.cache import caches
 from django.test import override_settings
 
 from django_graceful import CancelReason, start_thread
-from django_graceful._core.lifecycle import Lifecycle, Phase
+from django_graceful._core.lifecycle import Lifecycle
+from django_graceful._core.phases import Phase
 from django_graceful._core.registry import Tracked
 from django_graceful._diagnosis import report
 from django_graceful._diagnosis.hangs import HangKind, classify

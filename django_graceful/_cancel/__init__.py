@@ -1,0 +1,1 @@
+"""What views get to stop cleanly: ``@cancellable``, ``shield()``, and interrupted SQL."""

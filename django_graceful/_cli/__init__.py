@@ -1,0 +1,1 @@
+"""What the management commands share: argument types, and how each server is started."""

@@ -29,6 +29,18 @@ class WorkKind(enum.StrEnum):
     THREAD = "thread"  # a ``start_thread()`` thread
 
 
+def request_label(method: object, path: object) -> str:
+    """What a request is called (``Tracked.what``): ``"GET /orders/7/"``, the path decoded
+    and without its query string, as the ASGI scope has it."""
+    return f"{method} {path}"
+
+
+def request_of(label: str) -> tuple[str, str]:
+    """``request_label``'s ``(method, path)`` back from a request's label."""
+    method, _, path = label.partition(" ")
+    return method, path
+
+
 @dataclass(eq=False, slots=True)
 class Tracked:
     """One piece of in-flight work (a request, a websocket, a task or a thread)."""

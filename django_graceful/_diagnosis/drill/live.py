@@ -6,8 +6,8 @@ import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..._core.registry import WorkKind
-from ..report import Unreadable, parse
+from ..._core.registry import WorkKind, request_of
+from ..snapshot import Unreadable, parse
 from ..stores import LIVE, Store, StoreError
 
 
@@ -51,14 +51,11 @@ def read(store: Store, host: str) -> Live:
 
 
 def get_path(kind: str, what: str) -> str | None:
-    """The path of a GET request in a snapshot, or None for other work.
-
-    A snapshot item has no method or path of its own: a request's ``what`` is the text
-    ``"GET /path"`` that ``asgi.py`` writes (``method path``, the path decoded, no query
-    string). This is the one place that reads that text back.
-    """
-    method, _, path = what.partition(" ")
-    return path if kind == WorkKind.REQUEST and method == "GET" else None
+    """The path of a GET request in a snapshot, or None for other work."""
+    if kind != WorkKind.REQUEST:
+        return None
+    method, path = request_of(what)
+    return path if method == "GET" else None
 
 
 def snapshot_path(url: str) -> str:

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..._core.phases import EXIT_SLACK
-from ..report import CANNOT_CHECK, Report
+from ..report import Report
+from ..status import CANNOT_CHECK
 
 #: The server the drill starts unless ``--server`` names another.
 DEFAULT_SERVER = "uvicorn"

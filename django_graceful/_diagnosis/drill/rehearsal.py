@@ -26,7 +26,7 @@ from ..._cli.launch import (
 from ..._core.lifecycle import get_lifecycle
 from ..._core.phases import EXIT_SLACK
 from ...conf import ImproperlyConfiguredGraceful, get_settings
-from ..report import CANNOT_CHECK
+from ..status import CANNOT_CHECK
 from ..stores import PROCESS_LOCAL_CACHES, Store, open_store
 from . import client, live, output, processes
 from .model import DEFAULT_SERVER, Drill, DrillError, Outcome

@@ -8,7 +8,8 @@ from collections import Counter
 from collections.abc import Iterator
 
 from ..._core.phases import EXIT_SLACK
-from ..report import CANNOT_CHECK, OK, PROBLEMS, SOURCE_DIED, Report, check
+from ..report import SOURCE_DIED, Report, check
+from ..status import CANNOT_CHECK, OK, PROBLEMS
 from ..stores import Store, StoreError
 from .model import Drill
 from .output import tail_of
