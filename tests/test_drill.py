@@ -352,11 +352,11 @@ def test_a_process_local_state_cache_cannot_be_read() -> None:
 
 def test_the_clients_outcomes_in_a_line() -> None:
     outcomes = [
-        drill.Outcome("/", status=503),
-        drill.Outcome("/", status=200),
-        drill.Outcome("/", status=503),
-        drill.Outcome("/", error="closed without a response"),
-        drill.Outcome("/", status=200, error="closed mid-body"),
+        drill.Answer("/", status=503),
+        drill.Answer("/", status=200),
+        drill.Answer("/", status=503),
+        drill.Answer("/", error="closed without a response"),
+        drill.Answer("/", status=200, error="closed mid-body"),
     ]
     assert drill.summary(outcomes) == (
         "2x 503, 1x 200, 1x closed without a response, 1x 200 closed mid-body"

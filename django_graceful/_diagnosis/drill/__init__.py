@@ -29,8 +29,8 @@ steps), ``client`` (HTTP), ``live`` (the server's live snapshots while it serves
 
 from __future__ import annotations
 
-from .model import Drill, DrillError, Outcome, summary
+from .model import Answer, Drill, DrillError, summary
 from .processes import group_members
 from .rehearsal import main, run
 
-__all__ = ["Drill", "DrillError", "Outcome", "group_members", "main", "run", "summary"]
+__all__ = ["Answer", "Drill", "DrillError", "group_members", "main", "run", "summary"]

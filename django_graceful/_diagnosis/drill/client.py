@@ -7,7 +7,7 @@ import socket
 import time
 import urllib.parse
 
-from .model import DrillError, Outcome
+from .model import Answer, DrillError
 
 #: Where the drill's server listens (on a free port).
 HOST = "127.0.0.1"
@@ -46,7 +46,7 @@ def answers(port: int, timeout: float) -> bool:
         conn.close()
 
 
-def fetch(port: int, url: str, timeout: float, outcome: Outcome) -> None:
+def fetch(port: int, url: str, timeout: float, outcome: Answer) -> None:
     """One GET; what it got goes into ``outcome``."""
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:

@@ -24,8 +24,8 @@ class DrillError(Exception):
 
 
 @dataclass(slots=True)
-class Outcome:
-    """What one client got."""
+class Answer:
+    """What one of the drill's clients got back (not ``deadlines.Outcome``, a bounded call's)."""
 
     url: str
     status: int | None = None
@@ -40,7 +40,7 @@ class Outcome:
         return f"{self.status} {self.error}" if self.error else str(self.status)
 
 
-def summary(outcomes: list[Outcome]) -> str:
+def summary(outcomes: list[Answer]) -> str:
     """``2x 200, 1x 503``: what the clients of one URL got."""
     counts = Counter(o.label for o in outcomes)
     return ", ".join(f"{n}x {label}" for label, n in counts.most_common())
@@ -60,7 +60,7 @@ class Drill:
     argv: list[str] = field(default_factory=list)
     pid: int | None = None
     port: int | None = None
-    outcomes: list[Outcome] = field(default_factory=list)
+    outcomes: list[Answer] = field(default_factory=list)
     seen_in_flight: int = 0
     sent_at: float | None = None
     signalled_at: float | None = None
@@ -81,7 +81,7 @@ class Drill:
             return None
         return self.exited_at - self.signalled_at
 
-    def of(self, url: str) -> list[Outcome]:
+    def of(self, url: str) -> list[Answer]:
         """The outcomes of the clients of ``url``."""
         return [o for o in self.outcomes if o.url == url]
 

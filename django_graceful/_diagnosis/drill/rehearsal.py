@@ -29,7 +29,7 @@ from ...conf import ImproperlyConfiguredGraceful, get_settings
 from ..status import CANNOT_CHECK
 from ..stores import PROCESS_LOCAL_CACHES, Store, open_store
 from . import client, live, output, processes
-from .model import DEFAULT_SERVER, Drill, DrillError, Outcome
+from .model import DEFAULT_SERVER, Answer, Drill, DrillError
 from .render import show
 from .verdict import judge
 
@@ -196,7 +196,7 @@ def _drill(
     threads = []
     for url in drill.urls:
         for _ in range(drill.concurrency):
-            outcome = Outcome(url)
+            outcome = Answer(url)
             drill.outcomes.append(outcome)
             thread = threading.Thread(
                 target=client.fetch,
