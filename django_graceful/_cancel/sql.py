@@ -11,7 +11,7 @@ from typing import Any
 from django.db import Error as DatabaseError
 from django.db.backends.signals import connection_created
 
-from .._core.cancellation import NEVER, CancelReason, RequestCancelled, _current
+from .._core.cancellation import NEVER, CancelReason, RequestCancelled, current_cancellation
 
 logger = logging.getLogger("django_graceful")
 
@@ -30,7 +30,7 @@ SETTLE_TIMEOUT = 1.0
 
 def install() -> None:
     """Give every database connection opened from now on the interrupting wrapper."""
-    connection_created.connect(_on_connection_created, dispatch_uid="django_graceful._cancel.sql")
+    connection_created.connect(_on_connection_created, dispatch_uid="django_graceful.sql")
 
 
 def _on_connection_created(sender: Any, connection: Any, **kwargs: Any) -> None:
@@ -52,7 +52,7 @@ def interruptible(
     error is left as it is. A statement that starts after the cancel (a rollback,
     the view's cleanup) runs normally. Outside a request: nothing but this check.
     """
-    token = _current.get()
+    token = current_cancellation()
     if token is NEVER or token.reason is not None:
         return execute(sql, params, many, context)
     connection = context["connection"]
