@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -28,6 +29,9 @@ from .registry import Registry, Tracked
 
 if TYPE_CHECKING:
     from ..adapters.base import ServerAdapter
+
+#: The least CANCEL_TIMEOUT ``limit_budget`` leaves while other phases can give way.
+MIN_CANCEL = 0.5
 
 #: Finds the adapter for the server this process runs under (``adapters.detect``).
 FindAdapter = Callable[[], "ServerAdapter"]
@@ -194,6 +198,49 @@ class Lifecycle:
             + s.HOOK_TIMEOUT * len(s.LIFESPAN)
         )
         return s.DRAIN_DELAY + s.GRACE_PERIOD + s.CANCEL_TIMEOUT + hooks
+
+    def limit_budget(self, seconds: float, why: str) -> bool:
+        """Shorten the phases so that the whole shutdown fits in ``seconds``: for a server
+        that kills the process after a timeout of its own (Gunicorn's graceful_timeout).
+
+        DRAIN_DELAY goes first, then GRACE_PERIOD, then CANCEL_TIMEOUT down to
+        ``MIN_CANCEL`` (cancelled work gets a moment to unwind), then the rest of it; the
+        hooks keep their own bounds. Call it before the shutdown begins. Logs one warning
+        naming both numbers; returns False if even that does not make it fit.
+        """
+        before = self.budget()
+        excess = before - seconds
+        if excess <= 0:
+            return True
+        s = self.settings
+        drain, grace, cancel = s.DRAIN_DELAY, s.GRACE_PERIOD, s.CANCEL_TIMEOUT
+        hooks = before - drain - grace - cancel
+
+        def cut(value: float, floor: float = 0.0) -> float:
+            nonlocal excess
+            taken = min(max(value - floor, 0.0), excess)
+            excess -= taken
+            return value - taken
+
+        drain = cut(drain)
+        grace = cut(grace)
+        cancel = cut(cut(cancel, min(cancel, MIN_CANCEL)))
+        self._settings = dataclasses.replace(
+            s, DRAIN_DELAY=drain, GRACE_PERIOD=grace, CANCEL_TIMEOUT=cancel
+        )
+        fits = excess <= 1e-9
+        logger.warning(
+            "the shutdown budget (%.1f s) does not fit in %s (%.1f s): phases shortened to "
+            "drain %gs, grace %gs, cancel %gs%s",
+            before,
+            why,
+            seconds,
+            drain,
+            grace,
+            cancel,
+            "" if fits else f"; the hooks alone take {hooks:.1f} s: it still does not fit",
+        )
+        return fits
 
     async def _shutdown(self, trigger: str, drain: bool) -> None:
         """The phases (``phases.py``), top to bottom; every wait has its deadline."""
