@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import shlex
 import sys
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -13,6 +15,7 @@ from django.core.management.base import CommandError
 from django.test import override_settings
 
 from django_graceful._cli.launch import app_target, command_line
+from django_graceful._core.lifecycle import get_lifecycle
 
 SETTINGS = {"ASGI_APPLICATION": "tests.project.asgi.application"}
 
@@ -52,6 +55,118 @@ def test_daphne_is_one_process() -> None:
         serve("--server", "daphne", "--workers", "2")
 
 
+PYTHON = sys.executable
+GUNICORN = [PYTHON, "-m", "gunicorn", "tests.project.asgi:application"]
+
+
+def serve_backstop() -> int:
+    """The server timeout serve() sets: the budget it sees, rounded up, + 2 s."""
+    with override_settings(**SETTINGS, GRACEFUL={"GRACE_PERIOD": 10, "CANCEL_TIMEOUT": 2}):
+        return math.ceil(get_lifecycle().budget()) + 2
+
+
+def gunicorn_flags(graceful: int, timeout: int) -> list[str]:
+    return ["--graceful-timeout", str(graceful), "--timeout", str(timeout)]
+
+
+def test_gunicorn_runs_the_uvicorn_worker_by_default_with_timeouts_above_the_budget() -> None:
+    """The arbiter SIGKILLs its workers graceful_timeout s after the signal, and a worker
+    silent for timeout s: both above the budget (timeout never below Gunicorn's 30)."""
+    backstop = serve_backstop()
+    assert backstop > 12
+    assert serve("--server", "gunicorn") == [
+        *GUNICORN,
+        *["--bind", "127.0.0.1:8000", "--worker-class", "uvicorn_worker.UvicornWorker"],
+        *gunicorn_flags(backstop, max(30, backstop)),
+    ]
+
+
+def test_gunicorn_native_asgi_worker_binds_host_port_and_runs_n_workers() -> None:
+    argv = serve(
+        "--server", "gunicorn", "--worker-class", "asgi", "--host", "::1", "--port", "8001",
+        "--workers", "3",
+    )  # fmt: skip
+    graceful = serve_backstop()
+    assert argv == [
+        *GUNICORN,
+        *["--bind", "[::1]:8001", "--worker-class", "asgi"],
+        *gunicorn_flags(graceful, max(30, graceful)),
+        *["--workers", "3"],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("budget", "graceful", "timeout"),
+    [(12.5, 15, 30), (3.0, 5, 30), (40.0, 42, 42)],
+)
+def test_gunicorn_timeouts_follow_the_budget(budget: float, graceful: int, timeout: int) -> None:
+    for kind, worker in [("uvicorn", "uvicorn_worker.UvicornWorker"), ("asgi", "asgi")]:
+        argv = command_line(
+            "gunicorn", "p.asgi:app", host="0.0.0.0", port=80, workers=2, budget=budget,
+            worker_class=kind,
+        )  # fmt: skip
+        assert argv == [
+            *[PYTHON, "-m", "gunicorn", "p.asgi:app", "--bind", "0.0.0.0:80"],
+            *["--worker-class", worker, *gunicorn_flags(graceful, timeout), "--workers", "2"],
+        ]
+
+
+def test_the_other_servers_command_lines_exactly() -> None:
+    def line(server: str, **options: object) -> list[str]:
+        kwargs: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": 8000,
+            "workers": None,
+            "budget": 12.5,
+        }
+        return command_line(server, "p.asgi:app", **{**kwargs, **options})
+
+    assert line("uvicorn", workers=2) == [
+        *[PYTHON, "-m", "uvicorn", "p.asgi:app", "--host", "127.0.0.1", "--port", "8000"],
+        *["--timeout-graceful-shutdown", "15", "--workers", "2"],
+    ]
+    assert line("hypercorn") == [
+        *[PYTHON, "-m", "hypercorn", "p.asgi:app", "--bind", "127.0.0.1:8000"],
+        *["--graceful-timeout", "15", "--workers", "0"],
+    ]
+    assert line("granian") == [
+        *[PYTHON, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1"],
+        *["--port", "8000", "--workers-kill-timeout", "15", "p.asgi:app"],
+    ]
+    assert line("daphne") == [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", "8000", "p.asgi:app"]
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn", "granian", "daphne"])
+def test_worker_class_with_another_server_is_a_clear_error(server: str) -> None:
+    with pytest.raises(
+        CommandError, match=f"--worker-class is gunicorn's: not with --server {server}"
+    ):
+        serve("--server", server, "--worker-class", "asgi")
+
+
+def test_a_missing_gunicorn_or_its_uvicorn_worker_names_the_gunicorn_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = importlib.util.find_spec
+    missing: set[str] = set()
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a)
+    )
+    missing.add("uvicorn_worker")
+    with pytest.raises(CommandError) as error:
+        serve("--server", "gunicorn")
+    assert str(error.value) == (
+        "uvicorn-worker (Gunicorn's Uvicorn worker) is not installed in this environment. "
+        "Install it with: pip install 'django-graceful-asgi[gunicorn]'"
+    )
+    assert serve("--server", "gunicorn", "--worker-class", "asgi")[2] == "gunicorn"
+    missing.add("gunicorn")
+    with pytest.raises(CommandError, match=r"^gunicorn is not installed in this environment"):
+        serve("--server", "gunicorn", "--worker-class", "asgi")
+    with pytest.raises(CommandError, match=r"pip install 'django-graceful-asgi\[gunicorn\]'"):
+        serve("--server", "gunicorn")
+
+
 def test_a_missing_server_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     real = importlib.util.find_spec
     monkeypatch.setattr(
@@ -61,7 +176,15 @@ def test_a_missing_server_names_the_extra_to_install(monkeypatch: pytest.MonkeyP
         serve("--server", "granian")
 
 
-@pytest.mark.parametrize("args", [["--port", "70000"], ["--workers", "0"], ["--server", "x"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--port", "70000"],
+        ["--workers", "0"],
+        ["--server", "x"],
+        ["--server", "gunicorn", "--worker-class", "gevent"],
+    ],
+)
 def test_bad_arguments_are_refused(args: list[str]) -> None:
     with pytest.raises(CommandError):
         serve(*args)
@@ -73,7 +196,11 @@ def test_app_target_notation() -> None:
     with pytest.raises(ValueError):
         app_target("application")
     with pytest.raises(ValueError, match="unknown server"):
-        command_line("gunicorn", "p:a", host="h", port=1, workers=None, budget=1)
+        command_line("nginx", "p:a", host="h", port=1, workers=None, budget=1)
+    with pytest.raises(ValueError, match="unknown gunicorn worker class 'sync'"):
+        command_line(
+            "gunicorn", "p:a", host="h", port=1, workers=None, budget=1, worker_class="sync"
+        )
 
 
 def test_without_asgi_application_the_settings_packages_asgi_module_is_served(

@@ -10,16 +10,23 @@ import sys
 
 from django.conf import settings
 
-SERVERS = ("uvicorn", "hypercorn", "granian", "daphne")
+SERVERS = ("uvicorn", "hypercorn", "granian", "daphne", "gunicorn")
 #: Seconds the server's own last-resort timeout stays above our budget.
 SERVER_MARGIN = 2
+#: ``--worker-class`` of ``serve --server gunicorn`` -> Gunicorn's ``--worker-class``: the
+#: Uvicorn worker (what Django's deployment docs use) or Gunicorn's own ASGI worker.
+GUNICORN_WORKERS = {"uvicorn": "uvicorn_worker.UvicornWorker", "asgi": "asgi"}
+DEFAULT_GUNICORN_WORKER = "uvicorn"
+#: Gunicorn's default ``--timeout`` (a worker silent this long is killed): kept unless the
+#: budget is longer.
+GUNICORN_TIMEOUT = 30
 
 
 class ServerNotInstalled(Exception):
-    def __init__(self, server: str) -> None:
+    def __init__(self, server: str, extra: str | None = None) -> None:
         super().__init__(
             f"{server} is not installed in this environment. "
-            f"Install it with: pip install 'django-graceful-asgi[{server}]'"
+            f"Install it with: pip install 'django-graceful-asgi[{extra or server}]'"
         )
 
 
@@ -34,15 +41,25 @@ def app_target(asgi_application: str) -> str:
 
 
 def command_line(
-    server: str, target: str, *, host: str, port: int, workers: int | None, budget: float
+    server: str,
+    target: str,
+    *,
+    host: str,
+    port: int,
+    workers: int | None,
+    budget: float,
+    worker_class: str | None = None,
 ) -> list[str]:
     """The argv that starts ``target`` on ``server``.
 
     The server's own graceful timeout is set a little above our budget so that it
-    is a backstop, never the thing that cuts a request short.
+    is a backstop, never the thing that cuts a request short. ``worker_class`` is
+    Gunicorn's only (a key of :data:`GUNICORN_WORKERS`; default Uvicorn's worker).
     """
     if server not in SERVERS:
         raise ValueError(f"unknown server {server!r}; choose from {', '.join(SERVERS)}")
+    if worker_class is not None and server != "gunicorn":
+        raise ValueError(f"--worker-class is gunicorn's: not with --server {server}")
     if importlib.util.find_spec(server) is None:
         raise ServerNotInstalled(server)
     backstop = str(math.ceil(budget) + SERVER_MARGIN)
@@ -52,8 +69,7 @@ def command_line(
         argv += ["--timeout-graceful-shutdown", backstop]
         return argv + (["--workers", str(workers)] if workers else [])
     if server == "hypercorn":
-        bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        argv = [*python, target, "--bind", bind, "--graceful-timeout", backstop]
+        argv = [*python, target, "--bind", _bind(host, port), "--graceful-timeout", backstop]
         # Without --workers, one in-process worker: Hypercorn's multiprocess parent
         # exits 0 even when a worker's startup failed (hypercorn#269).
         return [*argv, "--workers", str(workers or 0)]
@@ -61,10 +77,34 @@ def command_line(
         argv = [*python, "--interface", "asgi", "--host", host, "--port", str(port)]
         argv += ["--workers-kill-timeout", backstop]
         return argv + (["--workers", str(workers)] if workers else []) + [target]
+    if server == "gunicorn":
+        return [*python, target, *_gunicorn_flags(host, port, workers, backstop, worker_class)]
     # Daphne: one process; the drain is done by django_graceful's Daphne adapter.
     if workers and workers > 1:
         raise ValueError("daphne runs one process; use a process manager for several")
     return [*python, "-b", host, "-p", str(port), target]
+
+
+def _bind(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _gunicorn_flags(
+    host: str, port: int, workers: int | None, backstop: str, worker_class: str | None
+) -> list[str]:
+    """Gunicorn's arbiter SIGKILLs the workers ``--graceful-timeout`` s after it passed
+    them the signal, and any worker silent for ``--timeout`` s: both stay above the
+    budget."""
+    kind = worker_class or DEFAULT_GUNICORN_WORKER
+    if kind not in GUNICORN_WORKERS:
+        choices = ", ".join(GUNICORN_WORKERS)
+        raise ValueError(f"unknown gunicorn worker class {kind!r}; choose from {choices}")
+    if kind == "uvicorn" and importlib.util.find_spec("uvicorn_worker") is None:
+        raise ServerNotInstalled("uvicorn-worker (Gunicorn's Uvicorn worker)", "gunicorn")
+    timeout = str(max(GUNICORN_TIMEOUT, int(backstop)))
+    argv = ["--bind", _bind(host, port), "--worker-class", GUNICORN_WORKERS[kind]]
+    argv += ["--graceful-timeout", backstop, "--timeout", timeout]
+    return argv + (["--workers", str(workers)] if workers else [])
 
 
 def asgi_application_path() -> str | None:

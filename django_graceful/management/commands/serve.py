@@ -11,6 +11,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ..._cli.arguments import port_number, positive_int
 from ..._cli.launch import (
+    DEFAULT_GUNICORN_WORKER,
+    GUNICORN_WORKERS,
     SERVERS,
     ServerNotInstalled,
     app_target,
@@ -21,7 +23,7 @@ from ..._core.lifecycle import get_lifecycle
 
 
 class Command(BaseCommand):
-    help = "Run the project's ASGI application on Uvicorn, Hypercorn, Granian or Daphne."
+    help = "Run the project's ASGI application on Uvicorn, Hypercorn, Granian, Daphne or Gunicorn."
     requires_system_checks = "__all__"
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -29,6 +31,13 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=port_number, default=8000)
         parser.add_argument("--workers", type=positive_int, default=None)
+        parser.add_argument(
+            "--worker-class",
+            choices=list(GUNICORN_WORKERS),
+            default=None,
+            help="With --server gunicorn: 'uvicorn' (uvicorn_worker.UvicornWorker, the "
+            f"default: {DEFAULT_GUNICORN_WORKER}) or 'asgi' (Gunicorn's own ASGI worker).",
+        )
         parser.add_argument(
             "--print", action="store_true", help="print the server's command line and exit"
         )
@@ -47,6 +56,7 @@ class Command(BaseCommand):
                 port=options["port"],
                 workers=options["workers"],
                 budget=get_lifecycle().budget(),
+                worker_class=options["worker_class"],
             )
         except (ServerNotInstalled, ValueError) as exc:
             raise CommandError(str(exc)) from exc
