@@ -53,6 +53,7 @@ class Drill:
     status: int = CANNOT_CHECK
     reason: str = ""
     server: str = DEFAULT_SERVER
+    worker_class: str | None = None  # Gunicorn's, as ``serve --worker-class`` names it
     host: str = ""
     urls: list[str] = field(default_factory=list)
     concurrency: int = 1
@@ -74,6 +75,11 @@ class Drill:
     log: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     tail: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """The server as the lines name it: ``uvicorn``, ``gunicorn (asgi worker)``."""
+        return f"{self.server} ({self.worker_class} worker)" if self.worker_class else self.server
 
     @property
     def exit_after(self) -> float | None:
@@ -106,6 +112,7 @@ class Drill:
             "status": self.status,
             "reason": self.reason,
             "server": self.server,
+            "worker_class": self.worker_class,
             "host": self.host,
             "command": self.argv,
             "pid": self.pid,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._cli.launch import (
+    DEFAULT_GUNICORN_WORKER,
     SERVERS,
     ServerNotInstalled,
     app_target,
@@ -74,6 +75,11 @@ def run(drill: Drill, options: dict[str, Any]) -> None:
         client.check_url(url)
     if drill.server not in SERVERS:
         raise DrillError(f"unknown server {drill.server!r}; choose from {', '.join(SERVERS)}")
+    drill.worker_class = options.get("worker_class")
+    if drill.worker_class is not None and drill.server != "gunicorn":
+        raise DrillError(f"--worker-class is gunicorn's: not with --server {drill.server}")
+    if drill.server == "gunicorn":
+        drill.worker_class = drill.worker_class or DEFAULT_GUNICORN_WORKER
     store = _store()
     path = asgi_application_path()
     if path is None:
@@ -139,8 +145,9 @@ def _start(
                 port=drill.port,
                 workers=None,
                 budget=drill.budget,
+                worker_class=drill.worker_class,
             )
-        except ServerNotInstalled as exc:
+        except (ServerNotInstalled, ValueError) as exc:
             raise DrillError(str(exc)) from None
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(

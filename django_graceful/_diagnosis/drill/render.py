@@ -22,7 +22,7 @@ def show(drill: Drill, as_json: bool, stdout: Any, stderr: Any) -> None:
         return
     if drill.budget is not None and drill.pid is not None:
         stdout.write(
-            f"drill: {drill.server}, pid {drill.pid} on {HOST}:{drill.port}, shutdown budget "
+            f"drill: {drill.label}, pid {drill.pid} on {HOST}:{drill.port}, shutdown budget "
             f"{drill.budget:.1f} s"
         )
         width = max((len(url) for url in drill.urls), default=0)

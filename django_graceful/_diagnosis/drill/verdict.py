@@ -29,7 +29,7 @@ def judge(drill: Drill, store: Store, seen_pids: set[int], output: str) -> None:
     for pid in sorted(seen_pids - {w.pid for w in report.workers}):
         listed.append(f"worker {pid} left no shutdown report")
     after = drill.exit_after or 0.0
-    name = drill.server
+    name = drill.label
     if drill.killed:
         listed.append("did not exit")
         how = f"{name} still running {after:.1f} s after SIGTERM: killed"

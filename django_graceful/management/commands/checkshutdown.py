@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ..._cli.arguments import positive_int, seconds
-from ..._cli.launch import SERVERS
+from ..._cli.launch import GUNICORN_WORKERS, SERVERS
 from ..._diagnosis.report import Report, check, notes, table
 from ..._diagnosis.status import CANNOT_CHECK
 from ..._diagnosis.stores import open_store
@@ -57,6 +57,11 @@ class Command(BaseCommand):
             help="Server to drill on (default: uvicorn).",
         )
         drill.add_argument(
+            "--worker-class",
+            choices=list(GUNICORN_WORKERS),
+            help="With --server gunicorn: its Uvicorn worker (default) or its own 'asgi' worker.",
+        )
+        drill.add_argument(
             "--url",
             action="append",
             dest="urls",
@@ -88,11 +93,12 @@ class Command(BaseCommand):
             raise SystemExit(static_main(options, self.stdout, self.stderr))
         drill_options = [
             f"--{name}"
-            for name in ("server", "urls", "concurrency", "wait")
+            for name in ("server", "worker_class", "urls", "concurrency", "wait")
             if options[name] is not None
         ]
         if drill_options and not options["drill"]:
-            raise CommandError(f"{drill_options[0].replace('urls', 'url')} needs --drill")
+            first = drill_options[0].replace("urls", "url").replace("_", "-")
+            raise CommandError(f"{first} needs --drill")
         if options["drill"]:
             from ..._diagnosis.drill import main as drill_main
 
