@@ -25,6 +25,10 @@ SERVERS = ("uvicorn", "hypercorn", "granian", "daphne")
 WORKER_SERVERS = ("uvicorn", "hypercorn", "granian")
 
 
+#: Gunicorn, by the worker class given to --worker-class.
+GUNICORN_WORKERS = {"gunicorn-uvicorn": "uvicorn_worker.UvicornWorker", "gunicorn-asgi": "asgi"}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -44,6 +48,10 @@ def command(server: str, app: str, port: int, workers: int | None = None) -> lis
         return cmd + (["--workers", str(workers)] if workers else [])
     if server == "daphne":
         return [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), app]
+    if server in GUNICORN_WORKERS:
+        cmd = [str(BIN / "gunicorn"), app, "--worker-class", GUNICORN_WORKERS[server]]
+        cmd += ["--bind", f"127.0.0.1:{port}", "--no-control-socket"]
+        return cmd + (["--workers", str(workers)] if workers else [])
     raise ValueError(server)
 
 

@@ -16,9 +16,10 @@ __all__ = ["ServerAdapter", "detect"]
 
 def detect() -> ServerAdapter:
     """The adapter for the server this process runs under."""
-    from . import daphne, granian, hypercorn, uvicorn
+    from . import daphne, granian, gunicorn_asgi, gunicorn_uvicorn, hypercorn, uvicorn
 
-    for module in (daphne, uvicorn, hypercorn, granian):
+    # Gunicorn's workers before uvicorn: its Uvicorn worker runs uvicorn's Server too.
+    for module in (daphne, gunicorn_asgi, gunicorn_uvicorn, uvicorn, hypercorn, granian):
         if module.running(sys.modules):
             return module.Adapter()
     return ServerAdapter()

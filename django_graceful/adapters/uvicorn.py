@@ -138,9 +138,9 @@ class Adapter(ServerAdapter):
         )
 
     def stopped(self) -> None:
-        if self.server is None or self._first_signal is None:
-            # No signal: uvicorn is already stopping on its own (it sent lifespan.shutdown
-            # after its own wait), there is nothing to shorten.
+        if self.server is None or not self._server_still_waits():
+            # uvicorn is already stopping on its own (it sent lifespan.shutdown after its
+            # own wait), there is nothing to shorten.
             super().stopped()
             return
         config = self.server.config
@@ -159,6 +159,11 @@ class Adapter(ServerAdapter):
             return
         assert self.lifecycle is not None and self.lifecycle.loop is not None
         self._keep(self.lifecycle.loop.create_task(self._answer_then_release(requests)))
+
+    def _server_still_waits(self) -> bool:
+        """Is uvicorn still waiting for requests when our shutdown is STOPPED? Yes after a
+        signal; without one, uvicorn's own wait is over (it sent lifespan.shutdown)."""
+        return self._first_signal is not None
 
     def _open_requests(self) -> list[tuple[Any, Any]]:
         """(connection, cycle) of every HTTP connection whose response is not complete."""
@@ -185,7 +190,7 @@ class Adapter(ServerAdapter):
         try:
             await asyncio.get_running_loop().create_future()
         except asyncio.CancelledError:
-            if not self._released or self._first_signal is None:
+            if not self._released or not self._guards_teardown():
                 raise
             me = asyncio.current_task()
             others = [t for t in asyncio.all_tasks() if t is not me]
@@ -195,6 +200,11 @@ class Adapter(ServerAdapter):
             if pending:
                 self._end_process(pending)
             raise
+
+    def _guards_teardown(self) -> bool:
+        """Does the guard end the process when tasks would hang the teardown? After a
+        signal (``_end_process`` ends it by that signal)."""
+        return self._first_signal is not None
 
     def _end_process(self, pending: set[asyncio.Task[Any]]) -> None:
         assert self._first_signal is not None

@@ -1,0 +1,104 @@
+"""Gunicorn with the Uvicorn worker (``-k uvicorn_worker.UvicornWorker``): the Uvicorn
+adapter, inside gunicorn's ways of stopping a worker.
+
+uvicorn-worker (0.4.0 read and run; ``uvicorn_worker/_workers.py``) runs
+``uvicorn.server.Server.serve`` in each gunicorn worker: uvicorn installs its SIGTERM/SIGINT
+handlers, counts ``max_requests`` itself (``Server.on_tick`` ends the main loop once
+``server_state.total_requests`` reaches ``limit_max_requests``, with no signal), sends the
+heartbeat from that main loop (``callback_notify``), passes no
+``timeout_graceful_shutdown`` (so uvicorn waits for requests forever), and handles SIGQUIT
+with the Worker's ``handle_exit`` (it only sets ``alive = False``: uvicorn never reads it).
+
+On top of the Uvicorn adapter (``adapters/uvicorn.py``) and gunicorn's shared stops
+(``adapters/gunicorn.py``) this adapter:
+
+- also answers and closes hung requests when uvicorn stopped by itself (recycling) or was
+  let go at once (a reload): uvicorn waits for them in both cases;
+- ends a quick stop by setting uvicorn's ``should_exit`` (the process exits 0);
+- ends the process with status 0 when tasks that ignore cancellation would hang the
+  event loop's teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from .._core.process import exit_now
+from ._compat import fall_back, installed_version, shown
+from .gunicorn import RECYCLE, GunicornStops, find_worker, gunicorn_problem, gunicorn_version
+from .uvicorn import Adapter as UvicornAdapter
+from .uvicorn import running as uvicorn_running
+
+if TYPE_CHECKING:
+    from .._core.lifecycle import Lifecycle
+
+logger = logging.getLogger("django_graceful")
+
+#: gunicorn's Worker as uvicorn-worker 0.4 uses it (older gunicorn works the same way).
+MIN_VERSION = (23,)
+
+
+def running(modules: dict[str, ModuleType]) -> bool:
+    """Is uvicorn serving inside a gunicorn worker in this process?"""
+    return uvicorn_running(modules) and find_worker(modules) is not None
+
+
+class Adapter(GunicornStops, UvicornAdapter):
+    name = "gunicorn-uvicorn"
+
+    def engage(self, lifecycle: Lifecycle) -> None:
+        worker = find_worker(sys.modules)
+        problem = gunicorn_problem(worker, gunicorn_version(), MIN_VERSION)
+        super().engage(lifecycle)  # the Uvicorn adapter (it warns itself if it cannot)
+        if self.server is None:
+            return
+        if problem is not None:
+            fall_back(
+                f"gunicorn (uvicorn worker {shown(installed_version('uvicorn-worker'))})",
+                problem,
+                "the Uvicorn adapter alone: gunicorn's graceful_timeout, recycling and "
+                "SIGQUIT are not looked after",
+            )
+            return
+        self.engage_gunicorn(lifecycle, worker)
+
+    # -- what uvicorn does by itself --------------------------------------------------
+
+    def _stopping_by_itself(self) -> bool:
+        return super()._stopping_by_itself() or self._uvicorn_recycles() or self.server.should_exit
+
+    def _uvicorn_recycles(self) -> bool:
+        limit = getattr(self.server, "limit_max_requests", None)
+        return isinstance(limit, int) and self.server.server_state.total_requests >= limit
+
+    def _why_stopping(self) -> str:
+        if self._uvicorn_recycles():
+            return f"max_requests {self.server.limit_max_requests} reached"
+        return super()._why_stopping()
+
+    def _server_still_waits(self) -> bool:
+        # Also after recycling or a release at once: uvicorn waits for the requests.
+        return self.lifecycle is not None and (
+            self.lifecycle.trigger in (RECYCLE,) or self._first_signal is not None
+        )
+
+    # -- the stop itself --------------------------------------------------------------
+
+    def _quick_release(self) -> None:
+        self.server.should_exit = True
+
+    def _guards_teardown(self) -> bool:
+        return True
+
+    def _end_process(self, pending: set[asyncio.Task[Any]]) -> None:
+        logger.error(
+            "%d task(s) ignore cancellation and would keep the event loop from closing: %s; "
+            "exiting now",
+            len(pending),
+            "; ".join(sorted({self._describe(t) for t in pending})),
+        )
+        exit_now(0)
