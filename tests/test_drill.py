@@ -43,9 +43,6 @@ DRILLED = {
     ),
     "gunicorn-asgi": (["--server", "gunicorn", "--worker-class", "asgi"], "gunicorn (asgi worker)"),
 }
-#: Where a stubborn view is ended within the budget. Gunicorn's native worker waits for it
-#: until our watchdog (its adapter is being built, issue 10): added when it lands.
-STUBBORN_DRILLED = [name for name in DRILLED if name != "gunicorn-asgi"]
 
 
 def example_drill(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -95,7 +92,7 @@ def last_line(result: subprocess.CompletedProcess[str]) -> str:
 
 
 @server
-@pytest.mark.parametrize("drilled", STUBBORN_DRILLED)
+@pytest.mark.parametrize("drilled", DRILLED)
 def test_a_view_that_swallows_the_cancel_fails_the_drill(drilled: str, tmp_path: Path) -> None:
     flags, name = DRILLED[drilled]
     documents = others_state(tmp_path)
