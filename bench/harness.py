@@ -1,7 +1,8 @@
 """Start an ASGI server on 127.0.0.1 in a process group of its own, and always end it.
 
 The benchmarks' small equivalent of ``tests/servers.py``: the usual command line of
-each server (``uvicorn``/``hypercorn``/``granian --interface asgi``/``daphne``), the
+each server (``uvicorn``/``hypercorn``/``granian --interface asgi``/``daphne``, and
+``gunicorn`` with the Uvicorn worker or its own ``--worker-class asgi``), the
 bench project's two variants, bounded waits, and a blocking raw-socket HTTP client
 that tells a full response from a cut one and from no answer at all.
 """
@@ -25,7 +26,16 @@ from django_graceful._diagnosis.drill import group_members
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 RESULTS = ROOT / "bench" / "results"
-SERVERS = ("uvicorn", "hypercorn", "granian", "daphne")
+SERVERS = ("uvicorn", "hypercorn", "granian", "daphne", "gunicorn-uvicorn", "gunicorn-asgi")
+#: The distributions each server kind runs on (for the versions a table names).
+PACKAGES = {
+    "uvicorn": ("uvicorn",),
+    "hypercorn": ("hypercorn",),
+    "granian": ("granian",),
+    "daphne": ("daphne",),
+    "gunicorn-uvicorn": ("gunicorn", "uvicorn-worker"),
+    "gunicorn-asgi": ("gunicorn",),
+}
 
 #: variant -> (ASGI app, settings module)
 VARIANTS: dict[str, tuple[str, str]] = {
@@ -58,6 +68,12 @@ def command(server: str, app: str, port: int, extra: tuple[str, ...] = ()) -> li
         cmd += ["--port", str(port), app]
     elif server == "daphne":
         cmd = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), app]
+    elif server == "gunicorn-uvicorn":  # as Django's deployment docs show it
+        cmd = [str(BIN / "gunicorn"), app, "-k", "uvicorn_worker.UvicornWorker"]
+        cmd += ["--bind", f"127.0.0.1:{port}"]
+    elif server == "gunicorn-asgi":
+        cmd = [str(BIN / "gunicorn"), app, "--worker-class", "asgi"]
+        cmd += ["--bind", f"127.0.0.1:{port}"]
     else:
         raise ValueError(f"unknown server {server!r}")
     return cmd + list(extra)

@@ -1,7 +1,8 @@
 """How each ASGI server stops on SIGTERM with a request in flight: plain Django vs django_graceful.
 
-For each server (Uvicorn, Hypercorn, Granian ``--interface asgi``, Daphne, each started
-with its usual command line) and each variant of the bench project (plain Django;
+For each server (Uvicorn, Hypercorn, Granian ``--interface asgi``, Daphne, Gunicorn with
+``-k uvicorn_worker.UvicornWorker`` and with ``--worker-class asgi``, each started with its
+usual command line) and each variant of the bench project (plain Django;
 django_graceful with ``GRACE_PERIOD=2, CANCEL_TIMEOUT=1``), on a fresh server each time:
 
 (a) one in-flight 1 s request, SIGTERM at 0.3 s: what the client got (status, whole
@@ -11,7 +12,8 @@ django_graceful with ``GRACE_PERIOD=2, CANCEL_TIMEOUT=1``), on a fresh server ea
 
 "At 0.3 s" counts from sending the request, and never before the view has begun (the
 view writes a mark the harness waits for). SIGTERM goes to the main process only, as a
-process manager sends it; every process of the server's group is killed afterwards.
+process manager sends it (Gunicorn: its master, which passes it to its worker); every
+process of the server's group is killed afterwards.
 
 Run: ``.venvs/py311/bin/python bench/shutdown.py [--servers uvicorn daphne] [--cap 15]``
 """
@@ -32,6 +34,7 @@ if str(ROOT) not in sys.path:
 
 from bench.harness import (  # noqa: E402
     LABELS,
+    PACKAGES,
     RESULTS,
     SERVERS,
     VARIANTS,
@@ -49,6 +52,8 @@ SERVER_NAMES = {
     "hypercorn": "Hypercorn",
     "granian": "Granian `--interface asgi`",
     "daphne": "Daphne",
+    "gunicorn-uvicorn": "Gunicorn `-k uvicorn_worker.UvicornWorker`",
+    "gunicorn-asgi": "Gunicorn `--worker-class asgi`",
 }
 #: How late the SIGTERM may come (the view began late) before the table says so.
 LATE_SIGNAL = 0.1
@@ -199,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
-    versions = ", ".join(f"{SERVER_NAMES[s].split()[0]} {version(s)}" for s in SERVERS)
+    packages = dict.fromkeys(p for s in args.servers for p in PACKAGES[s])
+    versions = ", ".join(f"{p} {version(p)}" for p in packages)
     header = [
         f"Shutdown on SIGTERM, one request in flight (Python {sys.version.split()[0]}, "
         f"Django {version('django')}; {versions}).",
