@@ -30,11 +30,15 @@ closed its listening sockets) from a reload or TTOU (it still holds them).
 - on SIGTERM when the arbiter stops: the generic behaviour (drain from the signal,
   503 from CLOSING on, the server released at STOPPED);
 - on SIGTERM while the arbiter still listens (reload, TTOU, a SIGTERM to this worker
-  alone), and on recycling: our shutdown (trigger ``"recycle"`` when no signal) without
-  DRAINING, and the server's own stop at once, so this worker stops taking new
-  connections and its siblings (or the new workers) take them instead of a 503 here;
+  alone), and on recycling: this worker stops accepting at once, so its siblings (or the
+  new workers) take the new connections instead of a 503 here; ``SETTLE`` s later (the
+  connections it had just accepted get their request served) our shutdown begins
+  without DRAINING (trigger ``"recycle"`` when there was no signal), and with it the
+  server's own stop;
 - on SIGQUIT, and SIGINT (what gunicorn's workers take as a quick stop): skips to
-  CANCELLING; hooks, LIFESPAN exits and the report still run, bounded;
+  CANCELLING (a later one, a second or more after, to REPORTING); hooks, LIFESPAN exits
+  and the report still run, bounded. A repeated SIGTERM changes nothing: the arbiter
+  sends one each time round its loop to a worker it has too many of (TTOU, a reload);
 - from the start of our shutdown to the process's end: the heartbeat, every
   ``HEARTBEAT_INTERVAL`` (or half the worker's own notify interval), so a request
   longer than ``timeout`` gets its grace rather than a SIGABRT.
@@ -68,6 +72,9 @@ MIN_VERSION, BELOW_VERSION = (23,), (28,)
 EXIT_MARGIN = 1.0
 #: Seconds between two heartbeats while our shutdown runs (at most).
 HEARTBEAT_INTERVAL = 1.0
+#: When other workers serve on, how long this one still serves the connections it
+#: accepted just before it stopped accepting, before our CLOSING answers 503.
+SETTLE = 0.2
 #: How often a serving worker looks whether gunicorn stopped it without a signal.
 WATCH_INTERVAL = 0.1
 #: The signals a gunicorn worker takes as a quick stop (the arbiter sends SIGQUIT for its
@@ -154,9 +161,9 @@ class GunicornStops(ServerAdapter):
     """Gunicorn's ways of stopping a worker, mixed in front of a worker class's adapter.
 
     The worker class's adapter provides ``_stopping_by_itself()`` (gunicorn or the server
-    ended the main loop without a signal of ours), ``_stop_now()`` (let the server stop
-    in its own way at once, taking no new connections) and ``_quick_release()`` (what the
-    server does for a quick stop, once ours is STOPPED).
+    ended the main loop without a signal of ours), ``_stop_accepting()`` (close the
+    listening servers), ``_stop_now()`` (let the server stop in its own way at once) and
+    ``_quick_release()`` (what the server does for a quick stop, once ours is STOPPED).
     """
 
     #: The gunicorn Worker of this process (None: not engaged; the base behaviour).
@@ -213,10 +220,10 @@ class GunicornStops(ServerAdapter):
             return
         name = signal.Signals(signum).name
         now = time.monotonic()
-        if not lifecycle.shutting_down:
+        quick = signum in QUICK_SIGNALS
+        if self._first_signal is None and not lifecycle.shutting_down:
             self._first_signal, self._first_signal_at = signum, now
             self._siblings_serve = parent_listens(self.worker)
-            quick = signum in QUICK_SIGNALS
             logger.info(
                 "%s received: %s%s",
                 name,
@@ -225,43 +232,60 @@ class GunicornStops(ServerAdapter):
                 if self._siblings_serve
                 else "",
             )
-            lifecycle.begin_shutdown(name, drain=not (quick or self._siblings_serve))
             if quick:
                 self._quick, self._quick_at = signum, now
+            if self._siblings_serve and not quick:
+                self._hand_over(lifecycle, name)
+                return
+            lifecycle.begin_shutdown(name, drain=not quick)
+            if quick:
                 lifecycle.escalate()
             self._begun(lifecycle)
             return
         if self._first_signal is None:
-            # A signal during a recycle: the server is stopping already; only a quick stop
-            # changes something (below).
+            # During a recycle: the server is stopping already.
             self._first_signal, self._first_signal_at = signum, now
-            if signum not in QUICK_SIGNALS:
-                return
-        if signum in QUICK_SIGNALS and self._quick is None:
-            # A quick stop during a graceful one (e.g. the arbiter's SIGQUIT after a
-            # process group's SIGINT, or a second Ctrl-C): skip to CANCELLING at once.
+        if not quick:
+            # The arbiter sends SIGTERM again to a worker it has too many of (TTOU, after a
+            # reload) each time round its loop: not an operator's second signal.
+            return
+        if self._quick is None:
+            # A quick stop during a graceful one (the arbiter's SIGQUIT for its own SIGINT or
+            # SIGQUIT during a stop, or after a process group's Ctrl-C): skip to CANCELLING.
             self._quick, self._quick_at = signum, now
             logger.info("%s received: quick stop, skipping to CANCELLING", name)
             lifecycle.escalate()
-            return
-        last = max(self._first_signal_at, self._quick_at)
-        if now - last >= SAME_SIGNAL_WINDOW:
+        elif now - self._quick_at >= SAME_SIGNAL_WINDOW:
             self._quick_at = now
             lifecycle.escalate()
 
+    def _hand_over(self, lifecycle: Lifecycle, trigger: str) -> None:
+        """Other workers serve on: stop accepting now, and begin our shutdown (without
+        DRAINING) ``SETTLE`` s later, so that the connections this worker accepted just
+        before still get their first request served rather than a 503."""
+        self._stop_accepting()
+        self._start_heartbeat(lifecycle)
+        assert lifecycle.loop is not None
+        lifecycle.loop.call_later(SETTLE, self._settled, lifecycle, trigger)
+
+    def _settled(self, lifecycle: Lifecycle, trigger: str) -> None:
+        if not lifecycle.shutting_down:
+            lifecycle.begin_shutdown(trigger, drain=False)
+        self._begun(lifecycle)
+
     def _begun(self, lifecycle: Lifecycle) -> None:
         """Our shutdown began: keep the heartbeat, bound the exit, and when other workers
-        serve on, let the server stop taking connections now."""
+        serve on, let the server's own stop begin now (ours runs alongside)."""
         lifecycle.arm_watchdog()
         self._start_heartbeat(lifecycle)
         if self._siblings_serve:
-            self.release()  # the server's own stop begins now; ours runs alongside
+            self.release()
 
     async def _watch(self) -> None:
         """Start our shutdown when gunicorn (or the server) stops the worker by itself."""
         lifecycle = self.lifecycle
         assert lifecycle is not None
-        while not lifecycle.shutting_down:
+        while not lifecycle.shutting_down and self._first_signal is None:
             if self._stopping_by_itself():
                 logger.info(
                     "gunicorn worker pid %d stops by itself (%s): draining what it holds; "
@@ -270,8 +294,7 @@ class GunicornStops(ServerAdapter):
                     self._why_stopping(),
                 )
                 self._siblings_serve = True
-                lifecycle.begin_shutdown(RECYCLE, drain=False)
-                self._begun(lifecycle)
+                self._hand_over(lifecycle, RECYCLE)
                 return
             await asyncio.sleep(WATCH_INTERVAL)
 
@@ -322,6 +345,9 @@ class GunicornStops(ServerAdapter):
         if self._quick is not None:
             self._quick_release()
         self._stop_now()
+
+    def _stop_accepting(self) -> None:
+        """Close the server's listening sockets (this worker's copies of the arbiter's)."""
 
     def _stop_now(self) -> None:
         """The server stops at once in its own way (stop accepting, finish what it holds)."""

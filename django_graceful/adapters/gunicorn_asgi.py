@@ -212,6 +212,10 @@ class Adapter(GunicornStops, ServerAdapter):
     def _quick_release(self) -> None:
         self.worker.handle_quit_signal()
 
+    def _stop_accepting(self) -> None:
+        for server in self.worker.servers:
+            server.close()
+
     def _stop_now(self) -> None:
         """Wake gunicorn's main loop from its one-second sleep: it sees ``alive`` now."""
         assert self._codes is not None

@@ -14,6 +14,8 @@ On top of the Uvicorn adapter (``adapters/uvicorn.py``) and gunicorn's shared st
 
 - also answers and closes hung requests when uvicorn stopped by itself (recycling) or was
   let go at once (a reload): uvicorn waits for them in both cases;
+- closes uvicorn's listening servers (``Server.servers``) itself when other workers serve
+  on (a reload, TTOU), before it lets uvicorn stop;
 - ends a quick stop by setting uvicorn's ``should_exit`` (the process exits 0);
 - ends the process with status 0 when tasks that ignore cancellation would hang the
   event loop's teardown.
@@ -87,6 +89,10 @@ class Adapter(GunicornStops, UvicornAdapter):
         )
 
     # -- the stop itself --------------------------------------------------------------
+
+    def _stop_accepting(self) -> None:
+        for server in getattr(self.server, "servers", []):
+            server.close()
 
     def _quick_release(self) -> None:
         self.server.should_exit = True

@@ -1,0 +1,308 @@
+"""Gunicorn on the real server, both worker classes: the rows of issue 10, each a check.
+
+``gunicorn-uvicorn`` is ``-k uvicorn_worker.UvicornWorker``, ``gunicorn-asgi`` gunicorn's
+native ``--worker-class asgi``. Signals go to the arbiter, as a container runtime or an
+operator sends them; what the clients got and what the server logged is asserted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from .servers import Server, get_or_error, in_background, lifespan_complaints, start_with
+
+KINDS = pytest.mark.parametrize("kind", ["gunicorn-uvicorn", "gunicorn-asgi"])
+SERVER = pytest.mark.server
+WATCHDOG_LINE = "process still alive"
+#: Short hooks, so that a test's budget is what its GRACE_PERIOD and CANCEL_TIMEOUT say.
+QUICK_HOOKS = {"HOOK_TIMEOUT": 0.5}
+
+
+def stopped_cleanly(log: str) -> None:
+    """Nothing in the log says a worker was killed or the watchdog had to act."""
+    for line in (WATCHDOG_LINE, "WORKER TIMEOUT", "SIGKILL", "SIGABRT", "Traceback"):
+        assert line not in log, log
+
+
+def statuses(results: list[Any]) -> list[Any]:
+    return [r.status_code if isinstance(r, httpx.Response) else repr(r) for r in results]
+
+
+class Load:
+    """Clients sending short requests one after another until stopped (a deploy's traffic)."""
+
+    def __init__(self, srv: Server, clients: int = 3, path: str = "/slow/?s=0.05") -> None:
+        self.results: list[Any] = []
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(srv, path), daemon=True)
+            for _ in range(clients)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self, srv: Server, path: str) -> None:
+        while not self._stop.is_set():
+            self.results.append(get_or_error(srv, path, timeout=15))
+
+    def stop(self) -> list[Any]:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(20)
+        return self.results
+
+
+@SERVER
+@KINDS
+def test_boot_runs_the_lifespan_and_the_hooks_with_the_gunicorn_adapter(kind: str) -> None:
+    srv = start_with(Server(kind, graceful=QUICK_HOOKS))
+    try:
+        srv.wait_engaged()
+        state = srv.get("/state/").json()
+        assert state["pool"] == f"pool-of-{state['pid']}"
+        srv.signal()
+        assert srv.wait_exit(10) == 0
+        log = srv.log()
+        assert f"django_graceful started (server: {kind}," in log
+        assert "graceful_timeout 30 s, timeout 30 s, max_requests off" in log
+        assert lifespan_complaints(log) == []
+        assert srv.events("startup") and srv.events("shutdown") and srv.events("lifespan-exit")
+        stopped_cleanly(log)
+    finally:
+        srv.kill()
+
+
+@SERVER
+@KINDS
+def test_sigterm_lets_the_request_in_flight_finish(kind: str) -> None:
+    srv = start_with(Server(kind, graceful={"GRACE_PERIOD": 5, **QUICK_HOOKS}))
+    try:
+        srv.wait_engaged()
+        response = in_background(get_or_error, srv, "/slow/?s=1.5")
+        srv.wait_event("slow-begin")
+        srv.signal()
+        result = response.result(timeout=10)
+        code = srv.wait_exit(10)
+        log = srv.log()
+        assert isinstance(result, httpx.Response) and result.status_code == 200, (result, log)
+        assert code == 0, log
+        assert srv.events("shutdown-started")[0]["trigger"] == "SIGTERM"
+        assert srv.exit_after < 3, log
+        stopped_cleanly(log)
+    finally:
+        srv.kill()
+
+
+@SERVER
+@KINDS
+def test_a_hung_request_gets_503_and_the_worker_exits_by_itself(kind: str) -> None:
+    grace, cancel = 1, 1
+    srv = start_with(
+        Server(kind, graceful={"GRACE_PERIOD": grace, "CANCEL_TIMEOUT": cancel, **QUICK_HOOKS})
+    )
+    try:
+        srv.wait_engaged()
+        stubborn = in_background(get_or_error, srv, "/stubborn/")
+        forever = in_background(get_or_error, srv, "/slow/?s=600")
+        srv.wait_event("stubborn-begin")
+        srv.wait_event("slow-begin")
+        srv.signal()
+        code = srv.wait_exit(15)
+        log = srv.log()
+        # STOPPED at grace + cancel (the hooks return at once); then the worker's own stop,
+        # and 0.5 s for the tasks that ignore gunicorn's last cancel; 1 s slack.
+        assert srv.exit_after < grace + cancel + 2, log
+        assert code == 0, log
+        for future in (stubborn, forever):
+            result = future.result(timeout=5)
+            assert isinstance(result, httpx.Response) and result.status_code == 503, (result, log)
+            assert result.headers["connection"] == "close"
+        assert srv.events("slow-cancelled")[0]["reason"] == "shutdown"
+        assert "hung at shutdown: request GET /stubborn/" in log
+        assert "tests/project/views.py" in log  # the report says where it hangs
+        assert srv.events("shutdown") and srv.events("lifespan-exit")
+        stopped_cleanly(log)
+    finally:
+        srv.kill()
+
+
+@SERVER
+@KINDS
+def test_a_budget_longer_than_graceful_timeout_is_shortened_to_fit_before_the_sigkill(
+    kind: str,
+) -> None:
+    # budget: grace 10 + cancel 1 + the hooks' 3.5 s = 14.5 s, in 6 s less 1 s to exit.
+    srv = Server(kind, graceful={"GRACE_PERIOD": 10, "CANCEL_TIMEOUT": 1, **QUICK_HOOKS})
+    start_with(srv, "--graceful-timeout", "6")
+    try:
+        srv.wait_engaged()
+        log = srv.log()
+        assert "shutdown budget (14.5 s) does not fit in gunicorn's graceful_timeout (6 s)" in log
+        assert "grace 0.5s, cancel 1s" in log
+        response = in_background(get_or_error, srv, "/stubborn/")
+        srv.wait_event("stubborn-begin")
+        srv.signal()
+        code = srv.wait_exit(10)
+        log = srv.log()
+        result = response.result(timeout=5)
+        assert isinstance(result, httpx.Response) and result.status_code == 503, (result, log)
+        assert code == 0, log
+        assert srv.exit_after < 6, log
+        assert "hung at shutdown: request GET /stubborn/" in log
+        assert srv.events("shutdown") and srv.events("lifespan-exit")
+        stopped_cleanly(log)
+    finally:
+        srv.kill()
+
+
+@SERVER
+@KINDS
+def test_recycling_keeps_the_heartbeat_so_a_request_longer_than_timeout_finishes(
+    kind: str,
+) -> None:
+    srv = Server(kind, graceful={"GRACE_PERIOD": 10, **QUICK_HOOKS})
+    start_with(srv, "--max-requests", "2", "--timeout", "3")
+    try:
+        srv.wait_engaged()
+        slow = in_background(get_or_error, srv, "/slow/?s=5")
+        begun = srv.wait_event("slow-begin")
+        for _ in range(2):  # both count a request once its response is complete
+            assert srv.get("/pid/").status_code == 200
+        started = srv.wait_event("shutdown-started")
+        assert started[0]["trigger"] == "recycle"
+        result = slow.result(timeout=15)
+        log = srv.log()
+        assert isinstance(result, httpx.Response) and result.status_code == 200, (result, log)
+        assert "stops by itself (max_requests" in log
+        # The next worker serves once the recycled one is gone.
+        srv.wait_event("startup", count=2, timeout=20)
+        assert srv.get("/pid/").status_code == 200
+        recycled = begun[0]["pid"]
+        assert [e["pid"] for e in srv.events("shutdown")] == [recycled]
+        srv.signal()
+        assert srv.wait_exit(10) == 0
+        stopped_cleanly(srv.log())
+    finally:
+        srv.kill()
+
+
+@SERVER
+@KINDS
+def test_recycling_workers_refuse_nothing_while_their_siblings_serve(kind: str) -> None:
+    srv = start_with(Server(kind, graceful=QUICK_HOOKS, workers=2), "--max-requests", "15")
+    try:
+        srv.wait_engaged(count=2)
+        load = Load(srv)
+        deadline = time.monotonic() + 30
+        while len(srv.events("shutdown")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        results = load.stop()
+        log = srv.log()
+        assert len(srv.events("shutdown")) >= 3, log
+        # "lifespan": gunicorn's own stop came first, with nothing in flight to drain.
+        assert {e["trigger"] for e in srv.events("shutdown-started")} <= {"recycle", "lifespan"}
+        assert set(statuses(results)) == {200}, (statuses(results), log)
+        srv.signal()
+        assert srv.wait_exit(10) == 0
+        stopped_cleanly(srv.log())
+    finally:
+        srv.kill()
+
+
+@SERVER
+@KINDS
+@pytest.mark.parametrize("signame", ["SIGHUP", "SIGTTOU"])
+def test_reload_and_fewer_workers_refuse_nothing_and_finish_what_the_old_workers_hold(
+    kind: str, signame: str
+) -> None:
+    srv = start_with(Server(kind, graceful={"GRACE_PERIOD": 10, **QUICK_HOOKS}, workers=2))
+    try:
+        srv.wait_engaged(count=2)
+        old = {e["pid"] for e in srv.events("startup")}
+        held = [in_background(get_or_error, srv, "/slow/?s=2") for _ in range(4)]
+        srv.wait_event("slow-begin", count=4)
+        load = Load(srv)
+        time.sleep(0.3)
+        srv.signal(getattr(signal, signame))
+        stopping = 2 if signame == "SIGHUP" else 1
+        srv.wait_event("shutdown", count=stopping, timeout=15)
+        time.sleep(0.5)  # the load goes on after the old workers left
+        results = load.stop()
+        log = srv.log()
+        assert statuses([f.result(timeout=10) for f in held]) == [200] * 4, log
+        assert set(statuses(results)) == {200}, (statuses(results), log)
+        assert len(results) > 10
+        stopped = srv.events("shutdown-started")
+        assert {e["pid"] for e in stopped} <= old and len(stopped) == stopping
+        assert {e["trigger"] for e in stopped} == {"SIGTERM"}
+        assert "other workers take the new connections" in log
+        srv.signal()
+        assert srv.wait_exit(15) == 0
+        stopped_cleanly(srv.log())
+    finally:
+        srv.kill()
+
+
+@SERVER
+@KINDS
+@pytest.mark.parametrize("signame", ["SIGQUIT", "SIGINT"])
+def test_a_quick_stop_cancels_at_once_and_still_runs_the_hooks(kind: str, signame: str) -> None:
+    cancel = 1
+    srv = start_with(Server(kind, graceful={"GRACE_PERIOD": 20, "CANCEL_TIMEOUT": cancel}))
+    try:
+        srv.wait_engaged()
+        response = in_background(get_or_error, srv, "/slow/?s=60")
+        srv.wait_event("slow-begin")
+        srv.signal(getattr(signal, signame))
+        code = srv.wait_exit(15)
+        log = srv.log()
+        result = response.result(timeout=5)
+        assert isinstance(result, httpx.Response) and result.status_code == 503, (result, log)
+        assert srv.events("slow-cancelled")[0]["reason"] == "shutdown"
+        assert srv.events("shutdown-started")[0]["trigger"] in ("SIGQUIT", "SIGINT")
+        assert srv.events("shutdown") and srv.events("lifespan-exit")
+        assert "quick stop, skipping to CANCELLING" in log
+        assert code == 0, log
+        assert srv.exit_after < 3, log
+        stopped_cleanly(log)
+    finally:
+        srv.kill()
+
+
+def test_not_detected_outside_a_gunicorn_worker() -> None:
+    from django_graceful.adapters import gunicorn, gunicorn_asgi, gunicorn_uvicorn
+
+    # Imported, but no worker runs this thread (e.g. pytest in-process).
+    importlib.import_module("gunicorn.workers.gasgi")
+
+    assert gunicorn.find_worker(sys.modules) is None
+    assert gunicorn_asgi.running(sys.modules) is False
+    assert gunicorn_uvicorn.running(sys.modules) is False
+    assert gunicorn.gunicorn_problem(None, (27, 0, 1), (24,)) is not None
+
+
+def test_a_gunicorn_outside_the_known_versions_is_not_relied_on() -> None:
+    from django_graceful.adapters import gunicorn
+
+    class Cfg:
+        graceful_timeout, timeout = 30, 30
+
+    class Worker:
+        cfg, max_requests, alive, sockets = Cfg(), sys.maxsize, True, []
+
+        def notify(self) -> None: ...
+
+    assert gunicorn.gunicorn_problem(Worker(), (27, 0, 1), (24,)) is None
+    assert "older than 24" in (gunicorn.gunicorn_problem(Worker(), (23, 0), (24,)) or "")
+    assert "newer" in (gunicorn.gunicorn_problem(Worker(), (28, 0), (24,)) or "")
+    worker = Worker()
+    worker.cfg = object()
+    assert gunicorn.gunicorn_problem(worker, (27, 0, 1), (24,)) is not None
