@@ -20,9 +20,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-SERVERS = ("uvicorn", "hypercorn", "granian", "daphne")
+SERVERS = ("uvicorn", "hypercorn", "granian", "daphne", "gunicorn-uvicorn", "gunicorn-asgi")
 #: Servers with a --workers option that runs one lifecycle per worker process.
-WORKER_SERVERS = ("uvicorn", "hypercorn", "granian")
+WORKER_SERVERS = ("uvicorn", "hypercorn", "granian", "gunicorn-uvicorn", "gunicorn-asgi")
 
 
 #: Gunicorn, by the worker class given to --worker-class.
@@ -50,7 +50,9 @@ def command(server: str, app: str, port: int, workers: int | None = None) -> lis
         return [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), app]
     if server in GUNICORN_WORKERS:
         cmd = [str(BIN / "gunicorn"), app, "--worker-class", GUNICORN_WORKERS[server]]
-        cmd += ["--bind", f"127.0.0.1:{port}", "--no-control-socket"]
+        # graceful_timeout above every budget the tests set (the test project's hooks alone
+        # take 21.5 s); a test that needs another one adds its own (the last one counts).
+        cmd += ["--bind", f"127.0.0.1:{port}", "--no-control-socket", "--graceful-timeout", "60"]
         return cmd + (["--workers", str(workers)] if workers else [])
     raise ValueError(server)
 

@@ -72,7 +72,7 @@ def test_boot_runs_the_lifespan_and_the_hooks_with_the_gunicorn_adapter(kind: st
         assert srv.wait_exit(10) == 0
         log = srv.log()
         assert f"django_graceful started (server: {kind}," in log
-        assert "graceful_timeout 30 s, timeout 30 s, max_requests off" in log
+        assert "graceful_timeout 60 s, timeout 30 s, max_requests off" in log
         assert lifespan_complaints(log) == []
         assert srv.events("startup") and srv.events("shutdown") and srv.events("lifespan-exit")
         stopped_cleanly(log)
