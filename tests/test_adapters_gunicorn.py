@@ -8,6 +8,7 @@ operator sends them; what the clients got and what the server logged is asserted
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -253,23 +254,33 @@ def test_reload_and_fewer_workers_refuse_nothing_and_finish_what_the_old_workers
 
 @SERVER
 @KINDS
-@pytest.mark.parametrize("signame", ["SIGQUIT", "SIGINT"])
-def test_a_quick_stop_cancels_at_once_and_still_runs_the_hooks(kind: str, signame: str) -> None:
-    cancel = 1
-    srv = start_with(Server(kind, graceful={"GRACE_PERIOD": 20, "CANCEL_TIMEOUT": cancel}))
+@pytest.mark.parametrize("stop", ["SIGQUIT", "SIGINT", "ctrl-c"])
+def test_a_quick_stop_cancels_at_once_and_still_runs_the_hooks(kind: str, stop: str) -> None:
+    workers = 2 if stop == "ctrl-c" else 1
+    srv = Server(kind, graceful={"GRACE_PERIOD": 20, "CANCEL_TIMEOUT": 1}, workers=workers)
+    start_with(srv)
     try:
-        srv.wait_engaged()
+        srv.wait_engaged(count=workers)
         response = in_background(get_or_error, srv, "/slow/?s=60")
         srv.wait_event("slow-begin")
-        srv.signal(getattr(signal, signame))
+        if stop == "ctrl-c":
+            # SIGINT to the arbiter and each worker; the arbiter then sends them SIGQUIT.
+            assert srv.proc is not None
+            srv.signalled_at = time.monotonic()
+            os.killpg(srv.proc.pid, signal.SIGINT)
+        else:
+            srv.signal(getattr(signal, stop))
         code = srv.wait_exit(15)
         log = srv.log()
         result = response.result(timeout=5)
         assert isinstance(result, httpx.Response) and result.status_code == 503, (result, log)
         assert srv.events("slow-cancelled")[0]["reason"] == "shutdown"
-        assert srv.events("shutdown-started")[0]["trigger"] in ("SIGQUIT", "SIGINT")
-        assert srv.events("shutdown") and srv.events("lifespan-exit")
+        started = srv.events("shutdown-started")
+        assert len(started) == workers
+        assert {e["trigger"] for e in started} <= {"SIGQUIT", "SIGINT"}
+        assert len(srv.events("shutdown")) == len(srv.events("lifespan-exit")) == workers
         assert "quick stop, skipping to CANCELLING" in log
+        assert "skipping to REPORTING" not in log  # the arbiter's SIGQUIT after a Ctrl-C
         assert code == 0, log
         assert srv.exit_after < 3, log
         stopped_cleanly(log)

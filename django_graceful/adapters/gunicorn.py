@@ -223,7 +223,10 @@ class GunicornStops(ServerAdapter):
         quick = signum in QUICK_SIGNALS
         if self._first_signal is None and not lifecycle.shutting_down:
             self._first_signal, self._first_signal_at = signum, now
-            self._siblings_serve = parent_listens(self.worker)
+            # A quick stop holds the server until STOPPED even when other workers serve
+            # on: its own quick stop would skip our hooks (a Ctrl-C reaches the workers
+            # before the arbiter closes its sockets).
+            self._siblings_serve = not quick and parent_listens(self.worker)
             logger.info(
                 "%s received: %s%s",
                 name,
@@ -234,7 +237,7 @@ class GunicornStops(ServerAdapter):
             )
             if quick:
                 self._quick, self._quick_at = signum, now
-            if self._siblings_serve and not quick:
+            if self._siblings_serve:
                 self._hand_over(lifecycle, name)
                 return
             lifecycle.begin_shutdown(name, drain=not quick)

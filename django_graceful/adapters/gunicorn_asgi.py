@@ -18,7 +18,7 @@ Besides gunicorn's shared stops (``adapters/gunicorn.py``), this adapter:
   loop (the ``asyncio.sleep`` in ``_serve``) rather than letting it sleep out its second;
 - guards ``_cleanup``: if tasks still ignore their cancel ``TEARDOWN_GRACE`` s after it
   began, the worker exits by itself (status 0, as gunicorn's own exit), without the
-  watchdog.
+  watchdog (after a quick stop, ``_quick_shutdown``, gunicorn bounds that wait itself).
 """
 
 from __future__ import annotations
@@ -235,8 +235,8 @@ class Adapter(GunicornStops, ServerAdapter):
         try:
             await asyncio.get_running_loop().create_future()
         except asyncio.CancelledError:
-            if not self._released:
-                raise
+            if not self._released or getattr(self.worker, "_quick_shutdown", False):
+                raise  # after a quick stop gunicorn bounds its wait itself (1 s)
             me = asyncio.current_task()
             others = [t for t in asyncio.all_tasks() if t is not me]
             pending: set[asyncio.Task[Any]] = set()
