@@ -137,6 +137,24 @@ def test_a_hung_request_gets_503_and_the_worker_exits_by_itself(kind: str) -> No
 
 @SERVER
 @KINDS
+def test_an_idle_keep_alive_connection_does_not_hold_the_exit(kind: str) -> None:
+    srv = start_with(Server(kind, graceful=QUICK_HOOKS), "--keep-alive", "10")
+    try:
+        srv.wait_engaged()
+        with srv.client() as client:  # one connection, kept open and idle
+            assert client.get("/pid/").status_code == 200
+            srv.signal()
+            code = srv.wait_exit(15)
+        log = srv.log()
+        assert code == 0, log
+        assert srv.exit_after < 1.5, log  # not gunicorn's keep-alive (10 s)
+        stopped_cleanly(log)
+    finally:
+        srv.kill()
+
+
+@SERVER
+@KINDS
 def test_a_budget_longer_than_graceful_timeout_is_shortened_to_fit_before_the_sigkill(
     kind: str,
 ) -> None:
@@ -298,6 +316,31 @@ def test_not_detected_outside_a_gunicorn_worker() -> None:
     assert gunicorn_asgi.running(sys.modules) is False
     assert gunicorn_uvicorn.running(sys.modules) is False
     assert gunicorn.gunicorn_problem(None, (27, 0, 1), (24,)) is not None
+
+
+def test_a_native_worker_without_the_expected_internals_is_not_relied_on() -> None:
+    from django_graceful.adapters import gunicorn_asgi
+
+    class Cfg:
+        graceful_timeout, timeout = 30, 30
+
+    class Worker:
+        cfg, max_requests, alive, sockets, servers = Cfg(), sys.maxsize, True, [], []
+
+        def notify(self) -> None: ...
+
+        def handle_quit_signal(self) -> None: ...
+
+        async def _serve(self) -> None: ...
+
+    importlib.import_module("gunicorn.asgi.protocol")
+    codes = gunicorn_asgi._Codes.find(Worker())
+    assert codes is not None
+    assert gunicorn_asgi._unsupported(Worker(), codes) is None
+    assert gunicorn_asgi._unsupported(Worker(), None) is not None
+    worker = Worker()
+    worker.servers = None  # type: ignore[assignment]
+    assert "servers" in (gunicorn_asgi._unsupported(worker, codes) or "")
 
 
 def test_a_gunicorn_outside_the_known_versions_is_not_relied_on() -> None:
