@@ -52,6 +52,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from types import FrameType, ModuleType
@@ -65,7 +66,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_graceful")
 
-#: The gunicorn versions whose Worker this module was read against (27.0.1 tested).
+#: The gunicorn versions whose Worker this module was read against (27.0.1 tested); a
+#: newer one is used with a warning when its internals are where these have them.
 MIN_VERSION, BELOW_VERSION = (23,), (28,)
 #: What a worker needs after our STOPPED to be gone (the server's own stop, and the
 #: teardown guard's wait for tasks that ignore the last cancel): kept out of the budget.
@@ -98,8 +100,6 @@ def find_worker(modules: dict[str, ModuleType]) -> Any:
 
 
 def _main_thread_frames() -> Iterator[FrameType]:
-    import threading
-
     if threading.current_thread() is threading.main_thread():
         frame: FrameType | None = sys._getframe(1)
     else:
@@ -113,7 +113,7 @@ def gunicorn_problem(worker: Any, version: Version | None, minimum: Version) -> 
     """Why the shared part cannot work with this gunicorn worker, or None."""
     if worker is None:
         return "no gunicorn Worker runs this process's main thread"
-    problem = version_problem("gunicorn", version, minimum, BELOW_VERSION)
+    problem = version_problem("gunicorn", version, minimum)
     if problem is not None:
         return problem
     cfg = getattr(worker, "cfg", None)
@@ -131,6 +131,13 @@ def gunicorn_problem(worker: Any, version: Version | None, minimum: Version) -> 
 
 def gunicorn_version() -> Version | None:
     return installed_version("gunicorn")
+
+
+def warn_if_untested(version: Version | None) -> None:
+    """A gunicorn newer than the one read: engage anyway (its internals were checked)."""
+    untested = version_problem("gunicorn", version, MIN_VERSION, BELOW_VERSION)
+    if untested is not None:
+        logger.warning("%s; its internals match, so the adapter engages anyway", untested)
 
 
 def parent_listens(worker: Any) -> bool:
@@ -182,6 +189,7 @@ class GunicornStops(ServerAdapter):
     def engage_gunicorn(self, lifecycle: Lifecycle, worker: Any) -> None:
         """The shared part, once the worker class's adapter has engaged."""
         self.worker = worker
+        warn_if_untested(gunicorn_version())
         self._fit_budget(lifecycle, worker)
         loop = lifecycle.loop
         if loop is None:
