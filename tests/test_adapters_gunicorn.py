@@ -306,6 +306,36 @@ def test_a_quick_stop_cancels_at_once_and_still_runs_the_hooks(kind: str, stop: 
         srv.kill()
 
 
+@SERVER
+@KINDS
+def test_a_quick_stop_during_a_stop_fits_in_the_arbiters_two_seconds(kind: str) -> None:
+    # CANCEL_TIMEOUT 5 would outlast the 2 s the arbiter leaves after its SIGINT.
+    srv = start_with(
+        Server(kind, graceful={"GRACE_PERIOD": 20, "CANCEL_TIMEOUT": 5, **QUICK_HOOKS})
+    )
+    try:
+        srv.wait_engaged()
+        response = in_background(get_or_error, srv, "/stubborn/")
+        srv.wait_event("stubborn-begin")
+        srv.signal()
+        srv.wait_event("shutdown-started")
+        time.sleep(0.3)
+        assert srv.proc is not None
+        quick_at = time.monotonic()
+        srv.proc.send_signal(signal.SIGINT)  # the arbiter: quick stop, SIGKILL 2 s later
+        code = srv.wait_exit(15)
+        log = srv.log()
+        result = response.result(timeout=5)
+        assert isinstance(result, httpx.Response) and result.status_code == 503, (result, log)
+        assert srv.events("shutdown") and srv.events("lifespan-exit")
+        assert "hung at shutdown: request GET /stubborn/" in log
+        assert code == 0, log
+        assert time.monotonic() - quick_at < 2, log
+        stopped_cleanly(log)
+    finally:
+        srv.kill()
+
+
 def test_not_detected_outside_a_gunicorn_worker() -> None:
     from django_graceful.adapters import gunicorn, gunicorn_asgi, gunicorn_uvicorn
 

@@ -37,8 +37,10 @@ closed its listening sockets) from a reload or TTOU (it still holds them).
   server's own stop;
 - on SIGQUIT, and SIGINT (what gunicorn's workers take as a quick stop): skips to
   CANCELLING (a later one, a second or more after, to REPORTING); hooks, LIFESPAN exits
-  and the report still run, bounded. A repeated SIGTERM changes nothing: the arbiter
-  sends one each time round its loop to a worker it has too many of (TTOU, a reload);
+  and the report still run, bounded. After a SIGTERM, when the arbiter leaves only
+  ``QUICK_WINDOW`` s, CANCELLING ends early enough for the hooks' bounds to fit. A
+  repeated SIGTERM changes nothing: the arbiter sends one each time round its loop to a
+  worker it has too many of (TTOU, a reload);
 - from the start of our shutdown to the process's end: the heartbeat, every
   ``HEARTBEAT_INTERVAL`` (or half the worker's own notify interval), so a request
   longer than ``timeout`` gets its grace rather than a SIGABRT.
@@ -58,6 +60,7 @@ from collections.abc import Iterator
 from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, Any
 
+from .._core.phases import Phase
 from ._compat import Version, installed_version, version_problem
 from .base import SAME_SIGNAL_WINDOW, ServerAdapter
 
@@ -82,6 +85,9 @@ WATCH_INTERVAL = 0.1
 #: The signals a gunicorn worker takes as a quick stop (the arbiter sends SIGQUIT for its
 #: own SIGINT/SIGQUIT; a terminal's Ctrl-C also reaches the workers as SIGINT).
 QUICK_SIGNALS = (signal.SIGQUIT, signal.SIGINT)
+#: What the arbiter gives its workers after a SIGINT/SIGQUIT during its stop, and the
+#: least of it CANCELLING keeps (cancelled work gets a moment to unwind).
+QUICK_WINDOW, MIN_CANCELLING = 2.0, 0.5
 #: The trigger of a shutdown that gunicorn began without a signal (max_requests, ...).
 RECYCLE = "recycle"
 
@@ -266,8 +272,22 @@ class GunicornStops(ServerAdapter):
             self._quick, self._quick_at = signum, now
             logger.info("%s received: quick stop, skipping to CANCELLING", name)
             lifecycle.escalate()
+            self._fit_quick_window(lifecycle)
         elif now - self._quick_at >= SAME_SIGNAL_WINDOW:
             self._quick_at = now
+            lifecycle.escalate()
+
+    def _fit_quick_window(self, lifecycle: Lifecycle) -> None:
+        """A quick stop during the arbiter's stop leaves ``QUICK_WINDOW`` s before the
+        SIGKILL: end CANCELLING early enough for the hooks (by their bounds) to run."""
+        s = lifecycle.settings
+        hooks = lifecycle.budget() - s.DRAIN_DELAY - s.GRACE_PERIOD - s.CANCEL_TIMEOUT
+        cancelling = max(QUICK_WINDOW - EXIT_MARGIN - hooks, MIN_CANCELLING)
+        if cancelling < s.CANCEL_TIMEOUT and lifecycle.loop is not None:
+            lifecycle.loop.call_later(cancelling, self._end_cancelling, lifecycle)
+
+    def _end_cancelling(self, lifecycle: Lifecycle) -> None:
+        if lifecycle.phase == Phase.CANCELLING:
             lifecycle.escalate()
 
     def _hand_over(self, lifecycle: Lifecycle, trigger: str) -> None:

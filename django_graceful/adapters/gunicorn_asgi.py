@@ -18,7 +18,8 @@ Besides gunicorn's shared stops (``adapters/gunicorn.py``), this adapter:
   loop (the ``asyncio.sleep`` in ``_serve``) rather than letting it sleep out its second;
 - guards ``_cleanup``: if tasks still ignore their cancel ``TEARDOWN_GRACE`` s after it
   began, the worker exits by itself (status 0, as gunicorn's own exit), without the
-  watchdog (after a quick stop, ``_quick_shutdown``, gunicorn bounds that wait itself).
+  watchdog (after a quick stop, ``_quick_shutdown``, gunicorn bounds that wait to 1 s in
+  a task of its own: only our hung work is waited for then).
 """
 
 from __future__ import annotations
@@ -235,10 +236,14 @@ class Adapter(GunicornStops, ServerAdapter):
         try:
             await asyncio.get_running_loop().create_future()
         except asyncio.CancelledError:
-            if not self._released or getattr(self.worker, "_quick_shutdown", False):
-                raise  # after a quick stop gunicorn bounds its wait itself (1 s)
+            if not self._released:
+                raise
             me = asyncio.current_task()
             others = [t for t in asyncio.all_tasks() if t is not me]
+            if getattr(self.worker, "_quick_shutdown", False):
+                # After a quick stop gunicorn bounds its wait (1 s), in a task of its own:
+                # only our hung work is waited for (less long).
+                others = [t for t in others if self._tracked(t)]
             pending: set[asyncio.Task[Any]] = set()
             if others:
                 _, pending = await asyncio.wait(others, timeout=TEARDOWN_GRACE)
@@ -251,6 +256,10 @@ class Adapter(GunicornStops, ServerAdapter):
                 )
                 exit_now(0)
             raise
+
+    def _tracked(self, task: asyncio.Task[Any]) -> bool:
+        registry = self.lifecycle.registry if self.lifecycle is not None else ()
+        return any(task is item.task or task is item.view_task for item in registry)
 
     def _describe(self, task: asyncio.Task[Any]) -> str:
         for item in self.lifecycle.registry if self.lifecycle is not None else ():
