@@ -355,7 +355,7 @@ def test_a_native_worker_without_the_expected_internals_is_not_relied_on() -> No
         graceful_timeout, timeout = 30, 30
 
     class Worker:
-        cfg, max_requests, alive, sockets, servers = Cfg(), sys.maxsize, True, [], []
+        cfg, max_requests, alive, ppid, sockets, servers = Cfg(), sys.maxsize, True, 1, [], []
 
         def notify(self) -> None: ...
 
@@ -380,7 +380,7 @@ def test_a_gunicorn_outside_the_known_versions_is_not_relied_on() -> None:
         graceful_timeout, timeout = 30, 30
 
     class Worker:
-        cfg, max_requests, alive, sockets = Cfg(), sys.maxsize, True, []
+        cfg, max_requests, alive, ppid, sockets = Cfg(), sys.maxsize, True, 1, []
 
         def notify(self) -> None: ...
 

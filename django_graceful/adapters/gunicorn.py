@@ -128,10 +128,14 @@ def gunicorn_problem(worker: Any, version: Version | None, minimum: Version) -> 
         and isinstance(getattr(cfg, "timeout", None), int | float)
         and isinstance(getattr(worker, "max_requests", None), int)
         and isinstance(getattr(worker, "alive", None), bool)
+        and isinstance(getattr(worker, "ppid", None), int)
         and callable(getattr(worker, "notify", None))
         and isinstance(getattr(worker, "sockets", None), list)
     ):
-        return "its Worker has no cfg.graceful_timeout / timeout, max_requests, alive, notify()"
+        return (
+            "its Worker has no cfg.graceful_timeout / timeout, max_requests, alive, ppid, "
+            "notify() or sockets"
+        )
     return None
 
 
