@@ -137,6 +137,29 @@ def test_a_hung_request_gets_503_and_the_worker_exits_by_itself(kind: str) -> No
 
 @SERVER
 @KINDS
+def test_without_our_signal_handling_the_stop_is_still_drained_and_bounded(kind: str) -> None:
+    graceful = {"GRACE_PERIOD": 1, "CANCEL_TIMEOUT": 1, "HANDLE_SIGNALS": False, **QUICK_HOOKS}
+    srv = start_with(Server(kind, graceful=graceful))
+    try:
+        srv.wait_engaged()
+        response = in_background(get_or_error, srv, "/stubborn/")
+        srv.wait_event("stubborn-begin")
+        srv.signal()
+        code = srv.wait_exit(15)
+        log = srv.log()
+        result = response.result(timeout=5)
+        assert isinstance(result, httpx.Response) and result.status_code == 503, (result, log)
+        assert srv.events("shutdown-started")[0]["trigger"] == "recycle"  # gunicorn's own stop
+        assert srv.events("shutdown") and srv.events("lifespan-exit")
+        assert code == 0, log
+        assert srv.exit_after < 4, log
+        stopped_cleanly(log)
+    finally:
+        srv.kill()
+
+
+@SERVER
+@KINDS
 def test_an_idle_keep_alive_connection_does_not_hold_the_exit(kind: str) -> None:
     srv = start_with(Server(kind, graceful=QUICK_HOOKS), "--keep-alive", "10")
     try:

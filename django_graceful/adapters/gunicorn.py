@@ -30,7 +30,8 @@ closed its listening sockets) from a reload or TTOU (it still holds them).
 - on SIGTERM when the arbiter stops: the generic behaviour (drain from the signal,
   503 from CLOSING on, the server released at STOPPED);
 - on SIGTERM while the arbiter still listens (reload, TTOU, a SIGTERM to this worker
-  alone), and on recycling: this worker stops accepting at once, so its siblings (or the
+  alone), and when the worker stops by itself (recycling; or any signal with
+  ``HANDLE_SIGNALS`` off): this worker stops accepting at once, so its siblings (or the
   new workers) take the new connections instead of a 503 here; ``SETTLE`` s later (the
   connections it had just accepted get their request served) our shutdown begins
   without DRAINING (trigger ``"recycle"`` when there was no signal), and with it the
@@ -323,8 +324,8 @@ class GunicornStops(ServerAdapter):
         while not lifecycle.shutting_down and self._first_signal is None:
             if self._stopping_by_itself():
                 logger.info(
-                    "gunicorn worker pid %d stops by itself (%s): draining what it holds; "
-                    "its siblings take the new connections",
+                    "gunicorn worker pid %d stops by itself (%s): it takes no new "
+                    "connections and drains what it holds",
                     os.getpid(),
                     self._why_stopping(),
                 )

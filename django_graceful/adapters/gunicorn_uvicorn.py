@@ -80,6 +80,8 @@ class Adapter(GunicornStops, UvicornAdapter):
     def _why_stopping(self) -> str:
         if self._uvicorn_recycles():
             return f"max_requests {self.server.limit_max_requests} reached"
+        if self.server.should_exit:
+            return "uvicorn took a signal itself"
         return super()._why_stopping()
 
     def _server_still_waits(self) -> bool:

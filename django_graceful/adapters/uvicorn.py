@@ -117,7 +117,11 @@ class Adapter(ServerAdapter):
         problem = _unsupported(server, installed_version("uvicorn"))
         super().engage(lifecycle)
         if self.chain is None:
-            return  # HANDLE_SIGNALS is off, or the base has said why it cannot chain them
+            # HANDLE_SIGNALS is off, or the base has said why it cannot chain them. The
+            # server is kept for stopped(), which uses it only where uvicorn still waits
+            # (``_server_still_waits``: never without a signal of ours, here).
+            self.server = server if problem is None else None
+            return
         if problem is not None:
             fall_back(
                 "uvicorn",
