@@ -11,6 +11,7 @@ do wrong: kill requests at once (Daphne) or wait forever (Uvicorn, Granian).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import time
@@ -58,6 +59,7 @@ class ServerAdapter:
         self._first_signal: int | None = None
         self._first_signal_at = 0.0
         self._released = False
+        self._kept: set[asyncio.Task[Any]] = set()
 
     def engage(self, lifecycle: Lifecycle) -> None:
         """Called once, in the loop thread, when startup has completed."""
@@ -86,6 +88,11 @@ class ServerAdapter:
     def stopped(self) -> None:
         """Our shutdown reached STOPPED: the server may now stop in its own way."""
         self.release()
+
+    def keep(self, task: asyncio.Task[Any]) -> None:
+        """Hold a reference to a task of ours until it ends (the loop holds only a weak one)."""
+        self._kept.add(task)
+        task.add_done_callback(self._kept.discard)
 
     def release(self) -> None:
         """Hand the stop to the server, once."""

@@ -192,7 +192,6 @@ class GunicornStops(ServerAdapter):
         self._quick: int | None = None  # the quick-stop signal seen, if any
         self._quick_at = 0.0
         self._siblings_serve = False
-        self._gunicorn_tasks: set[asyncio.Task[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
 
     # -- boot -------------------------------------------------------------------------
@@ -208,7 +207,7 @@ class GunicornStops(ServerAdapter):
         if self.chain is not None:
             # gunicorn's own SIGQUIT handler; called at STOPPED (_quick_release).
             loop.add_signal_handler(signal.SIGQUIT, self.on_signal, signal.SIGQUIT)
-        self._hold_task(loop.create_task(self._watch(), name="django_graceful gunicorn watch"))
+        self.keep(loop.create_task(self._watch(), name="django_graceful gunicorn watch"))
 
     def _fit_budget(self, lifecycle: Lifecycle, worker: Any) -> None:
         graceful = float(worker.cfg.graceful_timeout)
@@ -353,7 +352,7 @@ class GunicornStops(ServerAdapter):
         self._heartbeat = lifecycle.loop.create_task(
             self._beat(), name="django_graceful gunicorn heartbeat"
         )
-        self._hold_task(self._heartbeat)
+        self.keep(self._heartbeat)
 
     async def _beat(self) -> None:
         """``Worker.notify()`` until the process ends: the arbiter's WORKER TIMEOUT (SIGABRT)
@@ -390,7 +389,3 @@ class GunicornStops(ServerAdapter):
 
     def _quick_release(self) -> None:
         """What the server does on a quick stop (called once our shutdown is STOPPED)."""
-
-    def _hold_task(self, task: asyncio.Task[None]) -> None:
-        self._gunicorn_tasks.add(task)
-        task.add_done_callback(self._gunicorn_tasks.discard)

@@ -131,7 +131,7 @@ class Adapter(GunicornStops, ServerAdapter):
         self._codes = codes
         self.engage_gunicorn(lifecycle, worker)
         assert lifecycle.loop is not None
-        self._hold_task(
+        self.keep(
             lifecycle.loop.create_task(
                 self._guard_cleanup(),
                 name="django_graceful gunicorn cleanup guard",
@@ -145,7 +145,7 @@ class Adapter(GunicornStops, ServerAdapter):
         if self.worker is None or self.lifecycle is None or self.lifecycle.loop is None:
             super().stopped()
             return
-        self._hold_task(self.lifecycle.loop.create_task(self._close_then_release()))
+        self.keep(self.lifecycle.loop.create_task(self._close_then_release()))
 
     async def _close_then_release(self) -> None:
         try:

@@ -108,7 +108,6 @@ class Adapter(ServerAdapter):
         super().__init__()
         #: uvicorn's Server, when its internals are the ones we know (else: generic).
         self.server: Any = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def engage(self, lifecycle: Lifecycle) -> None:
         # Found before the base chains the signals: then the handler is still uvicorn's.
@@ -133,7 +132,7 @@ class Adapter(ServerAdapter):
         self.server = server
         assert lifecycle.loop is not None
         # A fresh context: engage() may run inside the first request (--lifespan off).
-        self._keep(
+        self.keep(
             lifecycle.loop.create_task(
                 self._guard_teardown(),
                 name="django_graceful uvicorn teardown guard",
@@ -162,7 +161,7 @@ class Adapter(ServerAdapter):
             self.release()
             return
         assert self.lifecycle is not None and self.lifecycle.loop is not None
-        self._keep(self.lifecycle.loop.create_task(self._answer_then_release(requests)))
+        self.keep(self.lifecycle.loop.create_task(self._answer_then_release(requests)))
 
     def _server_still_waits(self) -> bool:
         """Is uvicorn still waiting for requests when our shutdown is STOPPED? Yes after a
@@ -231,10 +230,6 @@ class Adapter(ServerAdapter):
                 return item.describe()
         coro = task.get_coro()
         return f"task {task.get_name()} ({getattr(coro, '__qualname__', type(coro).__name__)})"
-
-    def _keep(self, task: asyncio.Task[None]) -> None:
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 def _is_hung(cycle: Any, hung: list[Any]) -> bool:
