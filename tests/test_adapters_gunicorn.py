@@ -33,6 +33,13 @@ def stopped_cleanly(log: str) -> None:
         assert line not in log, log
 
 
+def stop_cleanly(srv: Server, timeout: float = 10) -> None:
+    """SIGTERM to the arbiter: it exits 0 within ``timeout`` and nothing was killed."""
+    srv.signal()
+    assert srv.wait_exit(timeout) == 0
+    stopped_cleanly(srv.log())
+
+
 def statuses(results: list[Any]) -> list[Any]:
     return [r.status_code if isinstance(r, httpx.Response) else repr(r) for r in results]
 
@@ -229,9 +236,7 @@ def test_recycling_keeps_the_heartbeat_so_a_request_longer_than_timeout_finishes
         assert srv.get("/pid/").status_code == 200
         recycled = begun[0]["pid"]
         assert [e["pid"] for e in srv.events("shutdown")] == [recycled]
-        srv.signal()
-        assert srv.wait_exit(10) == 0
-        stopped_cleanly(srv.log())
+        stop_cleanly(srv)
     finally:
         srv.kill()
 
@@ -252,9 +257,7 @@ def test_recycling_workers_refuse_nothing_while_their_siblings_serve(kind: str) 
         # "lifespan": gunicorn's own stop came first, with nothing in flight to drain.
         assert {e["trigger"] for e in srv.events("shutdown-started")} <= {"recycle", "lifespan"}
         assert set(statuses(results)) == {200}, (statuses(results), log)
-        srv.signal()
-        assert srv.wait_exit(10) == 0
-        stopped_cleanly(srv.log())
+        stop_cleanly(srv)
     finally:
         srv.kill()
 
@@ -286,9 +289,7 @@ def test_reload_and_fewer_workers_refuse_nothing_and_finish_what_the_old_workers
         assert {e["pid"] for e in stopped} <= old and len(stopped) == stopping
         assert {e["trigger"] for e in stopped} == {"SIGTERM"}
         assert "other workers take the new connections" in log
-        srv.signal()
-        assert srv.wait_exit(15) == 0
-        stopped_cleanly(srv.log())
+        stop_cleanly(srv, 15)
     finally:
         srv.kill()
 
