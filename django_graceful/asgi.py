@@ -75,7 +75,11 @@ class GracefulASGI:
                 return
             phase = lifecycle.phase
         if phase >= Phase.CLOSING:
-            await refuse(scope, receive, send, SHUTTING_DOWN_BODY, WS_SERVICE_RESTART)
+            lifecycle.answering += 1
+            try:
+                await refuse(scope, receive, send, SHUTTING_DOWN_BODY, WS_SERVICE_RESTART)
+            finally:
+                lifecycle.answering -= 1
             return
         if not scope.get("state") and lifecycle.state:
             scope["state"] = dict(lifecycle.state)

@@ -23,6 +23,7 @@ from . import stacks
 from .cancellation import CancelReason
 from .deadlines import bounded
 from .hooks import budget, send_bounded
+from .listeners import Door, reopen, shut_the_door
 from .phases import EXIT_SLACK, Phase
 from .process import exit_now, in_loop_thread
 from .registry import Registry, Tracked
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
 
 #: The least CANCEL_TIMEOUT ``limit_budget`` leaves while other phases can give way.
 MIN_CANCEL = 0.5
+
+#: The most the end of the shutdown waits for the connections queued on the listening
+#: sockets to be accepted and answered (``listeners.shut_the_door``); within EXIT_SLACK.
+DOOR_TIMEOUT = 0.3
 
 #: Finds the adapter for the server this process runs under (``adapters.detect``).
 FindAdapter = Callable[[], "ServerAdapter"]
@@ -65,6 +70,8 @@ class Lifecycle:
         self._wake = asyncio.Event()
         self._phase_listeners: list[Callable[[Phase], None]] = []
         self._settings = settings
+        #: Answers given without the app (503s, websocket closes) being written now.
+        self.answering = 0
 
     @property
     def settings(self) -> GracefulSettings:
@@ -97,6 +104,13 @@ class Lifecycle:
     async def _startup(self, app: Any, find_adapter: FindAdapter | None) -> None:
         self.loop = asyncio.get_running_loop()
         self._enter(Phase.STARTING)
+        reopened = reopen()
+        if reopened:
+            logger.warning(
+                "%d listening socket(s) came shut from a server that stopped before; "
+                "opened again to new connections",
+                reopened,
+            )
         try:
             settings = self.settings
             for path in settings.LIFESPAN:
@@ -273,6 +287,7 @@ class Lifecycle:
         await started_hooks
         await send_bounded(signals.shutdown, type(self), s.HOOK_TIMEOUT, hung=hung)
         await self._close_lifespan()
+        await self._shut_the_door()
 
         self._enter(Phase.STOPPED)
         logger.info(
@@ -280,6 +295,23 @@ class Lifecycle:
             time.monotonic() - (self.shutdown_began or time.monotonic()),
             len(hung),
         )
+
+    async def _shut_the_door(self) -> None:
+        """When the whole server stops: no new connection from now on, and those the kernel
+        already queued are accepted and answered before the server closes its listening
+        sockets (which would reset them)."""
+        if self.adapter is None or not self.adapter.whole_server_stops():
+            return
+        door, queued = await shut_the_door(DOOR_TIMEOUT, busy=lambda: self.answering > 0)
+        if door is Door.QUEUED:
+            logger.warning(
+                "listening sockets shut to new connections; %d accepted by the kernel were "
+                "still waiting after %g s and will be reset",
+                queued,
+                DOOR_TIMEOUT,
+            )
+        else:
+            logger.info("listening sockets: %s", door.value)
 
     async def _hold(self, seconds: float, *, until_idle: bool, unless_escalated: int) -> None:
         """Wait ``seconds``; return early when idle (if asked) or escalated past this phase."""

@@ -85,6 +85,13 @@ class ServerAdapter:
         elif now - self._first_signal_at >= SAME_SIGNAL_WINDOW:
             self.lifecycle.escalate()
 
+    def whole_server_stops(self) -> bool:
+        """Whether the server as a whole is stopping, not this worker alone while its
+        siblings serve on: then, at the end of our shutdown, new connections are refused
+        at the listening sockets (shared by every worker) before the server closes them.
+        Here: our shutdown began with a signal to this process."""
+        return self._first_signal is not None
+
     def stopped(self) -> None:
         """Our shutdown reached STOPPED: the server may now stop in its own way."""
         self.release()

@@ -58,6 +58,11 @@ class Adapter(ServerAdapter):
         self.reactor: Any = None
         self.servers: list[Any] = []
 
+    def whole_server_stops(self) -> bool:
+        """Daphne is one process: whatever stops it (a signal, ``reactor.stop()``) stops
+        the server."""
+        return True
+
     def engage(self, lifecycle: Lifecycle) -> None:
         super().engage(lifecycle)
         try:

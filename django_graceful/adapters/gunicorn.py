@@ -194,6 +194,11 @@ class GunicornStops(ServerAdapter):
         self._siblings_serve = False
         self._heartbeat: asyncio.Task[None] | None = None
 
+    def whole_server_stops(self) -> bool:
+        """A signal stops the server unless the arbiter keeps listening (a reload, too many
+        workers) or this worker recycles: its siblings serve on."""
+        return super().whole_server_stops() and not self._siblings_serve
+
     # -- boot -------------------------------------------------------------------------
 
     def engage_gunicorn(self, lifecycle: Lifecycle, worker: Any) -> None:

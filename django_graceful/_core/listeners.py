@@ -1,0 +1,297 @@
+"""Shut the door before the server closes it: no connection is accepted by the kernel and
+then reset because the listening socket went away.
+
+When a server closes its listening socket, the kernel resets every connection it had
+already accepted on the server's behalf (the accept queue), although those clients had
+sent their requests and cannot tell whether they were processed. So, before the server
+closes its listeners, every TCP listening socket of this process gets a socket filter
+that drops what arrives for it (classic BPF ``ret #0``; Linux, no privilege needed):
+new clients' SYNs go unanswered, so they retransmit and then meet a closed port
+(``connection refused``) or the next server on that port, while the connections
+already queued are still accepted by the server and answered (503 with ``Connection:
+close`` from CLOSING on). Once the queue is empty (``TCP_INFO`` of a listening socket
+gives its length) the server may close.
+
+The filter is on the socket, shared by every worker that holds it, so the door is shut
+only by the last of them: when no other process but this one's parent (the server's
+supervisor) holds the socket, or when every other holder has reached the door too.
+Workers that reach it together meet there: each adds its pid to a marker program on
+the socket (``ret #-1``, which lets everything through, followed by unreachable
+``ld #pid`` words), and the first to find every other holder listed shuts the door. A
+worker whose siblings serve on (a rolling restart) gives up after ``MEET_WAIT`` s and
+leaves the door open. A server that inherits a socket shut by an earlier one (systemd
+socket activation, gunicorn's USR2 upgrade) opens it again at startup (``reopen``).
+
+Imports nothing of django_graceful. Off Linux it finds no listeners and does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import enum
+import os
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable
+
+#: ``setsockopt`` options that attach and detach a classic BPF program, and read it back
+#: (``<asm-generic/socket.h>``: ``SO_GET_FILTER`` is ``SO_ATTACH_FILTER``).
+SO_ATTACH_FILTER = 26
+SO_DETACH_FILTER = 27
+#: Where ``tcpi_unacked`` sits in ``struct tcp_info`` (8 one-byte fields, then rto, ato,
+#: snd_mss, rcv_mss): for a listening socket, the length of its accept queue.
+_UNACKED_OFFSET = 24
+_TCP_INFO_SIZE = 104
+#: How often the accept queue (and the other holders) are looked at.
+POLL = 0.01
+#: How long the queue must have stayed empty (and no answer be in progress) before the
+#: server may close: time for the last accepted connection's request to reach the app.
+SETTLE = 0.05
+#: How long a worker waits at the door for the other holders of the socket to reach it.
+MEET_WAIT = 0.3
+MEET_POLL = 0.03
+
+# Classic BPF words (<linux/filter.h>): BPF_RET|BPF_K and BPF_LD|BPF_IMM.
+_RET = 0x06
+_LD_IMM = 0x00
+#: Longest program read back: the marker holds one word per worker.
+_MAX_WORDS = 1024
+
+Word = tuple[int, int, int, int]
+#: ``ret #0``: keep no byte of any packet, i.e. drop it.
+DROP_ALL: tuple[Word, ...] = ((_RET, 0, 0, 0),)
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [
+        ("code", ctypes.c_uint16),
+        ("jt", ctypes.c_uint8),
+        ("jf", ctypes.c_uint8),
+        ("k", ctypes.c_uint32),
+    ]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def marker(pids: set[int]) -> tuple[Word, ...]:
+    """The program that lets everything through and names the workers at the door."""
+    keep_all = (_RET, 0, 0, 0xFFFFFFFF)
+    return (keep_all, *((_LD_IMM, 0, 0, pid) for pid in sorted(pids)), keep_all)
+
+
+def marked(program: tuple[Word, ...] | None) -> set[int] | None:
+    """The pids a marker program names (None: not a marker)."""
+    if not program or len(program) < 2 or program[0] != program[-1]:
+        return None
+    if program[0] != (_RET, 0, 0, 0xFFFFFFFF):
+        return None
+    words = program[1:-1]
+    if any(code != _LD_IMM or jt or jf for code, jt, jf, _ in words):
+        return None
+    return {k for *_, k in words}
+
+
+def attach(sock: socket.socket, program: tuple[Word, ...]) -> bool:
+    """Put ``program`` on ``sock`` (replacing any); False if the kernel refused it."""
+    words = (_SockFilter * len(program))(*(_SockFilter(*word) for word in program))
+    fprog = _SockFprog(len(program), ctypes.cast(words, ctypes.POINTER(_SockFilter)))
+    try:  # the kernel copies the program during the call
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(fprog))
+    except OSError:
+        return False
+    return True
+
+
+def program_of(sock: socket.socket) -> tuple[Word, ...] | None:
+    """The classic BPF program on ``sock`` (None: none, or unreadable)."""
+    try:
+        getsockopt = ctypes.CDLL(None, use_errno=True).getsockopt
+    except (OSError, AttributeError):
+        return None
+    buffer = (_SockFilter * _MAX_WORDS)()
+    size = ctypes.c_uint(ctypes.sizeof(buffer))
+    # SO_GET_FILTER answers in words, not bytes: Python's getsockopt() cannot read it.
+    if getsockopt(sock.fileno(), socket.SOL_SOCKET, SO_ATTACH_FILTER, buffer, ctypes.byref(size)):
+        return None
+    count = min(size.value, _MAX_WORDS)
+    if not count:
+        return None
+    return tuple((w.code, w.jt, w.jf, w.k) for w in buffer[:count])
+
+
+def tcp_listeners() -> list[socket.socket]:
+    """A duplicate of each TCP listening socket this process holds, ordered by identity
+    (close them after use; the server's own sockets stay open). Empty where
+    ``/proc/self/fd`` does not exist."""
+    if not sys.platform.startswith("linux"):
+        return []
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return []
+    found: list[socket.socket] = []
+    for name in names:
+        try:
+            if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                continue
+            sock = socket.socket(fileno=os.dup(int(name)))
+        except (OSError, ValueError):  # closed meanwhile, or not a socket after all
+            continue
+        try:
+            listening = (
+                sock.family in (socket.AF_INET, socket.AF_INET6)
+                and sock.type == socket.SOCK_STREAM
+                and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+            )
+        except OSError:
+            listening = False
+        if listening and all(_inode(sock) != _inode(other) for other in found):
+            found.append(sock)
+        else:
+            sock.close()
+    return sorted(found, key=_inode)  # the same order in every process
+
+
+def _inode(sock: socket.socket) -> int:
+    """The socket's identity across descriptors and processes."""
+    return os.fstat(sock.fileno()).st_ino
+
+
+def accept_queue(sock: socket.socket) -> int:
+    """How many connections the kernel has accepted for ``sock`` that the server has not
+    taken yet (0 if it cannot tell)."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+    except OSError:
+        return 0
+    if len(info) < _UNACKED_OFFSET + 4:
+        return 0
+    return int(struct.unpack_from("I", info, _UNACKED_OFFSET)[0])
+
+
+def other_holders(sockets: list[socket.socket], ignore: set[int]) -> set[int]:
+    """The processes (but ``ignore`` and this one) that hold one of ``sockets``; only
+    processes whose descriptors this one may read (its own user's) are seen."""
+    wanted = {f"socket:[{_inode(sock)}]" for sock in sockets}
+    found: set[int] = set()
+    me = os.getpid()
+    try:
+        pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        if pid == me or pid in ignore:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in wanted:
+                    found.add(pid)
+                    break
+    return found
+
+
+def reopen() -> int:
+    """Take our programs (the door, or a marker) off every listening socket this process
+    holds; return how many were shut. A server that took over a socket from one that
+    stopped must get new connections again."""
+    reopened = 0
+    for sock in tcp_listeners():
+        with sock:
+            program = program_of(sock)
+            if program == DROP_ALL or marked(program) is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
+                    reopened += program == DROP_ALL
+    return reopened
+
+
+class Door(enum.Enum):
+    """What ``shut_the_door`` did."""
+
+    #: No TCP listener here (or not Linux), or the kernel refused the filter.
+    NONE = "no listening socket to shut"
+    #: Other processes hold the listeners and serve on: one of them shuts it later.
+    SHARED = "left open: other workers still serve on them"
+    #: Shut, and every queued connection was accepted and answered in time.
+    SHUT = "shut to new connections; every queued connection answered"
+    #: Shut, but connections were still queued when the wait ended.
+    QUEUED = "shut to new connections; some still queued"
+
+
+async def shut_the_door(
+    timeout: float, busy: Callable[[], bool] = lambda: False
+) -> tuple[Door, int]:
+    """Refuse new connections on every TCP listener of this process if it is the last
+    of their holders to stop (see the module docstring), then wait (at most ``timeout``
+    s) until their accept queues are empty and ``busy()`` (answers still being written)
+    has been False for ``SETTLE`` s. Returns what it did, and how many connections were
+    still queued (0 but for ``Door.QUEUED``)."""
+    sockets = tcp_listeners()
+    try:
+        if not sockets:
+            return Door.NONE, 0
+        if not await _meet_the_others(sockets):
+            return Door.SHARED, 0
+        if not all(attach(sock, DROP_ALL) for sock in sockets):
+            for sock in sockets:  # all or none: a half-shut server would confuse anyone
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
+            return Door.NONE, 0
+        return await _drain(sockets, timeout, busy)
+    finally:
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+async def _meet_the_others(sockets: list[socket.socket]) -> bool:
+    """Whether every other holder of ``sockets`` (but the parent, unless that is init)
+    is gone or waits at the door too, within ``MEET_WAIT`` s."""
+    parent = os.getppid()
+    ignore = {parent} if parent > 1 else set()
+    me = os.getpid()
+    first = sockets[0]
+    deadline = time.monotonic() + MEET_WAIT
+    while True:
+        others = other_holders(sockets, ignore)
+        program = program_of(first)
+        if not others or program == DROP_ALL:  # alone, or a sibling shut it already
+            return True
+        waiting = marked(program) or set()
+        if others <= waiting:
+            return True
+        if me not in waiting:
+            attach(first, marker((waiting & others) | {me}))
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(MEET_POLL)
+
+
+async def _drain(
+    sockets: list[socket.socket], timeout: float, busy: Callable[[], bool]
+) -> tuple[Door, int]:
+    """Wait until the queued connections were accepted and answered."""
+    deadline = time.monotonic() + timeout
+    quiet_since: float | None = None
+    while True:
+        queued = sum(accept_queue(sock) for sock in sockets)
+        now = time.monotonic()
+        if queued or busy():
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = now
+        elif now - quiet_since >= SETTLE:
+            return Door.SHUT, 0
+        if now >= deadline:
+            return (Door.QUEUED, queued) if queued else (Door.SHUT, 0)
+        await asyncio.sleep(POLL)
