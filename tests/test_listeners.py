@@ -1,0 +1,265 @@
+"""The door on the listening sockets (``_core/listeners.py``), on real sockets of this machine:
+new connections are dropped, queued ones are still accepted, workers stopping together
+meet at the door, a sibling serving on keeps it open, and a shut socket opens again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from django_graceful._core import listeners
+from django_graceful._core.listeners import Door
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="socket filters and /proc are Linux's"
+)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    yield sock
+    sock.close()
+
+
+def connects(sock: socket.socket, timeout: float = 0.5) -> bool:
+    """Whether a new connection completes its handshake within ``timeout`` s."""
+    try:
+        socket.create_connection(sock.getsockname(), timeout=timeout).close()
+    except TimeoutError:
+        return False
+    return True
+
+
+def queue(sock: socket.socket, count: int) -> list[socket.socket]:
+    """``count`` clients the kernel accepts for ``sock``, each having sent its request."""
+    clients = []
+    for n in range(count):
+        client = socket.create_connection(sock.getsockname(), timeout=2)
+        client.sendall(b"request %d" % n)
+        clients.append(client)
+    return clients
+
+
+def test_finds_this_process_listeners_once_each(listener: socket.socket) -> None:
+    twice = socket.socket(fileno=os.dup(listener.fileno()))
+    with socket.create_connection(listener.getsockname()) as client:
+        found = listeners.tcp_listeners()
+        try:
+            names = [sock.getsockname() for sock in found]
+        finally:
+            for sock in found:
+                sock.close()
+        client.close()
+    twice.close()
+    assert names.count(listener.getsockname()) == 1
+    # a connected socket is not a listener
+    assert all(name[1] != 0 for name in names)
+
+
+def test_shut_drops_new_connections_and_keeps_the_queued_ones(listener: socket.socket) -> None:
+    clients = queue(listener, 3)
+    time.sleep(0.05)
+    assert listeners.accept_queue(listener) == 3
+    assert listeners.attach(listener, listeners.DROP_ALL)
+    assert listeners.program_of(listener) == listeners.DROP_ALL
+    assert not connects(listener, 0.3)  # the SYN went unanswered
+    for n in range(3):
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(2)
+            assert conn.recv(64) == b"request %d" % n
+            conn.sendall(b"answer")
+        clients[n].settimeout(2)
+        assert clients[n].recv(64) == b"answer"
+        clients[n].close()
+    assert listeners.accept_queue(listener) == 0
+
+
+def test_a_client_waiting_at_a_shut_door_is_refused_once_it_closes(
+    listener: socket.socket,
+) -> None:
+    listeners.attach(listener, listeners.DROP_ALL)
+    port = listener.getsockname()[1]
+    began = time.monotonic()
+
+    async def connect() -> BaseException | None:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+        except (OSError, TimeoutError) as exc:
+            return exc
+        writer.close()
+        return None
+
+    async def scenario() -> BaseException | None:
+        attempt = asyncio.ensure_future(connect())
+        await asyncio.sleep(0.2)
+        listener.close()  # the server goes; the SYN retransmitted next meets a closed port
+        return await attempt
+
+    outcome = asyncio.run(scenario())
+    assert isinstance(outcome, ConnectionRefusedError), outcome
+    assert time.monotonic() - began < 4
+
+
+def test_reopen_takes_our_programs_off_and_leaves_others(listener: socket.socket) -> None:
+    other = socket.socket()
+    other.bind(("127.0.0.1", 0))
+    other.listen(8)
+    keep_all_but_ours = ((0x06, 0, 0, 0xFFFF),)
+    try:
+        listeners.attach(listener, listeners.DROP_ALL)
+        listeners.attach(other, keep_all_but_ours)
+        assert listeners.reopen() == 1
+        assert listeners.program_of(listener) is None
+        assert connects(listener)
+        assert listeners.program_of(other) == keep_all_but_ours  # not ours: untouched
+        listeners.attach(listener, listeners.marker({os.getpid()}))
+        assert listeners.reopen() == 0  # a marker is taken off, but was not a shut door
+        assert listeners.program_of(listener) is None
+    finally:
+        other.close()
+
+
+def test_marker_round_trip() -> None:
+    program = listeners.marker({30, 10, 20})
+    assert listeners.marked(program) == {10, 20, 30}
+    assert listeners.marked(listeners.marker(set())) == set()
+    assert listeners.marked(listeners.DROP_ALL) is None
+    assert listeners.marked(None) is None
+    assert (
+        listeners.marked(((0x06, 0, 0, 0xFFFFFFFF), (0x15, 0, 0, 1), (0x06, 0, 0, 0xFFFFFFFF)))
+        is None
+    )
+
+
+def test_a_marker_lets_connections_through(listener: socket.socket) -> None:
+    assert listeners.attach(listener, listeners.marker({1, 2, 3}))
+    assert connects(listener)
+
+
+def test_alone_it_shuts_and_waits_for_the_queue(listener: socket.socket) -> None:
+    clients = queue(listener, 2)
+    time.sleep(0.05)
+
+    async def accept_later() -> None:
+        await asyncio.sleep(0.1)
+        listener.setblocking(True)
+        for _ in range(2):
+            listener.accept()[0].close()
+
+    async def scenario() -> tuple[Door, int, float]:
+        acceptor = asyncio.ensure_future(accept_later())
+        began = time.monotonic()
+        door, queued = await listeners.shut_the_door(2.0)
+        await acceptor
+        return door, queued, time.monotonic() - began
+
+    door, queued, took = asyncio.run(scenario())
+    assert (door, queued) == (Door.SHUT, 0)
+    assert 0.1 <= took < 1.0  # waited for the acceptor, then SETTLE
+    assert not connects(listener, 0.3)
+    for client in clients:
+        client.close()
+
+
+def test_connections_left_in_the_queue_are_counted(listener: socket.socket) -> None:
+    clients = queue(listener, 2)
+    time.sleep(0.05)
+    door, queued = asyncio.run(listeners.shut_the_door(0.2))
+    assert (door, queued) == (Door.QUEUED, 2)
+    for client in clients:
+        client.close()
+
+
+def test_busy_answers_hold_the_door_until_written(listener: socket.socket) -> None:
+    answering = {"count": 1}
+
+    async def scenario() -> float:
+        asyncio.get_running_loop().call_later(0.2, answering.update, {"count": 0})
+        began = time.monotonic()
+        await listeners.shut_the_door(2.0, busy=lambda: answering["count"] > 0)
+        return time.monotonic() - began
+
+    assert 0.2 <= asyncio.run(scenario()) < 1.0
+
+
+def test_without_listeners_nothing_is_shut() -> None:
+    assert asyncio.run(listeners.shut_the_door(0.1)) == (Door.NONE, 0)
+
+
+# -- several processes holding one socket (like a server's workers) ---------------------
+
+WORKER = """
+import asyncio, socket, sys, time
+from django_graceful._core import listeners
+sock = socket.socket(fileno=int(sys.argv[1]))
+print("ready", flush=True)
+if sys.argv[2] == "stop":
+    sys.stdin.readline()
+    door, queued = asyncio.run(listeners.shut_the_door(1.0))
+    print(door.name, flush=True)
+else:
+    sys.stdin.readline()  # serves on until told
+"""
+
+
+def worker(sock: socket.socket, role: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(sock.fileno()), role],
+        pass_fds=[sock.fileno()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 5) -> str:
+    out, _ = proc.communicate("\n", timeout=timeout)
+    return out.strip()
+
+
+def test_workers_stopping_together_meet_and_one_door_is_shut(listener: socket.socket) -> None:
+    # This test process is the workers' parent, like a server's supervisor: not counted.
+    workers = [worker(listener, "stop") for _ in range(3)]
+    assert workers[0].stdin is not None
+    outcomes = []
+    for proc in workers:
+        assert proc.stdin is not None
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+    for proc in workers:
+        out, _ = proc.communicate(timeout=5)
+        outcomes.append(out.strip())
+    assert outcomes == ["SHUT"] * 3
+    assert listeners.program_of(listener) == listeners.DROP_ALL
+    assert not connects(listener, 0.3)
+
+
+def test_a_sibling_serving_on_keeps_the_door_open(listener: socket.socket) -> None:
+    sibling = worker(listener, "serve")
+    stopping = worker(listener, "stop")
+    try:
+        began = time.monotonic()
+        assert finish(stopping) == "SHARED"
+        assert time.monotonic() - began < listeners.MEET_WAIT + 1.5
+        assert connects(listener)  # the sibling's socket still takes connections
+        listener.accept()[0].close()
+    finally:
+        finish(sibling)
+    # The last one to stop is alone: it shuts the door.
+    assert finish(worker(listener, "stop")) == "SHUT"
