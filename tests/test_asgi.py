@@ -101,6 +101,34 @@ async def test_closing_refuses_new_requests_with_503_and_connection_close(
     assert await lifespan.receive_output(5) == {"type": "lifespan.shutdown.complete"}
 
 
+@override_settings(GRACEFUL={**NO_SIGNALS, "GRACE_PERIOD": 5})
+async def test_closing_reads_an_uploading_body_before_it_answers_503(app: GracefulASGI) -> None:
+    """A server closing the connection with body bytes unread would reset it: the client
+    could lose the 503 (or see its upload fail) before it reads it."""
+    lifespan, _ = await start(app)
+    slow = asyncio.ensure_future(request(app, "/slow/?s=0.5"))  # holds CLOSING open
+    await asyncio.sleep(0.05)
+    app.lifecycle.begin_shutdown("test")
+    await asyncio.sleep(0.05)
+    headers = [(b"host", b"testserver"), (b"content-length", b"3")]
+    upload = ApplicationCommunicator(app, http_scope("/pid/", method="POST", headers=headers))
+    await upload.send_input({"type": "http.request", "body": b"a", "more_body": True})
+    await upload.send_input({"type": "http.request", "body": b"b", "more_body": True})
+    assert await upload.receive_nothing(0.1)  # still reading: no answer yet
+    await upload.send_input({"type": "http.request", "body": b"c"})
+    answer = await upload.receive_output(5)
+    assert answer["status"] == 503 and (b"connection", b"close") in answer["headers"]
+    # A client that stops sending gets its 503 after a bounded wait.
+    stalled = ApplicationCommunicator(app, http_scope("/pid/", method="POST", headers=headers))
+    await stalled.send_input({"type": "http.request", "body": b"a", "more_body": True})
+    began = asyncio.get_running_loop().time()
+    assert (await stalled.receive_output(5))["status"] == 503
+    assert 0.9 <= asyncio.get_running_loop().time() - began < 2
+    await slow
+    await lifespan.send_input({"type": "lifespan.shutdown"})
+    assert await lifespan.receive_output(5) == {"type": "lifespan.shutdown.complete"}
+
+
 @override_settings(GRACEFUL={**NO_SIGNALS, "GRACE_PERIOD": 0.2, "CANCEL_TIMEOUT": 1})
 async def test_shutdown_cancels_the_django_view_after_the_grace(
     app: GracefulASGI, recorded: Any

@@ -7,6 +7,8 @@ refusal itself. Imports nothing of django_graceful: every layer may use it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,6 +31,11 @@ WS_INTERNAL_ERROR = 1011
 SENDABLE_CLOSE_CODES = frozenset(
     {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
 )
+
+#: How long a refusal reads a request body that is still arriving before it answers: a
+#: server that closes a connection with unread bytes resets it, and the client may then
+#: lose the answer (or see its upload fail with a broken pipe before it reads it).
+BODY_DRAIN_SECONDS = 1.0
 
 HTTP_DISCONNECT: Message = {"type": "http.disconnect"}
 
@@ -56,11 +63,38 @@ async def refuse(
 ) -> None:
     """Answer without the app: 503 + ``Connection: close``, or a websocket close."""
     if scope["type"] == "http":
+        if has_body(scope):
+            await drain_body(receive, BODY_DRAIN_SECONDS)
         await refuse_http(send, body)
     elif scope["type"] == "websocket":
         message = await receive()
         if message["type"] == "websocket.connect":
             await send({"type": "websocket.close", "code": ws_code})
+
+
+def has_body(scope: Scope) -> bool:
+    """Whether the request announces a body (``Content-Length`` > 0, or chunked)."""
+    headers: Any = scope.get("headers", ())
+    for name, value in headers:
+        name = name.lower()
+        if name == b"transfer-encoding":
+            return True
+        if name == b"content-length":
+            return value.strip() not in (b"", b"0")
+    return False
+
+
+async def drain_body(receive: ASGIReceiveCallable, seconds: float) -> None:
+    """Read (and drop) the request body until it ends, the client leaves, or ``seconds``."""
+
+    async def read() -> None:
+        while True:
+            message: Any = await receive()
+            if message.get("type") != "http.request" or not message.get("more_body", False):
+                return
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(read(), seconds)
 
 
 async def refuse_http(send: Send, body: bytes) -> None:
