@@ -11,7 +11,7 @@ from asgiref.typing import ASGIReceiveCallable, Scope
 
 from ._core.lifecycle import Lifecycle, StartupFailed, get_lifecycle
 from ._core.phases import Phase
-from ._core.registry import Tracked, WorkKind, request_label
+from ._core.registry import CANCEL_MESSAGE_PREFIX, Tracked, WorkKind, request_label
 from ._serving.http import InterruptibleReceive, TrackingSend
 from ._serving.protocol import (
     HTTP_DISCONNECT,
@@ -102,9 +102,15 @@ class GracefulASGI:
         interruptible.response = tracking_send
         try:
             await self.app(scope, interruptible, tracking_send)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             await self._answer_cancelled(item, tracking_send)
-            raise
+            if not (_ours(exc) and tracking_send.finished):
+                raise
+            # Our shutdown cancel, answered: the request is over. Raised on, the server
+            # would log it as an error (one traceback per request), though all is well.
+            task = asyncio.current_task()
+            while task is not None and task.uncancel() > 0:
+                pass
         else:
             await self._answer_cancelled(item, tracking_send)
         finally:
@@ -166,6 +172,11 @@ class GracefulASGI:
                 return
             else:
                 logger.error("ignoring unexpected lifespan message %r", kind)
+
+
+def _ours(exc: asyncio.CancelledError) -> bool:
+    """Whether the lifecycle cancelled this task (``Tracked.cancel``), not the server."""
+    return bool(exc.args) and str(exc.args[0]).startswith(CANCEL_MESSAGE_PREFIX)
 
 
 def get_asgi_application() -> GracefulASGI:

@@ -38,6 +38,9 @@ MIN_CANCEL = 0.5
 #: sockets to be accepted and answered (``listeners.shut_the_door``); within EXIT_SLACK.
 DOOR_TIMEOUT = 0.3
 
+#: Places (what, stack) the hung-work report logs one by one; the rest are counted.
+MAX_HUNG_PLACES = 20
+
 #: Finds the adapter for the server this process runs under (``adapters.detect``).
 FindAdapter = Callable[[], "ServerAdapter"]
 
@@ -361,22 +364,35 @@ class Lifecycle:
                 loop.call_soon_threadsafe(callback, *args)
 
     def _report_hung(self) -> list[Tracked]:
+        """Log what still runs, with its stack: one warning per place (so a thousand
+        requests hung in one view make one warning, not a thousand)."""
         hung = list(self.registry)
         if not hung and not self.registry.lingering():
             return hung
         frames_by_thread = stacks.thread_frames()
         sync_calls = stacks.sync_calls(frames_by_thread)
-        for item in hung:
+        lingering = self.registry.lingering_threads(sync_calls)
+        thread_only = {id(item) for item in lingering}
+        # (what, lingering, stack) -> the items hung there
+        places: dict[tuple[str, bool, str], list[Tracked]] = {}
+        for item in hung + lingering:
             stack = _stack_of(item, frames_by_thread, sync_calls)
-            logger.warning("hung at shutdown: %s\n%s", item.describe(), stack)
-        for item in self.registry.lingering_threads(sync_calls):
+            places.setdefault((item.what, id(item) in thread_only, stack), []).append(item)
+        for n, ((_, request_over, stack), items) in enumerate(places.items()):
+            if n == MAX_HUNG_PLACES:
+                rest = sum(len(items) for items in list(places.values())[n:])
+                logger.warning(
+                    "hung at shutdown: %d more in %d other places", rest, len(places) - n
+                )
+                break
             logger.warning(
-                "hung at shutdown: %s, its request over but its thread still running\n%s",
-                item.describe(),
-                _stack_of(item, frames_by_thread, sync_calls),
+                "hung at shutdown: %s%s%s\n%s",
+                items[0].describe(),
+                ", its request over but its thread still running" if request_over else "",
+                f" (and {len(items) - 1} more like it)" if len(items) > 1 else "",
+                stack,
             )
-            hung.append(item)
-        return hung
+        return hung + lingering
 
     async def _close_lifespan(self) -> None:
         """Exit the LIFESPAN managers (last entered first), bounded together."""

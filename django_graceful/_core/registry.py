@@ -18,6 +18,8 @@ from .cancellation import CancellationToken, CancelReason
 _ids = itertools.count(1)
 #: Ended requests whose sync view's thread is looked for (see ``Registry.lingering``).
 MAX_LINGERING = 100
+#: The message of every task cancel the lifecycle sends begins with this (then the reason).
+CANCEL_MESSAGE_PREFIX = "django_graceful: "
 
 
 class WorkKind(enum.StrEnum):
@@ -134,7 +136,7 @@ class Tracked:
             return
         for task in (self.view_task, self.task):
             if task is not None and not task.done():
-                task.cancel(f"django_graceful: {reason}")
+                task.cancel(f"{CANCEL_MESSAGE_PREFIX}{reason}")
                 return
 
     @property

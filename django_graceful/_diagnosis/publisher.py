@@ -11,6 +11,7 @@ report*, which outlives the process. Each hang is announced once, with
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import json
 import logging
@@ -30,6 +31,8 @@ logger = logging.getLogger("django_graceful")
 
 #: How often the heartbeat thread asks the event loop whether it still answers.
 PROBE_INTERVAL = 0.25
+#: Hangs logged one by one per heartbeat; the rest in one line, by kind.
+MAX_LOGGED_HANGS = 10
 #: The most the loop thread waits for a write (the last report, removing the snapshot).
 LOOP_WRITE_TIMEOUT = 2.0
 
@@ -206,16 +209,27 @@ class Publisher:
     def _announce(self, found: list[FoundHang], *, log: bool = True) -> None:
         """Send ``hang_detected`` (and log a warning) for each hang not announced yet."""
         current = set()
+        logged = 0
+        unlogged: collections.Counter[str] = collections.Counter()
         for item, kind, location, key in found:
             current.add((key, kind))
             if (key, kind) in self._announced:
                 continue
             self._announced.add((key, kind))
-            if log:
+            if log and logged < MAX_LOGGED_HANGS:
+                logged += 1
                 what = _label(item) if item is not None else "the event loop"
                 logger.warning("hang detected: %s, %s, at %s", kind, what, location or "?")
+            elif log:
+                unlogged[kind] += 1
             signals.hang_detected.send_robust(
                 sender=Lifecycle, item=item, kind=kind, location=location
+            )
+        if unlogged:
+            logger.warning(
+                "hang detected: %d more (%s); manage.py checkshutdown lists them",
+                sum(unlogged.values()),
+                ", ".join(f"{kind}: {count}" for kind, count in unlogged.most_common()),
             )
         if len(self._announced) > len(current):
             live_ids = {item.id for item in self.lifecycle.registry}
