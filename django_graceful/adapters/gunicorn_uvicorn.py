@@ -8,10 +8,14 @@ handlers, counts ``max_requests`` itself (``Server.on_tick`` ends the main loop 
 heartbeat from that main loop (``callback_notify``), passes no
 ``timeout_graceful_shutdown`` (so uvicorn waits for requests forever), and handles SIGQUIT
 with the Worker's ``handle_exit`` (it only sets ``alive = False``: uvicorn never reads it).
+Reaching ``max_requests`` uvicorn closes every connection at once, also those whose
+request it has not read yet: their clients get a reset.
 
 On top of the Uvicorn adapter (``adapters/uvicorn.py``) and gunicorn's shared stops
 (``adapters/gunicorn.py``) this adapter:
 
+- counts ``max_requests`` itself (uvicorn's own count is turned off): at the limit the
+  worker stops accepting, serves what it accepted, and stops like any recycle;
 - also answers and closes hung requests when uvicorn stopped by itself (recycling) or was
   let go at once (a reload): uvicorn waits for them in both cases;
 - closes uvicorn's listening servers (``Server.servers``) itself when other workers serve
@@ -24,6 +28,7 @@ On top of the Uvicorn adapter (``adapters/uvicorn.py``) and gunicorn's shared st
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 from types import ModuleType
@@ -51,6 +56,8 @@ def running(modules: dict[str, ModuleType]) -> bool:
 
 class Adapter(GunicornStops, UvicornAdapter):
     name = "gunicorn-uvicorn"
+    #: max_requests (with uvicorn's jitter), counted by us (None: no limit)
+    _request_limit: int | None = None
 
     def engage(self, lifecycle: Lifecycle) -> None:
         worker = find_worker(sys.modules)
@@ -66,7 +73,19 @@ class Adapter(GunicornStops, UvicornAdapter):
                 "SIGQUIT are not looked after",
             )
             return
+        self._take_over_the_request_limit()
         self.engage_gunicorn(lifecycle, worker)
+
+    def _take_over_the_request_limit(self) -> None:
+        """Count ``max_requests`` here instead of in uvicorn: uvicorn, reaching it, closes
+        every connection at once, also those just accepted whose request is still unread
+        (the client gets a reset); we stop accepting first (``_hand_over``)."""
+        self._request_limit = getattr(self.server, "limit_max_requests", None)
+        limit_is_cached = isinstance(
+            type(self.server).__dict__.get("limit_max_requests"), functools.cached_property
+        )
+        if isinstance(self._request_limit, int) and limit_is_cached:
+            self.server.__dict__["limit_max_requests"] = None  # its own check never fires
 
     # -- what uvicorn does by itself --------------------------------------------------
 
@@ -74,12 +93,12 @@ class Adapter(GunicornStops, UvicornAdapter):
         return super()._stopping_by_itself() or self._uvicorn_recycles() or self.server.should_exit
 
     def _uvicorn_recycles(self) -> bool:
-        limit = getattr(self.server, "limit_max_requests", None)
+        limit = self._request_limit
         return isinstance(limit, int) and self.server.server_state.total_requests >= limit
 
     def _why_stopping(self) -> str:
         if self._uvicorn_recycles():
-            return f"max_requests {self.server.limit_max_requests} reached"
+            return f"max_requests {self._request_limit} reached"
         if self.server.should_exit:
             return "uvicorn took a signal itself"
         return super()._why_stopping()
@@ -97,6 +116,10 @@ class Adapter(GunicornStops, UvicornAdapter):
             server.close()
 
     def _quick_release(self) -> None:
+        self.server.should_exit = True
+
+    def _stop_now(self) -> None:
+        # After a signal uvicorn's handler has set it already; after a recycle we have.
         self.server.should_exit = True
 
     def _guards_teardown(self) -> bool:
