@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 from asgiref.testing import ApplicationCommunicator
 from django.test import override_settings
 
+from django_graceful import signals
 from django_graceful._core.cancellation import CancelReason
 from django_graceful._core.phases import Phase
 from django_graceful._serving.http import InterruptibleReceive
@@ -167,6 +170,45 @@ async def test_work_that_swallows_every_cancel_is_reported_hung_within_the_budge
     views.RELEASE_STUBBORN.set()
     await comm.wait(2)
     views.RELEASE_STUBBORN.clear()
+
+
+@asynccontextmanager
+async def exits_on_close(app: Any) -> AsyncIterator[None]:
+    """A LIFESPAN manager whose exit ends the process (were it not contained)."""
+    yield
+    raise SystemExit(3)
+
+
+async def exits_when_draining(sender: object, **kwargs: object) -> None:
+    raise SystemExit(3)
+
+
+async def interrupts_on_shutdown(sender: object, **kwargs: object) -> None:
+    raise KeyboardInterrupt
+
+
+@override_settings(
+    GRACEFUL={**NO_SIGNALS, "LIFESPAN": [*NO_SIGNALS["LIFESPAN"], "tests.test_asgi.exits_on_close"]}
+)
+async def test_async_shutdown_hooks_raising_systemexit_are_named_and_the_shutdown_completes(
+    app: GracefulASGI, recorded: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    lifespan, _ = await start(app)
+    signals.shutdown_started.connect(exits_when_draining)
+    signals.shutdown.connect(interrupts_on_shutdown)
+    try:
+        with caplog.at_level(logging.ERROR, "django_graceful"):
+            await lifespan.send_input({"type": "lifespan.shutdown"})
+            assert await lifespan.receive_output(5) == {"type": "lifespan.shutdown.complete"}
+    finally:
+        signals.shutdown_started.disconnect(exits_when_draining)
+        signals.shutdown.disconnect(interrupts_on_shutdown)
+    assert app.lifecycle.phase == Phase.STOPPED
+    # the hooks after them ran, and the LIFESPAN manager entered before exited
+    assert len(recorded("shutdown")) == 1 and len(recorded("lifespan-exit")) == 1
+    assert "hook tests.test_asgi.exits_when_draining raised SystemExit" in caplog.text
+    assert "hook tests.test_asgi.interrupts_on_shutdown raised KeyboardInterrupt" in caplog.text
+    assert "LIFESPAN tests.test_asgi.exits_on_close (on exit) raised SystemExit" in caplog.text
 
 
 @override_settings(GRACEFUL=NO_SIGNALS)

@@ -108,6 +108,32 @@ async def test_a_raising_hook_is_logged_with_its_name_and_the_next_one_runs(
     assert "hook tests.test_hooks" in caplog.text and "ValueError: flush failed" in caplog.text
 
 
+@pytest.mark.parametrize("escape", [SystemExit(3), KeyboardInterrupt()], ids=repr)
+async def test_an_async_hook_raising_systemexit_is_named_and_the_next_one_runs_like_a_sync_one(
+    signal: Signal, caplog: pytest.LogCaptureFixture, escape: BaseException
+) -> None:
+    ran = []
+
+    async def exits(sender: object, **kwargs: object) -> None:
+        raise escape
+
+    def exits_too(sender: object, **kwargs: object) -> None:
+        raise escape
+
+    def after(sender: object, **kwargs: object) -> None:
+        ran.append(True)
+
+    for receiver in (exits, exits_too, after):
+        signal.connect(receiver)
+    with caplog.at_level(logging.ERROR, "django_graceful"):
+        results = await asyncio.wait_for(send_bounded(signal, object, 1), 5)
+    assert ran == [True]
+    assert [r.outcome.error for r in results] == [escape, escape, None]
+    name = type(escape).__name__
+    assert f"hook tests.test_hooks.{exits.__qualname__} raised {name}" in caplog.text
+    assert f"hook tests.test_hooks.{exits_too.__qualname__} raised {name}" in caplog.text
+
+
 async def test_on_shutdown_with_a_timeout_bounds_that_hook(signal: Signal) -> None:
     from django_graceful import signals
 

@@ -35,10 +35,12 @@ async def bounded(awaitable: Awaitable[Any], timeout: float) -> Outcome:
     """Await ``awaitable`` for at most ``timeout`` s (plus ``UNWIND`` if it must be cancelled).
 
     Unlike ``asyncio.wait_for``, a coroutine that swallows its cancellation cannot
-    hold the caller: it is cancelled, given ``UNWIND`` seconds, and abandoned.
+    hold the caller: it is cancelled, given ``UNWIND`` seconds, and abandoned; and one
+    that raises ``SystemExit`` or ``KeyboardInterrupt`` cannot end the process (asyncio
+    re-raises those out of the event loop): they are its ``error``, like any exception.
     """
     start = time.monotonic()
-    task = asyncio.ensure_future(awaitable)
+    task = asyncio.ensure_future(_contained(awaitable))
     try:
         done, _ = await asyncio.wait({task}, timeout=timeout)
     except asyncio.CancelledError:
@@ -102,6 +104,23 @@ async def bounded_call(fn: Callable[[], Any], timeout: float, name: str) -> Outc
     return outcome
 
 
+@dataclass(frozen=True, slots=True)
+class _Escaped:
+    """A ``SystemExit`` or ``KeyboardInterrupt`` held as the task's result, not raised."""
+
+    error: BaseException
+
+
+async def _contained(awaitable: Awaitable[Any]) -> Any:
+    """Await ``awaitable`` inside the task: a task that raises ``SystemExit`` or
+    ``KeyboardInterrupt`` has asyncio raise it again out of the event loop (the server
+    exits, later hooks never run, nothing names the hook), so those are caught here."""
+    try:
+        return await awaitable
+    except (SystemExit, KeyboardInterrupt) as exc:
+        return _Escaped(exc)
+
+
 def _outcome_of(future: asyncio.Future[Any], start: float) -> Outcome:
     elapsed = time.monotonic() - start
     if future.cancelled():
@@ -109,7 +128,10 @@ def _outcome_of(future: asyncio.Future[Any], start: float) -> Outcome:
     error = future.exception()
     if error is not None:
         return Outcome(True, error=error, elapsed=elapsed)
-    return Outcome(True, result=future.result(), elapsed=elapsed)
+    result = future.result()
+    if isinstance(result, _Escaped):
+        return Outcome(True, error=result.error, elapsed=elapsed)
+    return Outcome(True, result=result, elapsed=elapsed)
 
 
 def _consume(future: asyncio.Future[Any]) -> None:

@@ -22,7 +22,7 @@ from ..conf import GracefulSettings, get_settings
 from . import stacks
 from .cancellation import CancelReason
 from .deadlines import bounded
-from .hooks import budget, send_bounded
+from .hooks import budget, log_failure, send_bounded
 from .listeners import Door, reopen, shut_the_door
 from .phases import EXIT_SLACK, Phase
 from .process import exit_now, in_loop_thread
@@ -68,7 +68,8 @@ class Lifecycle:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._startup_task: asyncio.Task[None] | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
-        self._lifespan_stack = contextlib.AsyncExitStack()
+        #: The LIFESPAN managers entered, each with its path, to exit last entered first.
+        self._lifespans: list[tuple[str, contextlib.AsyncExitStack]] = []
         self._escalation = 0  # 1: skip to CANCELLING, 2: skip to REPORTING
         self._wake = asyncio.Event()
         self._phase_listeners: list[Callable[[Phase], None]] = []
@@ -155,7 +156,10 @@ class Lifecycle:
 
     async def _enter_lifespan(self, path: str, app: Any, timeout: float) -> None:
         manager = import_string(path)(app)
-        outcome = await bounded(self._lifespan_stack.enter_async_context(manager), timeout)
+        stack = contextlib.AsyncExitStack()
+        outcome = await bounded(stack.enter_async_context(manager), timeout)
+        if outcome.ok:
+            self._lifespans.append((path, stack))
         if not outcome.finished:
             raise StartupFailed(f"LIFESPAN {path} did not start within {timeout:g} s")
         if outcome.error is not None:
@@ -395,15 +399,13 @@ class Lifecycle:
         return hung + lingering
 
     async def _close_lifespan(self) -> None:
-        """Exit the LIFESPAN managers (last entered first), bounded together."""
-        timeout = self.settings.HOOK_TIMEOUT * len(self.settings.LIFESPAN)
-        outcome = await bounded(self._lifespan_stack.aclose(), timeout)
-        if not outcome.finished:
-            logger.error("LIFESPAN managers did not close within %g s; moving on", timeout)
-        elif outcome.error is not None:
-            logger.error(
-                "LIFESPAN manager raised on close: %s", outcome.error, exc_info=outcome.error
-            )
+        """Exit the LIFESPAN managers (last entered first), each within HOOK_TIMEOUT; one
+        that raises or hangs is named, and the others still exit."""
+        timeout = self.settings.HOOK_TIMEOUT
+        while self._lifespans:
+            path, stack = self._lifespans.pop()
+            outcome = await bounded(stack.aclose(), timeout)
+            log_failure(outcome, f"LIFESPAN {path} (on exit)", timeout, "moving on")
 
     def _enter(self, phase: Phase) -> None:
         self.phase = phase
