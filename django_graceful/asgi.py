@@ -77,7 +77,12 @@ class GracefulASGI:
         if phase >= Phase.CLOSING:
             lifecycle.answering += 1
             try:
-                await refuse(scope, receive, send, SHUTTING_DOWN_BODY, WS_SERVICE_RESTART)
+                if _health_probe(scope):
+                    # Answered by the view (live: 200, ready: 503), untracked: a probe
+                    # never holds the shutdown.
+                    await self.app(scope, receive, send)
+                else:
+                    await refuse(scope, receive, send, SHUTTING_DOWN_BODY, WS_SERVICE_RESTART)
             finally:
                 lifecycle.answering -= 1
             return
@@ -172,6 +177,22 @@ class GracefulASGI:
                 return
             else:
                 logger.error("ignoring unexpected lifespan message %r", kind)
+
+
+def _health_probe(scope: Scope) -> bool:
+    """An HTTP request for the health views wherever the URLconf includes them; its
+    ``path_info`` found the way Django's handler finds it (``path`` less ``root_path``)."""
+    if scope["type"] != "http":
+        return False
+    from .views import is_health_probe
+
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    try:
+        return is_health_probe(path)
+    except Exception:  # no Django URLconf behind this app, or one that does not import
+        return False
 
 
 def _ours(exc: asyncio.CancelledError) -> bool:

@@ -1,8 +1,14 @@
-"""Health endpoints: readiness flips to 503 when draining starts; liveness answers from the loop."""
+"""Health endpoints: readiness flips to 503 when draining starts; liveness answers from the loop.
+
+``GracefulASGI`` lets them through after it starts refusing requests (CLOSING on), wherever
+the URLconf includes them (:func:`is_health_probe`): a probe still hears the process.
+"""
 
 from __future__ import annotations
 
 from django.http import HttpRequest, JsonResponse
+from django.urls import Resolver404, resolve
+from django.utils.log import log_response
 from django.views.decorators.cache import never_cache
 
 from ._core.lifecycle import get_lifecycle
@@ -13,12 +19,33 @@ from ._core.phases import Phase
 async def ready(request: HttpRequest) -> JsonResponse:
     """200 while serving; 503 from DRAINING on (and before startup finished)."""
     phase = get_lifecycle().phase
-    return JsonResponse(
+    response = JsonResponse(
         {"phase": phase.name.lower()}, status=200 if phase == Phase.SERVING else 503
     )
+    if response.status_code == 503:
+        # Expected while starting or draining: logged as information, and Django, which
+        # logs every 5xx as an error, skips a response logged already.
+        log_response(
+            "%s: %s",
+            response.reason_phrase,
+            request.path,
+            response=response,
+            request=request,
+            level="info",
+        )
+    return response
 
 
 @never_cache
 async def live(request: HttpRequest) -> JsonResponse:
     """200 whenever the event loop answers."""
     return JsonResponse({"phase": get_lifecycle().phase.name.lower()})
+
+
+def is_health_probe(path_info: str) -> bool:
+    """Whether ``path_info`` resolves to :func:`ready` or :func:`live` in the URLconf."""
+    try:
+        match = resolve(path_info)
+    except Resolver404:
+        return False
+    return match.func in (ready, live)

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from .servers import lifespan_complaints, running
+from .servers import in_background, lifespan_complaints, running
 
 pytestmark = pytest.mark.server
 
@@ -28,3 +28,19 @@ def test_async_hooks_raising_systemexit_are_named_and_the_server_stops_as_usual(
         assert srv.events("lifespan-exit")
         assert "shutdown complete" in log
         assert lifespan_complaints(log) == []
+
+
+def test_while_closing_liveness_answers_200_and_readiness_its_own_503() -> None:
+    with running("uvicorn", graceful={"GRACE_PERIOD": 5}) as srv:
+        in_flight = in_background(srv.get, "/slow/?s=2")
+        srv.wait_event("slow-begin")
+        srv.signal()
+        srv.wait_event("shutdown-started")
+        live, ready, other = (
+            srv.get(p, timeout=3) for p in ("/health/live/", "/health/ready/", "/pid/")
+        )
+        assert in_flight.result(timeout=10).status_code == 200
+        srv.wait_exit(10)
+    assert (live.status_code, live.json()) == (200, {"phase": "closing"})
+    assert (ready.status_code, ready.json()) == (503, {"phase": "closing"})
+    assert other.status_code == 503 and other.headers["connection"] == "close"

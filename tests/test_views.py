@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
 import pytest
-from django.test import AsyncClient
+from django.test import AsyncClient, override_settings
+from django.urls import include, path
 
 from django_graceful._core.lifecycle import Lifecycle
 from django_graceful._core.phases import Phase
+from django_graceful._serving.protocol import SHUTTING_DOWN_BODY
+from django_graceful.asgi import GracefulASGI
+
+from .inprocess import NO_SIGNALS, request, start
 
 
 @pytest.mark.parametrize(
@@ -31,3 +39,37 @@ async def test_live_answers_200_while_draining(lifecycle: Lifecycle) -> None:
     lifecycle.phase = Phase.DRAINING
     response = await AsyncClient().get("/health/live/")
     assert response.status_code == 200
+
+
+#: The health URLs under a prefix of the project's choosing (ROOT_URLCONF of the tests below).
+urlpatterns = [path("probes/k8s/", include("django_graceful.urls"))]
+
+
+@override_settings(GRACEFUL=NO_SIGNALS)
+@pytest.mark.parametrize("prefix", ["/health/", "/probes/k8s/"])
+async def test_while_closing_live_says_alive_and_ready_answers_its_own_503(
+    app: GracefulASGI, prefix: str
+) -> None:
+    urlconf = "tests.test_views" if prefix == "/probes/k8s/" else "tests.project.urls"
+    with override_settings(ROOT_URLCONF=urlconf):
+        await start(app)
+        app.lifecycle.phase = Phase.CLOSING
+        live = await request(app, f"{prefix}live/")
+        ready = await request(app, f"{prefix}ready/")
+        other = await request(app, "/pid/")
+    assert live[0] == 200 and json.loads(live[2]) == {"phase": "closing"}
+    assert ready[0] == 503 and json.loads(ready[2]) == {"phase": "closing"}
+    assert other[0] == 503 and other[2] == SHUTTING_DOWN_BODY  # the rest is refused as before
+
+
+async def test_a_readiness_503_is_logged_as_information_not_as_an_error(
+    lifecycle: Lifecycle, caplog: pytest.LogCaptureFixture
+) -> None:
+    lifecycle.phase = Phase.DRAINING
+    with caplog.at_level(logging.INFO, "django.request"):
+        response = await AsyncClient().get("/health/ready/")
+    assert response.status_code == 503
+    [record] = [r for r in caplog.records if r.name == "django.request"]
+    assert (
+        record.levelno == logging.INFO and "Service Unavailable: /health/ready/" in record.message
+    )
