@@ -25,16 +25,34 @@ DURATIONS: dict[str, float] = {
 STATE_BACKENDS = ("file", "cache")
 KNOWN_KEYS = frozenset(
     [*DURATIONS, "LIFESPAN", "HANDLE_SIGNALS", "STATE_BACKEND", "STATE_DIR", "STATE_CACHE"]
-)
+) | {"REDACT_PATHS"}
 #: Durations that must be strictly positive (a zero heartbeat would spin).
 POSITIVE = frozenset({"HEARTBEAT"})
 
 
 def default_state_dir() -> str:
-    """A per-project folder under the system temp dir (stable across workers)."""
-    project = os.environ.get("DJANGO_SETTINGS_MODULE", "django")
-    digest = hashlib.sha1(f"{project}:{os.getcwd()}".encode()).hexdigest()[:10]
-    return os.path.join(tempfile.gettempdir(), f"django-graceful-{os.getuid()}-{digest}")
+    """A per-user, per-project folder, stable across workers, that another user cannot
+    guess: under ``XDG_RUNTIME_DIR`` when set (private to the user), else under the
+    system temp dir; its name is keyed with the project's ``SECRET_KEY``."""
+    base = os.environ.get("XDG_RUNTIME_DIR", "")
+    if not os.path.isabs(base) or not os.path.isdir(base):
+        base = tempfile.gettempdir()
+    digest = project_id(os.getcwd())
+    return os.path.join(base, f"django-graceful-{os.getuid()}-{digest}")
+
+
+def project_id(*parts: str) -> str:
+    """A short id of this project (its settings module, keyed with ``SECRET_KEY``, and
+    ``parts``): the same in every worker and host that share the settings, different
+    for another project, and not to be guessed without the secret."""
+    from django.utils.crypto import salted_hmac
+
+    module = os.environ.get("DJANGO_SETTINGS_MODULE", "django")
+    value = ":".join([module, *parts])
+    try:
+        return salted_hmac("django_graceful.state", value, algorithm="sha256").hexdigest()[:16]
+    except Exception:  # no SECRET_KEY (settings not configured): predictable, still per project
+        return hashlib.sha256(value.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -50,6 +68,8 @@ class GracefulSettings:
     STATE_BACKEND: str = "file"
     STATE_DIR: str = field(default_factory=default_state_dir)
     STATE_CACHE: str = "default"
+    #: Name requests by their URL route (``GET /orders/<int:id>/``), never their path.
+    REDACT_PATHS: bool = False
 
 
 def raw_settings() -> Any:
@@ -110,6 +130,15 @@ def validate(raw: Any) -> list[Error]:
             )
         )
     errors.extend(_validate_state(raw))
+    if "REDACT_PATHS" in raw and not isinstance(raw["REDACT_PATHS"], bool):
+        errors.append(
+            Error(
+                f"GRACEFUL['REDACT_PATHS'] must be True or False, not {raw['REDACT_PATHS']!r}.",
+                hint="Write REDACT_PATHS: True to name requests by their URL route, not "
+                "their path, in logs, snapshots and shutdown reports.",
+                id="graceful.E009",
+            )
+        )
     return errors
 
 
@@ -215,6 +244,7 @@ def settings_from(raw: dict[str, Any]) -> GracefulSettings:
         STATE_BACKEND=raw.get("STATE_BACKEND", default.STATE_BACKEND),
         STATE_DIR=raw.get("STATE_DIR", default.STATE_DIR),
         STATE_CACHE=raw.get("STATE_CACHE", default.STATE_CACHE),
+        REDACT_PATHS=raw.get("REDACT_PATHS", default.REDACT_PATHS),
     )
 
 

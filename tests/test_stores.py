@@ -32,7 +32,7 @@ def texts(found: tuple[list[Any], list[Any]]) -> list[tuple[str, str]]:
 
 def test_only_the_drills_own_documents_are_removed(tmp_path: Path) -> None:
     folder = tmp_path / "state"
-    folder.mkdir()
+    folder.mkdir(mode=0o700)
     names = [
         "live-drill-1a2b3c4d-10.json",
         "last-drill-1a2b3c4d-11.json",

@@ -10,21 +10,28 @@ server it started): how a store names them is known here only.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
 import secrets
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 #: How long a last shutdown report is kept, and how many at most (the newest).
 LAST_TTL = 24 * 3600.0
 MAX_LAST_REPORTS = 200
-#: A file larger than this is not a snapshot of ours (and is not read).
-MAX_BYTES = 64 * 1024 * 1024
+#: A file larger than this is not a snapshot of ours (and is not read): the largest a
+#: worker writes (1,000s of items, ``MAX_LOCATED_LAST`` located) is a few MB.
+MAX_BYTES = 16 * 1024 * 1024
+#: The most a reader reads of one folder: files, and bytes in all (the rest is skipped).
+MAX_FILES = 1000
+MAX_TOTAL_BYTES = 64 * 1024 * 1024
+#: How ``checkshutdown --drill`` begins the host id of the server it starts.
+DRILL_HOST = "drill-"
 LIVE, LAST = "live", "last"
 FILE_NAME = re.compile(r"^(live|last)-([A-Za-z0-9._-]+)-(\d+)\.json$")
 
@@ -82,7 +89,15 @@ def safe_name(host: str) -> str:
 
 
 class FileStore:
-    """One file per worker in a private folder (0700), written atomically (0600)."""
+    """One file per worker in a private folder (0700), written atomically (0600).
+
+    Every operation opens the folder without following a symlink and checks it is ours
+    (owned by this user, closed to group and others), then works relative to that open
+    folder: a folder another user planted, or swapped for a symlink meanwhile, is
+    refused (:class:`StoreError`), never written to nor trusted. Reads are capped: a
+    file larger than ``MAX_BYTES``, past ``MAX_FILES`` or past ``MAX_TOTAL_BYTES`` is
+    skipped with its reason.
+    """
 
     def __init__(self, folder: str, host: str = "", pid: int = 0) -> None:
         self.folder = folder
@@ -90,81 +105,90 @@ class FileStore:
         self.pid = pid
         self.description = f"folder {folder}"
 
-    def _path(self, kind: str, pid: int | None = None) -> str:
-        return os.path.join(self.folder, f"{kind}-{safe_name(self.host)}-{pid or self.pid}.json")
+    def _name(self, kind: str, pid: int | None = None) -> str:
+        return f"{kind}-{safe_name(self.host)}-{pid or self.pid}.json"
+
+    @contextlib.contextmanager
+    def _opened(self, *, create: bool = False) -> Iterator[int]:
+        """The folder, open (``create``: made first, 0700), once checked to be ours."""
+        if create:
+            try:
+                os.makedirs(self.folder, mode=0o700, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create {self.folder}: {exc.strerror or exc}") from None
+        fd = open_private_folder(self.folder, repair=create)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
 
     def prepare(self) -> None:
         """Make the folder (0700), and refuse one that another user could have planted."""
-        try:
-            os.makedirs(self.folder, mode=0o700, exist_ok=True)
-            info = os.lstat(self.folder)
-        except OSError as exc:
-            raise StoreError(f"cannot create {self.folder}: {exc.strerror or exc}") from exc
-        if not stat.S_ISDIR(info.st_mode):
-            raise StoreError(f"{self.folder} is not a folder (a symlink or a file)")
-        if info.st_uid != os.getuid():
-            raise StoreError(f"{self.folder} belongs to another user (uid {info.st_uid})")
-        if info.st_mode & 0o077:
-            os.chmod(self.folder, 0o700)
+        with self._opened(create=True):
+            pass
 
     def write(self, text: str, *, last: bool = False) -> None:
         """Write and rename, so that a reader sees the old file or the new, never half."""
-        final = self._path(LAST if last else LIVE)
-        temp = os.path.join(self.folder, f".{os.path.basename(final)}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                file.write(text)
-                if last:  # must outlive the process (and a crash right after)
-                    file.flush()
-                    os.fsync(file.fileno())
-            os.replace(temp, final)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
+        final = self._name(LAST if last else LIVE)
+        temp = f".{final}.{secrets.token_hex(4)}.tmp"
+        with self._opened() as folder:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(temp, flags, 0o600, dir_fd=folder)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as file:
+                    file.write(text)
+                    if last:  # must outlive the process (and a crash right after)
+                        file.flush()
+                        os.fsync(file.fileno())
+                os.replace(temp, final, src_dir_fd=folder, dst_dir_fd=folder)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp, dir_fd=folder)
+                raise
 
     def remove_live(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._path(LIVE))
+        with self._opened() as folder, contextlib.suppress(FileNotFoundError):
+            os.unlink(self._name(LIVE), dir_fd=folder)
 
     def tidy(self, alive: Callable[[int], bool]) -> None:
         """On start: a dead worker's live snapshot (of this host) becomes its last report
-        unless it left one; last reports past ``LAST_TTL`` or beyond the newest
-        ``MAX_LAST_REPORTS``, and stray temp files, go."""
+        unless it left one; a dead worker's of a drill's host id (an interrupted drill)
+        goes; last reports past ``LAST_TTL`` or beyond the newest ``MAX_LAST_REPORTS``,
+        and stray temp files, go."""
         now = time.time()
-        mine = safe_name(self.host)
-        self._tidy_names(now, mine, alive)
-        reports = []
-        for name in os.listdir(self.folder):
-            if name.startswith(f"{LAST}-") and FILE_NAME.match(name):
+        with self._opened() as folder:
+            self._tidy_names(folder, now, safe_name(self.host), alive)
+            reports = []
+            for name in os.listdir(folder):
+                if name.startswith(f"{LAST}-") and FILE_NAME.match(name):
+                    with contextlib.suppress(OSError):
+                        reports.append((_lstat(name, folder).st_mtime, name))
+            for _, name in sorted(reports, reverse=True)[MAX_LAST_REPORTS:]:
                 with contextlib.suppress(OSError):
-                    path = os.path.join(self.folder, name)
-                    reports.append((os.lstat(path).st_mtime, path))
-        for _, path in sorted(reports, reverse=True)[MAX_LAST_REPORTS:]:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+                    os.unlink(name, dir_fd=folder)
 
-    def _tidy_names(self, now: float, mine: str, alive: Callable[[int], bool]) -> None:
-        for name in os.listdir(self.folder):
-            path = os.path.join(self.folder, name)
+    def _tidy_names(self, folder: int, now: float, mine: str, alive: Callable[[int], bool]) -> None:
+        for name in os.listdir(folder):
             with contextlib.suppress(OSError):
                 if name.startswith(".") and name.endswith(".tmp"):
-                    if now - os.lstat(path).st_mtime > 60:
-                        os.unlink(path)
+                    if now - _lstat(name, folder).st_mtime > 60:
+                        os.unlink(name, dir_fd=folder)
                     continue
                 match = FILE_NAME.match(name)
                 if match is None:
                     continue
                 kind, host, pid = match.group(1), match.group(2), int(match.group(3))
-                if kind == LAST and now - os.lstat(path).st_mtime > LAST_TTL:
-                    os.unlink(path)
+                if kind == LAST and now - _lstat(name, folder).st_mtime > LAST_TTL:
+                    os.unlink(name, dir_fd=folder)
+                elif kind == LIVE and host.startswith(DRILL_HOST) and not alive(pid):
+                    os.unlink(name, dir_fd=folder)  # its drill is gone: nobody reads it
                 elif kind == LIVE and host == mine and pid != self.pid and not alive(pid):
-                    last = os.path.join(self.folder, f"{LAST}-{host}-{pid}.json")
-                    if os.path.exists(last) and os.lstat(last).st_mtime >= os.lstat(path).st_mtime:
-                        os.unlink(path)
-                    else:
-                        os.replace(path, last)
+                    last = f"{LAST}-{host}-{pid}.json"
+                    with contextlib.suppress(FileNotFoundError):
+                        if _lstat(last, folder).st_mtime >= _lstat(name, folder).st_mtime:
+                            os.unlink(name, dir_fd=folder)
+                            continue
+                    os.replace(name, last, src_dir_fd=folder, dst_dir_fd=folder)
 
     def documents(self) -> tuple[list[Document], list[Skipped]]:
         return self._documents(None)
@@ -175,44 +199,96 @@ class FileStore:
         return self._documents(safe_name(host))
 
     def _documents(self, host: str | None) -> tuple[list[Document], list[Skipped]]:
-        """The snapshots in the folder (``host``: only those of that file-name host part)."""
-        try:
-            names = sorted(os.listdir(self.folder))
-        except FileNotFoundError:
-            raise StoreError(f"no state found: {self.folder} does not exist") from None
-        except OSError as exc:
-            raise StoreError(f"cannot read {self.folder}: {exc.strerror or exc}") from None
-        documents, skipped = [], []
-        for name in names:
-            match = FILE_NAME.match(name)
-            if match is None or (host is not None and match.group(2) != host):
-                continue
-            path = os.path.join(self.folder, name)
+        """The snapshots in the folder (``host``: only those of that file-name host part);
+        live snapshots first, at most ``MAX_FILES`` and ``MAX_TOTAL_BYTES``."""
+        with self._opened() as folder:
             try:
-                text = _read_text(path)
-            except FileNotFoundError:
-                continue  # the worker stopped (or renamed it) meanwhile
-            except (OSError, UnicodeDecodeError, StoreError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                skipped.append(Skipped(path, f"unreadable: {reason}"))
-                continue
-            documents.append(Document(path, match.group(1), text))
+                names = os.listdir(folder)
+            except OSError as exc:
+                raise StoreError(f"cannot read {self.folder}: {exc.strerror or exc}") from None
+            found = [(match, name) for name in names if (match := FILE_NAME.match(name))]
+            found.sort(key=lambda entry: (entry[0].group(1) != LIVE, entry[1]))
+            documents: list[Document] = []
+            skipped: list[Skipped] = []
+            total = 0
+            for match, name in found:
+                if host is not None and match.group(2) != host:
+                    continue
+                path = os.path.join(self.folder, name)
+                if len(documents) >= MAX_FILES or total >= MAX_TOTAL_BYTES:
+                    skipped.append(Skipped(path, _over_cap(len(documents), total)))
+                    continue
+                try:
+                    text = _read_text(name, folder)
+                except FileNotFoundError:
+                    continue  # the worker stopped (or renamed it) meanwhile
+                except (OSError, UnicodeDecodeError, StoreError) as exc:
+                    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                    skipped.append(Skipped(path, f"unreadable: {reason}"))
+                    continue
+                total += len(text)
+                documents.append(Document(path, match.group(1), text))
         return documents, skipped
 
     def forget_host(self, host: str) -> None:
         """Remove the host's files, its workers' temp files too (a write cut short)."""
         mine = safe_name(host)
-        try:
-            names = os.listdir(self.folder)
-        except FileNotFoundError:
+        if not os.path.lexists(self.folder):
             return
-        except OSError as exc:
-            raise StoreError(f"cannot read {self.folder}: {exc.strerror or exc}") from None
-        for name in names:
-            match = FILE_NAME.match(_final_name(name))
-            if match is not None and match.group(2) == mine:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(self.folder, name))
+        with self._opened() as folder:
+            for name in os.listdir(folder):
+                match = FILE_NAME.match(_final_name(name))
+                if match is not None and match.group(2) == mine:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(name, dir_fd=folder)
+
+
+def open_private_folder(path: str, *, repair: bool = False) -> int:
+    """``path`` opened as a folder (never through a symlink), once checked to be this
+    user's and closed to others; raises :class:`StoreError` with the reason.
+
+    ``repair``: the writer, who made it, closes a folder others may only read (0755);
+    one others may write to could hold anything, and is refused."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise StoreError(f"no state found: {path} does not exist") from None
+    except OSError as exc:
+        if os.path.islink(path):
+            raise StoreError(f"{path} is a symlink, not a folder: refused") from None
+        if exc.errno == errno.ENOTDIR:
+            raise StoreError(f"{path} is not a folder") from None
+        raise StoreError(f"cannot open {path}: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != os.getuid():
+            raise StoreError(
+                f"{path} belongs to another user (uid {info.st_uid}): refused; set "
+                "GRACEFUL['STATE_DIR'] to a folder of your own"
+            )
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o077 and (not repair or mode & 0o022):
+            raise StoreError(
+                f"{path} is open to other users (mode {mode:o}): refused; "
+                f"'chmod 700 {path}' if it is yours"
+            )
+        if mode & 0o077:
+            os.fchmod(fd, 0o700)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _lstat(name: str, folder: int) -> os.stat_result:
+    return os.stat(name, dir_fd=folder, follow_symlinks=False)
+
+
+def _over_cap(files: int, total: int) -> str:
+    if files >= MAX_FILES:
+        return f"not read: {MAX_FILES} files read already (the most checkshutdown reads)"
+    return f"not read: {total} bytes read already (the most checkshutdown reads)"
 
 
 def _final_name(name: str) -> str:
@@ -223,15 +299,22 @@ def _final_name(name: str) -> str:
     return name
 
 
-def _read_text(path: str) -> str:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+def _read_text(name: str, folder: int) -> str:
+    """A snapshot file of ours: a regular file, this user's, at most ``MAX_BYTES``."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(name, flags, dir_fd=folder)
     with os.fdopen(fd, "rb") as file:
         info = os.fstat(file.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise StoreError("not a regular file")
+        if info.st_uid != os.getuid():
+            raise StoreError(f"belongs to another user (uid {info.st_uid})")
         if info.st_size > MAX_BYTES:
-            raise StoreError(f"{info.st_size} bytes, larger than any snapshot")
-        return file.read(MAX_BYTES + 1).decode("utf-8")
+            raise StoreError(f"{info.st_size} bytes, larger than any snapshot ({MAX_BYTES})")
+        data = file.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:
+            raise StoreError(f"more than {MAX_BYTES} bytes, larger than any snapshot")
+        return data.decode("utf-8")
 
 
 # -- a Django cache -------------------------------------------------------------------

@@ -28,7 +28,7 @@ from ..._core.lifecycle import get_lifecycle
 from ..._core.phases import EXIT_SLACK
 from ...conf import ImproperlyConfiguredGraceful, get_settings
 from ..status import CANNOT_CHECK
-from ..stores import PROCESS_LOCAL_CACHES, Store, open_store
+from ..stores import DRILL_HOST, PROCESS_LOCAL_CACHES, Store, open_store
 from . import client, live, output, processes
 from .model import DEFAULT_SERVER, Answer, Drill, DrillError
 from .render import show
@@ -89,7 +89,7 @@ def run(drill: Drill, options: dict[str, Any]) -> None:
     except ValueError as exc:
         raise DrillError(str(exc)) from None
     drill.budget = get_lifecycle().budget()
-    drill.host = f"drill-{secrets.token_hex(4)}"
+    drill.host = f"{DRILL_HOST}{secrets.token_hex(4)}"
     from django.conf import settings
 
     env = {

@@ -120,9 +120,9 @@ class Command(BaseCommand):
             default_dir = settings.STATE_BACKEND == "file" and "STATE_DIR" not in raw_settings()
             if report.status == CANNOT_CHECK and default_dir:
                 hint = (
-                    "hint: the default STATE_DIR depends on DJANGO_SETTINGS_MODULE and the "
-                    "working folder: run checkshutdown where the server runs, or set "
-                    "GRACEFUL['STATE_DIR']"
+                    "hint: the default STATE_DIR depends on the user, XDG_RUNTIME_DIR, "
+                    "DJANGO_SETTINGS_MODULE, SECRET_KEY and the working folder: run "
+                    "checkshutdown as and where the server runs, or set GRACEFUL['STATE_DIR']"
                 )
         if options["json"]:
             self.stdout.write(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
