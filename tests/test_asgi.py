@@ -172,6 +172,30 @@ async def test_work_that_swallows_every_cancel_is_reported_hung_within_the_budge
     views.RELEASE_STUBBORN.clear()
 
 
+@override_settings(GRACEFUL={**NO_SIGNALS, "GRACE_PERIOD": 0.2, "CANCEL_TIMEOUT": 0.3})
+async def test_many_requests_hung_in_one_place_make_one_warning(
+    app: GracefulASGI, caplog: pytest.LogCaptureFixture
+) -> None:
+    lifespan, _ = await start(app)
+    comms = []
+    for n in range(5):  # five paths, one view, one line
+        comm = ApplicationCommunicator(app, http_scope("/stubborn/", query_string=b"n=%d" % n))
+        await comm.send_input({"type": "http.request", "body": b""})
+        comms.append(comm)
+    await asyncio.sleep(0.1)
+    with caplog.at_level(logging.WARNING, "django_graceful"):
+        await lifespan.send_input({"type": "lifespan.shutdown"})
+        assert await lifespan.receive_output(3) == {"type": "lifespan.shutdown.complete"}
+    hung = [r.getMessage() for r in caplog.records if "hung at shutdown" in r.getMessage()]
+    assert len(hung) == 1, hung
+    assert "GET /stubborn/" in hung[0] and "(and 4 more like it)" in hung[0]
+    assert "in stubborn" in hung[0]
+    views.RELEASE_STUBBORN.set()
+    for comm in comms:
+        await comm.wait(2)
+    views.RELEASE_STUBBORN.clear()
+
+
 @asynccontextmanager
 async def exits_on_close(app: Any) -> AsyncIterator[None]:
     """A LIFESPAN manager whose exit ends the process (were it not contained)."""

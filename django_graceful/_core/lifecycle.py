@@ -377,11 +377,12 @@ class Lifecycle:
         sync_calls = stacks.sync_calls(frames_by_thread)
         lingering = self.registry.lingering_threads(sync_calls)
         thread_only = {id(item) for item in lingering}
-        # (what, lingering, stack) -> the items hung there
+        # (kind of work, its request over?, stack) -> the items hung there
         places: dict[tuple[str, bool, str], list[Tracked]] = {}
         for item in hung + lingering:
             stack = _stack_of(item, frames_by_thread, sync_calls)
-            places.setdefault((item.what, id(item) in thread_only, stack), []).append(item)
+            key = (str(item.kind), id(item) in thread_only, stack)
+            places.setdefault(key, []).append(item)
         for n, ((_, request_over, stack), items) in enumerate(places.items()):
             if n == MAX_HUNG_PLACES:
                 rest = sum(len(items) for items in list(places.values())[n:])
