@@ -468,3 +468,38 @@ def test_a_recycled_worker_leaves_the_door_open(server: str) -> None:
         assert_left_open_then_shut(srv)
     finally:
         srv.kill()
+
+
+# -- 5. an upload refused while closing ------------------------------------------------------
+
+UPLOAD_SIZE = 4 * 1024 * 1024
+UPLOAD_CHUNK = 64 * 1024
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_an_upload_refused_while_closing_is_read_to_its_end_then_answered(server: str) -> None:
+    """A request whose body is still arriving when it is refused: the 503 comes once the
+    body has been read, so the server closes a drained connection (closing one with
+    unread bytes resets it, and the upload fails with a broken pipe)."""
+    with running(server, graceful=PHASES) as srv:
+        warm_up(srv, 1)
+        holder = connect(srv.port)  # an in-flight request keeps the server in CLOSING
+        holder.sendall(request_bytes(f"/slow/?s=1.5&size={SIZE}"))
+        time.sleep(0.2)
+        srv.signal()
+        srv.wait_event("shutdown-started")
+        time.sleep(0.1)
+        with connect(srv.port) as sock:
+            sock.settimeout(REQUEST_TIMEOUT)
+            head = (
+                f"POST /slow/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Content-Type: application/octet-stream\r\nContent-Length: {UPLOAD_SIZE}\r\n\r\n"
+            )
+            sock.sendall(head.encode())
+            for _ in range(UPLOAD_SIZE // UPLOAD_CHUNK):  # a broken pipe here fails the test
+                sock.sendall(b"x" * UPLOAD_CHUNK)
+                time.sleep(0.002)
+            reply = read_reply(sock, bytearray())
+        assert reply.status == 503 and reply.closes, (reply, srv.log())
+        holder.close()
+        srv.wait_exit(PHASES["GRACE_PERIOD"] + PHASES["CANCEL_TIMEOUT"] + EXIT_MARGIN)
