@@ -124,9 +124,8 @@ class GracefulASGI:
     async def _websocket(self, scope: Scope, receive: ASGIReceiveCallable, send: Send) -> None:
         """A tracked websocket: closed with 1012 when CLOSING begins (see WebsocketSession)."""
         lifecycle = self.lifecycle
-        item = Tracked(
-            WorkKind.WEBSOCKET, f"WS {scope.get('path', '?')}", task=asyncio.current_task()
-        )
+        what = request_label("WS", scope.get("path", "?"))
+        item = Tracked(WorkKind.WEBSOCKET, what, task=asyncio.current_task())
         disconnect = {"type": "websocket.disconnect", "code": WS_SERVICE_RESTART}
         interruptible = InterruptibleReceive(receive, disconnect, item)
         session = WebsocketSession(send, receive, interruptible, item, lifecycle)

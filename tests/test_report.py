@@ -343,7 +343,7 @@ def test_the_table_shows_no_control_characters(tmp_path: Path) -> None:
     checked = report.check(folder_with(tmp_path, snapshot(work, time=time.time())))
     lines = report.table(checked).splitlines()
     assert lines[0].split() == list(report.HEADERS)
-    assert "\x1b" not in lines[1] and "GET /?[2J" in lines[1] and "…" in lines[1]
+    assert "\x1b" not in lines[1] and "GET /\\x1b[2J" in lines[1] and "…" in lines[1]
 
 
 # -- the command ----------------------------------------------------------------------

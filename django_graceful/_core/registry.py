@@ -14,12 +14,20 @@ from types import FrameType
 
 from . import stacks
 from .cancellation import CancellationToken, CancelReason
+from .safetext import visible
 
 _ids = itertools.count(1)
 #: Ended requests whose sync view's thread is looked for (see ``Registry.lingering``).
 MAX_LINGERING = 100
 #: The message of every task cancel the lifecycle sends begins with this (then the reason).
 CANCEL_MESSAGE_PREFIX = "django_graceful: "
+#: The most characters of a request's path (or route) its label keeps; the rest is cut,
+#: with ``…`` at the end (a label is in every snapshot, each heartbeat).
+MAX_PATH = 300
+#: The most characters of a request's method its label keeps.
+MAX_METHOD = 20
+#: The most characters of any work's label (a task's or a thread's name).
+MAX_WHAT = MAX_PATH + MAX_METHOD + 1
 
 
 class WorkKind(enum.StrEnum):
@@ -33,8 +41,10 @@ class WorkKind(enum.StrEnum):
 
 def request_label(method: object, path: object) -> str:
     """What a request is called (``Tracked.what``): ``"GET /orders/7/"``, the path decoded
-    and without its query string, as the ASGI scope has it."""
-    return f"{method} {path}"
+    and without its query string, as the ASGI scope has it; made visible (``safetext``)
+    and cut to ``MAX_PATH`` characters with ``…``."""
+    text = str(path)
+    return f"{visible(str(method), MAX_METHOD)} {visible(text, MAX_PATH)}"
 
 
 def request_of(label: str) -> tuple[str, str]:
@@ -79,6 +89,11 @@ class Tracked:
     _held: CancelReason | None = None
     _shield_depth: int = 0
     _shield_ended: asyncio.Event | None = None
+
+    def __post_init__(self) -> None:
+        # Whatever named the work (a request's path, a task's name), its label is shown
+        # in logs, snapshots and terminals: visible, and bounded.
+        self.what = visible(str(self.what), MAX_WHAT)
 
     @property
     def token(self) -> CancellationToken:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from .._core.safetext import visible
+
 #: Longest text shown in a table cell (the JSON has all of it).
 CELL_WIDTH = 70
 
 
 def printable(text: str, width: int = CELL_WIDTH) -> str:
-    """One line without control characters (a path or a snapshot may hold any)."""
-    if not text.isprintable():
-        text = "".join(ch if ch.isprintable() else "?" for ch in text)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    """One line of at most ``width`` characters, its control and bidi characters escaped
+    (``safetext.visible``: a path, a snapshot or a server's output may hold any)."""
+    return visible(text, width)
 
 
 def table(
@@ -37,4 +38,4 @@ def table(
 def one_line(exc: BaseException) -> str:
     """An error in a note: its type and the first line of its message."""
     text = (str(exc) or "").splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {visible(text[0], 200)}" if text else type(exc).__name__

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 from typing import Any
 
+from ..._core import safetext
 from ..report import table
 from .client import HOST
 from .model import Drill, summary
@@ -17,7 +17,7 @@ MAX_LOG_LINES = 20
 
 def show(drill: Drill, as_json: bool, stdout: Any, stderr: Any) -> None:
     if as_json:
-        stdout.write(json.dumps(drill.as_dict(), indent=2, ensure_ascii=False))
+        stdout.write(safetext.dumps(drill.as_dict(), indent=2))
         stdout.flush()
         return
     if drill.budget is not None and drill.pid is not None:
@@ -45,7 +45,7 @@ def show(drill: Drill, as_json: bool, stdout: Any, stderr: Any) -> None:
     if not drill.tail and len(drill.log) > MAX_LOG_LINES:
         lines.append(f"… {len(drill.log) - MAX_LOG_LINES} more lines")
     for line in lines:
-        stderr.write(f"server: {line}")
+        stderr.write(f"server: {safetext.visible(line)}")
     for line in drill.notes:
         stderr.write(line)
     stderr.flush()

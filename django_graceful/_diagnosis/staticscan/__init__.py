@@ -38,13 +38,13 @@ them there as in ``checkshutdown --static``.
 from __future__ import annotations
 
 import inspect
-import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import FunctionType
 from typing import Any
 
+from ..._core import safetext
 from ..._core.stacks import short_path
 from ..render import CELL_WIDTH, one_line
 from ..render import table as render_table
@@ -83,7 +83,7 @@ def main(options: dict[str, Any], stdout: Any, stderr: Any) -> int:
 
     result = scan(silenced=getattr(settings, "SILENCED_SYSTEM_CHECKS", ()))
     if options.get("json"):
-        stdout.write(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+        stdout.write(safetext.dumps(result.as_dict(), indent=2))
     else:
         if result.findings:
             stdout.write(table(result.findings))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ..._cli.arguments import positive_int, seconds
 from ..._cli.launch import GUNICORN_WORKERS, SERVERS
+from ..._core import safetext
 from ..._diagnosis.report import Report, check, notes, table
 from ..._diagnosis.status import CANNOT_CHECK
 from ..._diagnosis.stores import open_store
@@ -125,7 +125,7 @@ class Command(BaseCommand):
                     "checkshutdown as and where the server runs, or set GRACEFUL['STATE_DIR']"
                 )
         if options["json"]:
-            self.stdout.write(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+            self.stdout.write(safetext.dumps(report.as_dict(), indent=2))
         else:
             if report.rows:
                 self.stdout.write(table(report))

@@ -1,0 +1,107 @@
+"""GracefulMiddleware names a request's work: what the logs, snapshots and reports show of it.
+
+Through GracefulASGI and Django, a request hangs in a view of ``urls_redact`` (its path
+carries an id and a token): its "hang detected" warning, the live snapshot, the
+"hung at shutdown" warning and the last shutdown report all name it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from django.test import override_settings
+
+from django_graceful._core.lifecycle import Lifecycle
+from django_graceful._diagnosis.publisher import Publisher
+from django_graceful._diagnosis.snapshot import host_id
+from django_graceful._diagnosis.stores import FileStore
+from django_graceful.asgi import GracefulASGI
+from tests.project import views_hangs
+
+from .inprocess import NO_SIGNALS, Events, open_request, start, wait_for
+
+HANGING = {
+    **NO_SIGNALS,
+    "GRACE_PERIOD": 0,
+    "CANCEL_TIMEOUT": 0.3,
+    "HEARTBEAT": 0.05,
+    "HANG_THRESHOLD": 0.05,
+}
+ROUTE = "/orders/<int:id>/<str:token>/"
+
+
+@dataclass
+class Seen:
+    """What a request that hung left behind: the texts a person or a machine reads."""
+
+    live: str  # the live snapshot, while it hangs
+    last: str  # the last shutdown report
+    logs: list[str]  # every line django_graceful logged
+    hang_detected: str
+    hung_at_shutdown: str
+
+
+async def hang_and_shut_down(
+    app: GracefulASGI,
+    lifecycle: Lifecycle,
+    tmp_path: Path,
+    recorded: Events,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+) -> Seen:
+    folder = tmp_path / "state"
+    pub = Publisher(lifecycle, FileStore(str(folder), host_id(), os.getpid()))
+    lifecycle.on_phase(pub.on_phase)
+    with caplog.at_level(logging.DEBUG, "django_graceful"):
+        lifespan, _ = await start(app)
+        comm = await open_request(app, path)
+        await wait_for(recorded, "swallower-begin")
+        deadline = time.monotonic() + 3
+        while "hang detected" not in caplog.text:
+            assert time.monotonic() < deadline, "no hang detected within 3 s"
+            await asyncio.sleep(0.02)
+        (live,) = folder.glob("live-*.json")
+        live_text = live.read_text()
+        await lifespan.send_input({"type": "lifespan.shutdown"})
+        assert await lifespan.receive_output(5) == {"type": "lifespan.shutdown.complete"}
+        views_hangs.RELEASE.set()
+        try:
+            await comm.receive_output(5)
+            await comm.wait(5)
+        finally:
+            views_hangs.RELEASE.clear()
+    (last,) = folder.glob("last-*.json")
+    logs = [r.getMessage() for r in caplog.records if r.name.startswith("django_graceful")]
+    return Seen(
+        live=live_text,
+        last=last.read_text(),
+        logs=logs,
+        hang_detected=next(m for m in logs if m.startswith("hang detected")),
+        hung_at_shutdown=next(m for m in logs if m.startswith("hung at shutdown")),
+    )
+
+
+@override_settings(ROOT_URLCONF="tests.project.urls_redact", GRACEFUL=HANGING)
+async def test_a_path_with_an_escape_sequence_is_logged_with_it_visible(
+    app: GracefulASGI,
+    lifecycle: Lifecycle,
+    tmp_path: Path,
+    recorded: Events,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``/orders/7/x%1b%5b31mRED%e2%80%ae/``: its ESC would recolour the terminal that
+    tails the log, its U+202E turn the rest of the line around."""
+    seen = await hang_and_shut_down(
+        app, lifecycle, tmp_path, recorded, caplog, "/orders/7/x\x1b[31mRED\u202e/"
+    )
+    shown = "GET /orders/7/x\\x1b[31mRED\\u202e/"
+    assert f"tests.project.urls_redact.order ({shown})" in seen.hang_detected
+    assert seen.hung_at_shutdown.startswith(f"hung at shutdown: request {shown}, view ")
+    for line in seen.logs:
+        assert "\x1b" not in line and "\u202e" not in line, line

@@ -1,0 +1,63 @@
+"""What work is called: a request's label is visible, bounded, and redacted on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from django.test import override_settings
+
+from django_graceful._core.lifecycle import Lifecycle
+from django_graceful._core.registry import (
+    MAX_PATH,
+    MAX_WHAT,
+    Tracked,
+    WorkKind,
+    request_label,
+    request_of,
+)
+from django_graceful._diagnosis.publisher import Publisher
+from django_graceful._diagnosis.snapshot import host_id
+from django_graceful._diagnosis.stores import FileStore
+
+from .inprocess import NO_SIGNALS
+
+
+def test_a_request_is_called_by_its_method_and_path() -> None:
+    assert request_label("GET", "/orders/7/") == "GET /orders/7/"
+    assert request_of("GET /orders/7/") == ("GET", "/orders/7/")
+
+
+def test_a_path_with_an_escape_sequence_is_labelled_with_it_visible() -> None:
+    label = request_label("GET", "/x\x1b[31mRED\n\u202e/")
+    assert label == "GET /x\\x1b[31mRED\\n\\u202e/"
+
+
+def test_a_long_path_is_cut_with_a_marker() -> None:
+    label = request_label("GET", "/" + "a" * 16_384)
+    method, path = request_of(label)
+    assert method == "GET" and len(path) == MAX_PATH and path.endswith("a…")
+    assert request_label("GET", "/" + "a" * (MAX_PATH - 1)) == "GET /" + "a" * (MAX_PATH - 1)
+    assert len(request_label("X" * 5000, "/")) < 30
+
+
+def test_any_work_is_named_visibly_and_bounded() -> None:
+    task = Tracked(WorkKind.TASK, "poll \x1b]0;title\x07" + "q" * 10_000)
+    assert task.what.startswith("poll \\x1b]0;title\\x07q") and len(task.what) == MAX_WHAT
+
+
+@override_settings(GRACEFUL={**NO_SIGNALS, "LIFESPAN": []})
+async def test_a_snapshot_of_2000_requests_with_16_kb_paths_stays_small(
+    lifecycle: Lifecycle, tmp_path: Path
+) -> None:
+    """Unbounded, these labels made a 32 MB snapshot (and 100-250 ms per heartbeat)."""
+    lifecycle.loop = asyncio.get_running_loop()
+    pub = Publisher(lifecycle, FileStore(str(tmp_path / "state"), host_id(), os.getpid()))
+    pub.store.prepare()
+    for n in range(2000):
+        path = f"/search/{n}/" + "q" * 16_384
+        lifecycle.registry.add(Tracked(WorkKind.REQUEST, request_label("GET", path)))
+    pub.publish()
+    (written,) = (tmp_path / "state").iterdir()
+    assert written.stat().st_size < 2000 * (MAX_PATH + 40)  # 0.7 MB, was 32 MB
