@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from asgiref.typing import ASGIReceiveCallable, Scope
@@ -35,6 +36,16 @@ RSGI_MESSAGE = (
     "runs RSGI by default. Start Granian with --interface asgi."
 )
 
+#: The scope types served (ASGI's three, and Channels' ``channel`` of ``runworker``).
+SCOPE_TYPES = ("http", "websocket", "lifespan", "channel")
+
+
+class _NotGiven:
+    """The default of ``send``: called with two arguments (RSGI), not with ``send=None``."""
+
+
+_NOT_GIVEN = _NotGiven()
+
 
 class GracefulASGI:
     """Answers ``lifespan`` itself, tracks every connection, and refuses new work
@@ -52,12 +63,12 @@ class GracefulASGI:
         return self._lifecycle or get_lifecycle()
 
     async def __call__(
-        self, scope: Scope, receive: ASGIReceiveCallable, send: Send | None = None
+        self, scope: Scope, receive: ASGIReceiveCallable, send: Send | _NotGiven = _NOT_GIVEN
     ) -> None:
-        if send is None:
+        if isinstance(send, _NotGiven):
             logger.error(RSGI_MESSAGE)
             raise TypeError(RSGI_MESSAGE)
-        kind = scope["type"]
+        kind = _scope_type(scope, receive, send)
         if kind == "lifespan":
             await self._lifespan(scope, receive, send)
             return
@@ -176,6 +187,25 @@ class GracefulASGI:
                 return
             else:
                 logger.error("ignoring unexpected lifespan message %r", kind)
+
+
+def _scope_type(scope: Scope, receive: Any, send: Any) -> str:
+    """The scope's type, checked before anything starts; a clear error for what no ASGI
+    server passes (a programming error, e.g. in a test or an embedding program)."""
+    if not callable(receive) or not callable(send):
+        raise TypeError(
+            "GracefulASGI(scope, receive, send): receive and send must be the server's "
+            f"awaitable callables, not receive={receive!r}, send={send!r}"
+        )
+    kind = scope.get("type") if isinstance(scope, Mapping) else None
+    if kind is None:
+        raise ValueError(f"GracefulASGI was called with a scope without a 'type': {scope!r}")
+    if kind not in SCOPE_TYPES:
+        raise ValueError(
+            f"GracefulASGI does not serve scope type {kind!r} (only {', '.join(SCOPE_TYPES)}): "
+            "nothing was started"
+        )
+    return str(kind)
 
 
 def _health_probe(scope: Scope) -> bool:

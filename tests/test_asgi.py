@@ -16,6 +16,7 @@ from django_graceful import signals
 from django_graceful._core.cancellation import CancelReason
 from django_graceful._core.phases import Phase
 from django_graceful._serving.http import InterruptibleReceive
+from django_graceful._serving.protocol import SHUTTING_DOWN_BODY
 from django_graceful.asgi import GracefulASGI
 from tests.project import events, views
 
@@ -250,6 +251,78 @@ async def test_unexpected_lifespan_message_is_logged_not_fatal(
 async def test_called_as_rsgi_fails_with_a_clear_message(app: GracefulASGI) -> None:
     with pytest.raises(TypeError, match="--interface asgi"):
         await app({"type": "http"}, object())  # type: ignore[arg-type]
+
+
+async def slow_startup(sender: object, **kwargs: object) -> None:
+    await asyncio.sleep(0.3)
+
+
+@override_settings(GRACEFUL=NO_SIGNALS)
+async def test_a_lifespan_shutdown_during_the_lazy_startup_leaves_the_app_stopped(
+    app: GracefulASGI,
+) -> None:
+    signals.startup.connect(slow_startup)
+    try:
+        first = asyncio.ensure_future(request(app, "/pid/"))  # starts the lazy startup
+        await asyncio.sleep(0.1)
+        lifespan = ApplicationCommunicator(app, {"type": "lifespan", "state": {}})
+        await lifespan.send_input({"type": "lifespan.shutdown"})
+        assert await lifespan.receive_output(5) == {"type": "lifespan.shutdown.complete"}
+        assert app.lifecycle.phase == Phase.STOPPED
+        await asyncio.wait_for(first, 5)
+        after = await request(app, "/pid/")
+    finally:
+        signals.startup.disconnect(slow_startup)
+    assert app.lifecycle.phase == Phase.STOPPED
+    assert after[0] == 503 and after[2] == SHUTTING_DOWN_BODY
+
+
+@override_settings(GRACEFUL=NO_SIGNALS)
+async def test_a_lifespan_startup_after_the_shutdown_fails_clearly_and_stays_stopped(
+    app: GracefulASGI,
+) -> None:
+    lifespan, _ = await start(app)
+    await lifespan.send_input({"type": "lifespan.shutdown"})
+    assert await lifespan.receive_output(5) == {"type": "lifespan.shutdown.complete"}
+    again = ApplicationCommunicator(app, {"type": "lifespan", "state": {}})
+    await again.send_input({"type": "lifespan.startup"})
+    message = await again.receive_output(5)
+    assert message["type"] == "lifespan.startup.failed"
+    assert "after the shutdown began (phase STOPPED)" in message["message"]
+    assert "a new lifespan cycle needs a new process" in message["message"]
+    assert app.lifecycle.phase == Phase.STOPPED
+    assert (await request(app, "/pid/"))[0] == 503
+
+
+async def test_a_scope_without_a_type_is_a_clear_error(app: GracefulASGI) -> None:
+    with pytest.raises(ValueError, match="a scope without a 'type'"):
+        await asyncio.wait_for(app({"path": "/"}, receive_nothing, send_nothing), 5)  # type: ignore[typeddict-item]
+    assert app.lifecycle.phase == Phase.NEW
+
+
+@override_settings(GRACEFUL=NO_SIGNALS)
+async def test_an_unknown_scope_type_fails_at_once_and_starts_nothing(
+    app: GracefulASGI, recorded: Any
+) -> None:
+    with pytest.raises(ValueError, match="does not serve scope type 'bogus'"):
+        await asyncio.wait_for(app({"type": "bogus"}, receive_nothing, send_nothing), 5)  # type: ignore[typeddict-item]
+    assert app.lifecycle.phase == Phase.NEW and recorded("startup") == []
+
+
+async def test_an_explicit_none_send_is_its_own_clear_error(app: GracefulASGI) -> None:
+    with pytest.raises(TypeError, match="send=None") as caught:
+        await asyncio.wait_for(app(http_scope("/pid/"), receive_nothing, None), 5)  # type: ignore[arg-type]
+    assert "RSGI" not in str(caught.value)
+    assert app.lifecycle.phase == Phase.NEW
+
+
+async def receive_nothing() -> dict[str, Any]:
+    await asyncio.Event().wait()
+    return {}
+
+
+async def send_nothing(message: Any) -> None:
+    pass
 
 
 def test_wrapping_something_not_callable_is_a_clear_error() -> None:

@@ -99,8 +99,14 @@ class Lifecycle:
         ``find_adapter`` gives the adapter for the running server, asked once startup
         has completed (or failed: the adapter may make the failure visible). Without
         one, nothing but the lifespan protocol stops this lifecycle.
-        Raises :class:`StartupFailed` (every time) if it failed.
+        Raises :class:`StartupFailed` (every time) if it failed, and once the shutdown
+        has begun: a lifecycle runs once (a new lifespan cycle is a new process).
         """
+        if self.phase >= Phase.DRAINING:
+            raise StartupFailed(
+                f"startup asked after the shutdown began (phase {self.phase.name}): this "
+                "process does not start again; a new lifespan cycle needs a new process"
+            )
         if self._startup_task is None:
             self._startup_task = asyncio.ensure_future(self._startup(app, find_adapter))
         await asyncio.shield(self._startup_task)
@@ -201,6 +207,11 @@ class Lifecycle:
 
     async def shutdown(self, trigger: str = "lifespan") -> None:
         """Run (or join) the shutdown sequence and wait until it is STOPPED."""
+        if self._startup_task is not None and not self._startup_task.done():
+            # Asked during the startup (the lazy one, of a first request): the startup
+            # ends first (its hooks are bounded), so that it cannot go on to SERVING.
+            with contextlib.suppress(StartupFailed):
+                await asyncio.shield(self._startup_task)
         if self.phase < Phase.SERVING:
             self._enter(Phase.STOPPED)
             return
