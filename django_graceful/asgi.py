@@ -108,8 +108,9 @@ class GracefulASGI:
 
     async def _http(self, scope: Scope, receive: ASGIReceiveCallable, send: Send) -> None:
         lifecycle = self.lifecycle
-        what = request_label(scope.get("method", "?"), scope.get("path", "?"))
-        item = Tracked(WorkKind.REQUEST, what, task=asyncio.current_task())
+        redact = lifecycle.settings.REDACT_PATHS
+        what = request_label(scope.get("method", "?"), scope.get("path", "?"), redact=redact)
+        item = Tracked(WorkKind.REQUEST, what, task=asyncio.current_task(), redacted=redact)
         interruptible = InterruptibleReceive(receive, HTTP_DISCONNECT, item)
         item.on_cancel = interruptible.interrupt
         scope[TRACKED_KEY] = item  # type: ignore[literal-required]
@@ -135,7 +136,7 @@ class GracefulASGI:
     async def _websocket(self, scope: Scope, receive: ASGIReceiveCallable, send: Send) -> None:
         """A tracked websocket: closed with 1012 when CLOSING begins (see WebsocketSession)."""
         lifecycle = self.lifecycle
-        what = request_label("WS", scope.get("path", "?"))
+        what = request_label("WS", scope.get("path", "?"), redact=lifecycle.settings.REDACT_PATHS)
         item = Tracked(WorkKind.WEBSOCKET, what, task=asyncio.current_task())
         disconnect = {"type": "websocket.disconnect", "code": WS_SERVICE_RESTART}
         interruptible = InterruptibleReceive(receive, disconnect, item)

@@ -1,7 +1,9 @@
 """GracefulMiddleware: ties each request to its view's task and token; gives ``request.state``.
 
 On Django 5.2 the view runs in a task of its own that a cancel of the server's task
-never reaches; recording it lets the shutdown cancel the view itself.
+never reaches; recording it lets the shutdown cancel the view itself. Once the URL is
+resolved it names the request's work after its view (and, with ``REDACT_PATHS``, after
+its route instead of its path).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
 from ._core.cancellation import NEVER, CancelReason, RequestCancelled, reset_token, use_token
-from ._core.registry import Tracked, reset_item, use_item
+from ._core.registry import Tracked, reset_item, route_label, use_item
 from .asgi import TRACKED_KEY
 
 
@@ -94,6 +96,9 @@ def _name_work(request: HttpRequest, view: Callable[..., Any]) -> None:
     if item is not None:
         item.view = view_path(request, view)
         item.sync_view = not iscoroutinefunction(view)
+        route = getattr(getattr(request, "resolver_match", None), "route", None)
+        if item.redacted and isinstance(route, str):
+            item.what = route_label(item.what, route)
 
 
 def view_path(request: HttpRequest, view: Callable[..., Any]) -> str:

@@ -72,3 +72,14 @@ def test_reading_bad_settings_at_runtime_raises_a_clear_error() -> None:
         pytest.raises(ImproperlyConfiguredGraceful, match=r"graceful\.E003"),
     ):
         get_settings()
+
+
+def test_redact_paths_is_off_by_default_and_must_be_a_bool() -> None:
+    with override_settings(GRACEFUL={}):
+        assert get_settings().REDACT_PATHS is False
+    with override_settings(GRACEFUL={"REDACT_PATHS": True}):
+        assert get_settings().REDACT_PATHS is True
+    assert ids({"REDACT_PATHS": "yes"}) == ["graceful.E009"]
+    assert ids({"REDACT_PATHS": 1}) == ["graceful.E009"]
+    (error,) = validate({"REDACT_PATHS": None})
+    assert "must be True or False, not None" in error.msg and "route" in (error.hint or "")

@@ -105,3 +105,40 @@ async def test_a_path_with_an_escape_sequence_is_logged_with_it_visible(
     assert seen.hung_at_shutdown.startswith(f"hung at shutdown: request {shown}, view ")
     for line in seen.logs:
         assert "\x1b" not in line and "\u202e" not in line, line
+
+
+@override_settings(
+    ROOT_URLCONF="tests.project.urls_redact", GRACEFUL={**HANGING, "REDACT_PATHS": True}
+)
+async def test_with_redacted_paths_only_the_route_reaches_snapshots_reports_and_logs(
+    app: GracefulASGI,
+    lifecycle: Lifecycle,
+    tmp_path: Path,
+    recorded: Events,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen = await hang_and_shut_down(
+        app, lifecycle, tmp_path, recorded, caplog, "/orders/7461/hunter2/"
+    )
+    assert f"tests.project.urls_redact.order (GET {ROUTE})" in seen.hang_detected
+    assert seen.hung_at_shutdown.startswith(f"hung at shutdown: request GET {ROUTE}, view ")
+    assert f'"GET {ROUTE}"' in seen.live and f'"GET {ROUTE}"' in seen.last
+    for text in [seen.live, seen.last, *seen.logs]:
+        assert "hunter2" not in text and "7461" not in text, text
+
+
+@override_settings(
+    ROOT_URLCONF="tests.project.urls_redact", GRACEFUL={**NO_SIGNALS, "REDACT_PATHS": True}
+)
+async def test_with_redacted_paths_a_cancelled_view_is_logged_by_its_route(
+    app: GracefulASGI, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, "django_graceful"):
+        comm = await open_request(app, "/orders/7461/hunter2/timed/")
+        assert (await comm.receive_output(3))["status"] == 504
+        await comm.wait(3)
+    logs = [r.getMessage() for r in caplog.records if r.name.startswith("django_graceful")]
+    route = "GET /orders/<int:id>/<str:token>/timed/"
+    said = f"view tests.project.urls_redact.timed_order ({route}) cancelled: timeout after"
+    assert any(line.startswith(said) for line in logs), logs
+    assert not [line for line in logs if "hunter2" in line or "7461" in line]

@@ -16,6 +16,7 @@ from django_graceful._core.registry import (
     WorkKind,
     request_label,
     request_of,
+    route_label,
 )
 from django_graceful._diagnosis.publisher import Publisher
 from django_graceful._diagnosis.snapshot import host_id
@@ -45,6 +46,17 @@ def test_a_long_path_is_cut_with_a_marker() -> None:
 def test_any_work_is_named_visibly_and_bounded() -> None:
     task = Tracked(WorkKind.TASK, "poll \x1b]0;title\x07" + "q" * 10_000)
     assert task.what.startswith("poll \\x1b]0;title\\x07q") and len(task.what) == MAX_WHAT
+
+
+def test_a_redacted_request_shows_its_first_segment_until_its_route_is_known() -> None:
+    assert request_label("GET", "/orders/7/items/", redact=True) == "GET /orders/…"
+    assert request_label("GET", "/orders/", redact=True) == "GET /orders/"
+    assert request_label("GET", "/token-abc", redact=True) == "GET /…"
+    assert request_label("GET", "//orders/7/", redact=True) == "GET /orders/…"
+    assert request_label("GET", "/", redact=True) == "GET /"
+    label = request_label("GET", "/orders/7/", redact=True)
+    assert route_label(label, "orders/<int:id>/") == "GET /orders/<int:id>/"
+    assert route_label(label, "^orders/(?P<id>[0-9]+)/$") == "GET /orders/(?P<id>[0-9]+)/$"
 
 
 @override_settings(GRACEFUL={**NO_SIGNALS, "LIFESPAN": []})

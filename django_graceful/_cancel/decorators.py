@@ -20,7 +20,7 @@ from .. import signals
 from .._core.cancellation import NEVER, CancellationToken, CancelReason, RequestCancelled
 from .._core.deadlines import bounded_call
 from .._core.hooks import log_failure
-from .._core.registry import current_item
+from .._core.registry import current_item, request_label
 from ..conf import get_settings
 
 logger = logging.getLogger("django_graceful")
@@ -271,11 +271,10 @@ async def _wait_through_cancels(task: asyncio.Future[Any]) -> None:
 
 
 def _log(options: _Options, request: HttpRequest, reason: CancelReason, elapsed: float) -> None:
-    logger.info(
-        "view %s (%s %s) cancelled: %s after %.3f s",
-        options.name,
-        request.method,
-        request.path,
-        reason,
-        elapsed,
+    item = current_item()
+    what = (
+        item.what
+        if item is not None
+        else request_label(request.method, request.path, redact=get_settings().REDACT_PATHS)
     )
+    logger.info("view %s (%s) cancelled: %s after %.3f s", options.name, what, reason, elapsed)

@@ -14,7 +14,7 @@ from types import FrameType
 
 from . import stacks
 from .cancellation import CancellationToken, CancelReason
-from .safetext import visible
+from .safetext import ELLIPSIS, visible
 
 _ids = itertools.count(1)
 #: Ended requests whose sync view's thread is looked for (see ``Registry.lingering``).
@@ -39,12 +39,27 @@ class WorkKind(enum.StrEnum):
     THREAD = "thread"  # a ``start_thread()`` thread
 
 
-def request_label(method: object, path: object) -> str:
+def request_label(method: object, path: object, *, redact: bool = False) -> str:
     """What a request is called (``Tracked.what``): ``"GET /orders/7/"``, the path decoded
     and without its query string, as the ASGI scope has it; made visible (``safetext``)
-    and cut to ``MAX_PATH`` characters with ``…``."""
+    and cut to ``MAX_PATH`` characters with ``…``.
+
+    ``redact`` (``REDACT_PATHS``): no more of the path than its first folder,
+    ``"GET /orders/…"`` (``"GET /…"`` for ``/secret-token``), until ``route_label``
+    names the request by its route.
+    """
     text = str(path)
+    if redact:
+        first, slash, rest = text.lstrip("/").partition("/")
+        text = f"/{first}/{ELLIPSIS if rest else ''}" if slash else f"/{ELLIPSIS if first else ''}"
     return f"{visible(str(method), MAX_METHOD)} {visible(text, MAX_PATH)}"
+
+
+def route_label(label: str, route: str) -> str:
+    """A request's label with its URL route pattern instead of its path (``REDACT_PATHS``):
+    ``"GET /orders/<int:id>/"`` for ``label``, ``route`` as Django's ``ResolverMatch.route``."""
+    method, _ = request_of(label)
+    return f"{method} {visible('/' + route.lstrip('^'), MAX_PATH)}"
 
 
 def request_of(label: str) -> tuple[str, str]:
@@ -75,6 +90,9 @@ class Tracked:
     view: str | None = None
     #: The view is sync: its thread may outlive the request's task (see ``lingering``).
     sync_view: bool = False
+    #: ``what`` hides the request's path (``REDACT_PATHS``): GracefulMiddleware names the
+    #: request by its route once the URL is resolved (``route_label``).
+    redacted: bool = False
     started: float = field(default_factory=time.monotonic)
     id: int = field(default_factory=lambda: next(_ids))
     #: How many times the lifecycle cancelled it (each cancel after the first one
