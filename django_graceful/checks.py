@@ -7,8 +7,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Info, Warning
-from django.utils.module_loading import import_string
 
+from ._cli.entrypoint import Verdict, read_entrypoint
 from ._cli.launch import asgi_application_path
 from ._diagnosis.stores import PROCESS_LOCAL_CACHES
 from .conf import raw_settings, validate
@@ -19,17 +19,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 
 
 def check_asgi_entrypoint(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """graceful.W001: the project's ASGI application does not go through GracefulASGI."""
-    from .asgi import GracefulASGI
-
+    """graceful.W001: the project's ASGI application does not go through GracefulASGI
+    (read from the source, never imported: importing asgi.py may start things)."""
     path = asgi_application_path()
-    if path is None:
-        return []
-    try:
-        application = import_string(path)
-    except Exception:  # the project's asgi module may only import under a server
-        return []
-    if isinstance(application, GracefulASGI):
+    if path is None or read_entrypoint(path) is not Verdict.PLAIN:
         return []
     return [
         Warning(

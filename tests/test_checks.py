@@ -1,7 +1,12 @@
 """Warnings with a fix: W001 the ASGI app skips GracefulASGI, W002 a process-local state cache."""
 
+import sys
+
+import pytest
 from django.core.checks import run_checks
 from django.test import override_settings
+
+from django_graceful._cli.entrypoint import Verdict, read_entrypoint
 
 #: The views' checks (tests/test_staticscan.py): the test project's views hang on purpose.
 VIEW_CHECKS = {"graceful.W003", "graceful.W004", "graceful.W005", "graceful.W006"}
@@ -44,3 +49,27 @@ def test_a_process_local_state_cache_is_warned_about() -> None:
         assert "graceful.W002" not in ids()
     with override_settings(CACHES=LOCMEM, GRACEFUL={}):
         assert "graceful.W002" not in ids()
+
+
+def test_the_asgi_module_is_judged_from_its_source_and_never_imported() -> None:
+    path = "tests.project.asgi_starts_things.application"
+    with override_settings(ASGI_APPLICATION=path):
+        messages = [m for m in run_checks() if m.id == "graceful.W001"]
+    assert "tests.project.asgi_starts_things" not in sys.modules
+    assert len(messages) == 1 and path in messages[0].msg
+
+
+@pytest.mark.parametrize(
+    ("path", "verdict"),
+    [
+        ("tests.project.asgi.application", Verdict.WRAPPED),  # get_asgi_application of ours
+        ("tests.project.asgi_channels.application", Verdict.WRAPPED),  # GracefulASGI(router)
+        ("tests.project.asgi_late_hook:application", Verdict.WRAPPED),  # from .asgi import
+        ("tests.project.asgi_plain.application", Verdict.PLAIN),
+        ("tests.project.asgi_starts_things.application", Verdict.PLAIN),  # asgi.get_asgi_...
+        ("tests.project.views.slow", Verdict.UNKNOWN),  # not an assignment: say nothing
+        ("tests.project.missing.application", Verdict.UNKNOWN),
+    ],
+)
+def test_the_entrypoint_is_read_through_imports_and_aliases(path: str, verdict: Verdict) -> None:
+    assert read_entrypoint(path) is verdict
