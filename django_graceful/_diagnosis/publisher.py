@@ -6,6 +6,13 @@ meanwhile: it keeps working while the loop is frozen, and says so (``blocked-loo
 with the loop thread's stack). At REPORTING the worker writes its *last shutdown
 report*, which outlives the process. Each hang is announced once, with
 ``hang_detected``.
+
+At shutdown no store I/O runs in the loop thread: the last report is built there (no
+I/O), then written, and the live snapshot removed, by a thread of their own; the loop
+waits for them at STOPPED, at most until the end of the shutdown budget (a store that
+does not answer is logged once and skipped, and the watchdog never has to act). When
+the last report cannot be written (a full disk), the live snapshot stays: it is the
+worker's last word, and ``checkshutdown`` reads it as such.
 """
 
 from __future__ import annotations
@@ -33,8 +40,13 @@ logger = logging.getLogger("django_graceful")
 PROBE_INTERVAL = 0.25
 #: Hangs logged one by one per heartbeat; the rest in one line, by kind.
 MAX_LOGGED_HANGS = 10
-#: The most the loop thread waits for a write (the last report, removing the snapshot).
+#: The most the shutdown waits for the store (the last report, removing the snapshot).
 LOOP_WRITE_TIMEOUT = 2.0
+#: The least the shutdown's writes get, even at the end of the budget (well within the
+#: watchdog's ``EXIT_SLACK``): a healthy store writes in milliseconds.
+WRITE_FLOOR = 0.5
+#: How much longer than the closing thread the loop waits (it logs why it gave up).
+JOIN_MARGIN = 0.05
 
 
 class Publisher:
@@ -45,7 +57,13 @@ class Publisher:
         self.host = host_id()
         self.pid = os.getpid()
         self._store = store
-        self._lock = threading.Lock()
+        #: Held while building a snapshot (the loop thread builds the last report).
+        self._building = threading.Lock()
+        #: Held while the store is written to: one write at a time, never by the loop.
+        self._io = threading.Lock()
+        #: The last report and the live snapshot's removal, at shutdown.
+        self._closer: threading.Thread | None = None
+        self._deadline: float | None = None
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -77,17 +95,7 @@ class Publisher:
         elif self._thread is None:
             return
         elif phase == Phase.REPORTING:
-            # now, before the hooks run and the process ends; bounded, as a slow cache
-            # must not hold the shutdown (the loop waits: nothing changes meanwhile)
-            writer = threading.Thread(
-                target=self.publish,
-                kwargs={"last": True},
-                name="graceful-last-report",
-                daemon=True,
-            )
-            writer.start()
-            writer.join(LOOP_WRITE_TIMEOUT)
-            self._wake.set()
+            self._close(last=True)
         elif phase == Phase.STOPPED:
             self.stop()
         else:
@@ -103,17 +111,85 @@ class Publisher:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the heartbeat and remove the live snapshot (the last report stays).
+        """Stop the heartbeat; the last report (if due) and removing the live snapshot
+        happen in their own thread, waited for until the budget ends (``_until``)."""
+        self._close(last=False)
+        closer = self._closer
+        assert closer is not None
+        # a moment past the closing thread's own deadline: it says why it gave up
+        closer.join(max(0.0, self._until() + JOIN_MARGIN - time.monotonic()))
+        if closer.is_alive():
+            self._failed(
+                "did not answer within the shutdown budget: skipped (the worker's last "
+                "report and live snapshot are as the store has them)",
+                force=True,
+            )
 
-        A write under way finishes first, and none follows. Should it take long (a slow
-        cache), the heartbeat thread removes the snapshot when it is done."""
+    def _close(self, *, last: bool) -> None:
+        """Once: no more heartbeat writes; the last report (``last``) built now, then
+        written and the live snapshot removed by the closing thread."""
+        if self._closer is not None:
+            return
         self._stopping.set()
         self._wake.set()
-        if self._lock.acquire(timeout=LOOP_WRITE_TIMEOUT):
+        text: str | None = None
+        found: list[FoundHang] = []
+        if last:
+            with self._building:
+                document, found = self.snapshot(last=True)
+            text = json.dumps(document, separators=(",", ":"))
+        self._closer = threading.Thread(
+            target=self._closing,
+            args=(text, found),
+            name="graceful-last-report",
+            daemon=True,
+        )
+        self._closer.start()
+
+    def _until(self) -> float:
+        """When the loop stops waiting for the store: ``LOOP_WRITE_TIMEOUT`` from now at
+        most, and never past the end of the shutdown budget (but for ``WRITE_FLOOR``)."""
+        if self._deadline is None:
+            now = time.monotonic()
+            until = now + LOOP_WRITE_TIMEOUT
+            began = self.lifecycle.shutdown_began
+            if began is not None:
+                until = max(min(until, began + self.lifecycle.budget()), now + WRITE_FLOOR)
+            self._deadline = until
+        return self._deadline
+
+    def _closing(self, text: str | None, found: list[FoundHang]) -> None:
+        """The closing thread: the last report, then (if it was written) the live
+        snapshot's removal; each waits for a heartbeat write under way until ``_until``."""
+        if not self._io.acquire(timeout=max(0.0, self._until() - time.monotonic())):
+            self._failed(
+                "still busy with the previous write at the end of the shutdown budget: "
+                "the last report is not written, the live snapshot stays",
+                force=True,
+            )
+            return
+        try:
+            if text is not None:
+                try:
+                    self.store.write(text, last=True)
+                except Exception as exc:
+                    self._failed(
+                        f"the last shutdown report is not written ({_reason(exc)}); the live "
+                        "snapshot stays as the worker's last word",
+                        force=True,
+                        error=exc,
+                    )
+                    return
+                self._written()
+                with self._building:
+                    # at REPORTING the lifecycle logs each hung item with its stack already
+                    self._announce(found, log=False)
             try:
-                self._guarded(self.store.remove_live)
-            finally:
-                self._lock.release()
+                self.store.remove_live()
+            except Exception as exc:
+                self._failed(f"the live snapshot is not removed ({_reason(exc)})", error=exc)
+        finally:
+            self._io.release()
 
     # -- the heartbeat thread ---------------------------------------------------------
 
@@ -133,9 +209,6 @@ class Publisher:
                 self.publish()
                 next_write = time.monotonic() + heartbeat
             self._wake.wait(max(0.0, min(PROBE_INTERVAL, next_write - time.monotonic())))
-        if self._stopping.is_set():
-            with self._lock:
-                self._guarded(self.store.remove_live)
 
     def _prepare(self) -> None:
         self.store.prepare()
@@ -170,41 +243,60 @@ class Publisher:
     def publish(self, *, last: bool = False) -> dict[str, Any] | None:
         """Build and write a snapshot (or the last report); announce new hangs.
 
-        Never raises: a failure is logged once (until a write succeeds again).
+        Never raises: a failure is logged once (until a write succeeds again). Nothing
+        is written once the shutdown's writes began (``_close``).
         """
-        with self._lock:
-            document: dict[str, Any] | None = None
+        if self._stopping.is_set():
+            return None
+        with self._building:
+            try:
+                document, found = self.snapshot(last=last)
+            except Exception as exc:
+                self._failed(f"{type(exc).__name__}: {exc}", error=exc)
+                return None
+        text = json.dumps(document, separators=(",", ":"))
+        with self._io:
             if self._stopping.is_set():
                 return None
-
-            def write() -> None:
-                nonlocal document
-                document, found = self.snapshot(last=last)
-                self.store.write(json.dumps(document, separators=(",", ":")), last=last)
-                # at REPORTING the lifecycle logs each hung item with its stack already
-                self._announce(found, log=not last)
-
-            return document if self._guarded(write) else None
+            try:
+                self.store.write(text, last=last)
+            except Exception as exc:
+                self._failed(_reason(exc), error=exc)
+                return None
+        self._written()
+        with self._building:
+            # at REPORTING the lifecycle logs each hung item with its stack already
+            self._announce(found, log=not last)
+        return document
 
     def _guarded(self, action: Any) -> bool:
+        """Run a store action (the heartbeat's first: ``prepare``); log a failure once."""
         try:
             action()
         except Exception as exc:
-            if not self._failing:
-                self._failing = True
-                reason = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
-                logger.warning(
-                    "could not write the worker snapshot to %s: %s (further failures are "
-                    "not logged until it works again)",
-                    self._store.description if self._store is not None else "the store",
-                    reason,
-                    exc_info=not isinstance(exc, StoreError | OSError),
-                )
+            self._failed(_reason(exc), error=exc)
             return False
-        if self._failing:
+        return True
+
+    def _failed(self, reason: str, *, force: bool = False, error: Exception | None = None) -> None:
+        """Log a store failure: once until a write works again (``force``: always)."""
+        if self._failing and not force:
+            return
+        self._failing = True
+        logger.warning(
+            "could not write the worker snapshot to %s: %s%s",
+            self._store.description if self._store is not None else "the store",
+            reason,
+            "" if force else " (further failures are not logged until it works again)",
+            exc_info=error is not None and not isinstance(error, StoreError | OSError),
+        )
+
+    def _written(self) -> None:
+        """A write worked: say so once, if the last one had failed (not at shutdown,
+        when the closing thread's word is the last)."""
+        if self._failing and not self._stopping.is_set():
             self._failing = False
             logger.info("worker snapshots are written again")
-        return True
 
     def _announce(self, found: list[FoundHang], *, log: bool = True) -> None:
         """Send ``hang_detected`` (and log a warning) for each hang not announced yet."""
@@ -299,6 +391,10 @@ def _running_task(lifecycle: Lifecycle) -> Any:
         return asyncio.current_task(loop)
     except Exception:
         return None
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
 
 
 def _label(item: Tracked) -> str:
