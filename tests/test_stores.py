@@ -16,7 +16,9 @@ from django_graceful._diagnosis.stores import (
     FileStore,
     StoreError,
     _parse_index,
+    open_store,
 )
+from django_graceful.conf import GracefulSettings
 
 LOCMEM = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "graceful"}
 STATE = {"default": LOCMEM, "state": {**LOCMEM, "LOCATION": "graceful-stores"}}
@@ -158,3 +160,20 @@ def test_forgetting_a_host_in_the_cache_keeps_a_host_named_like_it() -> None:
     assert caches["state"].get(f"{PREFIX}live:web:11") is None
     assert caches["state"].get(f"{PREFIX}last:web:12") is None
     caches["state"].clear()
+
+
+@override_settings(CACHES=STATE)
+def test_two_projects_sharing_one_cache_without_a_key_prefix_do_not_see_each_other() -> None:
+    caches["state"].clear()
+    settings = GracefulSettings(STATE_BACKEND="cache", STATE_CACHE="state")
+    with override_settings(SECRET_KEY="shop"):
+        open_store(settings, "web-1", 11).write('{"shop": "live"}')
+        shop = open_store(settings)
+    with override_settings(SECRET_KEY="blog"):
+        blog = open_store(settings)
+        with pytest.raises(StoreError, match="no state found"):
+            blog.documents()
+        open_store(settings, "web-1", 22).write('{"blog": "live"}')
+        assert texts(blog.documents()) == [("live", '{"blog": "live"}')]
+    with override_settings(SECRET_KEY="shop"):
+        assert texts(shop.documents()) == [("live", '{"shop": "live"}')]

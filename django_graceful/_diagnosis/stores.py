@@ -337,15 +337,26 @@ class CacheStore:
 
     Live entries expire ``live_timeout(HEARTBEAT)`` after the last heartbeat; an index
     entry lists the workers. Concurrent index updates may lose an entry: each worker
-    checks its own at every heartbeat and puts it back.
+    checks its own at every heartbeat and puts it back. Keys begin with ``namespace``
+    (``open_store``: the project's id), so that projects sharing one cache without a
+    ``KEY_PREFIX`` never see each other's workers.
     """
 
-    def __init__(self, alias: str, host: str = "", pid: int = 0, heartbeat: float = 1.0) -> None:
+    def __init__(
+        self,
+        alias: str,
+        host: str = "",
+        pid: int = 0,
+        heartbeat: float = 1.0,
+        namespace: str = "",
+    ) -> None:
         self.alias = alias
         self.host = host
         self.pid = pid
         self.heartbeat = heartbeat
         self.description = f"cache {alias!r}"
+        self._prefix = f"{PREFIX}{namespace}:" if namespace else PREFIX
+        self.index_key = f"{self._prefix}index"
         self._stamped: dict[str, float] = {}
 
     @property
@@ -363,7 +374,7 @@ class CacheStore:
     def write(self, text: str, *, last: bool = False) -> None:
         kind = LAST if last else LIVE
         timeout = LAST_TTL if last else live_timeout(self.heartbeat)
-        self.cache.set(f"{PREFIX}{kind}:{self._name()}", text, timeout)
+        self.cache.set(f"{self._prefix}{kind}:{self._name()}", text, timeout)
         now = time.time()
         if last or now - self._stamped.get(kind, 0.0) > INDEX_REFRESH or not self._listed(kind):
 
@@ -374,21 +385,21 @@ class CacheStore:
             self._stamped[kind] = now
 
     def _listed(self, kind: str) -> bool:
-        return self._name() in _parse_index(self.cache.get(INDEX_KEY))[kind]
+        return self._name() in _parse_index(self.cache.get(self.index_key))[kind]
 
     def remove_live(self) -> None:
-        self.cache.delete(f"{PREFIX}{LIVE}:{self._name()}")
+        self.cache.delete(f"{self._prefix}{LIVE}:{self._name()}")
         self._update_index(lambda index: index[LIVE].pop(self._name(), None))
 
     def _update_index(self, change: Callable[[dict[str, dict[str, float]]], object]) -> None:
-        index = _parse_index(self.cache.get(INDEX_KEY))
+        index = _parse_index(self.cache.get(self.index_key))
         change(index)
         now = time.time()
         for kind, stale in ((LIVE, INDEX_STALE), (LAST, LAST_TTL)):
             index[kind] = {k: t for k, t in index[kind].items() if now - t < stale}
         newest = sorted(index[LAST].items(), key=lambda entry: entry[1], reverse=True)
         index[LAST] = dict(newest[:MAX_LAST_REPORTS])
-        self.cache.set(INDEX_KEY, json.dumps(index), LAST_TTL)
+        self.cache.set(self.index_key, json.dumps(index), LAST_TTL)
 
     def tidy(self, alive: Callable[[int], bool]) -> None:
         pass  # entries expire by themselves
@@ -402,14 +413,14 @@ class CacheStore:
     def _documents(self, host: str | None) -> tuple[list[Document], list[Skipped]]:
         """The snapshots the index lists (``host``: only those of that host id)."""
         try:
-            raw = self.cache.get(INDEX_KEY)
+            raw = self.cache.get(self.index_key)
         except Exception as exc:
             raise StoreError(f"cannot read the cache {self.alias!r}: {exc}") from None
         if raw is None:
             raise StoreError(f"no state found in the cache {self.alias!r}")
-        index = _parse_index(raw, strict=True)
+        index = _parse_index(raw, strict=True, key=self.index_key)
         keys = {
-            f"{PREFIX}{kind}:{name}": kind
+            f"{self._prefix}{kind}:{name}": kind
             for kind in (LIVE, LAST)
             for name in index[kind]
             if host is None or _host_of(name) == host
@@ -437,7 +448,7 @@ class CacheStore:
         def drop(index: dict[str, dict[str, float]]) -> None:
             for kind in (LIVE, LAST):
                 for name in [n for n in index[kind] if _host_of(n) == host]:
-                    keys.append(f"{PREFIX}{kind}:{name}")
+                    keys.append(f"{self._prefix}{kind}:{name}")
                     del index[kind][name]
 
         self._update_index(drop)
@@ -449,7 +460,9 @@ def _host_of(name: str) -> str:
     return name.rpartition(":")[0]
 
 
-def _parse_index(raw: Any, *, strict: bool = False) -> dict[str, dict[str, float]]:
+def _parse_index(
+    raw: Any, *, strict: bool = False, key: str = INDEX_KEY
+) -> dict[str, dict[str, float]]:
     """The index entry; an unusable one counts as empty (``strict``: raises)."""
     index: dict[str, dict[str, float]] = {LIVE: {}, LAST: {}}
     try:
@@ -458,7 +471,7 @@ def _parse_index(raw: Any, *, strict: bool = False) -> dict[str, dict[str, float
         data = None
     if not isinstance(data, dict):
         if strict:
-            raise StoreError(f"the cache index {INDEX_KEY!r} is not ours (not a JSON object)")
+            raise StoreError(f"the cache index {key!r} is not ours (not a JSON object)")
         return index
     for kind in (LIVE, LAST):
         entries = data.get(kind)
@@ -474,7 +487,9 @@ def _parse_index(raw: Any, *, strict: bool = False) -> dict[str, dict[str, float
 def open_store(settings: Any, host: str = "", pid: int = 0) -> Store:
     """The store the settings name (``STATE_BACKEND``)."""
     if settings.STATE_BACKEND == "cache":
-        return CacheStore(settings.STATE_CACHE, host, pid, settings.HEARTBEAT)
+        from ..conf import project_id
+
+        return CacheStore(settings.STATE_CACHE, host, pid, settings.HEARTBEAT, project_id())
     return FileStore(settings.STATE_DIR, host, pid)
 
 
