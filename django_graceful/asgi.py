@@ -10,11 +10,13 @@ from typing import Any
 
 from asgiref.typing import ASGIReceiveCallable, Scope
 
+from ._core.deadlines import bounded
 from ._core.lifecycle import Lifecycle, StartupFailed, get_lifecycle
 from ._core.phases import Phase
 from ._core.registry import CANCEL_MESSAGE_PREFIX, Tracked, WorkKind, request_label
 from ._serving.http import InterruptibleReceive, TrackingSend
 from ._serving.protocol import (
+    BODY_DRAIN_SECONDS,
     HTTP_DISCONNECT,
     SESSION_KEY,
     SHUTTING_DOWN_BODY,
@@ -35,6 +37,9 @@ RSGI_MESSAGE = (
     "GracefulASGI is an ASGI application but was called with two arguments: Granian "
     "runs RSGI by default. Start Granian with --interface asgi."
 )
+
+#: Beyond reading an upload's body, how long a 503 to a stopped startup may take to send.
+REFUSE_SLACK = 0.5
 
 #: The scope types served (ASGI's three, and Channels' ``channel`` of ``runworker``).
 SCOPE_TYPES = ("http", "websocket", "lifespan", "channel")
@@ -84,6 +89,9 @@ class GracefulASGI:
             except StartupFailed:
                 await refuse(scope, receive, send, UNAVAILABLE_BODY, WS_INTERNAL_ERROR)
                 return
+            except asyncio.CancelledError:
+                await _answer_stopped_during_startup(scope, receive, send)
+                raise
             phase = lifecycle.phase
         if phase >= Phase.CLOSING:
             lifecycle.answering += 1
@@ -207,6 +215,25 @@ def _scope_type(scope: Scope, receive: Any, send: Any) -> str:
             "nothing was started"
         )
     return str(kind)
+
+
+async def _answer_stopped_during_startup(
+    scope: Scope, receive: ASGIReceiveCallable, send: Send
+) -> None:
+    """The server cancelled a connection that waited for the lazy startup: it is stopping
+    before we could take its signals (Daphne's SIGTERM cancels every connection). The
+    client gets the 503 (or 1012) of any connection refused while stopping, not nothing."""
+    what = request_label(scope.get("method", "WS"), scope.get("path", "?"))
+    logger.warning(
+        "%s: the server stopped it while it waited for the startup; answered 503 (shutting down)",
+        what,
+    )
+    outcome = await bounded(
+        refuse(scope, receive, send, SHUTTING_DOWN_BODY, WS_SERVICE_RESTART),
+        BODY_DRAIN_SECONDS + REFUSE_SLACK,
+    )
+    if not outcome.ok:
+        logger.debug("could not answer %s", what, exc_info=outcome.error)
 
 
 def _health_probe(scope: Scope) -> bool:

@@ -20,7 +20,7 @@ from django_graceful._serving.protocol import SHUTTING_DOWN_BODY
 from django_graceful.asgi import GracefulASGI
 from tests.project import events, views
 
-from .inprocess import NO_SIGNALS, http_scope, request, start
+from .inprocess import NO_SIGNALS, http_scope, open_request, request, start
 
 
 @override_settings(GRACEFUL=NO_SIGNALS)
@@ -275,6 +275,26 @@ async def test_a_lifespan_shutdown_during_the_lazy_startup_leaves_the_app_stoppe
         signals.startup.disconnect(slow_startup)
     assert app.lifecycle.phase == Phase.STOPPED
     assert after[0] == 503 and after[2] == SHUTTING_DOWN_BODY
+
+
+@override_settings(GRACEFUL=NO_SIGNALS)
+async def test_a_request_the_server_cancels_while_it_waits_for_the_startup_gets_503(
+    app: GracefulASGI, caplog: pytest.LogCaptureFixture
+) -> None:
+    signals.startup.connect(slow_startup)
+    try:
+        comm = await open_request(app, "/pid/")  # runs the lazy startup (Daphne: no lifespan)
+        await asyncio.sleep(0.1)
+        with caplog.at_level(logging.WARNING, "django_graceful"):
+            comm.future.cancel()  # what Daphne does to every connection on SIGTERM
+            with pytest.raises(asyncio.CancelledError):  # and the cancel goes on
+                await asyncio.wait_for(comm.future, 5)
+        start_message = comm.output_queue.get_nowait()
+        body = comm.output_queue.get_nowait()
+    finally:
+        signals.startup.disconnect(slow_startup)
+    assert start_message["status"] == 503 and body["body"] == SHUTTING_DOWN_BODY
+    assert "GET /pid/: the server stopped it while it waited for the startup" in caplog.text
 
 
 @override_settings(GRACEFUL=NO_SIGNALS)
