@@ -21,7 +21,7 @@ from django_graceful._core.registry import Tracked
 from django_graceful._diagnosis import report
 from django_graceful._diagnosis.hangs import HangKind
 from django_graceful._diagnosis.publisher import Publisher
-from django_graceful._diagnosis.snapshot import FORMAT, Unreadable, host_id, parse
+from django_graceful._diagnosis.snapshot import FORMAT, Unreadable, host_id, machine_id, parse
 from django_graceful._diagnosis.stores import FileStore
 
 from .inprocess import NO_SIGNALS
@@ -417,3 +417,31 @@ def test_a_dead_workers_snapshot_gives_way_to_its_last_report(tmp_path: Path) ->
     (folder / f"last-h-{pid}.json").write_text(json.dumps({**last, "time": started - 10}))
     checked = report.check(FileStore(str(folder)))
     assert sorted(w.source for w in checked.workers) == ["died", "last"]
+
+
+def test_a_dead_drills_live_snapshot_is_skipped_not_reported(tmp_path: Path) -> None:
+    """A drill killed with its server leaves their files: not problems of this project."""
+    pid = dead_pid()
+    work = [("request", "GET /stubborn/", "app.stubborn", 90_000)]
+    drill = snapshot(work, host="drill-0f0f0f0f", pid=pid, machine=machine_id(), time=time.time())
+    store = folder_with(tmp_path, snapshot(time=time.time()), drill)
+    checked = report.check(store)
+    assert (checked.status, checked.reason) == (0, "OK: nothing hangs (1 live worker, 0 in flight)")
+    assert [s.reason for s in checked.skipped] == [
+        "left by an interrupted checkshutdown --drill (its server is gone)"
+    ]
+
+
+def test_a_dead_worker_on_this_machine_died_whatever_its_host_id(tmp_path: Path) -> None:
+    pid = dead_pid()
+    other = snapshot(host="web-2", pid=pid, machine=machine_id(), time=time.time())
+    checked = report.check(folder_with(tmp_path, other))
+    assert [(w.host, w.source) for w in checked.workers] == [("web-2", "died")]
+
+
+def test_a_dead_workers_snapshot_is_aged_out_after_a_day(tmp_path: Path) -> None:
+    pid = dead_pid()
+    old = snapshot(pid=pid, time=time.time() - 25 * 3600)
+    checked = report.check(folder_with(tmp_path, old))
+    assert checked.status == 2 and checked.workers == []
+    assert [s.reason for s in checked.skipped] == ["a dead worker's, silent for more than 24 h"]

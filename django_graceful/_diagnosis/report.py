@@ -5,7 +5,10 @@ unreadable snapshot is skipped with a one-line reason, never a traceback. Live
 snapshots are classified again here (``--threshold``, and the time since they were
 written); a last shutdown report says what hung when its worker stopped. A live
 snapshot left by a worker that is gone (its process died, or it stopped heartbeating)
-is read as that worker's last word: ``died``.
+is read as that worker's last word: ``died``; on this machine (the same process table,
+whatever the host id) as soon as its process is gone. A dead worker of an interrupted
+``checkshutdown --drill``, and one silent for longer than ``LAST_TTL``, are skipped with
+a one-line reason: nobody will write their last report any more.
 """
 
 from __future__ import annotations
@@ -19,9 +22,19 @@ from .._core.registry import WorkKind
 from .hangs import HangKind, classify
 from .render import printable
 from .render import table as render_table
-from .snapshot import Unreadable, host_id, parse
+from .snapshot import Unreadable, host_id, machine_id, parse
 from .status import CANNOT_CHECK, OK, PROBLEMS
-from .stores import LAST, Document, Skipped, Store, StoreError, live_timeout, pid_alive
+from .stores import (
+    DRILL_HOST,
+    LAST,
+    LAST_TTL,
+    Document,
+    Skipped,
+    Store,
+    StoreError,
+    live_timeout,
+    pid_alive,
+)
 
 #: Where a row comes from: a running worker, a last shutdown report, a worker gone silent.
 SOURCE_LIVE, SOURCE_LAST, SOURCE_DIED = "live", "last", "died"
@@ -129,6 +142,9 @@ def check(
         last_at = reported.get((snapshot["host"], snapshot["pid"]))
         if source == SOURCE_DIED and last_at is not None and last_at >= snapshot["started"]:
             continue  # the same worker's last report says more
+        if source == SOURCE_DIED and (stale := _stale(snapshot, now)) is not None:
+            report.skipped.append(Skipped(document.source, stale))
+            continue
         if pid is not None and snapshot["pid"] != pid:
             continue
         if (last_only and source == SOURCE_LIVE) or (live_only and source != SOURCE_LIVE):
@@ -169,10 +185,19 @@ def _verdict(
     return PROBLEMS, f"{n} problem{'s' * (n != 1)}: {listed} ({checked})"
 
 
+def _stale(snapshot: dict[str, Any], now: float) -> str | None:
+    """Why a dead worker's live snapshot is no longer worth reporting, or None."""
+    if snapshot["host"].startswith(DRILL_HOST):
+        return "left by an interrupted checkshutdown --drill (its server is gone)"
+    if now - snapshot["time"] > LAST_TTL:
+        return f"a dead worker's, silent for more than {LAST_TTL / 3600:.0f} h"
+    return None
+
+
 def _source(snapshot: dict[str, Any], document: Document, this_host: str, now: float) -> str:
     if document.kind == LAST or snapshot["report"] == LAST:
         return SOURCE_LAST
-    if snapshot["host"] == this_host:
+    if snapshot["host"] == this_host or snapshot.get("machine") == machine_id():
         return SOURCE_LIVE if pid_alive(snapshot["pid"]) else SOURCE_DIED
     fresh = now - snapshot["time"] < live_timeout(snapshot["heartbeat"])
     return SOURCE_LIVE if fresh else SOURCE_DIED

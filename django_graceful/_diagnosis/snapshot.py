@@ -23,6 +23,7 @@ before anyone uses it (``checkshutdown``, the drill).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -52,6 +53,20 @@ MAX_LOCATED_LAST = 2000
 def host_id() -> str:
     """This host's name in snapshots: ``GRACEFUL_HOST_ID`` if set, else the host name."""
     return os.environ.get("GRACEFUL_HOST_ID") or socket.gethostname()
+
+
+@functools.cache
+def machine_id() -> str:
+    """Where a pid means this process table: this boot of the kernel (``boot_id``) and
+    this pid namespace (a container has its own). Snapshots carry it, so that a reader
+    on the same machine asks the process table, whatever the writer's host id."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as file:
+            boot = file.read().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return f"host:{socket.gethostname()}"
+    return f"{boot}:{namespace}"
 
 
 class Unreadable(Exception):
@@ -140,6 +155,7 @@ def build(
         "report": LAST if last else LIVE,
         "host": header.host,
         "pid": header.pid,
+        "machine": machine_id(),
         "server": header.server,
         "phase": header.phase,
         "time": wall,
@@ -325,6 +341,7 @@ def _check_snapshot(data: dict[str, Any]) -> None:
     _require(data.get("report") in (LIVE, LAST), "report")
     _require(_is(data.get("host"), str) and 0 < len(data["host"]) <= 255, "host")
     _require(_is(data.get("pid"), int) and data["pid"] > 0, "pid")
+    _require("machine" not in data or _is(data["machine"], str), "machine")
     _require(data.get("server") is None or _is(data["server"], str), "server")
     _require(_is(data.get("phase"), str), "phase")
     for key in ("time", "started", "heartbeat", "hang_threshold", "cancel_timeout"):

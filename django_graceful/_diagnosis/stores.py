@@ -494,7 +494,8 @@ def open_store(settings: Any, host: str = "", pid: int = 0) -> Store:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this host."""
+    """Whether a process with this id runs on this host (a zombie, dead and not yet
+    reaped by its new parent, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -503,4 +504,9 @@ def pid_alive(pid: int) -> bool:
         return True  # someone else's process
     except OSError:
         return False
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as file:
+            state = file.read().rpartition(")")[2].split()[:1]
+    except OSError:
+        return True  # no /proc: kill() is all we know
+    return state not in (["Z"], ["X"])

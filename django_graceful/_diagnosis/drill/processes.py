@@ -1,18 +1,43 @@
-"""The server's process group: who is still in it (read from /proc), ending it, its leftovers."""
+"""The server's process group: who is still in it (read from /proc), ending it, its leftovers,
+and tying the server's life to the drill's."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 #: Seconds the server's other processes (workers) may outlive it before they count.
 LEFTOVER_WAIT = 2.0
 #: How often a group winding down is looked at.
 POLL = 0.1
+#: Linux's prctl option: the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+def dies_with_this_process() -> Callable[[], None] | None:
+    """A ``preexec_fn`` after which the child gets SIGKILL when this process dies, even
+    by SIGKILL (Linux's ``PR_SET_PDEATHSIG``); None where there is no such thing."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def tie() -> None:  # in the child, between fork and exec: no allocation, no locks
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the drill died before the tie was made
+            os._exit(1)
+
+    return tie
 
 
 def group_members(pgid: int) -> list[int]:

@@ -47,7 +47,13 @@ POLL = 0.1
 
 
 class Interrupted(BaseException):
-    """The drill itself got SIGTERM (a cancelled CI job): stop, and take the server down."""
+    """The drill itself got SIGTERM or SIGHUP (a cancelled CI job, a closed terminal): stop,
+    and take the server down."""
+
+
+#: The signals that end the drill cleanly (SIGINT: KeyboardInterrupt). On SIGKILL the
+#: server dies with it (``processes.dies_with_this_process``), and its files are aged out.
+ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def main(options: dict[str, Any], stdout: Any, stderr: Any) -> int:
@@ -157,6 +163,7 @@ def _start(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: the drill can end it all
+                preexec_fn=processes.dies_with_this_process(),  # even if the drill is killed
             )
         drill.pid = proc.pid
         try:
@@ -281,19 +288,20 @@ def _settle(drill: Drill, proc: subprocess.Popen[bytes], store: Store) -> set[in
 
 @contextlib.contextmanager
 def _signals_end_drill() -> Iterator[None]:
-    """While the drill runs, its own SIGTERM (a cancelled CI job) takes the server down."""
+    """While the drill runs, its own SIGTERM or SIGHUP takes the server down."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupted(signum: int, frame: types.FrameType | None) -> None:
-        raise Interrupted(f"the drill got signal {signum}")
+        raise Interrupted(f"the drill got {signal.Signals(signum).name}")
 
-    previous = signal.signal(signal.SIGTERM, interrupted)
+    previous = {signum: signal.signal(signum, interrupted) for signum in ENDING_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _forget(store: Store, host: str) -> None:
