@@ -40,34 +40,38 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str) -> No
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGHUP])
+@pytest.mark.parametrize(
+    ("signum", "server"),
+    [(signal.SIGKILL, "uvicorn"), (signal.SIGKILL, "granian"), (signal.SIGHUP, "uvicorn")],
+)
 def test_the_drills_server_dies_with_the_drill_and_leaves_no_problem_behind(
-    signum: int, tmp_path: Path
+    signum: int, server: str, tmp_path: Path
 ) -> None:
     env = example_env(tmp_path)
     drill = subprocess.Popen(
-        [*DRILL, "--url", "/stubborn/", "--wait", "60"],
+        [*DRILL, "--server", server, "--url", "/stubborn/", "--wait", "60"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
     state = tmp_path / "state"
-    server = 0
+    main = 0
     try:
         wait_until(lambda: any(state.glob("live-drill-*.json")), 30, "the drill's server")
         (live,) = state.glob("live-drill-*.json")
-        server = int(live.stem.rpartition("-")[2])
+        worker = int(live.stem.rpartition("-")[2])
+        main = os.getpgid(worker)  # the server's group (its workers too)
         time.sleep(1.5)  # the request is in flight, and in the live snapshot
         drill.send_signal(signum)
         drill.wait(20)
-        wait_until(lambda: not group_members(server), 5, "the server's end")
+        wait_until(lambda: not group_members(main), 10, "the end of every server process")
     finally:
         if drill.poll() is None:
             drill.kill()
             drill.wait(5)
-        if server and group_members(server):  # the test failed: leave nothing running
-            os.killpg(server, signal.SIGKILL)
+        if main and group_members(main):  # the test failed: leave nothing running
+            os.killpg(main, signal.SIGKILL)
     result = subprocess.run(
         [sys.executable, "manage.py", "checkshutdown"],
         cwd=ROOT,

@@ -142,6 +142,9 @@ def check(
         last_at = reported.get((snapshot["host"], snapshot["pid"]))
         if source == SOURCE_DIED and last_at is not None and last_at >= snapshot["started"]:
             continue  # the same worker's last report says more
+        if source == SOURCE_LAST and _other_drill(snapshot, this_host):
+            report.skipped.append(Skipped(document.source, DRILL_LEFTOVER))
+            continue
         if source == SOURCE_DIED and (stale := _stale(snapshot, now)) is not None:
             report.skipped.append(Skipped(document.source, stale))
             continue
@@ -185,10 +188,20 @@ def _verdict(
     return PROBLEMS, f"{n} problem{'s' * (n != 1)}: {listed} ({checked})"
 
 
+#: Why the files of a drill that did not tidy up after itself are skipped.
+DRILL_LEFTOVER = "left by an interrupted checkshutdown --drill (its server is gone)"
+
+
+def _other_drill(snapshot: dict[str, Any], this_host: str) -> bool:
+    """A drill's worker, read by anyone but that drill (an interrupted drill's server
+    stops on its own and leaves its last report)."""
+    return snapshot["host"].startswith(DRILL_HOST) and snapshot["host"] != this_host
+
+
 def _stale(snapshot: dict[str, Any], now: float) -> str | None:
     """Why a dead worker's live snapshot is no longer worth reporting, or None."""
     if snapshot["host"].startswith(DRILL_HOST):
-        return "left by an interrupted checkshutdown --drill (its server is gone)"
+        return DRILL_LEFTOVER
     if now - snapshot["time"] > LAST_TTL:
         return f"a dead worker's, silent for more than {LAST_TTL / 3600:.0f} h"
     return None

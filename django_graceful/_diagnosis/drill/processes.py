@@ -22,8 +22,12 @@ PR_SET_PDEATHSIG = 1
 
 
 def dies_with_this_process() -> Callable[[], None] | None:
-    """A ``preexec_fn`` after which the child gets SIGKILL when this process dies, even
-    by SIGKILL (Linux's ``PR_SET_PDEATHSIG``); None where there is no such thing."""
+    """A ``preexec_fn`` after which the child gets SIGTERM when this process dies, even
+    by SIGKILL (Linux's ``PR_SET_PDEATHSIG``); None where there is no such thing.
+
+    SIGTERM, not SIGKILL: the signal reaches the server's main process only, and a
+    server stops its worker processes on SIGTERM (a SIGKILLed one leaves them running,
+    e.g. Granian's); django_graceful's watchdog bounds the stop."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -33,7 +37,7 @@ def dies_with_this_process() -> Callable[[], None] | None:
     parent = os.getpid()
 
     def tie() -> None:  # in the child, between fork and exec: no allocation, no locks
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         if os.getppid() != parent:  # the drill died before the tie was made
             os._exit(1)
 
