@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from collections.abc import Iterator
@@ -91,3 +92,54 @@ async def test_outside_the_main_thread_nothing_is_installed(
     assert installed is False
     assert signal.getsignal(signal.SIGTERM) is before
     assert "not in the main thread" in caplog.text
+
+
+async def test_restore_puts_back_the_handlers_it_replaced_both_ways() -> None:
+    loop = asyncio.get_running_loop()
+    server = lambda signum, frame: None  # noqa: E731
+    signal.signal(signal.SIGTERM, server)
+    loop.add_signal_handler(signal.SIGINT, lambda: None)
+    try:
+        before = loop._signal_handlers[signal.SIGINT]  # type: ignore[attr-defined]
+        chained = ChainedSignals(loop, lambda s: None)
+        assert chained.install()
+        assert signal.getsignal(signal.SIGTERM) != server
+        chained.restore()
+        assert signal.getsignal(signal.SIGTERM) is server
+        assert loop._signal_handlers[signal.SIGINT]._callback is before._callback  # type: ignore[attr-defined]
+        chained.restore()  # once: nothing more to do
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+async def test_restore_leaves_a_handler_installed_after_ours() -> None:
+    chained = ChainedSignals(asyncio.get_running_loop(), lambda s: None)
+    assert chained.install()
+    later = lambda signum, frame: None  # noqa: E731
+    signal.signal(signal.SIGTERM, later)
+    chained.restore()
+    assert signal.getsignal(signal.SIGTERM) is later
+
+
+def test_a_chain_whose_loop_closed_steps_aside_and_the_signal_does_what_it_did_before() -> None:
+    """No 'Event loop is closed' from a signal handler after a test's loop is gone."""
+    server_saw: list[int] = []
+    server = lambda signum, frame: server_saw.append(signum)  # noqa: E731
+    signal.signal(signal.SIGTERM, server)
+    loop = asyncio.new_event_loop()
+    we_saw: list[int] = []
+    assert ChainedSignals(loop, we_saw.append).install()
+    loop.close()
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert server_saw == [signal.SIGTERM] and we_saw == []
+    assert signal.getsignal(signal.SIGTERM) is server
+
+
+async def test_off_the_main_thread_the_note_takes_the_level_it_is_given(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop = asyncio.get_running_loop()
+    chained = ChainedSignals(loop, lambda s: None, off_main_thread=logging.INFO)
+    with caplog.at_level(logging.DEBUG, "django_graceful"):
+        assert await asyncio.to_thread(chained.install) is False
+    assert [r.levelname for r in caplog.records] == ["INFO"]

@@ -39,6 +39,8 @@ class ServerAdapter:
       behaviour with one warning when something is not where expected);
     - ``stopped()`` when our shutdown is STOPPED: finish what the server would get
       wrong (e.g. answer hung requests) and then ``release()`` the server;
+    - ``disengage()`` right after: put back the signal handlers ``engage`` chained, so
+      that a process that goes on (tests: one lifespan cycle each) gets its own back;
     - ``close_websocket(send, code)`` to close an accepted websocket at shutdown;
     - ``startup_failed(error)`` when startup failed, to make it visible.
 
@@ -66,10 +68,20 @@ class ServerAdapter:
         self.lifecycle = lifecycle
         if lifecycle.settings.HANDLE_SIGNALS and lifecycle.loop is not None:
             chained = ChainedSignals(
-                lifecycle.loop, self.on_signal, chain_ignored=self.chain_ignored_signals
+                lifecycle.loop,
+                self.on_signal,
+                chain_ignored=self.chain_ignored_signals,
+                # Where no server runs (a test client's thread) that is no news.
+                off_main_thread=logging.INFO if self.name == "generic" else logging.WARNING,
             )
             if chained.install():
                 self.chain = chained
+
+    def disengage(self) -> None:
+        """The cycle is STOPPED: put back the signal handlers ``engage`` chained (where
+        nothing replaced ours since). ``release()`` still reaches the server's."""
+        if self.chain is not None:
+            self.chain.restore()
 
     def on_signal(self, signum: int) -> None:
         """A SIGTERM/SIGINT arrived (called in the loop thread)."""
