@@ -145,7 +145,7 @@ def check(
         if source == SOURCE_LAST and _other_drill(snapshot, this_host):
             report.skipped.append(Skipped(document.source, DRILL_LEFTOVER))
             continue
-        if source == SOURCE_DIED and (stale := _stale(snapshot, now)) is not None:
+        if source == SOURCE_DIED and (stale := _stale(snapshot, now, this_host)) is not None:
             report.skipped.append(Skipped(document.source, stale))
             continue
         if pid is not None and snapshot["pid"] != pid:
@@ -198,9 +198,10 @@ def _other_drill(snapshot: dict[str, Any], this_host: str) -> bool:
     return snapshot["host"].startswith(DRILL_HOST) and snapshot["host"] != this_host
 
 
-def _stale(snapshot: dict[str, Any], now: float) -> str | None:
-    """Why a dead worker's live snapshot is no longer worth reporting, or None."""
-    if snapshot["host"].startswith(DRILL_HOST):
+def _stale(snapshot: dict[str, Any], now: float, this_host: str) -> str | None:
+    """Why a dead worker's live snapshot is no longer worth reporting, or None (a drill
+    reads its own killed worker's: its last word)."""
+    if _other_drill(snapshot, this_host):
         return DRILL_LEFTOVER
     if now - snapshot["time"] > LAST_TTL:
         return f"a dead worker's, silent for more than {LAST_TTL / 3600:.0f} h"
