@@ -79,11 +79,9 @@ class GracefulASGI:
             return
         lifecycle = self.lifecycle
         phase = lifecycle.phase
-        if lifecycle.startup_error is not None:
-            await refuse(scope, receive, send, UNAVAILABLE_BODY, WS_INTERNAL_ERROR)
-            return
-        if phase < Phase.SERVING:
-            # The server sent no lifespan (Daphne, Granian asginl, --lifespan off).
+        if phase < Phase.SERVING or lifecycle.stale:
+            # The server sent no lifespan (Daphne, Granian asginl, --lifespan off); or a
+            # test client without one, on a new event loop.
             try:
                 await lifecycle.startup(self, detect)
             except StartupFailed:
@@ -93,6 +91,9 @@ class GracefulASGI:
                 await _answer_stopped_during_startup(scope, receive, send)
                 raise
             phase = lifecycle.phase
+        elif lifecycle.startup_error is not None:
+            await refuse(scope, receive, send, UNAVAILABLE_BODY, WS_INTERNAL_ERROR)
+            return
         if phase >= Phase.CLOSING:
             lifecycle.answering += 1
             try:
@@ -170,7 +171,15 @@ class GracefulASGI:
                 await refuse_http(sent, SHUTTING_DOWN_BODY)
 
     async def _lifespan(self, scope: Scope, receive: ASGIReceiveCallable, send: Send) -> None:
-        """The ASGI lifespan protocol, answered here and never passed to the wrapped app."""
+        """The ASGI lifespan protocol, answered here and never passed to the wrapped app.
+
+        A failed startup answers ``lifespan.startup.failed`` and raises its
+        :class:`StartupFailed`. Each server then still exits non-zero with the message:
+        Uvicorn (and Gunicorn's Uvicorn worker) ignores an error after a failure it was
+        told of; Hypercorn's ``send`` raises its own error first; Granian logs the
+        traceback with its "ASGI lifespan startup failed"; Gunicorn's asgi worker logs it
+        at DEBUG; Daphne sends no lifespan. A lifespan after STOPPED is the next cycle.
+        """
         lifecycle = self.lifecycle
         while True:
             message = await receive()
@@ -180,7 +189,10 @@ class GracefulASGI:
                     await lifecycle.startup(self, detect)
                 except StartupFailed as exc:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
+                    # Then raise, as Starlette does: an in-process client (TestClient,
+                    # asgi-lifespan) raises it with its message. Servers take it as the
+                    # failure they were told of (see ``_lifespan``'s note).
+                    raise
                 state = scope.get("state")
                 if state is not None:
                     state.update(lifecycle.state)

@@ -14,6 +14,7 @@ from django.test import override_settings
 
 from django_graceful import signals
 from django_graceful._core.cancellation import CancelReason
+from django_graceful._core.lifecycle import StartupFailed
 from django_graceful._core.phases import Phase
 from django_graceful._serving.http import InterruptibleReceive
 from django_graceful._serving.protocol import SHUTTING_DOWN_BODY
@@ -298,20 +299,39 @@ async def test_a_request_the_server_cancels_while_it_waits_for_the_startup_gets_
 
 
 @override_settings(GRACEFUL=NO_SIGNALS)
-async def test_a_lifespan_startup_after_the_shutdown_fails_clearly_and_stays_stopped(
+async def test_a_lifespan_startup_after_the_shutdown_begins_the_next_cycle(
     app: GracefulASGI,
 ) -> None:
     lifespan, _ = await start(app)
     await lifespan.send_input({"type": "lifespan.shutdown"})
     assert await lifespan.receive_output(5) == {"type": "lifespan.shutdown.complete"}
+    assert (await request(app, "/pid/"))[0] == 503  # the same loop, no new lifespan: stopped
+    again, state = await start(app)
+    assert app.lifecycle.phase == Phase.SERVING and "pool" in state
+    assert (await request(app, "/state/"))[0] == 200
+    await again.send_input({"type": "lifespan.shutdown"})
+    assert await again.receive_output(5) == {"type": "lifespan.shutdown.complete"}
+
+
+@override_settings(GRACEFUL=NO_SIGNALS)
+async def test_a_lifespan_startup_while_the_shutdown_is_under_way_fails_clearly(
+    app: GracefulASGI,
+) -> None:
+    lifespan, _ = await start(app)
+    slow = await open_request(app, "/slow/?s=0.5")
+    await asyncio.sleep(0.1)
+    await lifespan.send_input({"type": "lifespan.shutdown"})
+    await asyncio.sleep(0.1)
+    assert app.lifecycle.phase == Phase.CLOSING
     again = ApplicationCommunicator(app, {"type": "lifespan", "state": {}})
     await again.send_input({"type": "lifespan.startup"})
     message = await again.receive_output(5)
     assert message["type"] == "lifespan.startup.failed"
-    assert "after the shutdown began (phase STOPPED)" in message["message"]
-    assert "a new lifespan cycle needs a new process" in message["message"]
-    assert app.lifecycle.phase == Phase.STOPPED
-    assert (await request(app, "/pid/"))[0] == 503
+    assert "while the shutdown is under way (phase CLOSING)" in message["message"]
+    with pytest.raises(StartupFailed):  # raised after the message, as Starlette does
+        await asyncio.wait_for(again.future, 5)
+    assert (await slow.receive_output(5))["status"] == 200
+    assert await lifespan.receive_output(5) == {"type": "lifespan.shutdown.complete"}
 
 
 async def test_a_scope_without_a_type_is_a_clear_error(app: GracefulASGI) -> None:

@@ -52,10 +52,18 @@ class StartupFailed(Exception):
 
 
 class Lifecycle:
-    """Startup and shutdown of this process (one per process, shared by every app wrapper)."""
+    """Startup and shutdown of this process (one per process, shared by every app wrapper),
+    one lifespan cycle at a time: a server runs one, a test process may run many."""
 
     def __init__(self, *, settings: GracefulSettings | None = None) -> None:
         """``settings``: these instead of the project's ``GRACEFUL`` (read when first needed)."""
+        self._given_settings = settings
+        self._phase_listeners: list[Callable[[Phase], None]] = []
+        self._fresh_cycle()
+
+    def _fresh_cycle(self) -> None:
+        """Everything one lifespan cycle owns, new: a server runs one cycle, a test
+        process many in a row (each startup after STOPPED begins the next)."""
         self.phase = Phase.NEW
         self.registry = Registry(on_empty=self._wake_up)
         #: Merged state of the LIFESPAN context managers (our own reference: some
@@ -71,9 +79,10 @@ class Lifecycle:
         #: The LIFESPAN managers entered, each with its path, to exit last entered first.
         self._lifespans: list[tuple[str, contextlib.AsyncExitStack]] = []
         self._escalation = 0  # 1: skip to CANCELLING, 2: skip to REPORTING
-        self._wake = asyncio.Event()
-        self._phase_listeners: list[Callable[[Phase], None]] = []
-        self._settings = settings
+        self._wake = asyncio.Event()  # bound to the cycle's loop at its first wait
+        #: Set when the next cycle begins: this cycle's watchdog stands down.
+        self._next_cycle_began = threading.Event()
+        self._settings = self._given_settings
         #: Answers given without the app (503s, websocket closes) being written now.
         self.answering = 0
 
@@ -87,6 +96,13 @@ class Lifecycle:
     def shutting_down(self) -> bool:
         return self.phase >= Phase.DRAINING
 
+    @property
+    def stale(self) -> bool:
+        """This cycle's event loop has closed (a test's loop, with or without a lifespan
+        shutdown): the cycle is over whatever its phase, and the next startup, of a
+        lifespan or of a first request, begins a fresh one."""
+        return self.loop is not None and self.loop.is_closed()
+
     def on_phase(self, listener: Callable[[Phase], None]) -> None:
         """Call ``listener(phase)`` at every phase change (in the loop thread)."""
         self._phase_listeners.append(listener)
@@ -94,25 +110,40 @@ class Lifecycle:
     # -- startup ----------------------------------------------------------------------
 
     async def startup(self, app: Any, find_adapter: FindAdapter | None = None) -> None:
-        """Start once; concurrent and later callers wait for the same start.
+        """Start the cycle once; concurrent and later callers wait for the same start.
 
         ``find_adapter`` gives the adapter for the running server, asked once startup
         has completed (or failed: the adapter may make the failure visible). Without
         one, nothing but the lifespan protocol stops this lifecycle.
-        Raises :class:`StartupFailed` (every time) if it failed, and once the shutdown
-        has begun: a lifecycle runs once (a new lifespan cycle is a new process).
+        Raises :class:`StartupFailed` (every time) if it failed, and while a shutdown is
+        under way. Once the cycle is STOPPED (or its loop closed: ``stale``), a startup
+        begins the next cycle: hooks, LIFESPAN managers and state anew.
         """
-        if self.phase >= Phase.DRAINING:
+        if self.phase == Phase.STOPPED or self.stale:
+            self._next_cycle()
+        elif self.phase >= Phase.DRAINING:
             raise StartupFailed(
-                f"startup asked after the shutdown began (phase {self.phase.name}): this "
-                "process does not start again; a new lifespan cycle needs a new process"
+                f"startup asked while the shutdown is under way (phase {self.phase.name}): "
+                "a new cycle can start once this one is STOPPED"
             )
         if self._startup_task is None:
+            self.loop = asyncio.get_running_loop()
             self._startup_task = asyncio.ensure_future(self._startup(app, find_adapter))
         await asyncio.shield(self._startup_task)
 
+    def _next_cycle(self) -> None:
+        """End what is left of the last cycle, then make everything fresh."""
+        if self.phase != Phase.STOPPED:
+            logger.info(
+                "the event loop of the last cycle closed in phase %s, without a lifespan "
+                "shutdown (its shutdown hooks and LIFESPAN exits did not run): starting anew",
+                self.phase.name,
+            )
+            self._enter(Phase.STOPPED)
+        self._next_cycle_began.set()
+        self._fresh_cycle()
+
     async def _startup(self, app: Any, find_adapter: FindAdapter | None) -> None:
-        self.loop = asyncio.get_running_loop()
         self._enter(Phase.STARTING)
         reopened = reopen()
         if reopened:
@@ -432,6 +463,10 @@ class Lifecycle:
                 self.adapter.stopped()
             except Exception:
                 logger.exception("could not hand the stop to the server (%s)", self.adapter.name)
+            try:
+                self.adapter.disengage()
+            except Exception:
+                logger.exception("could not put back the signal handlers")
 
     def _wake_up(self) -> None:
         self._wake.set()
@@ -443,12 +478,18 @@ class Lifecycle:
         can otherwise keep a server's event loop from ever finishing)."""
         deadline = self.budget() + EXIT_SLACK
         thread = threading.Thread(
-            target=self._watchdog, args=(deadline,), name="graceful-watchdog", daemon=True
+            target=self._watchdog,
+            args=(deadline, self._next_cycle_began),
+            name="graceful-watchdog",
+            daemon=True,
         )
         thread.start()
 
-    def _watchdog(self, deadline: float) -> None:
-        time.sleep(deadline)
+    def _watchdog(self, deadline: float, next_cycle_began: threading.Event) -> None:
+        # Past STOPPED it still watches the server's own exit; it stands down only when
+        # the process starts another cycle (it lives on, as a test process does).
+        if next_cycle_began.wait(deadline):
+            return
         main = sys._current_frames().get(threading.main_thread().ident or 0)
         stack = "".join(traceback.format_stack(main)) if main is not None else "?"
         still = "; ".join(item.describe() for item in self.registry) or "no tracked work"

@@ -25,6 +25,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .. import signals
@@ -403,9 +404,16 @@ def _label(item: Tracked) -> str:
     return f"{item.kind} {item.what}"
 
 
-def install() -> Publisher:
-    """Publish this process's snapshots (called once, from the app's ``ready()``)."""
+def install() -> Callable[[Phase], None]:
+    """Publish this process's snapshots (called once, from the app's ``ready()``): a
+    fresh publisher for each cycle of the lifecycle, its thread ending at STOPPED."""
     lifecycle = get_lifecycle()
-    publisher = Publisher(lifecycle)
-    lifecycle.on_phase(publisher.on_phase)
-    return publisher
+    current: list[Publisher] = []
+
+    def on_phase(phase: Phase) -> None:
+        if phase == Phase.STARTING or not current:
+            current[:] = [Publisher(lifecycle)]
+        current[0].on_phase(phase)
+
+    lifecycle.on_phase(on_phase)
+    return on_phase
