@@ -1,26 +1,45 @@
-"""Fast tests run in-process against the test project; ``-m server`` ones start real servers."""
+"""Fast tests run in-process against the test project; ``-m server`` ones start real servers.
+
+pytest-django sets the test project up (``DJANGO_SETTINGS_MODULE`` in pyproject.toml) and
+blocks the database: a test that queries asks for ``db``, or ``transactional_db`` when
+the query runs in a thread of its own (a sync view, a cancelled statement's thread).
+"""
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import django
 import pytest
+from django.db import connections
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.project.settings")
-django.setup()
+from django_graceful._core.lifecycle import Lifecycle, reset_lifecycle
+from django_graceful._serving.handler import GracefulASGIHandler
+from django_graceful.asgi import GracefulASGI
 
-from django_graceful._core.lifecycle import Lifecycle, reset_lifecycle  # noqa: E402
-from django_graceful._serving.handler import GracefulASGIHandler  # noqa: E402
-from django_graceful.asgi import GracefulASGI  # noqa: E402
-
-from .inprocess import Events  # noqa: E402
+from .inprocess import Events
 
 pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """pytest-django's test databases; before they are dropped, the PostgreSQL sessions
+    that views' threads left open (a cancelled request's) are ended, or DROP would fail."""
+    yield
+    with django_db_blocker.unblock():
+        for connection in connections.all():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute(END_OTHER_SESSIONS)
+
+
+END_OTHER_SESSIONS = (
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+)
 
 
 @pytest.fixture

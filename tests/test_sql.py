@@ -28,6 +28,9 @@ from .servers import running
 
 #: How soon after the cancel the statement must have stopped and the view know it.
 BOUND = 0.5
+#: The statements run in threads of their own (as a sync view's), on SQLite and PostgreSQL:
+#: pytest-django's test databases, committed (``transactional_db``), every alias.
+QUERIES = pytest.mark.django_db(transaction=True, databases="__all__")
 
 
 @functools.cache
@@ -107,6 +110,7 @@ def cancel_later(token: CancellationToken, reason: CancelReason, delay: float) -
 # -- the wrapper itself, under a token, as in a sync view --------------------------------
 
 
+@QUERIES
 @pytest.mark.parametrize("atomic", [False, True], ids=["autocommit", "atomic"])
 @pytest.mark.parametrize(("alias", "statement", "params"), DATABASES)
 def test_a_running_statement_is_interrupted_and_the_connection_stays_usable(
@@ -144,6 +148,7 @@ def test_a_running_statement_is_interrupted_and_the_connection_stays_usable(
     assert not [o for o in gc.get_objects() if type(o) is sql._Interrupt]
 
 
+@QUERIES
 @pytest.mark.parametrize("alias", ["default", "pg"], ids=["sqlite", "postgresql"])
 def test_statements_that_finish_leave_no_callback(alias: str) -> None:
     needs(alias)
@@ -166,6 +171,7 @@ ROWS = {
 }
 
 
+@QUERIES
 @pytest.mark.parametrize("alias", ["default", "pg"], ids=["sqlite", "postgresql"])
 def test_a_cancel_as_the_statement_ends_cannot_reach_the_next_one(alias: str) -> None:
     """The view is told, and the connection's next statement runs normally (an
@@ -191,6 +197,7 @@ def test_a_cancel_as_the_statement_ends_cannot_reach_the_next_one(alias: str) ->
     assert in_thread(token, work) == (1,)
 
 
+@QUERIES
 def test_other_database_errors_are_unchanged() -> None:
     token = CancellationToken()
 
@@ -202,6 +209,7 @@ def test_other_database_errors_are_unchanged() -> None:
         in_thread(token, work)
 
 
+@QUERIES
 def test_a_statement_timeout_on_postgresql_is_not_taken_for_a_cancel(postgres: None) -> None:
     token = CancellationToken()
 
@@ -214,6 +222,7 @@ def test_a_statement_timeout_on_postgresql_is_not_taken_for_a_cancel(postgres: N
         in_thread(token, work)
 
 
+@QUERIES
 def test_a_statement_that_starts_after_the_cancel_runs_normally() -> None:
     """Cleanup and rollbacks after a cancel must still reach the database."""
     token = CancellationToken()
@@ -227,6 +236,7 @@ def test_a_statement_that_starts_after_the_cancel_runs_normally() -> None:
     assert in_thread(token, work) == (200_000,)
 
 
+@QUERIES
 def test_without_a_request_token_the_wrapper_does_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -243,6 +253,7 @@ def test_without_a_request_token_the_wrapper_does_nothing(
     assert in_thread(NEVER, work) == (1,)
 
 
+@QUERIES
 def test_a_users_execute_wrapper_block_keeps_ours() -> None:
     """The connection may be opened inside ``with connection.execute_wrapper(...)``;
     its exit pops the last wrapper, which must be the user's."""
@@ -283,6 +294,7 @@ def warm() -> Iterator[None]:
     yield
 
 
+@QUERIES
 @pytest.mark.parametrize(("alias", "path"), VIEWS)
 @override_settings(GRACEFUL=NO_SIGNALS)
 async def test_a_client_disconnect_interrupts_the_running_query(
@@ -301,6 +313,7 @@ async def test_a_client_disconnect_interrupts_the_running_query(
     await _assert_next_request_uses(app, alias)
 
 
+@QUERIES
 @pytest.mark.parametrize(
     ("alias", "path"),
     [
@@ -327,6 +340,7 @@ async def test_a_cancellable_timeout_interrupts_the_running_query(
     await _assert_next_request_uses(app, alias)
 
 
+@QUERIES
 @override_settings(GRACEFUL={**NO_SIGNALS, "GRACE_PERIOD": 0.1, "CANCEL_TIMEOUT": 2})
 async def test_the_shutdown_interrupts_the_running_query(
     app: GracefulASGI, recorded: Events

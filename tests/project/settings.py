@@ -33,6 +33,8 @@ def _postgres_listening(host: str = "127.0.0.1", port: int = 5432) -> bool:
 
 
 #: "pg": the local PostgreSQL of tests/test_sql.py (trust auth), only when one listens.
+#: pytest-django's test database on it is named per process, so that two runs at once
+#: (both Python lines) do not create and drop the same one.
 if _postgres_listening():
     DATABASES["pg"] = {
         "ENGINE": "django.db.backends.postgresql",
@@ -40,6 +42,7 @@ if _postgres_listening():
         "PORT": 5432,
         "NAME": "test",
         "USER": "postgres",
+        "TEST": {"NAME": f"test_graceful_{os.getpid()}"},
     }
 
 #: Channels: the in-memory layer, or channels_redis when GRACEFUL_TEST_REDIS holds a URL
