@@ -83,6 +83,7 @@ class Lifecycle:
         #: Set when the next cycle begins: this cycle's watchdog stands down.
         self._next_cycle_began = threading.Event()
         self._settings = self._given_settings
+        self._cycle_listeners: list[Callable[[Phase], None]] = []
         #: Answers given without the app (503s, websocket closes) being written now.
         self.answering = 0
 
@@ -103,9 +104,10 @@ class Lifecycle:
         lifespan or of a first request, begins a fresh one."""
         return self.loop is not None and self.loop.is_closed()
 
-    def on_phase(self, listener: Callable[[Phase], None]) -> None:
-        """Call ``listener(phase)`` at every phase change (in the loop thread)."""
-        self._phase_listeners.append(listener)
+    def on_phase(self, listener: Callable[[Phase], None], *, this_cycle: bool = False) -> None:
+        """Call ``listener(phase)`` at every phase change (in the loop thread): of every
+        cycle, or (``this_cycle``, e.g. an adapter's) of the current one only."""
+        (self._cycle_listeners if this_cycle else self._phase_listeners).append(listener)
 
     # -- startup ----------------------------------------------------------------------
 
@@ -453,7 +455,7 @@ class Lifecycle:
     def _enter(self, phase: Phase) -> None:
         self.phase = phase
         logger.debug("phase %s", phase.name)
-        for listener in self._phase_listeners:
+        for listener in [*self._phase_listeners, *self._cycle_listeners]:
             try:
                 listener(phase)
             except Exception:

@@ -77,7 +77,7 @@ class Adapter(ServerAdapter):
                 "for a request that ignores its cancel)",
             )
             return
-        lifecycle.on_phase(self._on_phase)
+        lifecycle.on_phase(self._on_phase, this_cycle=True)
 
     def _take_over_shutdown(self) -> str | None:
         """Swap Daphne's trigger for ours; the reason if that is not possible here."""
