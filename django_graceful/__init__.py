@@ -1,17 +1,44 @@
-"""django_graceful: start, stop and cancel Django work cleanly on any ASGI server."""
+"""django_graceful: start, stop and cancel Django work cleanly on any ASGI server.
 
-from ._cancel.decorators import cancellable
-from ._cancel.shielding import shield
-from ._core.background import ShutdownInProgress, spawn, start_thread
-from ._core.cancellation import (
-    CancellationToken,
-    CancelReason,
-    RequestCancelled,
-    current_cancellation,
-)
-from ._core.hooks import on_shutdown, on_startup
-from ._core.lifecycle import is_shutting_down
-from ._core.phases import Phase
+The public names are imported when first used (PEP 562): importing the package, or its
+pytest plugin ``django_graceful.testing`` in any pytest run, imports no Django.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._cancel.decorators import cancellable
+    from ._cancel.shielding import shield
+    from ._core.background import ShutdownInProgress, spawn, start_thread
+    from ._core.cancellation import (
+        CancellationToken,
+        CancelReason,
+        RequestCancelled,
+        current_cancellation,
+    )
+    from ._core.hooks import on_shutdown, on_startup
+    from ._core.lifecycle import is_shutting_down
+    from ._core.phases import Phase
+
+#: Each public name, by the module that defines it.
+_PUBLIC = {
+    "cancellable": "._cancel.decorators",
+    "shield": "._cancel.shielding",
+    "ShutdownInProgress": "._core.background",
+    "spawn": "._core.background",
+    "start_thread": "._core.background",
+    "CancellationToken": "._core.cancellation",
+    "CancelReason": "._core.cancellation",
+    "RequestCancelled": "._core.cancellation",
+    "current_cancellation": "._core.cancellation",
+    "on_shutdown": "._core.hooks",
+    "on_startup": "._core.hooks",
+    "is_shutting_down": "._core.lifecycle",
+    "Phase": "._core.phases",
+}
 
 __all__ = [
     "CancelReason",
@@ -28,3 +55,16 @@ __all__ = [
     "spawn",
     "start_thread",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # once: the next access is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
