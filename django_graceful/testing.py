@@ -1,11 +1,17 @@
-"""Test helpers for projects: run the lifespan, leave a request mid-flight, drill a shutdown.
+"""A pytest plugin for projects: their app's lifespan, requests and shutdown in-process
+(``graceful_app``), a shutdown drill (``shutdown_drill``), a real server for the session
+whose stop is checked (``graceful_live_server``).
+
+Installed with the package (a ``pytest11`` entry point): the fixtures are there with no
+conftest line. It works with pytest-django (whose ``settings`` fixture changes what a
+``graceful_app``'s lifecycle reads) and without it. Importing it imports neither Django
+nor the project: every fixture imports what it needs when a test asks for it, so any
+pytest run of a project that installed the package, Django configured or not, is
+unaffected. The helpers behind the fixtures are importable from here too
+(``from django_graceful.testing import GracefulTestApp, run_drill``).
 
 In-process, through asgiref's ``ApplicationCommunicator`` (fast, no server)::
 
-    # conftest.py
-    pytest_plugins = ["django_graceful.testing"]
-
-    # test_views.py
     async def test_report_stops_when_the_client_leaves(graceful_app):
         async with graceful_app.lifespan():
             request = await graceful_app.open("/report/")
@@ -13,11 +19,12 @@ In-process, through asgiref's ``ApplicationCommunicator`` (fast, no server)::
             await request.disconnect()                # the client goes away
             await request.finished(timeout=2)         # ... and the view stopped
 
-    async def test_a_deploy_lets_short_requests_finish(graceful_app):
-        async with graceful_app.lifespan() as state:
-            request = await graceful_app.open("/slow/?seconds=0.5")
-            stopped = await graceful_app.shutdown()   # what SIGTERM starts
-            assert (await request.response()).status == 200
+    async def test_a_short_grace_period_cancels_the_report(graceful_app, settings):
+        settings.GRACEFUL = {"GRACE_PERIOD": 0.1}     # pytest-django's fixture
+        async with graceful_app.lifespan():
+            request = await graceful_app.open("/report/")
+            await graceful_app.shutdown()             # what SIGTERM starts
+            assert (await request.response()).status == 503
 
 On a real server (``manage.py checkshutdown --drill`` as a fixture)::
 
@@ -25,357 +32,101 @@ On a real server (``manage.py checkshutdown --drill`` as a fixture)::
         drill = shutdown_drill(["/report/", "/export/"], server="uvicorn")
         assert not drill.hung, drill.summary
 
-The fixtures need no other plugin: ``graceful_app`` is a plain fixture whose methods
-are coroutines (run them in your async tests, e.g. with pytest-asyncio or anyio).
+    def test_the_home_page(graceful_live_server):      # one server for the session
+        assert httpx.get(graceful_live_server + "/").status_code == 200
+
+``graceful_live_server`` runs Uvicorn unless ``--graceful-server`` (or the ini value
+``graceful_server``) names another; at the end of the session it gets SIGTERM, and work
+that did not stop fails the session, naming it and its line.
+
 Each ``graceful_app`` starts from a fresh process lifecycle and never installs signal
-handlers in the test process.
+handlers in the test process. Its methods are coroutines: run them in async tests
+(pytest-asyncio, anyio). A view that queries from a thread of its own (a sync view)
+needs pytest-django's ``transactional_db``: ``db``'s transaction is the test thread's.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import dataclasses
-import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
+import importlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
-from asgiref.testing import ApplicationCommunicator
+if TYPE_CHECKING:
+    from ._testing.drill import DrillOutcome, run_drill
+    from ._testing.inprocess import (
+        TIMEOUT,
+        GracefulTestApp,
+        HungAfterShutdown,
+        InFlight,
+        LifespanFailed,
+        Response,
+        Shutdown,
+        project_application,
+    )
+    from ._testing.live_server import GracefulLiveServer, ShutdownNotClean
 
-from ._core import stacks
-from ._core.lifecycle import Lifecycle, reset_lifecycle
-from ._core.phases import Phase
-from ._core.registry import Tracked
-from .asgi import GracefulASGI
-from .conf import get_settings
+#: The helpers, by the module of ``django_graceful._testing`` that holds each: imported
+#: when first used (``from django_graceful.testing import GracefulTestApp``).
+HELPERS = {
+    "TIMEOUT": "inprocess",
+    "GracefulTestApp": "inprocess",
+    "HungAfterShutdown": "inprocess",
+    "InFlight": "inprocess",
+    "LifespanFailed": "inprocess",
+    "Response": "inprocess",
+    "Shutdown": "inprocess",
+    "project_application": "inprocess",
+    "DrillOutcome": "drill",
+    "run_drill": "drill",
+    "GracefulLiveServer": "live_server",
+    "ShutdownNotClean": "live_server",
+}
+#: The server ``graceful_live_server`` runs unless ``--graceful-server`` names another.
+DEFAULT_LIVE_SERVER = "uvicorn"
 
-#: Seconds a helper waits by default for an answer from the application.
-TIMEOUT = 5.0
-
-
-class LifespanFailed(AssertionError):
-    """The application answered ``lifespan.startup.failed`` (the message says why)."""
-
-
-class HungAfterShutdown(AssertionError):
-    """Work still ran when the shutdown ended (the message names it and its line)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    """What the client received: status, headers (lower-case names) and the whole body."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
-
-
-class InFlight:
-    """A request sent to the application whose response has not been read yet."""
-
-    def __init__(self, communicator: ApplicationCommunicator) -> None:
-        self._communicator = communicator
-        self._left = False
-
-    async def response(self, timeout: float = TIMEOUT) -> Response:
-        """Read the whole response (every body chunk) within ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        start = await self._next(deadline)
-        if start.get("type") != "http.response.start":
-            raise AssertionError(f"expected http.response.start, the app sent {start!r}")
-        body = bytearray()
-        while True:
-            message = await self._next(deadline)
-            if message.get("type") != "http.response.body":
-                raise AssertionError(f"expected http.response.body, the app sent {message!r}")
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
-        headers = {
-            bytes(name).decode("latin-1").lower(): bytes(value).decode("latin-1")
-            for name, value in start.get("headers", [])
-        }
-        return Response(int(start["status"]), headers, bytes(body))
-
-    async def disconnect(self) -> None:
-        """The client goes away (``http.disconnect``), as when a browser tab closes."""
-        if not self._left:
-            self._left = True
-            await self._communicator.send_input({"type": "http.disconnect"})
-
-    async def finished(self, timeout: float = TIMEOUT) -> None:
-        """Wait until the application is done with this request; fail after ``timeout``
-        (the request is left running). An exception the application raised is raised here.
-        """
-        future = self._communicator.future
-        done, _ = await asyncio.wait({future}, timeout=timeout)
-        if not done:
-            raise AssertionError(f"the request was still running after {timeout:g} s")
-        if not future.cancelled():
-            future.result()
-
-    async def _next(self, deadline: float) -> dict[str, Any]:
-        left = max(0.0, deadline - time.monotonic())
-        try:
-            return dict(await self._communicator.receive_output(left))
-        except TimeoutError:
-            raise AssertionError("no response from the application in time") from None
+__all__ = [
+    "TIMEOUT",
+    "DrillOutcome",
+    "GracefulLiveServer",
+    "GracefulTestApp",
+    "HungAfterShutdown",
+    "InFlight",
+    "LifespanFailed",
+    "Response",
+    "Shutdown",
+    "ShutdownNotClean",
+    "project_application",
+    "run_drill",
+]
 
 
-@dataclass(frozen=True, slots=True)
-class Shutdown:
-    """How a shutdown went: seconds from ``lifespan.shutdown`` to its answer."""
+def __getattr__(name: str) -> Any:
+    module = HELPERS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__package__}._testing.{module}"), name)
 
-    seconds: float
-    message: dict[str, Any]
-
-
-class GracefulTestApp:
-    """The project's ASGI application, in-process, with a fresh lifecycle of its own."""
-
-    def __init__(self, app: Any, lifecycle: Lifecycle) -> None:
-        self.app = app
-        self.lifecycle = lifecycle
-        self._lifespan: ApplicationCommunicator | None = None
-        #: Every request opened: a communicator that is garbage-collected cancels its app.
-        self._opened: list[InFlight] = []
-
-    @asynccontextmanager
-    async def lifespan(self, timeout: float = TIMEOUT) -> AsyncIterator[dict[str, Any]]:
-        """Start (``lifespan.startup``) and, on leaving, shut down; yields the state.
-
-        The shutdown is skipped if the test already ran :meth:`shutdown`. Work that did
-        not stop at the shutdown fails the test (:class:`HungAfterShutdown`, naming it and
-        its line) and is then ended as the process exit would end it, so that the test's
-        event loop can close.
-        """
-        self._quiet()
-        state: dict[str, Any] = {}
-        self._lifespan = ApplicationCommunicator(self.app, {"type": "lifespan", "state": state})
-        await self._lifespan.send_input({"type": "lifespan.startup"})
-        answer = await self._lifespan.receive_output(timeout)
-        if answer.get("type") != "lifespan.startup.complete":
-            raise LifespanFailed(answer.get("message") or f"startup answered {answer!r}")
-        try:
-            yield state
-        except BaseException:
-            if self._lifespan is not None:
-                with contextlib.suppress(Exception):
-                    await self.shutdown()
-            _abandon(list(self.lifecycle.registry))
-            raise
-        if self._lifespan is not None:
-            await self.shutdown()
-        hung = list(self.lifecycle.registry)
-        if hung:
-            message = _hung_message(hung)
-            _abandon(hung)
-            raise HungAfterShutdown(message)
-
-    async def shutdown(self, timeout: float | None = None) -> Shutdown:
-        """Run the shutdown a server starts on SIGTERM, to its end.
-
-        ``timeout`` defaults to the shutdown budget plus a second.
-        """
-        if self._lifespan is None:
-            raise RuntimeError("shutdown() needs a running lifespan: use `async with lifespan()`")
-        communicator, self._lifespan = self._lifespan, None
-        bound = timeout if timeout is not None else self.lifecycle.budget() + 1
-        began = time.monotonic()
-        await communicator.send_input({"type": "lifespan.shutdown"})
-        try:
-            message = dict(await communicator.receive_output(bound))
-        except TimeoutError:
-            raise AssertionError(f"the shutdown did not finish within {bound:g} s") from None
-        return Shutdown(time.monotonic() - began, message)
-
-    async def open(
-        self,
-        path: str,
-        *,
-        method: str = "GET",
-        body: bytes = b"",
-        headers: Iterable[tuple[str, str]] = (),
-    ) -> InFlight:
-        """Send a whole request (``path`` may carry a query string); read it later."""
-        if not path.startswith("/"):
-            raise ValueError(f"a request path starts with '/', not {path!r}")
-        self._quiet()
-        path, _, query = path.partition("?")
-        extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": method.upper(),
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": query.encode(),
-            "root_path": "",
-            "headers": [(b"host", b"testserver"), *extra],
-            "server": ("testserver", 80),
-            "client": ("127.0.0.1", 50000),
-        }
-        communicator = ApplicationCommunicator(self.app, scope)
-        await communicator.send_input({"type": "http.request", "body": body})
-        request = InFlight(communicator)
-        self._opened.append(request)
-        return request
-
-    async def get(self, path: str, timeout: float = TIMEOUT) -> Response:
-        """A whole GET: send it and read the response."""
-        return await (await self.open(path)).response(timeout)
-
-    def _quiet(self) -> None:
-        """Never touch the test process's signal handlers: before it starts, the lifecycle
-        is made anew on the settings in force now, with HANDLE_SIGNALS off."""
-        if self.lifecycle.phase == Phase.NEW:
-            quiet = dataclasses.replace(get_settings(), HANDLE_SIGNALS=False)
-            self.lifecycle = reset_lifecycle(settings=quiet)
-
-
-def _hung_message(hung: list[Tracked]) -> str:
-    lines = [f"{len(hung)} piece(s) of work did not stop at the shutdown:"]
-    frames_by_thread = stacks.thread_frames()
-    sync_calls = stacks.sync_calls(frames_by_thread)
-    for item in hung:
-        frames, _ = item.frames(frames_by_thread, sync_calls)
-        where = stacks.innermost_project(frames)
-        lines.append(f"  {item.describe()} at {where or '?'}")
-    return "\n".join(lines)
-
-
-def _abandon(hung: list[Tracked]) -> None:
-    """End work that swallowed every cancel, as the process exit would, so that the test's
-    event loop can close instead of waiting for it forever: the innermost coroutine of the
-    project's own code is closed (its ``finally`` blocks run), and what awaited it ends
-    with an error. Threads are daemons; code that also ignores ``GeneratorExit`` stays.
-    """
-    for item in hung:
-        task = item.innermost_task
-        if task is None or task.done():
-            continue
-        own = [
-            frame
-            for frame in stacks.await_chain(task.get_coro())
-            if stacks.is_project_file(frame.f_code.co_filename)
-        ]
-        coroutine = _coroutine_of(task.get_coro(), own[-1]) if own else None
-        if coroutine is None:
-            continue
-        task.add_done_callback(_retrieved)
-        with contextlib.suppress(Exception):
-            coroutine.close()
-        task.cancel()
-
-
-def _coroutine_of(awaitable: Any, frame: Any) -> Any:
-    """The coroutine (or generator) in an await chain whose frame is ``frame``."""
-    for _ in range(stacks.MAX_DEPTH):
-        if awaitable is None:
-            return None
-        if (
-            getattr(awaitable, "cr_frame", None) is frame
-            or getattr(awaitable, "gi_frame", None) is frame
-        ):
-            return awaitable
-        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
-    return None
-
-
-def _retrieved(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
-
-
-def project_application() -> Any:
-    """``ASGI_APPLICATION`` wrapped in :class:`GracefulASGI` (unless it already is)."""
-    from django.utils.module_loading import import_string
-
-    from ._cli.launch import asgi_application_path
-
-    path = asgi_application_path()
-    if path is None:
-        from .asgi import get_asgi_application
-
-        return get_asgi_application()
-    app = import_string(path.replace(":", "."))
-    if isinstance(app, GracefulASGI):
-        return GracefulASGI(app.app)  # the process lifecycle, whichever is current
-    return GracefulASGI(app)
-
-
-@dataclass(frozen=True, slots=True)
-class DrillOutcome:
-    """A shutdown drill's verdict: ``hung``, the exit ``status`` (0/1/2 as the command's),
-    its JSON report as ``data`` and as ``text``; ``summary`` for an assertion message."""
-
-    status: int
-    hung: bool
-    text: str
-    data: dict[str, Any]
-
-    @property
-    def summary(self) -> str:
-        lines = [str(self.data.get("reason") or self.text.strip().splitlines()[-1:])]
-        for row in self.data.get("rows") or []:
-            what = f"{row.get('view') or row.get('kind')} ({row.get('what')})"
-            lines.append(f"  {what}: {row.get('hang')} at {row.get('location') or '?'}")
-        return "\n".join(lines)
-
-
-def run_drill(
-    urls: Iterable[str] = ("/",),
-    *,
-    server: str = "uvicorn",
-    concurrency: int = 1,
-    **options: Any,
-) -> DrillOutcome:
-    """``manage.py checkshutdown --drill`` in this process: start the project on a real
-    server, send requests, SIGTERM, read what did not stop."""
-    import io
-    import json
-
-    from django.core.management import call_command
-
-    out, err = io.StringIO(), io.StringIO()
-    args = ["checkshutdown", "--drill", "--json", "--server", server]
-    args += ["--concurrency", str(concurrency)]
-    for url in urls:
-        args += ["--url", url]
-    for name, value in options.items():
-        args += [f"--{name.replace('_', '-')}", str(value)]
-    try:
-        call_command(*args, stdout=out, stderr=err)
-        status = 0
-    except SystemExit as exc:
-        status = int(exc.code or 0)
-    text = out.getvalue()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = {}
-    return DrillOutcome(status, status == 1, text + err.getvalue(), data)
-
-
-# -- pytest fixtures (pytest_plugins = ["django_graceful.testing"]) -----------------------
 
 try:
     import pytest
-except ImportError:  # pragma: no cover - the helpers above work without pytest
+except ImportError:  # pragma: no cover - the helpers work without pytest
     pass
 else:
 
+    def pytest_addoption(parser: pytest.Parser) -> None:
+        help = "the ASGI server of graceful_live_server: uvicorn (default), hypercorn, "
+        help += "granian, daphne or gunicorn"
+        group = parser.getgroup("django_graceful")
+        group.addoption("--graceful-server", dest="graceful_server", default=None, help=help)
+        parser.addini("graceful_server", help=help, default=DEFAULT_LIVE_SERVER)
+
     @pytest.fixture
     def graceful_app() -> Iterator[GracefulTestApp]:
-        """The project's ASGI app in-process, on a fresh lifecycle (restored afterwards)."""
+        """The project's ASGI app in-process, on a fresh lifecycle (restored afterwards);
+        the lifecycle reads the settings when the app starts, after the test's changes."""
+        from ._core.lifecycle import reset_lifecycle
+        from ._testing.inprocess import GracefulTestApp, project_application
+
         lifecycle = reset_lifecycle()
         try:
             yield GracefulTestApp(project_application(), lifecycle)
@@ -385,4 +136,24 @@ else:
     @pytest.fixture
     def shutdown_drill() -> Callable[..., DrillOutcome]:
         """``shutdown_drill(urls, server=, concurrency=)``: a real server's shutdown drill."""
+        from ._testing.drill import run_drill
+
         return run_drill
+
+    @pytest.fixture(scope="session")
+    def graceful_live_server(request: pytest.FixtureRequest) -> Iterator[GracefulLiveServer]:
+        """The project on a real ASGI server for the session (``.url``); at its end the
+        server gets SIGTERM, and work that did not stop fails the session."""
+        __tracebackhide__ = True  # a failure shows the server's verdict, not this code
+        from ._diagnosis.drill.model import DrillError
+        from ._testing.live_server import GracefulLiveServer
+
+        config = request.config
+        server = config.getoption("graceful_server") or config.getini("graceful_server")
+        try:
+            live = GracefulLiveServer(str(server or DEFAULT_LIVE_SERVER))
+        except DrillError as exc:
+            tail = "".join(f"\nserver: {line}" for line in exc.tail)
+            pytest.fail(f"graceful_live_server could not start: {exc}{tail}", pytrace=False)
+        yield live
+        live.check_stop()

@@ -1,8 +1,12 @@
-"""django_graceful.testing as a project uses it: a pytest plugin, its fixtures, its failures."""
+"""django_graceful.testing as a project uses it: a pytest plugin installed with the package,
+its fixtures under pytest-django, its failures."""
 
 from __future__ import annotations
 
 import inspect
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -10,16 +14,52 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-CONFTEST = """
-import os
-
-import django
-
-os.environ["DJANGO_SETTINGS_MODULE"] = "example_project.settings"
-django.setup()
-
-pytest_plugins = ["django_graceful.testing"]
+#: A project's pytest configuration: pytest-django's, and nothing of django_graceful.
+INI = """
+[pytest]
+DJANGO_SETTINGS_MODULE = example_project.settings
+asyncio_mode = auto
+asyncio_default_fixture_loop_scope = function
 """
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A pytester folder that sees the example project, with its pytest-django ini and
+    neither a conftest nor ``DJANGO_SETTINGS_MODULE`` in the environment."""
+    without_settings(monkeypatch)
+    pytester.makeini(INI)
+    return pytester
+
+
+def without_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment of a pytest run that sees this package (and the example project),
+    with no ``DJANGO_SETTINGS_MODULE``."""
+    path = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), path])))
+    monkeypatch.delenv("DJANGO_SETTINGS_MODULE", raising=False)
+
+
+def test_importing_the_plugin_imports_neither_django_nor_the_project() -> None:
+    code = "import sys, django_graceful.testing\n"
+    code += "print(sorted(m for m in sys.modules if m.partition('.')[0] in ('django', 'tests')))"
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_a_project_without_django_settings_runs_its_tests_with_the_plugin_installed(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    without_settings(monkeypatch)
+    pytester.makepyfile(test_plain="def test_sum():\n    assert 1 + 1 == 2\n")
+    result = pytester.runpytest_subprocess("-q", "--fixtures", timeout=60)
+    result.stdout.fnmatch_lines(["graceful_app*", "shutdown_drill*", "graceful_live_server*"])
+    result = pytester.runpytest_subprocess("-q", "--graceful-server", "daphne", timeout=60)
+    result.assert_outcomes(passed=1)
+
 
 USER_TESTS = """
 import asyncio
@@ -81,20 +121,46 @@ async def test_a_view_that_hangs_the_shutdown_fails_the_test(graceful_app):
     async with graceful_app.lifespan():
         await graceful_app.open("/stubborn/")
         await asyncio.sleep(0.05)
+
+
+async def test_the_settings_fixture_sets_the_grace_period(graceful_app, settings):
+    settings.GRACEFUL = {**settings.GRACEFUL, "GRACE_PERIOD": 0.1, "CANCEL_TIMEOUT": 0.2}
+    async with graceful_app.lifespan():
+        request = await graceful_app.open("/slow/?seconds=0.3")
+        await asyncio.sleep(0.05)
+        stopped = await graceful_app.shutdown()
+        response = await request.response()
+    assert response.status == 503  # cancelled after 0.1 s, not let finish as with 0.5
+    assert stopped.seconds < 0.3
+
+
+async def test_the_report_query_stops_in_the_database_when_the_client_leaves(
+    graceful_app, transactional_db
+):
+    async with graceful_app.lifespan():
+        request = await graceful_app.open("/report/")
+        await asyncio.sleep(0.3)  # the query runs, in the view's own thread
+        left = time.monotonic()
+        await request.disconnect()
+        await request.finished(timeout=2)
+        assert time.monotonic() - left < 1
+
+
+async def test_without_transactional_db_the_query_is_refused(graceful_app):
+    async with graceful_app.lifespan():
+        response = await graceful_app.get("/report/")
+    assert response.status == 500  # pytest-django: "Database access not allowed"
 """
 
 
 def test_a_projects_tests_drive_requests_disconnects_and_shutdowns(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
     monkeypatch.setenv("GRACEFUL_GRACE_PERIOD", "0.5")
     monkeypatch.setenv("GRACEFUL_CANCEL_TIMEOUT", "0.5")
-    monkeypatch.delenv("DJANGO_SETTINGS_MODULE", raising=False)
-    pytester.makeconftest(CONFTEST)
-    pytester.makepyfile(test_user=textwrap.dedent(USER_TESTS))
-    result = pytester.runpytest_subprocess("-p", "asyncio", "-q", "-rf", timeout=60)
-    result.assert_outcomes(passed=4, failed=2)
+    project.makepyfile(test_user=textwrap.dedent(USER_TESTS))
+    result = project.runpytest_subprocess("-q", "-rf", timeout=60)
+    result.assert_outcomes(passed=7, failed=2)
     result.stdout.fnmatch_lines(["*AssertionError: the request was still running after 0.5 s"])
     result.stdout.fnmatch_lines(
         [
@@ -137,14 +203,69 @@ def test_no_other_view_hangs_a_deploy(shutdown_drill):
 
 @pytest.mark.server
 def test_a_projects_ci_drills_its_shutdown_on_a_real_server(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
     monkeypatch.setenv("GRACEFUL_GRACE_PERIOD", "1")
     monkeypatch.setenv("GRACEFUL_CANCEL_TIMEOUT", "1")
-    monkeypatch.setenv("EXAMPLE_STATE_DIR", str(pytester.path / "state"))
-    monkeypatch.delenv("DJANGO_SETTINGS_MODULE", raising=False)
-    pytester.makeconftest(CONFTEST)
-    pytester.makepyfile(test_deploy=DRILL_TESTS % stubborn_line())
-    result = pytester.runpytest_subprocess("-q", "-rf", timeout=90)
+    monkeypatch.setenv("EXAMPLE_STATE_DIR", str(project.path / "state"))
+    project.makepyfile(test_deploy=DRILL_TESTS % stubborn_line())
+    result = project.runpytest_subprocess("-q", "-rf", timeout=90)
     result.assert_outcomes(passed=2)
+
+
+LIVE_TESTS = """
+import threading
+import time
+import urllib.request
+
+
+def test_the_home_page_is_served(graceful_live_server):
+    with urllib.request.urlopen(graceful_live_server + "/", timeout=5) as response:
+        assert response.status == 200
+        assert response.read().startswith(b"Hello from django_graceful")
+"""
+
+LIVE_HUNG_TESTS = """
+
+def test_a_stubborn_request_is_left_running(graceful_live_server):
+    def call():
+        try:
+            urllib.request.urlopen(graceful_live_server.url + "/stubborn/", timeout=30).read()
+        except OSError:
+            pass  # the server is ended at the session's end
+
+    threading.Thread(target=call, daemon=True).start()
+    time.sleep(0.5)  # in the view
+"""
+
+
+def test_the_live_servers_server_is_chosen_on_the_command_line(project: pytest.Pytester) -> None:
+    project.makepyfile(test_live="def test_up(graceful_live_server):\n    pass\n")
+    result = project.runpytest_subprocess("-q", "--graceful-server", "nginx", timeout=60)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*graceful_live_server could not start: unknown server 'nginx'; choose from uvicorn*"]
+    )
+
+
+@pytest.mark.server
+def test_the_live_server_serves_and_its_stop_fails_the_session_on_a_hung_request(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GRACEFUL_GRACE_PERIOD", "0.5")
+    monkeypatch.setenv("GRACEFUL_CANCEL_TIMEOUT", "0.5")
+    monkeypatch.setenv("EXAMPLE_STATE_DIR", str(project.path / "state"))
+    project.makepyfile(test_live=LIVE_TESTS)
+    result = project.runpytest_subprocess("-q", "-rfE", timeout=90)
+    result.assert_outcomes(passed=1)
+
+    project.makepyfile(test_live=LIVE_TESTS + LIVE_HUNG_TESTS)
+    result = project.runpytest_subprocess("-q", "-rfE", timeout=90)
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ShutdownNotClean: graceful_live_server (uvicorn): 1 problem: 1 swallowed-cancel *",
+            "*  example_project.views.stubborn (GET /stubborn/): swallowed-cancel at "
+            f"*example_project/views.py:{stubborn_line()} in stubborn",
+        ]
+    )

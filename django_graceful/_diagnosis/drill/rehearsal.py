@@ -73,10 +73,26 @@ def main(options: dict[str, Any], stdout: Any, stderr: Any) -> int:
 
 def run(drill: Drill, options: dict[str, Any]) -> None:
     """Fill ``drill`` in; raises :class:`DrillError` when it cannot run."""
+    wait = options.get("wait") or DEFAULTS["wait"]
+    store, target, env = prepare(drill, options)
+    with tempfile.TemporaryDirectory(prefix="graceful-drill-") as folder, _signals_end_drill():
+        log_path = Path(folder) / "server.log"
+        try:
+            proc = start(drill, target, env, log_path)
+            try:
+                _drill(drill, proc, store, log_path, wait)
+            finally:
+                processes.end(proc)
+        finally:
+            forget(store, drill.host)
+
+
+def prepare(drill: Drill, options: dict[str, Any]) -> tuple[Store, str, dict[str, str]]:
+    """Check ``options`` into ``drill`` (server, urls, budget, a fresh host id); the
+    state store to read, the server's target and its environment."""
     drill.server = options.get("server") or DEFAULTS["server"]
     drill.urls = list(options.get("urls") or DEFAULTS["urls"])
     drill.concurrency = options.get("concurrency") or DEFAULTS["concurrency"]
-    wait = options.get("wait") or DEFAULTS["wait"]
     for url in drill.urls:
         client.check_url(url)
     if drill.server not in SERVERS:
@@ -104,16 +120,7 @@ def run(drill: Drill, options: dict[str, Any]) -> None:
         "GRACEFUL_HOST_ID": drill.host,
         "PYTHONUNBUFFERED": "1",
     }
-    with tempfile.TemporaryDirectory(prefix="graceful-drill-") as folder, _signals_end_drill():
-        log_path = Path(folder) / "server.log"
-        try:
-            proc = _start(drill, target, env, log_path)
-            try:
-                _drill(drill, proc, store, log_path, wait)
-            finally:
-                processes.end(proc)
-        finally:
-            _forget(store, drill.host)
+    return store, target, env
 
 
 def _store() -> Store:
@@ -136,7 +143,7 @@ def _store() -> Store:
     return open_store(settings)
 
 
-def _start(
+def start(
     drill: Drill, target: str, env: dict[str, str], log_path: Path
 ) -> subprocess.Popen[bytes]:
     """The server, answering HTTP; a new port if the one picked was taken meanwhile."""
@@ -221,15 +228,30 @@ def _drill(
             thread.start()
             threads.append(thread)
     seen_pids = _settle(drill, proc, store)
-    limit = drill.budget + EXIT_SLACK + KILL_MARGIN
     if wait:
         time.sleep(wait)
+    drill.seen_in_flight = sum(o.ended is None for o in drill.outcomes)
+    stop(drill, proc, store, log_path, seen_pids)
+    for thread in threads:
+        thread.join(max(0.1, (drill.exited_at or 0.0) + 5 - time.monotonic()))
+
+
+def stop(
+    drill: Drill,
+    proc: subprocess.Popen[bytes],
+    store: Store,
+    log_path: Path,
+    seen_pids: set[int],
+) -> None:
+    """SIGTERM the server, time its exit (killed past the budget and margins), then judge
+    what its workers left (``seen_pids``: those seen publishing)."""
+    assert drill.budget is not None
+    limit = drill.budget + EXIT_SLACK + KILL_MARGIN
     if proc.poll() is not None:
         raise DrillError(
             f"the server exited with code {proc.returncode} before SIGTERM",
             output.tail(log_path),
         )
-    drill.seen_in_flight = sum(o.ended is None for o in drill.outcomes)
     drill.signalled_at = time.monotonic()
     proc.send_signal(signal.SIGTERM)  # the main process only, as a container runtime does
     try:
@@ -242,8 +264,6 @@ def _drill(
         with contextlib.suppress(subprocess.TimeoutExpired):
             drill.exit_code = proc.wait(5)
     drill.leftover = processes.outlived(proc.pid)
-    for thread in threads:
-        thread.join(max(0.1, drill.exited_at + 5 - time.monotonic()))
     said = output.read(log_path)
     drill.watchdog = output.watchdog_acted(said)
     drill.log = output.noteworthy(said)
@@ -304,7 +324,7 @@ def _signals_end_drill() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _forget(store: Store, host: str) -> None:
+def forget(store: Store, host: str) -> None:
     """Remove the drill server's snapshots and reports (host ``host``), nothing else."""
     with contextlib.suppress(Exception):  # a store that fails now must not hide the verdict
         store.forget_host(host)
