@@ -13,9 +13,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from django.conf import settings
+from django.conf import settings as django_settings
 from django.db import DatabaseError, connections, transaction
-from django.test import override_settings
 
 from django_graceful import CancellationToken, CancelReason, RequestCancelled
 from django_graceful._cancel import sql
@@ -36,7 +35,7 @@ QUERIES = pytest.mark.django_db(transaction=True, databases="__all__")
 @functools.cache
 def postgres_missing() -> str | None:
     """Why the PostgreSQL tests cannot run here, or None when they can."""
-    if "pg" not in settings.DATABASES:
+    if "pg" not in django_settings.DATABASES:
         return "PostgreSQL is not listening on 127.0.0.1:5432 (the 'pg' alias is not configured)"
     try:
         import psycopg
@@ -296,11 +295,16 @@ def warm() -> Iterator[None]:
 
 @QUERIES
 @pytest.mark.parametrize(("alias", "path"), VIEWS)
-@override_settings(GRACEFUL=NO_SIGNALS)
 async def test_a_client_disconnect_interrupts_the_running_query(
-    app: GracefulASGI, recorded: Events, alias: str, path: str, warm: None
+    app: GracefulASGI,
+    recorded: Events,
+    alias: str,
+    path: str,
+    warm: None,
+    settings: Any,
 ) -> None:
     needs(alias)
+    settings.GRACEFUL = NO_SIGNALS
     comm = await open_request(app, path)
     await wait_for(recorded, "sql-begin")
     await asyncio.sleep(0.3)  # the statement is running
@@ -322,11 +326,16 @@ async def test_a_client_disconnect_interrupts_the_running_query(
         pytest.param("pg", "/sql/pg-timed/", id="pg-sync"),
     ],
 )
-@override_settings(GRACEFUL=NO_SIGNALS)
 async def test_a_cancellable_timeout_interrupts_the_running_query(
-    app: GracefulASGI, recorded: Events, alias: str, path: str, warm: None
+    app: GracefulASGI,
+    recorded: Events,
+    alias: str,
+    path: str,
+    warm: None,
+    settings: Any,
 ) -> None:
     needs(alias)
+    settings.GRACEFUL = NO_SIGNALS
     sent = time.time()
     comm = await open_request(app, path)
     response = await comm.receive_output(3)
@@ -341,10 +350,10 @@ async def test_a_cancellable_timeout_interrupts_the_running_query(
 
 
 @QUERIES
-@override_settings(GRACEFUL={**NO_SIGNALS, "GRACE_PERIOD": 0.1, "CANCEL_TIMEOUT": 2})
 async def test_the_shutdown_interrupts_the_running_query(
-    app: GracefulASGI, recorded: Events
+    app: GracefulASGI, recorded: Events, settings: Any
 ) -> None:
+    settings.GRACEFUL = {**NO_SIGNALS, "GRACE_PERIOD": 0.1, "CANCEL_TIMEOUT": 2}
     lifespan, _ = await start(app)
     comm = await open_request(app, "/sql/sqlite/")
     await wait_for(recorded, "sql-begin")
