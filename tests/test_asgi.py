@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from asgiref.testing import ApplicationCommunicator
-from django.test import override_settings
 
 from django_graceful import signals
 from django_graceful._core.cancellation import CancelReason
@@ -24,10 +23,10 @@ from tests.project import events, views
 from .inprocess import NO_SIGNALS, http_scope, open_request, request, start
 
 
-@override_settings(GRACEFUL=NO_SIGNALS)
 async def test_lifespan_startup_fills_state_and_shutdown_closes_it(
-    app: GracefulASGI, recorded: Any
+    app: GracefulASGI, recorded: Any, settings: Any
 ) -> None:
+    settings.GRACEFUL = NO_SIGNALS
     lifespan, state = await start(app)
     assert state["pool"].startswith("pool-of-")
     assert len(recorded("startup")) == 1
@@ -39,8 +38,10 @@ async def test_lifespan_startup_fills_state_and_shutdown_closes_it(
     assert len(recorded("shutdown")) == 1 and len(recorded("lifespan-exit")) == 1
 
 
-@override_settings(GRACEFUL={**NO_SIGNALS, "LIFESPAN": ["tests.project.lifespan.broken"]})
-async def test_a_failing_lifespan_manager_fails_startup_with_its_message(app: GracefulASGI) -> None:
+async def test_a_failing_lifespan_manager_fails_startup_with_its_message(
+    app: GracefulASGI, settings: Any
+) -> None:
+    settings.GRACEFUL = {**NO_SIGNALS, "LIFESPAN": ["tests.project.lifespan.broken"]}
     lifespan = ApplicationCommunicator(app, {"type": "lifespan"})
     await lifespan.send_input({"type": "lifespan.startup"})
     message = await lifespan.receive_output(5)
@@ -49,8 +50,8 @@ async def test_a_failing_lifespan_manager_fails_startup_with_its_message(app: Gr
     assert "database unreachable (test)" in message["message"]
 
 
-@override_settings(GRACEFUL={**NO_SIGNALS, "LIFESPAN": ["tests.project.lifespan.not_a_dict"]})
-async def test_a_lifespan_manager_must_yield_a_dict(app: GracefulASGI) -> None:
+async def test_a_lifespan_manager_must_yield_a_dict(app: GracefulASGI, settings: Any) -> None:
+    settings.GRACEFUL = {**NO_SIGNALS, "LIFESPAN": ["tests.project.lifespan.not_a_dict"]}
     lifespan = ApplicationCommunicator(app, {"type": "lifespan"})
     await lifespan.send_input({"type": "lifespan.startup"})
     message = await lifespan.receive_output(5)
@@ -58,19 +59,22 @@ async def test_a_lifespan_manager_must_yield_a_dict(app: GracefulASGI) -> None:
     assert "yielded list; it must yield a dict or None" in message["message"]
 
 
-@override_settings(GRACEFUL=NO_SIGNALS)
 async def test_without_lifespan_startup_runs_once_before_the_first_request(
-    app: GracefulASGI, recorded: Any
+    app: GracefulASGI, recorded: Any, settings: Any
 ) -> None:
+    settings.GRACEFUL = NO_SIGNALS
     results = await asyncio.gather(*(request(app, "/state/") for _ in range(3)))
     assert [status for status, _, _ in results] == [200, 200, 200]
     assert len(recorded("startup")) == 1 and len(recorded("lifespan-enter")) == 1
 
 
-@override_settings(GRACEFUL=NO_SIGNALS)
 async def test_without_lifespan_a_failed_startup_answers_503_and_logs_once(
-    app: GracefulASGI, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    app: GracefulASGI,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    settings: Any,
 ) -> None:
+    settings.GRACEFUL = NO_SIGNALS
     monkeypatch.setenv("GRACEFUL_TEST_FAIL_STARTUP", "1")
     with caplog.at_level(logging.ERROR, "django_graceful"):
         first = await request(app, "/pid/")
@@ -81,10 +85,11 @@ async def test_without_lifespan_a_failed_startup_answers_503_and_logs_once(
     assert len(failures) == 1
 
 
-@override_settings(GRACEFUL={**NO_SIGNALS, "GRACE_PERIOD": 5})
 async def test_closing_refuses_new_requests_with_503_and_connection_close(
     app: GracefulASGI,
+    settings: Any,
 ) -> None:
+    settings.GRACEFUL = {**NO_SIGNALS, "GRACE_PERIOD": 5}
     lifespan, _ = await start(app)
     slow = asyncio.ensure_future(request(app, "/slow/?s=0.3"))
     slow_comm_started = asyncio.get_running_loop().time()
@@ -106,10 +111,12 @@ async def test_closing_refuses_new_requests_with_503_and_connection_close(
     assert await lifespan.receive_output(5) == {"type": "lifespan.shutdown.complete"}
 
 
-@override_settings(GRACEFUL={**NO_SIGNALS, "GRACE_PERIOD": 5})
-async def test_closing_reads_an_uploading_body_before_it_answers_503(app: GracefulASGI) -> None:
+async def test_closing_reads_an_uploading_body_before_it_answers_503(
+    app: GracefulASGI, settings: Any
+) -> None:
     """A server closing the connection with body bytes unread would reset it: the client
     could lose the 503 (or see its upload fail) before it reads it."""
+    settings.GRACEFUL = {**NO_SIGNALS, "GRACE_PERIOD": 5}
     lifespan, _ = await start(app)
     slow = asyncio.ensure_future(request(app, "/slow/?s=0.5"))  # holds CLOSING open
     await asyncio.sleep(0.05)
@@ -134,11 +141,11 @@ async def test_closing_reads_an_uploading_body_before_it_answers_503(app: Gracef
     assert await lifespan.receive_output(5) == {"type": "lifespan.shutdown.complete"}
 
 
-@override_settings(GRACEFUL={**NO_SIGNALS, "GRACE_PERIOD": 0.2, "CANCEL_TIMEOUT": 1})
 async def test_shutdown_cancels_the_django_view_after_the_grace(
-    app: GracefulASGI, recorded: Any
+    app: GracefulASGI, recorded: Any, settings: Any
 ) -> None:
     """On Django 5.2 the view runs in its own task; the delivered disconnect reaches it."""
+    settings.GRACEFUL = {**NO_SIGNALS, "GRACE_PERIOD": 0.2, "CANCEL_TIMEOUT": 1}
     lifespan, _ = await start(app)
     comm = ApplicationCommunicator(app, http_scope("/slow/", query_string=b"s=600"))
     await comm.send_input({"type": "http.request", "body": b""})
@@ -152,10 +159,10 @@ async def test_shutdown_cancels_the_django_view_after_the_grace(
     assert (b"connection", b"close") in start_message["headers"]
 
 
-@override_settings(GRACEFUL={**NO_SIGNALS, "GRACE_PERIOD": 0, "CANCEL_TIMEOUT": 0.4})
 async def test_work_that_swallows_every_cancel_is_reported_hung_within_the_budget(
-    app: GracefulASGI, recorded: Any, caplog: pytest.LogCaptureFixture
+    app: GracefulASGI, recorded: Any, caplog: pytest.LogCaptureFixture, settings: Any
 ) -> None:
+    settings.GRACEFUL = {**NO_SIGNALS, "GRACE_PERIOD": 0, "CANCEL_TIMEOUT": 0.4}
     lifespan, _ = await start(app)
     comm = ApplicationCommunicator(app, http_scope("/stubborn/"))
     await comm.send_input({"type": "http.request", "body": b""})
@@ -174,10 +181,10 @@ async def test_work_that_swallows_every_cancel_is_reported_hung_within_the_budge
     views.RELEASE_STUBBORN.clear()
 
 
-@override_settings(GRACEFUL={**NO_SIGNALS, "GRACE_PERIOD": 0.2, "CANCEL_TIMEOUT": 0.3})
 async def test_many_requests_hung_in_one_place_make_one_warning(
-    app: GracefulASGI, caplog: pytest.LogCaptureFixture
+    app: GracefulASGI, caplog: pytest.LogCaptureFixture, settings: Any
 ) -> None:
+    settings.GRACEFUL = {**NO_SIGNALS, "GRACE_PERIOD": 0.2, "CANCEL_TIMEOUT": 0.3}
     lifespan, _ = await start(app)
     comms = []
     for n in range(5):  # five paths, one view, one line
@@ -213,12 +220,13 @@ async def interrupts_on_shutdown(sender: object, **kwargs: object) -> None:
     raise KeyboardInterrupt
 
 
-@override_settings(
-    GRACEFUL={**NO_SIGNALS, "LIFESPAN": [*NO_SIGNALS["LIFESPAN"], "tests.test_asgi.exits_on_close"]}
-)
 async def test_async_shutdown_hooks_raising_systemexit_are_named_and_the_shutdown_completes(
-    app: GracefulASGI, recorded: Any, caplog: pytest.LogCaptureFixture
+    app: GracefulASGI, recorded: Any, caplog: pytest.LogCaptureFixture, settings: Any
 ) -> None:
+    settings.GRACEFUL = {
+        **NO_SIGNALS,
+        "LIFESPAN": [*NO_SIGNALS["LIFESPAN"], "tests.test_asgi.exits_on_close"],
+    }
     lifespan, _ = await start(app)
     signals.shutdown_started.connect(exits_when_draining)
     signals.shutdown.connect(interrupts_on_shutdown)
@@ -237,10 +245,10 @@ async def test_async_shutdown_hooks_raising_systemexit_are_named_and_the_shutdow
     assert "LIFESPAN tests.test_asgi.exits_on_close (on exit) raised SystemExit" in caplog.text
 
 
-@override_settings(GRACEFUL=NO_SIGNALS)
 async def test_unexpected_lifespan_message_is_logged_not_fatal(
-    app: GracefulASGI, caplog: pytest.LogCaptureFixture
+    app: GracefulASGI, caplog: pytest.LogCaptureFixture, settings: Any
 ) -> None:
+    settings.GRACEFUL = NO_SIGNALS
     lifespan, _ = await start(app)
     with caplog.at_level(logging.ERROR, "django_graceful"):
         await lifespan.send_input({"type": "lifespan.bogus"})
@@ -258,10 +266,11 @@ async def slow_startup(sender: object, **kwargs: object) -> None:
     await asyncio.sleep(0.3)
 
 
-@override_settings(GRACEFUL=NO_SIGNALS)
 async def test_a_lifespan_shutdown_during_the_lazy_startup_leaves_the_app_stopped(
     app: GracefulASGI,
+    settings: Any,
 ) -> None:
+    settings.GRACEFUL = NO_SIGNALS
     signals.startup.connect(slow_startup)
     try:
         first = asyncio.ensure_future(request(app, "/pid/"))  # starts the lazy startup
@@ -278,10 +287,10 @@ async def test_a_lifespan_shutdown_during_the_lazy_startup_leaves_the_app_stoppe
     assert after[0] == 503 and after[2] == SHUTTING_DOWN_BODY
 
 
-@override_settings(GRACEFUL=NO_SIGNALS)
 async def test_a_request_the_server_cancels_while_it_waits_for_the_startup_gets_503(
-    app: GracefulASGI, caplog: pytest.LogCaptureFixture
+    app: GracefulASGI, caplog: pytest.LogCaptureFixture, settings: Any
 ) -> None:
+    settings.GRACEFUL = NO_SIGNALS
     signals.startup.connect(slow_startup)
     try:
         comm = await open_request(app, "/pid/")  # runs the lazy startup (Daphne: no lifespan)
@@ -298,10 +307,11 @@ async def test_a_request_the_server_cancels_while_it_waits_for_the_startup_gets_
     assert "GET /pid/: the server stopped it while it waited for the startup" in caplog.text
 
 
-@override_settings(GRACEFUL=NO_SIGNALS)
 async def test_a_lifespan_startup_after_the_shutdown_begins_the_next_cycle(
     app: GracefulASGI,
+    settings: Any,
 ) -> None:
+    settings.GRACEFUL = NO_SIGNALS
     lifespan, _ = await start(app)
     await lifespan.send_input({"type": "lifespan.shutdown"})
     assert await lifespan.receive_output(5) == {"type": "lifespan.shutdown.complete"}
@@ -313,10 +323,11 @@ async def test_a_lifespan_startup_after_the_shutdown_begins_the_next_cycle(
     assert await again.receive_output(5) == {"type": "lifespan.shutdown.complete"}
 
 
-@override_settings(GRACEFUL=NO_SIGNALS)
 async def test_a_lifespan_startup_while_the_shutdown_is_under_way_fails_clearly(
     app: GracefulASGI,
+    settings: Any,
 ) -> None:
+    settings.GRACEFUL = NO_SIGNALS
     lifespan, _ = await start(app)
     slow = await open_request(app, "/slow/?s=0.5")
     await asyncio.sleep(0.1)
@@ -340,10 +351,10 @@ async def test_a_scope_without_a_type_is_a_clear_error(app: GracefulASGI) -> Non
     assert app.lifecycle.phase == Phase.NEW
 
 
-@override_settings(GRACEFUL=NO_SIGNALS)
 async def test_an_unknown_scope_type_fails_at_once_and_starts_nothing(
-    app: GracefulASGI, recorded: Any
+    app: GracefulASGI, recorded: Any, settings: Any
 ) -> None:
+    settings.GRACEFUL = NO_SIGNALS
     with pytest.raises(ValueError, match="does not serve scope type 'bogus'"):
         await asyncio.wait_for(app({"type": "bogus"}, receive_nothing, send_nothing), 5)  # type: ignore[typeddict-item]
     assert app.lifecycle.phase == Phase.NEW and recorded("startup") == []

@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 import pytest
-from django.test import override_settings
 
 from django_graceful import (
     CancelReason,
@@ -31,8 +30,8 @@ async def started(lifecycle: Lifecycle) -> Lifecycle:
     return lifecycle
 
 
-@override_settings(GRACEFUL=FAST)
-async def test_a_spawned_task_may_finish_in_the_grace(lifecycle: Lifecycle) -> None:
+async def test_a_spawned_task_may_finish_in_the_grace(lifecycle: Lifecycle, settings: Any) -> None:
+    settings.GRACEFUL = FAST
     await started(lifecycle)
     done: list[bool] = []
 
@@ -49,10 +48,11 @@ async def test_a_spawned_task_may_finish_in_the_grace(lifecycle: Lifecycle) -> N
     assert len(lifecycle.registry) == 0
 
 
-@override_settings(GRACEFUL=FAST)
 async def test_a_long_task_is_cancelled_with_reason_shutdown_and_awaited(
     lifecycle: Lifecycle,
+    settings: Any,
 ) -> None:
+    settings.GRACEFUL = FAST
     await started(lifecycle)
     seen: list[Any] = []
 
@@ -71,10 +71,10 @@ async def test_a_long_task_is_cancelled_with_reason_shutdown_and_awaited(
     assert task.cancelled()
 
 
-@override_settings(GRACEFUL=FAST)
 async def test_a_task_that_swallows_the_cancel_is_reported_and_does_not_hold_the_shutdown(
-    lifecycle: Lifecycle, caplog: pytest.LogCaptureFixture
+    lifecycle: Lifecycle, caplog: pytest.LogCaptureFixture, settings: Any
 ) -> None:
+    settings.GRACEFUL = FAST
     await started(lifecycle)
     release = asyncio.Event()
 
@@ -95,10 +95,10 @@ async def test_a_task_that_swallows_the_cancel_is_reported_and_does_not_hold_the
     release.set()
 
 
-@override_settings(GRACEFUL=FAST)
 async def test_a_spawned_task_that_raises_is_logged_by_name(
-    lifecycle: Lifecycle, caplog: pytest.LogCaptureFixture
+    lifecycle: Lifecycle, caplog: pytest.LogCaptureFixture, settings: Any
 ) -> None:
+    settings.GRACEFUL = FAST
     await started(lifecycle)
 
     async def broken() -> None:
@@ -112,8 +112,10 @@ async def test_a_spawned_task_that_raises_is_logged_by_name(
     assert len(lifecycle.registry) == 0
 
 
-@override_settings(GRACEFUL=FAST)
-async def test_spawning_during_the_shutdown_is_a_clear_error(lifecycle: Lifecycle) -> None:
+async def test_spawning_during_the_shutdown_is_a_clear_error(
+    lifecycle: Lifecycle, settings: Any
+) -> None:
+    settings.GRACEFUL = FAST
     await started(lifecycle)
     lifecycle.phase = Phase.CLOSING
 
@@ -128,10 +130,11 @@ async def test_spawning_during_the_shutdown_is_a_clear_error(lifecycle: Lifecycl
         spawn(late, name="not-called")  # type: ignore[arg-type]
 
 
-@override_settings(GRACEFUL=FAST)
 async def test_a_flush_thread_stops_at_closing_and_writes_its_last_batch(
     lifecycle: Lifecycle,
+    settings: Any,
 ) -> None:
+    settings.GRACEFUL = FAST
     await started(lifecycle)
     produced: list[int] = []
     flushed: list[int] = []
@@ -158,10 +161,10 @@ async def test_a_flush_thread_stops_at_closing_and_writes_its_last_batch(
     assert flushed == produced and produced
 
 
-@override_settings(GRACEFUL=FAST)
 async def test_a_thread_ignoring_stop_is_reported_with_its_stack_within_the_budget(
-    lifecycle: Lifecycle, caplog: pytest.LogCaptureFixture
+    lifecycle: Lifecycle, caplog: pytest.LogCaptureFixture, settings: Any
 ) -> None:
+    settings.GRACEFUL = FAST
     await started(lifecycle)
     release = threading.Event()
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from asgiref.testing import ApplicationCommunicator
-from django.test import override_settings
 
 from django_graceful import CancellationToken, CancelReason, RequestCancelled
 from django_graceful._core.cancellation import NEVER, current_cancellation
@@ -82,10 +81,10 @@ def test_outside_a_request_the_token_is_never_cancelled() -> None:
     assert NEVER.cancel(CancelReason.SHUTDOWN) is False and not NEVER.cancelled
 
 
-@override_settings(GRACEFUL=NO_SIGNALS)
 async def test_a_client_disconnect_stops_a_sync_view_with_reason_disconnect(
-    app: GracefulASGI, recorded: Any
+    app: GracefulASGI, recorded: Any, settings: Any
 ) -> None:
+    settings.GRACEFUL = NO_SIGNALS
     await start(app)
     comm = ApplicationCommunicator(app, http_scope("/export/"))
     await comm.send_input({"type": "http.request", "body": b""})
@@ -99,10 +98,10 @@ async def test_a_client_disconnect_stops_a_sync_view_with_reason_disconnect(
     await comm.wait(3)
 
 
-@override_settings(GRACEFUL={**NO_SIGNALS, "GRACE_PERIOD": 0.1, "CANCEL_TIMEOUT": 2})
 async def test_a_shutdown_stops_a_sync_view_with_reason_shutdown(
-    app: GracefulASGI, recorded: Any
+    app: GracefulASGI, recorded: Any, settings: Any
 ) -> None:
+    settings.GRACEFUL = {**NO_SIGNALS, "GRACE_PERIOD": 0.1, "CANCEL_TIMEOUT": 2}
     lifespan, _ = await start(app)
     comm = ApplicationCommunicator(app, http_scope("/export/"))
     await comm.send_input({"type": "http.request", "body": b""})
@@ -116,10 +115,10 @@ async def test_a_shutdown_stops_a_sync_view_with_reason_shutdown(
 @pytest.mark.parametrize(
     ("reason", "status"), [("disconnect", 499), ("shutdown", 503), ("timeout", 504)]
 )
-@override_settings(GRACEFUL=NO_SIGNALS)
 async def test_request_cancelled_escaping_a_view_is_an_answer_not_a_server_error(
-    app: GracefulASGI, reason: str, status: int, caplog: pytest.LogCaptureFixture
+    app: GracefulASGI, reason: str, status: int, caplog: pytest.LogCaptureFixture, settings: Any
 ) -> None:
+    settings.GRACEFUL = NO_SIGNALS
     with caplog.at_level(logging.ERROR, "django.request"):
         answer, _, body = await request(app, f"/gives-up/?reason={reason}")
     assert answer == status and body == f"Request cancelled: {reason}.\n".encode()

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.test import override_settings
 
 from django_graceful import cancellable
 from django_graceful.asgi import GracefulASGI
@@ -29,13 +28,14 @@ def cancelled_signals() -> Iterator[list[dict[str, Any]]]:
     request_cancelled.disconnect(receiver)
 
 
-@override_settings(GRACEFUL=NO_SIGNALS)
 async def test_a_client_disconnect_cancels_with_reason_disconnect_and_cleans_up_once(
     app: GracefulASGI,
     recorded: Any,
     cancelled_signals: list[dict[str, Any]],
     caplog: pytest.LogCaptureFixture,
+    settings: Any,
 ) -> None:
+    settings.GRACEFUL = NO_SIGNALS
     await start(app)
     comm = await open_request(app, "/guarded/")
     await wait_for(recorded, "guarded-begin")
@@ -47,10 +47,10 @@ async def test_a_client_disconnect_cancels_with_reason_disconnect_and_cleans_up_
     assert "view tests.project.views.guarded (GET /guarded/) cancelled: disconnect" in caplog.text
 
 
-@override_settings(GRACEFUL={**NO_SIGNALS, "GRACE_PERIOD": 0.1})
 async def test_a_shutdown_cancels_with_reason_shutdown(
-    app: GracefulASGI, recorded: Any, cancelled_signals: list[dict[str, Any]]
+    app: GracefulASGI, recorded: Any, cancelled_signals: list[dict[str, Any]], settings: Any
 ) -> None:
+    settings.GRACEFUL = {**NO_SIGNALS, "GRACE_PERIOD": 0.1}
     lifespan, _ = await start(app)
     comm = await open_request(app, "/guarded/")
     await wait_for(recorded, "guarded-begin")
@@ -62,10 +62,10 @@ async def test_a_shutdown_cancels_with_reason_shutdown(
 
 
 @pytest.mark.parametrize("path", ["/timed/", "/sync-timed/", "/class-timed/"])
-@override_settings(GRACEFUL=NO_SIGNALS)
 async def test_a_timeout_answers_504_with_reason_timeout(
-    app: GracefulASGI, path: str, cancelled_signals: list[dict[str, Any]]
+    app: GracefulASGI, path: str, cancelled_signals: list[dict[str, Any]], settings: Any
 ) -> None:
+    settings.GRACEFUL = NO_SIGNALS
     began = time.monotonic()
     comm = await open_request(app, path)
     response = await comm.receive_output(3)
@@ -76,10 +76,10 @@ async def test_a_timeout_answers_504_with_reason_timeout(
 
 
 @pytest.mark.parametrize("mode", ["raise", "hang"])
-@override_settings(GRACEFUL={**NO_SIGNALS, "HOOK_TIMEOUT": 0.3})
 async def test_an_on_cancel_that_raises_or_hangs_is_logged_and_bounded(
-    app: GracefulASGI, mode: str, recorded: Any, caplog: pytest.LogCaptureFixture
+    app: GracefulASGI, mode: str, recorded: Any, caplog: pytest.LogCaptureFixture, settings: Any
 ) -> None:
+    settings.GRACEFUL = {**NO_SIGNALS, "HOOK_TIMEOUT": 0.3}
     began = time.monotonic()
     with caplog.at_level(logging.ERROR, "django_graceful"):
         comm = await open_request(app, f"/timed/?cleanup={mode}")
@@ -91,10 +91,10 @@ async def test_an_on_cancel_that_raises_or_hangs_is_logged_and_bounded(
     assert len(recorded("cleanup")) == 1
 
 
-@override_settings(GRACEFUL=NO_SIGNALS)
 async def test_shield_finishes_its_body_despite_a_disconnect_then_delivers_it(
-    app: GracefulASGI, recorded: Any
+    app: GracefulASGI, recorded: Any, settings: Any
 ) -> None:
+    settings.GRACEFUL = NO_SIGNALS
     comm = await open_request(app, "/shielded/?body=0.3&t=2")
     await wait_for(recorded, "shield-begin")
     await comm.send_input({"type": "http.disconnect"})
@@ -105,8 +105,8 @@ async def test_shield_finishes_its_body_despite_a_disconnect_then_delivers_it(
     await comm.wait(2)
 
 
-@override_settings(GRACEFUL=NO_SIGNALS)
-async def test_shield_respects_its_timeout(app: GracefulASGI, recorded: Any) -> None:
+async def test_shield_respects_its_timeout(app: GracefulASGI, recorded: Any, settings: Any) -> None:
+    settings.GRACEFUL = NO_SIGNALS
     comm = await open_request(app, "/shielded/?body=5&t=0.3")
     begin = await wait_for(recorded, "shield-begin")
     await comm.send_input({"type": "http.disconnect"})
@@ -116,8 +116,10 @@ async def test_shield_respects_its_timeout(app: GracefulASGI, recorded: Any) -> 
     await comm.wait(2)
 
 
-@override_settings(GRACEFUL={**NO_SIGNALS, "GRACE_PERIOD": 0, "CANCEL_TIMEOUT": 2})
-async def test_shield_holds_a_shutdown_cancel_too(app: GracefulASGI, recorded: Any) -> None:
+async def test_shield_holds_a_shutdown_cancel_too(
+    app: GracefulASGI, recorded: Any, settings: Any
+) -> None:
+    settings.GRACEFUL = {**NO_SIGNALS, "GRACE_PERIOD": 0, "CANCEL_TIMEOUT": 2}
     lifespan, _ = await start(app)
     comm = await open_request(app, "/shielded/?body=0.4&t=2")
     await wait_for(recorded, "shield-begin")
@@ -143,10 +145,10 @@ async def test_shield_with_a_bad_timeout_is_refused() -> None:
             pass
 
 
-@override_settings(GRACEFUL=NO_SIGNALS)
 async def test_a_class_based_view_is_named_by_its_class(
-    app: GracefulASGI, caplog: pytest.LogCaptureFixture
+    app: GracefulASGI, caplog: pytest.LogCaptureFixture, settings: Any
 ) -> None:
+    settings.GRACEFUL = NO_SIGNALS
     with caplog.at_level(logging.INFO, "django_graceful"):
         comm = await open_request(app, "/class-timed/")
         assert (await comm.receive_output(3))["status"] == 504

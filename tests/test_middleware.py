@@ -13,9 +13,9 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-from django.test import override_settings
 
 from django_graceful._core.lifecycle import Lifecycle
 from django_graceful._diagnosis.publisher import Publisher
@@ -87,16 +87,18 @@ async def hang_and_shut_down(
     )
 
 
-@override_settings(ROOT_URLCONF="tests.project.urls_redact", GRACEFUL=HANGING)
 async def test_a_path_with_an_escape_sequence_is_logged_with_it_visible(
     app: GracefulASGI,
     lifecycle: Lifecycle,
     tmp_path: Path,
     recorded: Events,
     caplog: pytest.LogCaptureFixture,
+    settings: Any,
 ) -> None:
     """``/orders/7/x%1b%5b31mRED%e2%80%ae/``: its ESC would recolour the terminal that
     tails the log, its U+202E turn the rest of the line around."""
+    settings.ROOT_URLCONF = "tests.project.urls_redact"
+    settings.GRACEFUL = HANGING
     seen = await hang_and_shut_down(
         app, lifecycle, tmp_path, recorded, caplog, "/orders/7/x\x1b[31mRED\u202e/"
     )
@@ -107,16 +109,16 @@ async def test_a_path_with_an_escape_sequence_is_logged_with_it_visible(
         assert "\x1b" not in line and "\u202e" not in line, line
 
 
-@override_settings(
-    ROOT_URLCONF="tests.project.urls_redact", GRACEFUL={**HANGING, "REDACT_PATHS": True}
-)
 async def test_with_redacted_paths_only_the_route_reaches_snapshots_reports_and_logs(
     app: GracefulASGI,
     lifecycle: Lifecycle,
     tmp_path: Path,
     recorded: Events,
     caplog: pytest.LogCaptureFixture,
+    settings: Any,
 ) -> None:
+    settings.ROOT_URLCONF = "tests.project.urls_redact"
+    settings.GRACEFUL = {**HANGING, "REDACT_PATHS": True}
     seen = await hang_and_shut_down(
         app, lifecycle, tmp_path, recorded, caplog, "/orders/7461/hunter2/"
     )
@@ -127,12 +129,11 @@ async def test_with_redacted_paths_only_the_route_reaches_snapshots_reports_and_
         assert "hunter2" not in text and "7461" not in text, text
 
 
-@override_settings(
-    ROOT_URLCONF="tests.project.urls_redact", GRACEFUL={**NO_SIGNALS, "REDACT_PATHS": True}
-)
 async def test_with_redacted_paths_a_cancelled_view_is_logged_by_its_route(
-    app: GracefulASGI, caplog: pytest.LogCaptureFixture
+    app: GracefulASGI, caplog: pytest.LogCaptureFixture, settings: Any
 ) -> None:
+    settings.ROOT_URLCONF = "tests.project.urls_redact"
+    settings.GRACEFUL = {**NO_SIGNALS, "REDACT_PATHS": True}
     with caplog.at_level(logging.DEBUG, "django_graceful"):
         comm = await open_request(app, "/orders/7461/hunter2/timed/")
         assert (await comm.receive_output(3))["status"] == 504

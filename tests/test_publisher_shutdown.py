@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.test import override_settings
 
 from django_graceful._core.lifecycle import Lifecycle
 from django_graceful._diagnosis.publisher import Publisher
@@ -67,12 +66,12 @@ async def shut_down(app: GracefulASGI, lifecycle: Lifecycle, pub: Publisher) -> 
     return time.monotonic() - began
 
 
-@override_settings(GRACEFUL={**QUICK, "HEARTBEAT": 0.1})
 async def test_a_cache_that_never_answers_does_not_hold_the_shutdown_past_its_budget(
-    app: GracefulASGI, lifecycle: Lifecycle, caplog: pytest.LogCaptureFixture
+    app: GracefulASGI, lifecycle: Lifecycle, caplog: pytest.LogCaptureFixture, settings: Any
 ) -> None:
     """Nothing in flight: the shutdown ends within its budget (the watchdog would end the
     process at budget + 1 s), the loop thread never touched the store, one warning."""
+    settings.GRACEFUL = {**QUICK, "HEARTBEAT": 0.1}
     cache = SilentCache()
     pub = Publisher(lifecycle, cache)
     try:
@@ -98,10 +97,14 @@ class FullDisk(FileStore):
         super().write(text, last=last)
 
 
-@override_settings(GRACEFUL={**QUICK, "HEARTBEAT": 0.1})
 async def test_a_full_disk_keeps_the_live_snapshot_and_says_the_report_is_lost(
-    app: GracefulASGI, lifecycle: Lifecycle, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    app: GracefulASGI,
+    lifecycle: Lifecycle,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    settings: Any,
 ) -> None:
+    settings.GRACEFUL = {**QUICK, "HEARTBEAT": 0.1}
     store = FullDisk(str(tmp_path / "state"), host_id(), os.getpid())
     pub = Publisher(lifecycle, store)
     live = tmp_path / "state" / f"live-{host_id()}-{os.getpid()}.json"

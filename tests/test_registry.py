@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-
-from django.test import override_settings
+from typing import Any
 
 from django_graceful._core.lifecycle import Lifecycle
 from django_graceful._core.registry import (
@@ -59,11 +58,11 @@ def test_a_redacted_request_shows_its_first_segment_until_its_route_is_known() -
     assert route_label(label, "^orders/(?P<id>[0-9]+)/$") == "GET /orders/(?P<id>[0-9]+)/$"
 
 
-@override_settings(GRACEFUL={**NO_SIGNALS, "LIFESPAN": []})
 async def test_a_snapshot_of_2000_requests_with_16_kb_paths_stays_small(
-    lifecycle: Lifecycle, tmp_path: Path
+    lifecycle: Lifecycle, tmp_path: Path, settings: Any
 ) -> None:
     """Unbounded, these labels made a 32 MB snapshot (and 100-250 ms per heartbeat)."""
+    settings.GRACEFUL = {**NO_SIGNALS, "LIFESPAN": []}
     lifecycle.loop = asyncio.get_running_loop()
     pub = Publisher(lifecycle, FileStore(str(tmp_path / "state"), host_id(), os.getpid()))
     pub.store.prepare()

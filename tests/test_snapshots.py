@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.cache import caches
-from django.test import override_settings
 
 from django_graceful import CancelReason, start_thread
 from django_graceful._core.lifecycle import Lifecycle
@@ -86,10 +85,10 @@ def announced() -> Any:
 # -- what a snapshot holds ----------------------------------------------------------------
 
 
-@override_settings(GRACEFUL=QUIET)
 async def test_every_item_is_listed_and_only_the_suspect_ones_located(
-    lifecycle: Lifecycle, tmp_path: Path
+    lifecycle: Lifecycle, tmp_path: Path, settings: Any
 ) -> None:
+    settings.GRACEFUL = QUIET
     pub = publisher(lifecycle, tmp_path)
     release = asyncio.Event()
     tasks = [asyncio.ensure_future(parked(release)) for _ in range(3)]
@@ -172,10 +171,10 @@ def test_classify(
     assert found == expected
 
 
-@override_settings(GRACEFUL={**QUIET, "CANCEL_TIMEOUT": 0.2})
 async def test_a_swallowed_cancel_is_named_with_its_line_and_announced_once(
-    lifecycle: Lifecycle, tmp_path: Path, announced: list[Any]
+    lifecycle: Lifecycle, tmp_path: Path, announced: list[Any], settings: Any
 ) -> None:
+    settings.GRACEFUL = {**QUIET, "CANCEL_TIMEOUT": 0.2}
     pub = publisher(lifecycle, tmp_path)
     release = asyncio.Event()
     task = asyncio.ensure_future(swallowing(release))
@@ -200,10 +199,10 @@ async def test_a_swallowed_cancel_is_named_with_its_line_and_announced_once(
     await task
 
 
-@override_settings(GRACEFUL={**QUIET, "HANG_THRESHOLD": 0.1})
 async def test_an_async_view_awaiting_a_sync_thread_shows_the_threads_line(
-    lifecycle: Lifecycle, tmp_path: Path
+    lifecycle: Lifecycle, tmp_path: Path, settings: Any
 ) -> None:
+    settings.GRACEFUL = {**QUIET, "HANG_THRESHOLD": 0.1}
     pub = publisher(lifecycle, tmp_path)
     release = threading.Event()
     running = threading.Event()
@@ -229,10 +228,10 @@ async def test_an_async_view_awaiting_a_sync_thread_shows_the_threads_line(
     await task
 
 
-@override_settings(GRACEFUL={**QUIET, "CANCEL_TIMEOUT": 0, "GRACE_PERIOD": 0})
 async def test_a_thread_that_ignores_its_stop_event_is_stuck(
-    lifecycle: Lifecycle, tmp_path: Path
+    lifecycle: Lifecycle, tmp_path: Path, settings: Any
 ) -> None:
+    settings.GRACEFUL = {**QUIET, "CANCEL_TIMEOUT": 0, "GRACE_PERIOD": 0}
     await lifecycle.startup(app=None)
     pub = publisher(lifecycle, tmp_path)
     release = threading.Event()
@@ -259,10 +258,10 @@ async def test_a_thread_that_ignores_its_stop_event_is_stuck(
     assert not lifecycle.registry
 
 
-@override_settings(GRACEFUL={**QUIET, "CANCEL_TIMEOUT": 0})
 async def test_a_shield_that_holds_the_cancel_past_the_timeout_overruns(
-    lifecycle: Lifecycle, tmp_path: Path
+    lifecycle: Lifecycle, tmp_path: Path, settings: Any
 ) -> None:
+    settings.GRACEFUL = {**QUIET, "CANCEL_TIMEOUT": 0}
     pub = publisher(lifecycle, tmp_path)
     release = asyncio.Event()
     task = asyncio.ensure_future(parked(release))
@@ -280,12 +279,12 @@ async def test_a_shield_that_holds_the_cancel_past_the_timeout_overruns(
         await task
 
 
-@override_settings(GRACEFUL={**QUIET, "HEARTBEAT": 0.2})
 async def test_a_frozen_loop_is_reported_while_it_is_frozen(
-    lifecycle: Lifecycle, tmp_path: Path, announced: list[Any]
+    lifecycle: Lifecycle, tmp_path: Path, announced: list[Any], settings: Any
 ) -> None:
     """The heartbeat thread notices, names the work and its time.sleep line, and writes
     it: a reader sees it during the freeze. The loop answering again clears it."""
+    settings.GRACEFUL = {**QUIET, "HEARTBEAT": 0.2}
     pub = publisher(lifecycle, tmp_path)
     freeze = 2.5
 
@@ -322,10 +321,10 @@ async def test_a_frozen_loop_is_reported_while_it_is_frozen(
 # -- the heartbeat and the phases -----------------------------------------------------
 
 
-@override_settings(GRACEFUL={**QUIET, "HEARTBEAT": 0.1})
 async def test_the_heartbeat_rewrites_the_live_snapshot(
-    lifecycle: Lifecycle, tmp_path: Path
+    lifecycle: Lifecycle, tmp_path: Path, settings: Any
 ) -> None:
+    settings.GRACEFUL = {**QUIET, "HEARTBEAT": 0.1}
     pub = publisher(lifecycle, tmp_path)
     pub.start()
     path = tmp_path / "state" / f"live-{host_id()}-{os.getpid()}.json"
@@ -363,10 +362,10 @@ class BrokenStore:
         raise StoreError("broken")
 
 
-@override_settings(GRACEFUL=QUIET)
 async def test_a_write_failure_is_logged_once_and_never_raises(
-    lifecycle: Lifecycle, caplog: pytest.LogCaptureFixture
+    lifecycle: Lifecycle, caplog: pytest.LogCaptureFixture, settings: Any
 ) -> None:
+    settings.GRACEFUL = QUIET
     lifecycle.loop = asyncio.get_running_loop()
     store = BrokenStore()
     pub = Publisher(lifecycle, store)
@@ -383,13 +382,13 @@ async def test_a_write_failure_is_logged_once_and_never_raises(
     assert sum("written again" in m for m in messages) == 1
 
 
-@override_settings(GRACEFUL={**NO_SIGNALS, "GRACE_PERIOD": 0, "CANCEL_TIMEOUT": 0.3})
 async def test_the_last_shutdown_report_names_the_view_that_hung(
-    app: GracefulASGI, lifecycle: Lifecycle, tmp_path: Path, recorded: Events
+    app: GracefulASGI, lifecycle: Lifecycle, tmp_path: Path, recorded: Events, settings: Any
 ) -> None:
     """Through GracefulASGI and Django: the view's dotted path (GracefulMiddleware), its
     line, the hang; written at REPORTING, 0600, without the query string; the live
     snapshot is gone at STOPPED."""
+    settings.GRACEFUL = {**NO_SIGNALS, "GRACE_PERIOD": 0, "CANCEL_TIMEOUT": 0.3}
     pub = Publisher(lifecycle, FileStore(str(tmp_path / "state"), host_id(), os.getpid()))
     lifecycle.on_phase(pub.on_phase)
     lifespan, _ = await start(app)
@@ -515,8 +514,8 @@ def test_tidy_keeps_the_newest_last_reports(
 LOCMEM = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "graceful"}
 
 
-@override_settings(CACHES={"default": LOCMEM, "state": {**LOCMEM, "LOCATION": "graceful-state"}})
-def test_the_cache_store_lists_live_workers_and_last_reports() -> None:
+def test_the_cache_store_lists_live_workers_and_last_reports(settings: Any) -> None:
+    settings.CACHES = {"default": LOCMEM, "state": {**LOCMEM, "LOCATION": "graceful-state"}}
     caches["state"].clear()
     one = CacheStore("state", "host-a", 11)
     two = CacheStore("state", "host-b", 22)
@@ -559,10 +558,10 @@ class SlowStore(BrokenStore):
         time.sleep(3)
 
 
-@override_settings(GRACEFUL=QUIET)
 async def test_a_slow_store_does_not_hold_the_shutdown(
-    lifecycle: Lifecycle, monkeypatch: pytest.MonkeyPatch
+    lifecycle: Lifecycle, monkeypatch: pytest.MonkeyPatch, settings: Any
 ) -> None:
+    settings.GRACEFUL = QUIET
     from django_graceful._diagnosis import publisher as snapshots
 
     monkeypatch.setattr(snapshots, "LOOP_WRITE_TIMEOUT", 0.2)

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from django.test import override_settings
 
 from django_graceful.asgi import GracefulASGI
 
 from .inprocess import NO_SIGNALS, Events, open_request, start, wait_for
 
 
-@override_settings(GRACEFUL=NO_SIGNALS)
 async def test_sse_stops_and_its_finally_runs_when_the_client_leaves(
-    app: GracefulASGI, recorded: Events
+    app: GracefulASGI, recorded: Events, settings: Any
 ) -> None:
+    settings.GRACEFUL = NO_SIGNALS
     comm = await open_request(app, "/events/")
     assert (await comm.receive_output(2))["status"] == 200
     first = await comm.receive_output(2)
@@ -24,8 +25,10 @@ async def test_sse_stops_and_its_finally_runs_when_the_client_leaves(
     await comm.wait(2)
 
 
-@override_settings(GRACEFUL={**NO_SIGNALS, "GRACE_PERIOD": 0.3, "CANCEL_TIMEOUT": 1})
-async def test_sse_stops_at_shutdown_after_the_grace(app: GracefulASGI, recorded: Events) -> None:
+async def test_sse_stops_at_shutdown_after_the_grace(
+    app: GracefulASGI, recorded: Events, settings: Any
+) -> None:
+    settings.GRACEFUL = {**NO_SIGNALS, "GRACE_PERIOD": 0.3, "CANCEL_TIMEOUT": 1}
     lifespan, _ = await start(app)
     comm = await open_request(app, "/events/")
     assert (await comm.receive_output(2))["status"] == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import pytest
 from django.test import AsyncClient, override_settings
@@ -45,11 +46,11 @@ async def test_live_answers_200_while_draining(lifecycle: Lifecycle) -> None:
 urlpatterns = [path("probes/k8s/", include("django_graceful.urls"))]
 
 
-@override_settings(GRACEFUL=NO_SIGNALS)
 @pytest.mark.parametrize("prefix", ["/health/", "/probes/k8s/"])
 async def test_while_closing_live_says_alive_and_ready_answers_its_own_503(
-    app: GracefulASGI, prefix: str
+    app: GracefulASGI, prefix: str, settings: Any
 ) -> None:
+    settings.GRACEFUL = NO_SIGNALS
     urlconf = "tests.test_views" if prefix == "/probes/k8s/" else "tests.project.urls"
     with override_settings(ROOT_URLCONF=urlconf):
         await start(app)

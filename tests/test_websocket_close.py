@@ -87,10 +87,10 @@ def group_members() -> set[str]:
     return set(getattr(layer, "groups", {}).get(GROUP, {}))
 
 
-@override_settings(GRACEFUL=FAST)
 async def test_the_mixin_says_goodbye_then_closes_with_1012_and_disconnect_runs(
-    channels_app: GracefulASGI, recorded: Events
+    channels_app: GracefulASGI, recorded: Events, settings: Any
 ) -> None:
+    settings.GRACEFUL = FAST
     lifespan, _ = await start(channels_app)
     comm = await connect(channels_app, "/ws/echo/")
     await echo(comm)
@@ -111,10 +111,10 @@ async def test_the_mixin_says_goodbye_then_closes_with_1012_and_disconnect_runs(
     assert len(channels_app.lifecycle.registry) == 0
 
 
-@override_settings(GRACEFUL=FAST)
 async def test_a_plain_consumer_is_closed_with_1012_too(
-    channels_app: GracefulASGI, recorded: Events
+    channels_app: GracefulASGI, recorded: Events, settings: Any
 ) -> None:
+    settings.GRACEFUL = FAST
     lifespan, _ = await start(channels_app)
     comm = await connect(channels_app, "/ws/plain/")
     await echo(comm)
@@ -126,8 +126,10 @@ async def test_a_plain_consumer_is_closed_with_1012_too(
     await stop(lifespan)
 
 
-@override_settings(GRACEFUL=FAST)
-async def test_the_close_code_is_configurable(channels_app: GracefulASGI, recorded: Events) -> None:
+async def test_the_close_code_is_configurable(
+    channels_app: GracefulASGI, recorded: Events, settings: Any
+) -> None:
+    settings.GRACEFUL = FAST
     lifespan, _ = await start(channels_app)
     comm = await connect(channels_app, "/ws/json/")
     channels_app.lifecycle.begin_shutdown("test")
@@ -140,10 +142,10 @@ async def test_the_close_code_is_configurable(channels_app: GracefulASGI, record
     await stop(lifespan)
 
 
-@override_settings(GRACEFUL=FAST)
 async def test_a_sync_consumer_runs_its_sync_hook_and_is_closed(
-    channels_app: GracefulASGI, recorded: Events
+    channels_app: GracefulASGI, recorded: Events, settings: Any
 ) -> None:
+    settings.GRACEFUL = FAST
     lifespan, _ = await start(channels_app)
     comm = await connect(channels_app, "/ws/sync/")
     await echo(comm)
@@ -157,10 +159,10 @@ async def test_a_sync_consumer_runs_its_sync_hook_and_is_closed(
     await stop(lifespan)
 
 
-@override_settings(GRACEFUL={**FAST, "HOOK_TIMEOUT": 0.3})
 async def test_a_hook_that_hangs_is_bounded_by_hook_timeout(
-    channels_app: GracefulASGI, recorded: Events, caplog: pytest.LogCaptureFixture
+    channels_app: GracefulASGI, recorded: Events, caplog: pytest.LogCaptureFixture, settings: Any
 ) -> None:
+    settings.GRACEFUL = {**FAST, "HOOK_TIMEOUT": 0.3}
     lifespan, _ = await start(channels_app)
     comm = await connect(channels_app, "/ws/echo/", "hook=600")
     began = time.monotonic()
@@ -175,10 +177,10 @@ async def test_a_hook_that_hangs_is_bounded_by_hook_timeout(
     await stop(lifespan)
 
 
-@override_settings(GRACEFUL={**FAST, "GRACE_PERIOD": 0.3, "HOOK_TIMEOUT": 5})
 async def test_at_cancelling_a_hook_still_running_is_cut_short_and_the_close_sent(
-    channels_app: GracefulASGI, recorded: Events
+    channels_app: GracefulASGI, recorded: Events, settings: Any
 ) -> None:
+    settings.GRACEFUL = {**FAST, "GRACE_PERIOD": 0.3, "HOOK_TIMEOUT": 5}
     lifespan, _ = await start(channels_app)
     comm = await connect(channels_app, "/ws/echo/", "hook=600")
     began = time.monotonic()
@@ -192,10 +194,10 @@ async def test_at_cancelling_a_hook_still_running_is_cut_short_and_the_close_sen
     assert len(channels_app.lifecycle.registry) == 0
 
 
-@override_settings(GRACEFUL={**FAST, "GRACE_PERIOD": 0.3})
 async def test_a_slow_disconnect_is_cancelled_after_the_grace(
-    channels_app: GracefulASGI, recorded: Events
+    channels_app: GracefulASGI, recorded: Events, settings: Any
 ) -> None:
+    settings.GRACEFUL = {**FAST, "GRACE_PERIOD": 0.3}
     lifespan, _ = await start(channels_app)
     comm = await connect(channels_app, "/ws/plain/", "disconnect=600")
     began = time.monotonic()
@@ -210,10 +212,10 @@ async def test_a_slow_disconnect_is_cancelled_after_the_grace(
     assert comm.future.cancelled()
 
 
-@override_settings(GRACEFUL={**FAST, "GRACE_PERIOD": 0.3, "CANCEL_TIMEOUT": 0.3})
 async def test_a_disconnect_that_swallows_cancels_is_reported_and_does_not_hold_the_shutdown(
-    channels_app: GracefulASGI, recorded: Events, caplog: pytest.LogCaptureFixture
+    channels_app: GracefulASGI, recorded: Events, caplog: pytest.LogCaptureFixture, settings: Any
 ) -> None:
+    settings.GRACEFUL = {**FAST, "GRACE_PERIOD": 0.3, "CANCEL_TIMEOUT": 0.3}
     lifespan, _ = await start(channels_app)
     comm = await connect(channels_app, "/ws/plain/", "disconnect=1.2&stubborn=1")
     began = time.monotonic()
@@ -257,10 +259,11 @@ class Bare:
                 return
 
 
-@override_settings(GRACEFUL=FAST)
 async def test_any_asgi_websocket_app_gets_a_disconnect_and_its_late_sends_are_dropped(
     lifecycle: Lifecycle,
+    settings: Any,
 ) -> None:
+    settings.GRACEFUL = FAST
     bare = Bare()
     app = GracefulASGI(bare, lifecycle=lifecycle)
     lifespan, _ = await start(app)
@@ -274,12 +277,13 @@ async def test_any_asgi_websocket_app_gets_a_disconnect_and_its_late_sends_are_d
     await stop(lifespan)
 
 
-@override_settings(GRACEFUL=FAST)
 async def test_a_closed_websocket_stays_registered_until_the_server_confirms_bounded(
     lifecycle: Lifecycle,
+    settings: Any,
 ) -> None:
     """Until the server's own disconnect the close frame may sit in a buffer that a
     stopping server drops (Daphne): the shutdown waits for it, at most CLOSE_HANDSHAKE."""
+    settings.GRACEFUL = FAST
     app = GracefulASGI(Bare(), lifecycle=lifecycle)
     lifespan, _ = await start(app)
     confirmed = await connect(app, "/ws/")
@@ -299,10 +303,11 @@ async def test_a_closed_websocket_stays_registered_until_the_server_confirms_bou
     await stop(lifespan)
 
 
-@override_settings(GRACEFUL=FAST)
 async def test_a_websocket_accepted_during_closing_is_closed_once_accepted(
     lifecycle: Lifecycle,
+    settings: Any,
 ) -> None:
+    settings.GRACEFUL = FAST
     bare = Bare()
     bare.accept_gate.clear()
     app = GracefulASGI(bare, lifecycle=lifecycle)
@@ -320,10 +325,11 @@ async def test_a_websocket_accepted_during_closing_is_closed_once_accepted(
     await stop(lifespan)
 
 
-@override_settings(GRACEFUL=FAST)
 async def test_a_websocket_the_app_closed_itself_is_left_to_the_server(
     lifecycle: Lifecycle,
+    settings: Any,
 ) -> None:
+    settings.GRACEFUL = FAST
     bare = Bare()
     bare.close_itself = True
     app = GracefulASGI(bare, lifecycle=lifecycle)
@@ -338,10 +344,10 @@ async def test_a_websocket_the_app_closed_itself_is_left_to_the_server(
     await stop(lifespan)
 
 
-@override_settings(GRACEFUL=FAST)
 async def test_a_client_that_leaves_during_the_hook_ends_it(
-    channels_app: GracefulASGI, recorded: Events
+    channels_app: GracefulASGI, recorded: Events, settings: Any
 ) -> None:
+    settings.GRACEFUL = FAST
     lifespan, _ = await start(channels_app)
     comm = await connect(channels_app, "/ws/echo/", "hook=600")
     channels_app.lifecycle.begin_shutdown("test")
@@ -354,10 +360,10 @@ async def test_a_client_that_leaves_during_the_hook_ends_it(
     await stop(lifespan)
 
 
-@override_settings(GRACEFUL=FAST)
 async def test_a_second_signal_skips_the_hooks(
-    channels_app: GracefulASGI, recorded: Events
+    channels_app: GracefulASGI, recorded: Events, settings: Any
 ) -> None:
+    settings.GRACEFUL = FAST
     lifespan, _ = await start(channels_app)
     comm = await connect(channels_app, "/ws/echo/", "hook=600")
     began = time.monotonic()
