@@ -1,10 +1,10 @@
 """Warnings with a fix: W001 the ASGI app skips GracefulASGI, W002 a process-local state cache."""
 
 import sys
+from typing import Any
 
 import pytest
 from django.core.checks import run_checks
-from django.test import override_settings
 
 from django_graceful._cli.entrypoint import Verdict, read_entrypoint
 
@@ -20,41 +20,44 @@ def ids() -> list[str]:
     ]
 
 
-def test_wrapped_application_passes() -> None:
-    with override_settings(ASGI_APPLICATION="tests.project.asgi.application"):
-        assert ids() == []
+def test_wrapped_application_passes(settings: Any) -> None:
+    settings.ASGI_APPLICATION = "tests.project.asgi.application"
+    assert ids() == []
 
 
-def test_plain_django_application_is_warned_about_with_a_fix() -> None:
-    with override_settings(ASGI_APPLICATION="tests.project.asgi_plain.application"):
-        messages = [m for m in run_checks() if m.id == "graceful.W001"]
+def test_plain_django_application_is_warned_about_with_a_fix(settings: Any) -> None:
+    settings.ASGI_APPLICATION = "tests.project.asgi_plain.application"
+    messages = [m for m in run_checks() if m.id == "graceful.W001"]
     assert len(messages) == 1
     assert "get_asgi_application" in messages[0].hint
 
 
-def test_channels_router_wrapped_in_graceful_asgi_passes() -> None:
-    with override_settings(ASGI_APPLICATION="tests.project.asgi_channels.application"):
-        assert ids() == []
+def test_channels_router_wrapped_in_graceful_asgi_passes(settings: Any) -> None:
+    settings.ASGI_APPLICATION = "tests.project.asgi_channels.application"
+    assert ids() == []
 
 
 LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 SHARED = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "t"}}
 
 
-def test_a_process_local_state_cache_is_warned_about() -> None:
-    with override_settings(CACHES=LOCMEM, GRACEFUL={"STATE_BACKEND": "cache"}):
-        messages = [m for m in run_checks() if m.id == "graceful.W002"]
+def test_a_process_local_state_cache_is_warned_about(settings: Any) -> None:
+    settings.CACHES = LOCMEM
+    settings.GRACEFUL = {"STATE_BACKEND": "cache"}
+    messages = [m for m in run_checks() if m.id == "graceful.W002"]
     assert len(messages) == 1 and "LocMemCache" in messages[0].msg
-    with override_settings(CACHES=SHARED, GRACEFUL={"STATE_BACKEND": "cache"}):
-        assert "graceful.W002" not in ids()
-    with override_settings(CACHES=LOCMEM, GRACEFUL={}):
-        assert "graceful.W002" not in ids()
+    settings.CACHES = SHARED
+    settings.GRACEFUL = {"STATE_BACKEND": "cache"}
+    assert "graceful.W002" not in ids()
+    settings.CACHES = LOCMEM
+    settings.GRACEFUL = {}
+    assert "graceful.W002" not in ids()
 
 
-def test_the_asgi_module_is_judged_from_its_source_and_never_imported() -> None:
+def test_the_asgi_module_is_judged_from_its_source_and_never_imported(settings: Any) -> None:
     path = "tests.project.asgi_starts_things.application"
-    with override_settings(ASGI_APPLICATION=path):
-        messages = [m for m in run_checks() if m.id == "graceful.W001"]
+    settings.ASGI_APPLICATION = path
+    messages = [m for m in run_checks() if m.id == "graceful.W001"]
     assert "tests.project.asgi_starts_things" not in sys.modules
     assert len(messages) == 1 and path in messages[0].msg
 

@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
-from django.test import override_settings
 
 from django_graceful.conf import get_settings, validate
 
@@ -16,9 +15,9 @@ def ids(raw: Any) -> list[str]:
     return [e.id for e in validate(raw)]
 
 
-def test_defaults_are_valid_and_documented_values() -> None:
-    with override_settings(GRACEFUL={}):
-        s = get_settings()
+def test_defaults_are_valid_and_documented_values(settings: Any) -> None:
+    settings.GRACEFUL = {}
+    s = get_settings()
     assert (s.DRAIN_DELAY, s.GRACE_PERIOD, s.CANCEL_TIMEOUT, s.HOOK_TIMEOUT) == (0, 20, 5, 5)
     assert s.HANDLE_SIGNALS is True and s.STATE_BACKEND == "file" and s.LIFESPAN == ()
 
@@ -57,28 +56,27 @@ def test_good_values_pass() -> None:
     assert ids(raw) == []
 
 
-def test_manage_py_check_fails_on_a_bad_value_with_a_hint() -> None:
-    with override_settings(GRACEFUL={"GRACE_PERIOD": -3}), pytest.raises(SystemCheckError) as err:
+def test_manage_py_check_fails_on_a_bad_value_with_a_hint(settings: Any) -> None:
+    settings.GRACEFUL = {"GRACE_PERIOD": -3}
+    with pytest.raises(SystemCheckError) as err:
         call_command("check")
     assert "graceful.E004" in str(err.value)
     assert "cannot be negative" in str(err.value)
 
 
-def test_reading_bad_settings_at_runtime_raises_a_clear_error() -> None:
+def test_reading_bad_settings_at_runtime_raises_a_clear_error(settings: Any) -> None:
     from django_graceful.conf import ImproperlyConfiguredGraceful
 
-    with (
-        override_settings(GRACEFUL={"GRACE_PERIOD": "long"}),
-        pytest.raises(ImproperlyConfiguredGraceful, match=r"graceful\.E003"),
-    ):
+    settings.GRACEFUL = {"GRACE_PERIOD": "long"}
+    with pytest.raises(ImproperlyConfiguredGraceful, match=r"graceful\.E003"):
         get_settings()
 
 
-def test_redact_paths_is_off_by_default_and_must_be_a_bool() -> None:
-    with override_settings(GRACEFUL={}):
-        assert get_settings().REDACT_PATHS is False
-    with override_settings(GRACEFUL={"REDACT_PATHS": True}):
-        assert get_settings().REDACT_PATHS is True
+def test_redact_paths_is_off_by_default_and_must_be_a_bool(settings: Any) -> None:
+    settings.GRACEFUL = {}
+    assert get_settings().REDACT_PATHS is False
+    settings.GRACEFUL = {"REDACT_PATHS": True}
+    assert get_settings().REDACT_PATHS is True
     assert ids({"REDACT_PATHS": "yes"}) == ["graceful.E009"]
     assert ids({"REDACT_PATHS": 1}) == ["graceful.E009"]
     (error,) = validate({"REDACT_PATHS": None})

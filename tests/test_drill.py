@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.test import override_settings
 
 from django_graceful._core.phases import EXIT_SLACK
 from django_graceful._diagnosis import drill
@@ -354,7 +353,9 @@ def test_report_options_are_refused_with_another_mode(mode: str, option: list[st
         call_command("checkshutdown", mode, *option, stdout=io.StringIO(), stderr=io.StringIO())
 
 
-def test_a_missing_server_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_server_names_the_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
     import importlib.util
 
     real = importlib.util.find_spec
@@ -363,8 +364,8 @@ def test_a_missing_server_names_the_extra_to_install(monkeypatch: pytest.MonkeyP
         return None if name == "daphne" else real(name, *args)
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-    with override_settings(ASGI_APPLICATION="tests.project.asgi.application"):
-        status, out, _ = run_drill("--server", "daphne")
+    settings.ASGI_APPLICATION = "tests.project.asgi.application"
+    status, out, _ = run_drill("--server", "daphne")
     assert status == 2
     assert out.strip() == (
         "cannot drill: daphne is not installed in this environment. "
@@ -373,15 +374,16 @@ def test_a_missing_server_names_the_extra_to_install(monkeypatch: pytest.MonkeyP
 
 
 @pytest.mark.parametrize("server", ["uvicorn", "daphne"])
-def test_a_worker_class_is_gunicorns_only(server: str) -> None:
-    with override_settings(ASGI_APPLICATION="tests.project.asgi.application"):
-        status, out, _ = run_drill("--server", server, "--worker-class", "asgi")
+def test_a_worker_class_is_gunicorns_only(server: str, settings: Any) -> None:
+    settings.ASGI_APPLICATION = "tests.project.asgi.application"
+    status, out, _ = run_drill("--server", server, "--worker-class", "asgi")
     assert status == 2
     assert out.strip() == f"cannot drill: --worker-class is gunicorn's: not with --server {server}"
 
 
 def test_gunicorn_without_its_uvicorn_worker_names_the_gunicorn_extra(
     monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
 ) -> None:
     import importlib.util
 
@@ -391,8 +393,8 @@ def test_gunicorn_without_its_uvicorn_worker_names_the_gunicorn_extra(
         return None if name == "uvicorn_worker" else real(name, *args)
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-    with override_settings(ASGI_APPLICATION="tests.project.asgi.application"):
-        status, out, _ = run_drill("--server", "gunicorn", "--json")
+    settings.ASGI_APPLICATION = "tests.project.asgi.application"
+    status, out, _ = run_drill("--server", "gunicorn", "--json")
     data = json.loads(out)
     assert status == 2 and (data["server"], data["worker_class"]) == ("gunicorn", "uvicorn")
     assert data["reason"] == (
@@ -401,17 +403,18 @@ def test_gunicorn_without_its_uvicorn_worker_names_the_gunicorn_extra(
     )
 
 
-def test_no_asgi_application_cannot_drill(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_asgi_application_cannot_drill(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
     monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "nowhere.settings")
-    with override_settings(ASGI_APPLICATION=None):
-        status, out, _ = run_drill()
+    settings.ASGI_APPLICATION = None
+    status, out, _ = run_drill()
     assert status == 2 and out.strip().startswith("cannot drill: set ASGI_APPLICATION")
 
 
-def test_a_process_local_state_cache_cannot_be_read() -> None:
+def test_a_process_local_state_cache_cannot_be_read(settings: Any) -> None:
     caches = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    with override_settings(CACHES=caches, GRACEFUL={"STATE_BACKEND": "cache"}):
-        status, out, _ = run_drill()
+    settings.CACHES = caches
+    settings.GRACEFUL = {"STATE_BACKEND": "cache"}
+    status, out, _ = run_drill()
     assert status == 2
     assert "LocMemCache, private to each process" in out and "graceful.W002" in out
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.test import override_settings
 
 from django_graceful._core.lifecycle import Lifecycle
 from django_graceful._core.registry import Tracked
@@ -129,8 +128,10 @@ def test_an_unusable_document_gets_a_one_line_reason(text: str, reason: str) -> 
     assert reason in str(caught.value) and "\n" not in str(caught.value)
 
 
-@override_settings(GRACEFUL={**NO_SIGNALS, "LIFESPAN": []})
-async def test_a_published_snapshot_parses(lifecycle: Lifecycle, tmp_path: Path) -> None:
+async def test_a_published_snapshot_parses(
+    lifecycle: Lifecycle, tmp_path: Path, settings: Any
+) -> None:
+    settings.GRACEFUL = {**NO_SIGNALS, "LIFESPAN": []}
     lifecycle.loop = asyncio.get_running_loop()
     release = asyncio.Event()
     task = asyncio.ensure_future(release.wait())
@@ -356,12 +357,12 @@ def run_command(*args: str) -> tuple[int, str, str]:
     return int(exited.value.code or 0), out.getvalue(), err.getvalue()
 
 
-def test_the_command_prints_a_table_and_exits_1(tmp_path: Path) -> None:
+def test_the_command_prints_a_table_and_exits_1(tmp_path: Path, settings: Any) -> None:
     live = snapshot(time=time.time(), work=[("request", "GET /a/", "app.a", 60_000)])
     folder_with(tmp_path, live)
     (tmp_path / "state" / "live-h-9.json").write_text("{corrupt")
-    with override_settings(GRACEFUL={"STATE_DIR": str(tmp_path / "state")}):
-        status, out, err = run_command()
+    settings.GRACEFUL = {"STATE_DIR": str(tmp_path / "state")}
+    status, out, err = run_command()
     assert status == 1
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["HOST", "PID", "SOURCE"]
@@ -370,30 +371,32 @@ def test_the_command_prints_a_table_and_exits_1(tmp_path: Path) -> None:
     assert "live-h-9.json: not JSON" in err
 
 
-def test_the_command_json(tmp_path: Path) -> None:
+def test_the_command_json(tmp_path: Path, settings: Any) -> None:
     live = snapshot(time=time.time(), work=[("request", "GET /a/", "app.a", 60_000)])
     folder_with(tmp_path, live)
-    with override_settings(GRACEFUL={"STATE_DIR": str(tmp_path / "state")}):
-        status, out, _ = run_command("--json", "--threshold", "100")
+    settings.GRACEFUL = {"STATE_DIR": str(tmp_path / "state")}
+    status, out, _ = run_command("--json", "--threshold", "100")
     data = json.loads(out)
     assert status == 0 and data["status"] == 0 and data["rows"] == []
     assert data["workers"][0]["pid"] == ME and data["workers"][0]["in_flight"] == 1
 
 
-def test_the_command_cannot_check_without_state_or_with_bad_settings(tmp_path: Path) -> None:
-    with override_settings(GRACEFUL={"STATE_DIR": str(tmp_path / "none")}):
-        status, out, _ = run_command()
+def test_the_command_cannot_check_without_state_or_with_bad_settings(
+    tmp_path: Path, settings: Any
+) -> None:
+    settings.GRACEFUL = {"STATE_DIR": str(tmp_path / "none")}
+    status, out, _ = run_command()
     assert (
         status == 2
         and out.strip() == f"cannot check: no state found: {tmp_path / 'none'} does not exist"
     )
-    with override_settings(GRACEFUL={"HEARTBEAT": 0}):
-        status, out, _ = run_command()
+    settings.GRACEFUL = {"HEARTBEAT": 0}
+    status, out, _ = run_command()
     assert status == 2 and out.startswith(
         "cannot check: GRACEFUL settings are invalid: graceful.E004"
     )
-    with override_settings(GRACEFUL={"HEARTBEAT": 0}):
-        status, out, _ = run_command("--json")
+    settings.GRACEFUL = {"HEARTBEAT": 0}
+    status, out, _ = run_command("--json")
     assert status == 2 and json.loads(out)["reason"].startswith("cannot check: GRACEFUL")
 
 

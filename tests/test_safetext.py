@@ -7,10 +7,10 @@ import json
 import time
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.test import override_settings
 
 from django_graceful._core.safetext import dumps, visible
 from django_graceful._diagnosis.drill.model import Drill
@@ -59,16 +59,14 @@ def test_json_escapes_them_and_reads_back_the_same_value() -> None:
     assert json.loads(text) == value
 
 
-def test_checkshutdown_json_prints_no_control_character(tmp_path: Path) -> None:
+def test_checkshutdown_json_prints_no_control_character(tmp_path: Path, settings: Any) -> None:
     """A snapshot may hold anything (written by another version, or read from a host
     name): the JSON for machines is valid, shows the escapes, and means the same."""
     work = [("request", f"GET {HOSTILE}", "app.views.x", 60_000)]
     folder_with(tmp_path, snapshot(work, time=time.time(), host="web\u202e1"))
     out, err = io.StringIO(), io.StringIO()
-    with (
-        override_settings(GRACEFUL={"STATE_DIR": str(tmp_path / "state")}),
-        pytest.raises(SystemExit),
-    ):
+    settings.GRACEFUL = {"STATE_DIR": str(tmp_path / "state")}
+    with pytest.raises(SystemExit):
         call_command("checkshutdown", "--json", stdout=out, stderr=err)
     assert_safe(out.getvalue())
     data = json.loads(out.getvalue())
@@ -76,14 +74,12 @@ def test_checkshutdown_json_prints_no_control_character(tmp_path: Path) -> None:
     assert row["what"] == f"GET {HOSTILE}" and row["host"] == "web\u202e1"
 
 
-def test_checkshutdowns_table_shows_the_escapes(tmp_path: Path) -> None:
+def test_checkshutdowns_table_shows_the_escapes(tmp_path: Path, settings: Any) -> None:
     work = [("request", "GET /\x1b[2J\u202e", None, 60_000)]
     folder_with(tmp_path, snapshot(work, time=time.time()))
     out, err = io.StringIO(), io.StringIO()
-    with (
-        override_settings(GRACEFUL={"STATE_DIR": str(tmp_path / "state")}),
-        pytest.raises(SystemExit),
-    ):
+    settings.GRACEFUL = {"STATE_DIR": str(tmp_path / "state")}
+    with pytest.raises(SystemExit):
         call_command("checkshutdown", stdout=out, stderr=err)
     assert_safe(out.getvalue())
     assert "GET /\\x1b[2J\\u202e" in out.getvalue()

@@ -205,6 +205,7 @@ def test_app_target_notation() -> None:
 
 def test_without_asgi_application_the_settings_packages_asgi_module_is_served(
     monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
 ) -> None:
     """The layout startproject makes: <package>/asgi.py next to <package>/settings.py,
     found without importing it (here: not imported before)."""
@@ -213,7 +214,8 @@ def test_without_asgi_application_the_settings_packages_asgi_module_is_served(
     monkeypatch.delitem(sys.modules, "tests.project.asgi", raising=False)
     monkeypatch.delattr(tests.project, "asgi", raising=False)
     out = StringIO()
-    with override_settings(ASGI_APPLICATION=None, GRACEFUL={"GRACE_PERIOD": 10}):
-        call_command("serve", "--print", stdout=out)
+    settings.ASGI_APPLICATION = None
+    settings.GRACEFUL = {"GRACE_PERIOD": 10}
+    call_command("serve", "--print", stdout=out)
     assert "tests.project.asgi:application" in shlex.split(out.getvalue())
     assert "tests.project.asgi" not in sys.modules

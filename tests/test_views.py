@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 import pytest
-from django.test import AsyncClient, override_settings
+from django.test import AsyncClient
 from django.urls import include, path
 
 from django_graceful._core.lifecycle import Lifecycle
@@ -52,12 +52,12 @@ async def test_while_closing_live_says_alive_and_ready_answers_its_own_503(
 ) -> None:
     settings.GRACEFUL = NO_SIGNALS
     urlconf = "tests.test_views" if prefix == "/probes/k8s/" else "tests.project.urls"
-    with override_settings(ROOT_URLCONF=urlconf):
-        await start(app)
-        app.lifecycle.phase = Phase.CLOSING
-        live = await request(app, f"{prefix}live/")
-        ready = await request(app, f"{prefix}ready/")
-        other = await request(app, "/pid/")
+    settings.ROOT_URLCONF = urlconf
+    await start(app)
+    app.lifecycle.phase = Phase.CLOSING
+    live = await request(app, f"{prefix}live/")
+    ready = await request(app, f"{prefix}ready/")
+    other = await request(app, "/pid/")
     assert live[0] == 200 and json.loads(live[2]) == {"phase": "closing"}
     assert ready[0] == 503 and json.loads(ready[2]) == {"phase": "closing"}
     assert other[0] == 503 and other[2] == SHUTTING_DOWN_BODY  # the rest is refused as before

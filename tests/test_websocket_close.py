@@ -15,7 +15,6 @@ from asgiref.testing import ApplicationCommunicator
 from channels.layers import get_channel_layer
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.core.exceptions import ImproperlyConfigured
-from django.test import override_settings
 
 from django_graceful._core.lifecycle import Lifecycle
 from django_graceful._core.phases import Phase
@@ -376,19 +375,21 @@ async def test_a_second_signal_skips_the_hooks(
     await stop(lifespan)
 
 
-async def test_the_session_is_in_the_scope_only_under_graceful_asgi(lifecycle: Lifecycle) -> None:
+async def test_the_session_is_in_the_scope_only_under_graceful_asgi(
+    lifecycle: Lifecycle, settings: Any
+) -> None:
     seen: list[Any] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         seen.append(websocket_session(scope))
         await send({"type": "websocket.close"})
 
-    with override_settings(GRACEFUL=FAST):
-        comm = ApplicationCommunicator(GracefulASGI(app, lifecycle=lifecycle), ws_scope("/"))
-        await comm.send_input({"type": "websocket.connect"})
-        await comm.receive_output(5)
-        await comm.wait(1)
-        await lifecycle.shutdown("test")
+    settings.GRACEFUL = FAST
+    comm = ApplicationCommunicator(GracefulASGI(app, lifecycle=lifecycle), ws_scope("/"))
+    await comm.send_input({"type": "websocket.connect"})
+    await comm.receive_output(5)
+    await comm.wait(1)
+    await lifecycle.shutdown("test")
     assert seen[0] is not None and seen[0].item.what == "WS /"
     assert websocket_session(ws_scope("/")) is None
 
