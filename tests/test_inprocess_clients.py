@@ -20,7 +20,6 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from django.test import override_settings
 
 with warnings.catch_warnings():  # Starlette now prefers httpx2; httpx is what teams have
     warnings.simplefilter("ignore")
@@ -53,15 +52,15 @@ GRACEFUL = {"LIFESPAN": [f"{__name__}.numbered"], "DRAIN_DELAY": 0}
 
 
 @pytest.fixture
-def application(lifecycle: Lifecycle, tmp_path: Any) -> Iterator[GracefulASGI]:
+def application(lifecycle: Lifecycle, tmp_path: Any, settings: Any) -> Iterator[GracefulASGI]:
     """The project's app on the process's lifecycle (fresh for this test), with signals
     handled and snapshots published, as ``asgi.py`` makes it."""
-    with override_settings(GRACEFUL={**GRACEFUL, "STATE_DIR": str(tmp_path)}):
-        listener = publisher.install()
-        try:
-            yield GracefulASGI(GracefulASGIHandler())
-        finally:
-            lifecycle._phase_listeners.remove(listener)
+    settings.GRACEFUL = {**GRACEFUL, "STATE_DIR": str(tmp_path)}
+    listener = publisher.install()
+    try:
+        yield GracefulASGI(GracefulASGIHandler())
+    finally:
+        lifecycle._phase_listeners.remove(listener)
 
 
 @pytest.fixture

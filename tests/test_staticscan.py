@@ -260,52 +260,55 @@ def test_system_checks_warn_about_the_same_findings_with_a_hint() -> None:
     assert view_warnings(CLEAN) == []
 
 
-def test_silenced_checks_disappear() -> None:
+def test_silenced_checks_disappear(settings: Any) -> None:
     silenced = ["graceful.W004", "graceful.W005"]
-    with override_settings(ROOT_URLCONF=BAD, SILENCED_SYSTEM_CHECKS=silenced):
-        out, err = io.StringIO(), io.StringIO()
-        call_command("check", stdout=out, stderr=err)
+    settings.ROOT_URLCONF = BAD
+    settings.SILENCED_SYSTEM_CHECKS = silenced
+    out, err = io.StringIO(), io.StringIO()
+    call_command("check", stdout=out, stderr=err)
     assert "graceful.W003" in err.getvalue() and "graceful.W006" in err.getvalue()
     assert "graceful.W004" not in err.getvalue() and "graceful.W005" not in err.getvalue()
     assert "(13 silenced)" in err.getvalue()
 
 
-def test_the_command_leaves_silenced_checks_out_too() -> None:
-    with override_settings(SILENCED_SYSTEM_CHECKS=["graceful.W004", "graceful.W005"]):
-        status, out, _ = command()
+def test_the_command_leaves_silenced_checks_out_too(settings: Any) -> None:
+    settings.SILENCED_SYSTEM_CHECKS = ["graceful.W004", "graceful.W005"]
+    status, out, _ = command()
     assert status == PROBLEMS
     assert "graceful.W004" not in out and "graceful.W005" not in out
     assert out.splitlines()[-1] == (
         "13 problems in 13 of 34 views: 7 swallowed-cancel, 6 unchecked-sync (13 silenced)"
     )
     everything = ["graceful.W003", "graceful.W004", "graceful.W005", "graceful.W006"]
-    with override_settings(SILENCED_SYSTEM_CHECKS=everything):
-        status, out, _ = command("--json")
+    settings.SILENCED_SYSTEM_CHECKS = everything
+    status, out, _ = command("--json")
     data = json.loads(out)
     assert (status, data["findings"], data["silenced"]) == (OK, [], 26)
     assert data["reason"] == "OK: no problems in 34 views (26 silenced)"
 
 
-def test_system_checks_never_break_manage_py_check(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_system_checks_never_break_manage_py_check(
+    monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
     from django_graceful._diagnosis import staticscan
 
     def broken(urlconf: Any = None) -> Any:
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(staticscan, "scan", broken)
-    with override_settings(ROOT_URLCONF=CLEAN):
-        messages = [m for m in run_checks() if m.id == "graceful.I001"]
+    settings.ROOT_URLCONF = CLEAN
+    messages = [m for m in run_checks() if m.id == "graceful.I001"]
     assert [m.msg for m in messages] == [
         "The views were not scanned for shutdown problems: RuntimeError: a bug"
     ]
 
 
-def test_system_checks_of_some_apps_only_look_at_their_views() -> None:
+def test_system_checks_of_some_apps_only_look_at_their_views(settings: Any) -> None:
     from django.apps import apps
 
-    with override_settings(ROOT_URLCONF=BAD):
-        mine = run_checks(app_configs=[apps.get_app_config("testproject")])
-        theirs = run_checks(app_configs=[apps.get_app_config("auth")])
+    settings.ROOT_URLCONF = BAD
+    mine = run_checks(app_configs=[apps.get_app_config("testproject")])
+    theirs = run_checks(app_configs=[apps.get_app_config("auth")])
     assert {m.id for m in mine} >= VIEW_IDS
     assert not {m.id for m in theirs} & VIEW_IDS
 

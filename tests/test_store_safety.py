@@ -9,6 +9,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -162,9 +163,11 @@ def test_a_folder_with_too_many_files_is_read_up_to_the_cap(
 # -- the writer -----------------------------------------------------------------------
 
 
-@override_settings(GRACEFUL={**NO_SIGNALS, "LIFESPAN": []})
-async def test_nothing_is_written_to_a_refused_folder(lifecycle: Lifecycle, tmp_path: Path) -> None:
+async def test_nothing_is_written_to_a_refused_folder(
+    lifecycle: Lifecycle, tmp_path: Path, settings: Any
+) -> None:
     """Not the heartbeat, and not the last report at shutdown either."""
+    settings.GRACEFUL = {**NO_SIGNALS, "LIFESPAN": []}
     target = tmp_path / "elsewhere"
     target.mkdir()
     (tmp_path / "state").symlink_to(target)
@@ -193,17 +196,17 @@ def test_a_folder_swapped_for_a_symlink_after_it_was_made_is_not_followed(
 
 
 def test_the_default_folder_is_per_user_private_and_not_to_be_guessed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: Any
 ) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    with override_settings(SECRET_KEY="one secret"):
-        first = default_state_dir()
-    with override_settings(SECRET_KEY="another secret"):
-        other = default_state_dir()
+    settings.SECRET_KEY = "one secret"
+    first = default_state_dir()
+    settings.SECRET_KEY = "another secret"
+    other = default_state_dir()
     assert Path(first).parent == tmp_path and Path(first).name.startswith(
         f"django-graceful-{os.getuid()}-"
     )
     assert first != other  # the name depends on the project's secret
     monkeypatch.delenv("XDG_RUNTIME_DIR")
-    with override_settings(SECRET_KEY="one secret"):
-        assert Path(default_state_dir()).name == Path(first).name
+    settings.SECRET_KEY = "one secret"
+    assert Path(default_state_dir()).name == Path(first).name

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from django.core.cache import caches
-from django.test import override_settings
 
 from django_graceful._diagnosis.stores import (
     INDEX_KEY,
@@ -97,7 +96,7 @@ def test_a_host_id_unsafe_in_a_file_name_finds_its_files(tmp_path: Path) -> None
 # -- a Django cache -------------------------------------------------------------------
 
 
-def test_only_the_drills_own_cache_entries_are_removed(tmp_path: Path) -> None:
+def test_only_the_drills_own_cache_entries_are_removed(tmp_path: Path, settings: Any) -> None:
     caches_setting = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
         "state": {
@@ -105,25 +104,25 @@ def test_only_the_drills_own_cache_entries_are_removed(tmp_path: Path) -> None:
             "LOCATION": str(tmp_path / "cache"),
         },
     }
-    with override_settings(CACHES=caches_setting):
-        for host, pid, last in [("drill-1a2b3c4d", 10, False), ("drill-1a2b3c4d", 11, True)]:
-            CacheStore("state", host, pid).write("{}", last=last)
-        CacheStore("state", "web-1", 12).write("{}", last=True)
-        CacheStore("state", "web-1", 13).write("{}")
-        store = CacheStore("state")
-        store.forget_host("drill-1a2b3c4d")
-        index = _parse_index(store.cache.get(INDEX_KEY))
-        assert {kind: sorted(entries) for kind, entries in index.items()} == {
-            "live": ["web-1:13"],
-            "last": ["web-1:12"],
-        }
-        assert store.cache.get(f"{PREFIX}last:drill-1a2b3c4d:11") is None
-        assert store.cache.get(f"{PREFIX}live:drill-1a2b3c4d:10") is None
-        assert store.cache.get(f"{PREFIX}last:web-1:12") == "{}"
+    settings.CACHES = caches_setting
+    for host, pid, last in [("drill-1a2b3c4d", 10, False), ("drill-1a2b3c4d", 11, True)]:
+        CacheStore("state", host, pid).write("{}", last=last)
+    CacheStore("state", "web-1", 12).write("{}", last=True)
+    CacheStore("state", "web-1", 13).write("{}")
+    store = CacheStore("state")
+    store.forget_host("drill-1a2b3c4d")
+    index = _parse_index(store.cache.get(INDEX_KEY))
+    assert {kind: sorted(entries) for kind, entries in index.items()} == {
+        "live": ["web-1:13"],
+        "last": ["web-1:12"],
+    }
+    assert store.cache.get(f"{PREFIX}last:drill-1a2b3c4d:11") is None
+    assert store.cache.get(f"{PREFIX}live:drill-1a2b3c4d:10") is None
+    assert store.cache.get(f"{PREFIX}last:web-1:12") == "{}"
 
 
-@override_settings(CACHES=STATE)
-def test_the_cache_entries_of_one_host_are_read_without_the_others() -> None:
+def test_the_cache_entries_of_one_host_are_read_without_the_others(settings: Any) -> None:
+    settings.CACHES = STATE
     caches["state"].clear()
     CacheStore("state", "web", 11).write('"web live"')
     CacheStore("state", "web", 12).write('"web last"', last=True)
@@ -144,8 +143,8 @@ def test_the_cache_entries_of_one_host_are_read_without_the_others() -> None:
         store.host_documents("web")
 
 
-@override_settings(CACHES=STATE)
-def test_forgetting_a_host_in_the_cache_keeps_a_host_named_like_it() -> None:
+def test_forgetting_a_host_in_the_cache_keeps_a_host_named_like_it(settings: Any) -> None:
+    settings.CACHES = STATE
     caches["state"].clear()
     CacheStore("state", "web", 11).write('"web live"')
     CacheStore("state", "web", 12).write('"web last"', last=True)
@@ -162,18 +161,20 @@ def test_forgetting_a_host_in_the_cache_keeps_a_host_named_like_it() -> None:
     caches["state"].clear()
 
 
-@override_settings(CACHES=STATE)
-def test_two_projects_sharing_one_cache_without_a_key_prefix_do_not_see_each_other() -> None:
+def test_two_projects_sharing_one_cache_without_a_key_prefix_do_not_see_each_other(
+    settings: Any,
+) -> None:
+    settings.CACHES = STATE
     caches["state"].clear()
-    settings = GracefulSettings(STATE_BACKEND="cache", STATE_CACHE="state")
-    with override_settings(SECRET_KEY="shop"):
-        open_store(settings, "web-1", 11).write('{"shop": "live"}')
-        shop = open_store(settings)
-    with override_settings(SECRET_KEY="blog"):
-        blog = open_store(settings)
-        with pytest.raises(StoreError, match="no state found"):
-            blog.documents()
-        open_store(settings, "web-1", 22).write('{"blog": "live"}')
-        assert texts(blog.documents()) == [("live", '{"blog": "live"}')]
-    with override_settings(SECRET_KEY="shop"):
-        assert texts(shop.documents()) == [("live", '{"shop": "live"}')]
+    graceful = GracefulSettings(STATE_BACKEND="cache", STATE_CACHE="state")
+    settings.SECRET_KEY = "shop"
+    open_store(graceful, "web-1", 11).write('{"shop": "live"}')
+    shop = open_store(graceful)
+    settings.SECRET_KEY = "blog"
+    blog = open_store(graceful)
+    with pytest.raises(StoreError, match="no state found"):
+        blog.documents()
+    open_store(graceful, "web-1", 22).write('{"blog": "live"}')
+    assert texts(blog.documents()) == [("live", '{"blog": "live"}')]
+    settings.SECRET_KEY = "shop"
+    assert texts(shop.documents()) == [("live", '{"shop": "live"}')]
