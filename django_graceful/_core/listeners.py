@@ -5,12 +5,15 @@ When a server closes its listening socket, the kernel resets every connection it
 already accepted on the server's behalf (the accept queue), although those clients had
 sent their requests and cannot tell whether they were processed. So, before the server
 closes its listeners, every TCP listening socket of this process gets a socket filter
-that drops what arrives for it (classic BPF ``ret #0``; Linux, no privilege needed):
-new clients' SYNs go unanswered, so they retransmit and then meet a closed port
+that drops the SYNs that open new connections (classic BPF; Linux, no privilege
+needed): new clients go unanswered, so they retransmit and then meet a closed port
 (``connection refused``) or the next server on that port, while the connections
 already queued are still accepted by the server and answered (503 with ``Connection:
-close`` from CLOSING on). Once the queue is empty (``TCP_INFO`` of a listening socket
-gives its length) the server may close.
+close`` from CLOSING on). Only the SYN is dropped: the listener's filter also sees the
+ACK that completes a handshake, and a client whose SYN was answered just before the
+door shut already counts itself connected and sends its request, so its handshake must
+complete. Once no connection is queued (``TCP_INFO`` of a listening socket gives the
+accept queue) nor half-open (``SYN_RECV`` in ``/proc/net/tcp``) the server may close.
 
 The filter is on the socket, shared by every worker that holds it, so the door is shut
 only by the last of them: when no other process but this one's parent (the server's
@@ -55,15 +58,30 @@ SETTLE = 0.05
 MEET_WAIT = 0.3
 MEET_POLL = 0.03
 
-# Classic BPF words (<linux/filter.h>): BPF_RET|BPF_K and BPF_LD|BPF_IMM.
+# Classic BPF words (<linux/filter.h>): BPF_RET|BPF_K, BPF_LD|BPF_IMM, BPF_LD|BPF_B|BPF_ABS,
+# BPF_ALU|BPF_AND|BPF_K and BPF_JMP|BPF_JEQ|BPF_K.
 _RET = 0x06
 _LD_IMM = 0x00
+_LDB_ABS = 0x30
+_AND_K = 0x54
+_JEQ_K = 0x15
+#: A TCP socket's filter sees the packet from its TCP header: byte 13 holds the flags.
+_TCP_FLAGS = 13
+_SYN, _ACK = 0x02, 0x10
 #: Longest program read back: the marker holds one word per worker.
 _MAX_WORDS = 1024
 
 Word = tuple[int, int, int, int]
-#: ``ret #0``: keep no byte of any packet, i.e. drop it.
-DROP_ALL: tuple[Word, ...] = ((_RET, 0, 0, 0),)
+#: Drop a SYN without ACK (``ret #0`` keeps no byte), let the rest through (``ret #-1``).
+DROP_SYN: tuple[Word, ...] = (
+    (_LDB_ABS, 0, 0, _TCP_FLAGS),
+    (_AND_K, 0, 0, _SYN | _ACK),
+    (_JEQ_K, 0, 1, _SYN),
+    (_RET, 0, 0, 0),
+    (_RET, 0, 0, 0xFFFFFFFF),
+)
+#: ``/proc/net/tcp``'s state of a half-open connection (``TCP_SYN_RECV``).
+_SYN_RECV = "03"
 
 
 class _SockFilter(ctypes.Structure):
@@ -175,6 +193,28 @@ def accept_queue(sock: socket.socket) -> int:
     return int(struct.unpack_from("I", info, _UNACKED_OFFSET)[0])
 
 
+def half_open(sockets: list[socket.socket]) -> int:
+    """How many handshakes the kernel is completing on the ports of ``sockets``
+    (connections in ``SYN_RECV``, not yet in the accept queue); 0 if it cannot tell."""
+    ports = set()
+    for sock in sockets:
+        with contextlib.suppress(OSError):
+            ports.add(f":{sock.getsockname()[1]:04X}")
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as lines:
+                next(lines, None)  # the column titles
+                for line in lines:
+                    # sl local_address rem_address st ...; the port ends local_address
+                    fields = line.split(None, 4)
+                    if len(fields) > 3 and fields[3] == _SYN_RECV and fields[1][-5:] in ports:
+                        count += 1
+        except OSError:
+            continue
+    return count
+
+
 def other_holders(sockets: list[socket.socket], ignore: set[int]) -> set[int]:
     """The processes (but ``ignore`` and this one) that hold one of ``sockets``; only
     processes whose descriptors this one may read (its own user's) are seen."""
@@ -208,10 +248,10 @@ def reopen() -> int:
     for sock in tcp_listeners():
         with sock:
             program = program_of(sock)
-            if program == DROP_ALL or marked(program) is not None:
+            if program == DROP_SYN or marked(program) is not None:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
-                    reopened += program == DROP_ALL
+                    reopened += program == DROP_SYN
     return reopened
 
 
@@ -242,7 +282,7 @@ async def shut_the_door(
             return Door.NONE, 0
         if not await _meet_the_others(sockets):
             return Door.SHARED, 0
-        if not all(attach(sock, DROP_ALL) for sock in sockets):
+        if not all(attach(sock, DROP_SYN) for sock in sockets):
             for sock in sockets:  # all or none: a half-shut server would confuse anyone
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
@@ -265,7 +305,7 @@ async def _meet_the_others(sockets: list[socket.socket]) -> bool:
     while True:
         others = other_holders(sockets, ignore)
         program = program_of(first)
-        if not others or program == DROP_ALL:  # alone, or a sibling shut it already
+        if not others or program == DROP_SYN:  # alone, or a sibling shut it already
             return True
         waiting = marked(program) or set()
         if others <= waiting:
@@ -280,11 +320,12 @@ async def _meet_the_others(sockets: list[socket.socket]) -> bool:
 async def _drain(
     sockets: list[socket.socket], timeout: float, busy: Callable[[], bool]
 ) -> tuple[Door, int]:
-    """Wait until the queued connections were accepted and answered."""
+    """Wait until the queued and half-open connections were accepted and answered."""
     deadline = time.monotonic() + timeout
     quiet_since: float | None = None
     while True:
-        queued = sum(accept_queue(sock) for sock in sockets)
+        # /proc/net/tcp lists every connection: read only once the queues are empty.
+        queued = sum(accept_queue(sock) for sock in sockets) or half_open(sockets)
         now = time.monotonic()
         if queued or busy():
             quiet_since = None
