@@ -1,4 +1,5 @@
-"""The lifespan-aware ASGI entrypoint that wraps Django or any ASGI app (e.g. Channels)."""
+"""The lifespan-aware ASGI entrypoint that wraps Django or any ASGI app (e.g. Channels),
+and serves it over RSGI too (Granian's default interface)."""
 
 from __future__ import annotations
 
@@ -28,14 +29,16 @@ from ._serving.protocol import (
     refuse,
     refuse_http,
 )
+from ._serving.rsgi import HTTPConnection, WebsocketConnection, http_scope, websocket_scope
 from ._serving.websocket import WebsocketSession
 from .adapters import detect
 
 logger = logging.getLogger("django_graceful")
 
-RSGI_MESSAGE = (
-    "GracefulASGI is an ASGI application but was called with two arguments: Granian "
-    "runs RSGI by default. Start Granian with --interface asgi."
+NOT_RSGI_MESSAGE = (
+    "GracefulASGI was called with two arguments, but the first is not an RSGI scope: "
+    "GracefulASGI(scope, receive, send) for ASGI, GracefulASGI.__rsgi__(scope, protocol) "
+    "for RSGI"
 )
 
 #: Beyond reading an upload's body, how long a 503 to a stopped startup may take to send.
@@ -46,7 +49,8 @@ SCOPE_TYPES = ("http", "websocket", "lifespan", "channel")
 
 
 class _NotGiven:
-    """The default of ``send``: called with two arguments (RSGI), not with ``send=None``."""
+    """The default of ``send``: called with two arguments (RSGI: ``scope, protocol``),
+    not with ``send=None``."""
 
 
 _NOT_GIVEN = _NotGiven()
@@ -71,8 +75,11 @@ class GracefulASGI:
         self, scope: Scope, receive: ASGIReceiveCallable, send: Send | _NotGiven = _NOT_GIVEN
     ) -> None:
         if isinstance(send, _NotGiven):
-            logger.error(RSGI_MESSAGE)
-            raise TypeError(RSGI_MESSAGE)
+            # Called as an RSGI app by something that hid __rsgi__ (a wrapper around us).
+            if not hasattr(scope, "proto"):
+                raise TypeError(NOT_RSGI_MESSAGE)
+            await self.__rsgi__(scope, receive)
+            return
         kind = _scope_type(scope, receive, send)
         if kind == "lifespan":
             await self._lifespan(scope, receive, send)
@@ -114,6 +121,34 @@ class GracefulASGI:
             await self._websocket(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+    # -- RSGI (Granian's default interface) -------------------------------------------
+
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Granian's worker starts (its loop not running yet): the startup, as
+        ``lifespan.startup`` runs it. A failed startup raises: the worker ends, and
+        Granian with it."""
+        loop.run_until_complete(self.lifecycle.startup(self, detect))
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Granian's worker stopped serving: the shutdown, as ``lifespan.shutdown`` runs
+        it (after a signal it is over already)."""
+        try:
+            loop.run_until_complete(self.lifecycle.shutdown("lifespan"))
+        except Exception:
+            logger.exception("shutdown failed")
+
+    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
+        """One RSGI call, served as the ASGI connection it stands for (see
+        ``_serving/rsgi.py``)."""
+        if scope.proto == "http":
+            http = HTTPConnection(protocol, scope)
+            await self(http_scope(scope), http.receive, http.send)  # type: ignore[arg-type]
+        elif scope.proto == "ws":
+            ws = WebsocketConnection(protocol)
+            await self(websocket_scope(scope), ws.receive, ws.send)  # type: ignore[arg-type]
+        else:
+            raise ValueError(f"GracefulASGI does not serve RSGI protocol {scope.proto!r}")
 
     async def _http(self, scope: Scope, receive: ASGIReceiveCallable, send: Send) -> None:
         lifecycle = self.lifecycle

@@ -257,8 +257,10 @@ async def test_unexpected_lifespan_message_is_logged_not_fatal(
     assert "unexpected lifespan message 'lifespan.bogus'" in caplog.text
 
 
-async def test_called_as_rsgi_fails_with_a_clear_message(app: GracefulASGI) -> None:
-    with pytest.raises(TypeError, match="--interface asgi"):
+async def test_two_arguments_without_an_rsgi_scope_fail_with_a_clear_message(
+    app: GracefulASGI,
+) -> None:
+    with pytest.raises(TypeError, match="not an RSGI scope"):
         await app({"type": "http"}, object())  # type: ignore[arg-type]
 
 

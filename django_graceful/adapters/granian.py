@@ -1,6 +1,7 @@
 """Granian adapter: the worker drains from the signal on, and Granian stops only at STOPPED.
 
-Granian (2.x, ``--interface asgi`` or ``asginl``) runs the app in worker processes.
+Granian (2.x, ``--interface rsgi``, its default, ``asgi`` or ``asginl``) runs the app in
+worker processes.
 Its main process takes SIGTERM/SIGINT, forwards one SIGTERM to each worker and then
 waits for them with no timeout. In a worker, Granian's loop handler calls
 ``WorkerSignal.set()``: the worker stops accepting at once and then waits for every
@@ -50,7 +51,11 @@ logger = logging.getLogger("django_graceful")
 MIN_VERSION, BELOW_VERSION = (2,), (3,)
 #: The functions of granian/server/mp.py that run a worker's event loop; their locals
 #: ``loop``, ``shutdown_event`` (the WorkerSignal) and ``evp`` (ends the serve loop).
-WORKER_FUNCTIONS = frozenset({"_spawn_asgi_lifespan_worker", "_spawn_asgi_worker"})
+WORKER_FUNCTIONS = frozenset(
+    {"_spawn_asgi_lifespan_worker", "_spawn_asgi_worker", "_spawn_rsgi_worker"}
+)
+#: The one without a lifespan (``asginl``): RSGI has ``__rsgi_init__``/``__rsgi_del__``.
+NO_LIFESPAN_WORKER = "_spawn_asgi_worker"
 WORKER_MODULE = os.path.join("granian", "server", "mp.py")
 #: What the process may take after STOPPED (the exit bound: budget + ~0.5 s), and so how
 #: long Granian gets to finish connections when hung work still holds one of them.
@@ -213,7 +218,7 @@ class _Worker:
     ) -> None:
         self._stop_signal = stop_signal
         self._serve_done = serve_done
-        #: ``--interface asgi``; ``asginl`` sends no lifespan.
+        #: ``--interface asgi`` or ``rsgi``; ``asginl`` sends no lifespan.
         self.lifespan = lifespan
         #: The forked copy of the main process's server object (None when spawned).
         self._server = server
@@ -244,7 +249,7 @@ class _Worker:
             or not isinstance(serve_done, asyncio.Event)
         ):
             return None
-        lifespan = function == "_spawn_asgi_lifespan_worker"
+        lifespan = function != NO_LIFESPAN_WORKER
         return cls(stop_signal, serve_done, lifespan=lifespan, server=server)
 
     def signalled_while_importing(self) -> bool:
