@@ -33,9 +33,12 @@ STUBBORN = "example_project.views.stubborn (GET /stubborn/)"
 MARKER = "# the drill's report points here"
 #: Seconds a drill may take here: start (~1 s), the grace and cancel (1 s each), exit.
 DRILL_TIMEOUT = 60
-#: Each server the drill is run on: its checkshutdown flags and the name its lines use.
+#: Each server the drill is run on (named as in ``tests/servers.py``): its checkshutdown
+#: flags and the name its lines use.
 DRILLED = {
-    **{name: (["--server", name], name) for name in SERVERS},
+    **{name: (["--server", name], name) for name in ("uvicorn", "hypercorn", "daphne")},
+    "granian": (["--server", "granian"], "granian (asgi interface)"),
+    "granian-rsgi": (["--server", "granian", "--interface", "rsgi"], "granian (rsgi interface)"),
     "gunicorn-uvicorn": (
         ["--server", "gunicorn", "--worker-class", "uvicorn"],
         "gunicorn (uvicorn worker)",
@@ -84,6 +87,10 @@ def others_state(tmp_path: Path) -> dict[str, str]:
 def assert_only_others_left(tmp_path: Path, documents: dict[str, str]) -> None:
     left = {path.name: path.read_text() for path in (tmp_path / "state").iterdir()}
     assert left == documents  # the drill's own reports are gone; nobody else's
+
+
+def test_every_test_server_is_drilled() -> None:
+    assert set(SERVERS) <= set(DRILLED)
 
 
 def last_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -339,7 +346,13 @@ def test_a_bad_url_is_refused_in_one_line(url: str, why: str) -> None:
 
 @pytest.mark.parametrize(
     "option",
-    [["--server", "daphne"], ["--worker-class", "asgi"], ["--url", "/"], ["--wait", "1"]],
+    [
+        ["--server", "daphne"],
+        ["--worker-class", "asgi"],
+        ["--interface", "rsgi"],
+        ["--url", "/"],
+        ["--wait", "1"],
+    ],
 )
 def test_drill_options_need_drill(option: list[str]) -> None:
     with pytest.raises(CommandError, match=f"{option[0]} needs --drill"):
@@ -381,6 +394,36 @@ def test_a_worker_class_is_gunicorns_only(server: str, settings: Any) -> None:
     assert out.strip() == f"cannot drill: --worker-class is gunicorn's: not with --server {server}"
 
 
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
+def test_an_interface_is_granians_only(server: str, settings: Any) -> None:
+    settings.ASGI_APPLICATION = "tests.project.asgi.application"
+    status, out, _ = run_drill("--server", server, "--interface", "rsgi")
+    assert status == 2
+    assert out.strip() == f"cannot drill: --interface is granian's: not with --server {server}"
+
+
+@pytest.mark.parametrize(("args", "interface"), [([], "asgi"), (["--interface", "rsgi"], "rsgi")])
+def test_the_json_names_granians_interface(
+    args: list[str], interface: str, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    """ASGI unless ``--interface rsgi`` (here Granian is "missing": the drill stops at its
+    command line, with the interface already known)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *more: Any) -> Any:
+        return None if name == "granian" else real(name, *more)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    settings.ASGI_APPLICATION = "tests.project.asgi.application"
+    status, out, _ = run_drill("--server", "granian", *args, "--json")
+    data = json.loads(out)
+    assert status == 2 and (data["server"], data["interface"]) == ("granian", interface)
+    assert data["worker_class"] is None
+    assert data["reason"].startswith("cannot drill: granian is not installed")
+
+
 def test_gunicorn_without_its_uvicorn_worker_names_the_gunicorn_extra(
     monkeypatch: pytest.MonkeyPatch,
     settings: Any,
@@ -397,6 +440,7 @@ def test_gunicorn_without_its_uvicorn_worker_names_the_gunicorn_extra(
     status, out, _ = run_drill("--server", "gunicorn", "--json")
     data = json.loads(out)
     assert status == 2 and (data["server"], data["worker_class"]) == ("gunicorn", "uvicorn")
+    assert data["interface"] is None
     assert data["reason"] == (
         "cannot drill: uvicorn-worker (Gunicorn's Uvicorn worker) is not installed in this "
         "environment. Install it with: pip install 'django-graceful-asgi[gunicorn]'"

@@ -40,6 +40,20 @@ def test_granian_runs_the_asgi_interface_with_a_kill_timeout_above_the_budget() 
     assert argv[argv.index("--interface") + 1] == "asgi"
     assert int(argv[argv.index("--workers-kill-timeout") + 1]) > 12
     assert argv[argv.index("--workers") + 1] == "2"
+    assert serve("--server", "granian", "--interface", "asgi") == serve("--server", "granian")
+
+
+def test_granian_runs_rsgi_with_interface_rsgi() -> None:
+    """``--interface rsgi``: Granian's own interface (GracefulASGI's ``__rsgi__``), with the
+    same kill timeout; the rest of the line is the ASGI one's."""
+    argv = serve("--server", "granian", "--interface", "rsgi", "--port", "9000")
+    assert argv[argv.index("--interface") + 1] == "rsgi"
+    assert argv.count("--interface") == 1
+    assert int(argv[argv.index("--workers-kill-timeout") + 1]) > 12
+    assert argv[argv.index("--port") + 1] == "9000"
+    assert argv[-1] == "tests.project.asgi:application"
+    asgi = serve("--server", "granian", "--port", "9000")
+    assert [a for a in argv if a != "rsgi"] == [a for a in asgi if a != "asgi"]
 
 
 def test_hypercorn_binds_host_and_port_and_gets_a_graceful_timeout() -> None:
@@ -133,6 +147,10 @@ def test_the_other_servers_command_lines_exactly() -> None:
         *[PYTHON, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1"],
         *["--port", "8000", "--workers-kill-timeout", "15", "p.asgi:app"],
     ]
+    assert line("granian", interface="rsgi", workers=2) == [
+        *[PYTHON, "-m", "granian", "--interface", "rsgi", "--host", "127.0.0.1"],
+        *["--port", "8000", "--workers-kill-timeout", "15", "--workers", "2", "p.asgi:app"],
+    ]
     assert line("daphne") == [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", "8000", "p.asgi:app"]
 
 
@@ -142,6 +160,27 @@ def test_worker_class_with_another_server_is_a_clear_error(server: str) -> None:
         CommandError, match=f"--worker-class is gunicorn's: not with --server {server}"
     ):
         serve("--server", server, "--worker-class", "asgi")
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn", "daphne", "gunicorn"])
+@pytest.mark.parametrize("interface", ["asgi", "rsgi"])
+def test_interface_with_another_server_is_a_clear_error(server: str, interface: str) -> None:
+    with pytest.raises(
+        CommandError, match=f"^--interface is granian's: not with --server {server}$"
+    ):
+        serve("--server", server, "--interface", interface)
+
+
+def test_interface_with_another_server_is_an_error_even_when_it_is_not_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The misplaced option is named first: installing the server would not help."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "daphne" else real(name, *a)
+    )
+    with pytest.raises(CommandError, match=r"^--interface is granian's: not with --server daphne"):
+        serve("--server", "daphne", "--interface", "rsgi")
 
 
 def test_a_missing_gunicorn_or_its_uvicorn_worker_names_the_gunicorn_extra(
@@ -183,6 +222,8 @@ def test_a_missing_server_names_the_extra_to_install(monkeypatch: pytest.MonkeyP
         ["--workers", "0"],
         ["--server", "x"],
         ["--server", "gunicorn", "--worker-class", "gevent"],
+        ["--server", "granian", "--interface", "asginl"],
+        ["--server", "granian", "--interface", "wsgi"],
     ],
 )
 def test_bad_arguments_are_refused(args: list[str]) -> None:
@@ -201,6 +242,12 @@ def test_app_target_notation() -> None:
         command_line(
             "gunicorn", "p:a", host="h", port=1, workers=None, budget=1, worker_class="sync"
         )
+    with pytest.raises(
+        ValueError, match=r"unknown granian interface 'wsgi'; choose from asgi, rsgi"
+    ):
+        command_line("granian", "p:a", host="h", port=1, workers=None, budget=1, interface="wsgi")
+    with pytest.raises(ValueError, match="--interface is granian's: not with --server uvicorn"):
+        command_line("uvicorn", "p:a", host="h", port=1, workers=None, budget=1, interface="asgi")
 
 
 def test_without_asgi_application_the_settings_packages_asgi_module_is_served(

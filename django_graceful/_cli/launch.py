@@ -20,6 +20,12 @@ DEFAULT_GUNICORN_WORKER = "uvicorn"
 #: Gunicorn's default ``--timeout`` (a worker silent this long is killed): kept unless the
 #: budget is longer.
 GUNICORN_TIMEOUT = 30
+#: ``--interface`` of ``serve --server granian``: ASGI (the default here: every websocket
+#: close code, subprotocol and accept header goes through) or RSGI, Granian's own
+#: interface and its default (GracefulASGI's ``__rsgi__``; see ``_serving/rsgi.py`` for
+#: what it cannot carry).
+GRANIAN_INTERFACES = ("asgi", "rsgi")
+DEFAULT_GRANIAN_INTERFACE = "asgi"
 
 
 class ServerNotInstalled(Exception):
@@ -49,17 +55,18 @@ def command_line(
     workers: int | None,
     budget: float,
     worker_class: str | None = None,
+    interface: str | None = None,
 ) -> list[str]:
     """The argv that starts ``target`` on ``server``.
 
     The server's own graceful timeout is set a little above our budget so that it
     is a backstop, never the thing that cuts a request short. ``worker_class`` is
-    Gunicorn's only (a key of :data:`GUNICORN_WORKERS`; default Uvicorn's worker).
+    Gunicorn's only (a key of :data:`GUNICORN_WORKERS`; default Uvicorn's worker),
+    ``interface`` Granian's only (one of :data:`GRANIAN_INTERFACES`; default ASGI).
     """
     if server not in SERVERS:
         raise ValueError(f"unknown server {server!r}; choose from {', '.join(SERVERS)}")
-    if worker_class is not None and server != "gunicorn":
-        raise ValueError(f"--worker-class is gunicorn's: not with --server {server}")
+    check_server_options(server, worker_class=worker_class, interface=interface)
     if importlib.util.find_spec(server) is None:
         raise ServerNotInstalled(server)
     backstop = str(math.ceil(budget) + SERVER_MARGIN)
@@ -74,7 +81,8 @@ def command_line(
         # exits 0 even when a worker's startup failed (hypercorn#269).
         return [*argv, "--workers", str(workers or 0)]
     if server == "granian":
-        argv = [*python, "--interface", "asgi", "--host", host, "--port", str(port)]
+        kind = interface or DEFAULT_GRANIAN_INTERFACE
+        argv = [*python, "--interface", kind, "--host", host, "--port", str(port)]
         argv += ["--workers-kill-timeout", backstop]
         return argv + (["--workers", str(workers)] if workers else []) + [target]
     if server == "gunicorn":
@@ -83,6 +91,20 @@ def command_line(
     if workers and workers > 1:
         raise ValueError("daphne runs one process; use a process manager for several")
     return [*python, "-b", host, "-p", str(port), target]
+
+
+def check_server_options(
+    server: str, *, worker_class: str | None = None, interface: str | None = None
+) -> None:
+    """``ValueError`` for an option given to a server it is not for, or a value it does
+    not know (``--worker-class`` is Gunicorn's, ``--interface`` Granian's)."""
+    if worker_class is not None and server != "gunicorn":
+        raise ValueError(f"--worker-class is gunicorn's: not with --server {server}")
+    if interface is not None and server != "granian":
+        raise ValueError(f"--interface is granian's: not with --server {server}")
+    if interface is not None and interface not in GRANIAN_INTERFACES:
+        choices = ", ".join(GRANIAN_INTERFACES)
+        raise ValueError(f"unknown granian interface {interface!r}; choose from {choices}")
 
 
 def _bind(host: str, port: int) -> str:

@@ -54,6 +54,7 @@ class Drill:
     reason: str = ""
     server: str = DEFAULT_SERVER
     worker_class: str | None = None  # Gunicorn's, as ``serve --worker-class`` names it
+    interface: str | None = None  # Granian's, as ``serve --interface`` names it
     host: str = ""
     urls: list[str] = field(default_factory=list)
     concurrency: int = 1
@@ -78,8 +79,13 @@ class Drill:
 
     @property
     def label(self) -> str:
-        """The server as the lines name it: ``uvicorn``, ``gunicorn (asgi worker)``."""
-        return f"{self.server} ({self.worker_class} worker)" if self.worker_class else self.server
+        """The server as the lines name it: ``uvicorn``, ``gunicorn (asgi worker)``,
+        ``granian (rsgi interface)``."""
+        if self.worker_class:
+            return f"{self.server} ({self.worker_class} worker)"
+        if self.interface:
+            return f"{self.server} ({self.interface} interface)"
+        return self.server
 
     @property
     def exit_after(self) -> float | None:
@@ -113,6 +119,7 @@ class Drill:
             "reason": self.reason,
             "server": self.server,
             "worker_class": self.worker_class,
+            "interface": self.interface,
             "host": self.host,
             "command": self.argv,
             "pid": self.pid,

@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from ..._cli.launch import (
+    DEFAULT_GRANIAN_INTERFACE,
     DEFAULT_GUNICORN_WORKER,
     SERVERS,
     ServerNotInstalled,
     app_target,
     asgi_application_path,
+    check_server_options,
     command_line,
 )
 from ..._core.lifecycle import get_lifecycle
@@ -98,10 +100,17 @@ def prepare(drill: Drill, options: dict[str, Any]) -> tuple[Store, str, dict[str
     if drill.server not in SERVERS:
         raise DrillError(f"unknown server {drill.server!r}; choose from {', '.join(SERVERS)}")
     drill.worker_class = options.get("worker_class")
-    if drill.worker_class is not None and drill.server != "gunicorn":
-        raise DrillError(f"--worker-class is gunicorn's: not with --server {drill.server}")
+    drill.interface = options.get("interface")
+    try:
+        check_server_options(
+            drill.server, worker_class=drill.worker_class, interface=drill.interface
+        )
+    except ValueError as exc:
+        raise DrillError(str(exc)) from None
     if drill.server == "gunicorn":
         drill.worker_class = drill.worker_class or DEFAULT_GUNICORN_WORKER
+    if drill.server == "granian":
+        drill.interface = drill.interface or DEFAULT_GRANIAN_INTERFACE
     store = _store()
     path = asgi_application_path()
     if path is None:
@@ -159,6 +168,7 @@ def start(
                 workers=None,
                 budget=drill.budget,
                 worker_class=drill.worker_class,
+                interface=drill.interface,
             )
         except (ServerNotInstalled, ValueError) as exc:
             raise DrillError(str(exc)) from None

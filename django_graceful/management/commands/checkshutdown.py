@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ..._cli.arguments import positive_int, seconds
-from ..._cli.launch import GUNICORN_WORKERS, SERVERS
+from ..._cli.launch import GRANIAN_INTERFACES, GUNICORN_WORKERS, SERVERS
 from ..._core import safetext
 from ..._diagnosis.report import Report, check, notes, table
 from ..._diagnosis.status import CANNOT_CHECK
@@ -62,6 +62,11 @@ class Command(BaseCommand):
             help="With --server gunicorn: its Uvicorn worker (default) or its own 'asgi' worker.",
         )
         drill.add_argument(
+            "--interface",
+            choices=GRANIAN_INTERFACES,
+            help="With --server granian: the app served as ASGI (default) or as RSGI.",
+        )
+        drill.add_argument(
             "--url",
             action="append",
             dest="urls",
@@ -93,7 +98,7 @@ class Command(BaseCommand):
             raise SystemExit(static_main(options, self.stdout, self.stderr))
         drill_options = [
             f"--{name}"
-            for name in ("server", "worker_class", "urls", "concurrency", "wait")
+            for name in ("server", "worker_class", "interface", "urls", "concurrency", "wait")
             if options[name] is not None
         ]
         if drill_options and not options["drill"]:

@@ -11,7 +11,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ..._cli.arguments import port_number, positive_int
 from ..._cli.launch import (
+    DEFAULT_GRANIAN_INTERFACE,
     DEFAULT_GUNICORN_WORKER,
+    GRANIAN_INTERFACES,
     GUNICORN_WORKERS,
     SERVERS,
     ServerNotInstalled,
@@ -39,6 +41,15 @@ class Command(BaseCommand):
             f"default: {DEFAULT_GUNICORN_WORKER}) or 'asgi' (Gunicorn's own ASGI worker).",
         )
         parser.add_argument(
+            "--interface",
+            choices=GRANIAN_INTERFACES,
+            default=None,
+            help=f"With --server granian: '{DEFAULT_GRANIAN_INTERFACE}' (the default: every "
+            "websocket close code and subprotocol goes through) or 'rsgi' (Granian's own "
+            "interface: websockets are closed without a code, subprotocols and accept "
+            "headers are not sent).",
+        )
+        parser.add_argument(
             "--print", action="store_true", help="print the server's command line and exit"
         )
 
@@ -57,6 +68,7 @@ class Command(BaseCommand):
                 workers=options["workers"],
                 budget=get_lifecycle().budget(),
                 worker_class=options["worker_class"],
+                interface=options["interface"],
             )
         except (ServerNotInstalled, ValueError) as exc:
             raise CommandError(str(exc)) from exc
