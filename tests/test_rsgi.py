@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -23,8 +24,11 @@ from django_graceful._serving.handler import GracefulASGIHandler
 from django_graceful.asgi import GracefulASGI
 
 from .inprocess import NO_SIGNALS, Events
+from .project import views
 
 TIMEOUT = 5
+DOWNLOAD_PATH = os.path.abspath(views.DOWNLOAD)
+DOWNLOAD_SIZE = os.path.getsize(views.DOWNLOAD)
 
 
 class GranianFuture:
@@ -373,6 +377,28 @@ async def test_django_answers_over_rsgi_with_the_lifespan_state(
     assert (kind, status) == ("bytes", 200)
     assert b'"pool": "pool-of-' in body
     assert ("content-type", "application/json") in [(k.lower(), v) for k, v in headers]
+
+
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume synchronous iterators")
+async def test_a_file_response_goes_by_its_path_and_an_encoded_one_through_python(
+    lifecycle: Lifecycle, no_signals: None
+) -> None:
+    # Granian's RSGI stream has no backpressure: a file streamed through Python to a slow
+    # client would sit in memory whole. By its path, Granian reads it itself.
+    app = graceful(GracefulASGIHandler(), lifecycle)
+    proto = HTTPProto()
+    await asyncio.wait_for(app.__rsgi__(Scope("http", "/download/"), proto), TIMEOUT)
+    assert proto.response is not None
+    kind, status, headers, path = proto.response
+    assert (kind, status, path) == ("file", 200, DOWNLOAD_PATH)
+    named = {k.lower(): v for k, v in headers}
+    assert named["content-length"] == str(DOWNLOAD_SIZE)
+    assert named["content-disposition"].startswith("attachment")
+    # A middleware changed the bytes (Content-Encoding): they go through Python.
+    proto = HTTPProto()
+    await asyncio.wait_for(app.__rsgi__(Scope("http", "/download/?gzip=1"), proto), TIMEOUT)
+    assert proto.response is not None and proto.response[0] == "stream"
+    assert proto.stream is not None and len(b"".join(proto.stream.parts)) == DOWNLOAD_SIZE
 
 
 async def test_two_arguments_with_an_rsgi_scope_are_served_as_rsgi(

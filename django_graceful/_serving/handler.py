@@ -1,10 +1,24 @@
-"""Django's ASGI handler with ``request.state``: the LIFESPAN state of the scope."""
+"""Django's ASGI handler with ``request.state`` (the LIFESPAN state of the scope), and file
+responses sent by their path where the server can (``http.response.pathsend``)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
+from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
+from django.http import FileResponse, HttpResponseBase
+
+#: The ASGI extension by which a server sends a file from its path (Granian, both
+#: interfaces): no bytes through Python, and no buffering where the server's stream has
+#: no backpressure (Granian's RSGI).
+PATHSEND = "http.response.pathsend"
+#: Whether the server of the current request takes ``PATHSEND`` (set per request task).
+_pathsend: ContextVar[bool] = ContextVar("django_graceful_pathsend", default=False)
 
 
 class GracefulASGIRequest(ASGIRequest):
@@ -22,5 +36,51 @@ class GracefulASGIRequest(ASGIRequest):
         self.scope["state"] = value
 
 
+class _HeadSent(Exception):
+    """Django's send_response has sent the head; the file went by its path."""
+
+
 class GracefulASGIHandler(ASGIHandler):
     request_class = GracefulASGIRequest
+
+    async def handle(self, scope: Any, receive: Any, send: Any) -> None:
+        _pathsend.set(PATHSEND in (scope.get("extensions") or ()))
+        await super().handle(scope, receive, send)
+
+    async def send_response(self, response: HttpResponseBase, send: Any) -> None:
+        """Django's, but a ``FileResponse`` of a whole file on disk goes by its path
+        where the server takes ``http.response.pathsend``."""
+        path = file_path(response) if _pathsend.get() else None
+        if path is None:
+            await super().send_response(response, send)
+            return
+
+        async def head_then_path(message: Mapping[str, Any]) -> None:
+            await send(message)  # http.response.start, with the headers Django built
+            await send({"type": PATHSEND, "path": path})
+            raise _HeadSent
+
+        with contextlib.suppress(_HeadSent):
+            await super().send_response(response, head_then_path)
+
+
+def file_path(response: HttpResponseBase) -> str | None:
+    """The absolute path of the file a ``FileResponse`` would stream whole and unchanged
+    (a regular file read from its start, its Content-Length its size, no Content-Encoding
+    from a middleware), or None."""
+    if not isinstance(response, FileResponse) or response.has_header("Content-Encoding"):
+        return None
+    filelike = getattr(response, "file_to_stream", None)
+    name = getattr(filelike, "name", None)
+    if not isinstance(name, str) or filelike is None:
+        return None
+    try:
+        opened = os.fstat(filelike.fileno())
+        named = os.stat(name)
+        whole = filelike.tell() == 0 and response.get("Content-Length") == str(opened.st_size)
+    except (OSError, AttributeError, ValueError, TypeError):
+        return None
+    same = (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+    if not (whole and same and stat.S_ISREG(opened.st_mode)):
+        return None
+    return os.path.abspath(name)

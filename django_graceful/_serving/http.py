@@ -100,9 +100,12 @@ class TrackingSend:
         self.finished = False
 
     async def __call__(self, message: Any) -> None:
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
+        kind = message["type"]
+        if (kind == "http.response.body" and not message.get("more_body", False)) or (
+            kind == "http.response.pathsend"
+        ):
             self.finished = True
-        elif message["type"] == "http.response.start":
+        elif kind == "http.response.start":
             self.started = True
             if self._lifecycle.phase >= Phase.CLOSING:
                 headers = [

@@ -22,6 +22,7 @@ urlpatterns = [
     path("sql/sqlite-async-timed/", views.sql_sqlite_async_timed),
     path("sql/pg-timed/", views.sql_pg_timed),
     path("sql/ping/", views.sql_ping),
+    path("download/", views.download),
     path("health/", include("django_graceful.urls")),
     path("hangs/", include("tests.project.urls_hangs")),
 ]

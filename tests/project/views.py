@@ -8,7 +8,13 @@ import time
 
 from asgiref.sync import sync_to_async
 from django.db import connections, transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    HttpRequest,
+    HttpResponse,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.utils.decorators import method_decorator
 from django.views import View
 
@@ -213,3 +219,15 @@ def sql_ping(request: HttpRequest) -> JsonResponse:
 def gives_up(request: HttpRequest) -> HttpResponse:
     """A sync view whose own code raises RequestCancelled (as the SQL interrupt does)."""
     raise RequestCancelled(CancelReason(request.GET["reason"]))
+
+
+def download(request: HttpRequest) -> FileResponse:
+    """A file sent whole (``?gzip`` marks it encoded, as a compressing middleware would)."""
+    response = FileResponse(open(DOWNLOAD, "rb"), as_attachment=True)
+    if "gzip" in request.GET:
+        response["Content-Encoding"] = "gzip"
+    return response
+
+
+#: The file ``download`` sends: this module's own source.
+DOWNLOAD = __file__
