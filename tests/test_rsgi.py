@@ -401,6 +401,30 @@ async def test_a_file_response_goes_by_its_path_and_an_encoded_one_through_pytho
     assert proto.stream is not None and len(b"".join(proto.stream.parts)) == DOWNLOAD_SIZE
 
 
+@pytest.mark.parametrize(
+    ("messages", "error"),
+    [
+        ([{"type": "http.response.body", "body": b"x"}], "before http.response.start"),
+        ([{"type": "http.response.start", "status": 200}] * 2, "start sent twice"),
+        ([{"type": "websocket.accept"}], "unexpected ASGI message 'websocket.accept'"),
+    ],
+)
+async def test_messages_out_of_order_are_a_clear_error(
+    lifecycle: Lifecycle, no_signals: None, messages: list[dict[str, Any]], error: str
+) -> None:
+    proto = HTTPProto()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        for message in messages:
+            await send(message)
+
+    with pytest.raises(RuntimeError, match=error):
+        await asyncio.wait_for(
+            graceful(app, lifecycle).__rsgi__(Scope("http", "/"), proto), TIMEOUT
+        )
+    assert proto.response is None  # Granian answers 500 for an app that raised
+
+
 async def test_two_arguments_with_an_rsgi_scope_are_served_as_rsgi(
     lifecycle: Lifecycle, no_signals: None
 ) -> None:

@@ -150,7 +150,8 @@ class HTTPConnection:
         self._chunks: Any = None
         #: What the disconnect waits on, while one waits.
         self._gone: asyncio.Future[Any] | None = None
-        self._status = 200
+        #: The response's status, once ``http.response.start`` came.
+        self._status: int | None = None
         self._headers: list[tuple[str, str]] = []
         self._stream: Any = None
         #: The client left (seen while reading the body or sending the response).
@@ -225,14 +226,19 @@ class HTTPConnection:
         if self.left:
             return  # as Uvicorn does once the client left: the app learns it from receive()
         if kind == "http.response.start":
+            if self._status is not None:
+                raise RuntimeError("ASGI http.response.start sent twice")
             self._status = message["status"]
             self._headers = [
                 (k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", ())
             ]
-        elif kind == "http.response.body":
-            await self._send_body(message.get("body", b""), message.get("more_body", False))
-        elif kind == "http.response.pathsend":
-            self._proto.response_file(self._status, self._headers, message["path"])
+        elif kind in ("http.response.body", "http.response.pathsend"):
+            if self._status is None:
+                raise RuntimeError(f"ASGI {kind} sent before http.response.start")
+            if kind == "http.response.pathsend":
+                self._proto.response_file(self._status, self._headers, message["path"])
+            else:
+                await self._send_body(message.get("body", b""), message.get("more_body", False))
         elif kind != "http.response.trailers":
             raise RuntimeError(f"unexpected ASGI message {kind!r} in an HTTP response")
 
