@@ -20,9 +20,28 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-SERVERS = ("uvicorn", "hypercorn", "granian", "daphne", "gunicorn-uvicorn", "gunicorn-asgi")
+#: "granian" runs the app as ASGI (``--interface asgi``), "granian-rsgi" as RSGI, Granian's
+#: default interface (GracefulASGI's ``__rsgi__``).
+SERVERS = (
+    "uvicorn",
+    "hypercorn",
+    "granian",
+    "granian-rsgi",
+    "daphne",
+    "gunicorn-uvicorn",
+    "gunicorn-asgi",
+)
 #: Servers with a --workers option that runs one lifecycle per worker process.
-WORKER_SERVERS = ("uvicorn", "hypercorn", "granian", "gunicorn-uvicorn", "gunicorn-asgi")
+WORKER_SERVERS = (
+    "uvicorn",
+    "hypercorn",
+    "granian",
+    "granian-rsgi",
+    "gunicorn-uvicorn",
+    "gunicorn-asgi",
+)
+#: Granian, by the interface it speaks to the app.
+GRANIAN_INTERFACES = {"granian": ["--interface", "asgi"], "granian-rsgi": []}
 
 
 #: Gunicorn, by the worker class given to --worker-class.
@@ -35,6 +54,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def is_granian(server: str) -> bool:
+    """Whether ``server`` is Granian (whichever interface it speaks to the app)."""
+    return server in GRANIAN_INTERFACES
+
+
+def is_rsgi(server: str) -> bool:
+    """Whether the app is served over RSGI (whose websockets cannot carry a close code:
+    Granian closes an accepted one without any, so a client sees 1005)."""
+    return server == "granian-rsgi"
+
+
+#: The close code a websocket client reads when the server closed without one.
+WS_NO_STATUS = 1005
+
+
+def client_close_code(server: str, code: int) -> int:
+    """The close code a websocket client reads when the app closed its accepted websocket
+    with ``code``: RSGI cannot send one (Granian closes without a code: the client reads
+    1005, "no status received")."""
+    return WS_NO_STATUS if is_rsgi(server) else code
+
+
 def command(server: str, app: str, port: int, workers: int | None = None) -> list[str]:
     if server == "uvicorn":
         cmd = [str(BIN / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port)]
@@ -42,8 +83,8 @@ def command(server: str, app: str, port: int, workers: int | None = None) -> lis
     if server == "hypercorn":
         cmd = [str(BIN / "hypercorn"), app, "--bind", f"127.0.0.1:{port}"]
         return cmd + (["--workers", str(workers)] if workers is not None else [])
-    if server == "granian":
-        cmd = [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1"]
+    if server in GRANIAN_INTERFACES:
+        cmd = [str(BIN / "granian"), *GRANIAN_INTERFACES[server], "--host", "127.0.0.1"]
         cmd += ["--port", str(port), app]
         return cmd + (["--workers", str(workers)] if workers else [])
     if server == "daphne":

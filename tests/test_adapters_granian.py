@@ -1,4 +1,9 @@
-"""Granian specifics: accepting until STOPPED, hung requests, asginl, signals; the fallback."""
+"""Granian specifics: accepting until STOPPED, hung requests, asginl, signals; the fallback.
+
+The tests of Granian's process and signal handling run with both interfaces the app
+speaks: ``asgi`` ("granian") and RSGI, Granian's default ("granian-rsgi"): the worker
+runs another serve function for each, whose stop the adapter must find.
+"""
 
 from __future__ import annotations
 
@@ -26,10 +31,15 @@ server = pytest.mark.server
 
 WATCHDOG_LINE = "process still alive"
 LIFESPAN = ["tests.project.lifespan.resources"]
+#: Granian, by the interface it speaks to the app (see tests/servers.py).
+GRANIANS = ("granian", "granian-rsgi")
+granians = pytest.mark.parametrize("granian_server", GRANIANS)
 
 
-def start(srv: Server, *, interface: str = "asgi") -> Server:
-    srv.cmd[srv.cmd.index("--interface") + 1] = interface
+def start(srv: Server, *, interface: str | None = None) -> Server:
+    """Start ``srv``, with ``--interface interface`` instead of the server's own if given."""
+    if interface is not None:
+        srv.cmd[srv.cmd.index("--interface") + 1] = interface
     try:
         return srv.start()
     except BaseException:
@@ -69,8 +79,11 @@ def worker_clients(srv: Server, count: int) -> list[httpx.Client]:
 
 
 @server
-def test_a_request_sent_while_closing_gets_503_because_granian_still_accepts() -> None:
-    srv = start(Server("granian", graceful={"GRACE_PERIOD": 5}))
+@granians
+def test_a_request_sent_while_closing_gets_503_because_granian_still_accepts(
+    granian_server: str,
+) -> None:
+    srv = start(Server(granian_server, graceful={"GRACE_PERIOD": 5}))
     try:
         srv.get("/pid/")
         in_flight = in_background(srv.get, "/slow/?s=2")
@@ -89,10 +102,11 @@ def test_a_request_sent_while_closing_gets_503_because_granian_still_accepts() -
 
 
 @server
-def test_a_request_that_swallows_every_cancel_does_not_hold_the_exit() -> None:
+@granians
+def test_a_request_that_swallows_every_cancel_does_not_hold_the_exit(granian_server: str) -> None:
     graceful = {"GRACE_PERIOD": 1, "CANCEL_TIMEOUT": 1}
     budget = budget_of(graceful)
-    srv = start(Server("granian", graceful=graceful))
+    srv = start(Server(granian_server, graceful=graceful))
     try:
         srv.get("/pid/")
         response = in_background(get_or_error, srv, "/stubborn/")
@@ -160,8 +174,9 @@ def test_asginl_startup_failure_stops_granian_with_an_error() -> None:
 
 
 @server
-def test_ctrl_c_three_times_drains_once_and_does_not_block_the_worker() -> None:
-    srv = start(Server("granian", graceful={"GRACE_PERIOD": 5}))
+@granians
+def test_ctrl_c_three_times_drains_once_and_does_not_block_the_worker(granian_server: str) -> None:
+    srv = start(Server(granian_server, graceful={"GRACE_PERIOD": 5}))
     try:
         srv.get("/pid/")
         response = in_background(get_or_error, srv, "/slow/?s=2")
@@ -181,8 +196,11 @@ def test_ctrl_c_three_times_drains_once_and_does_not_block_the_worker() -> None:
 
 
 @server
-def test_a_second_signal_to_the_main_process_reaches_every_worker() -> None:
-    srv = start(Server("granian", graceful={"GRACE_PERIOD": 30, "CANCEL_TIMEOUT": 1}, workers=2))
+@granians
+def test_a_second_signal_to_the_main_process_reaches_every_worker(granian_server: str) -> None:
+    srv = start(
+        Server(granian_server, graceful={"GRACE_PERIOD": 30, "CANCEL_TIMEOUT": 1}, workers=2)
+    )
     clients: list[httpx.Client] = []
     try:
         srv.wait_event("startup", count=2, timeout=20)
@@ -207,10 +225,13 @@ def test_a_second_signal_to_the_main_process_reaches_every_worker() -> None:
 
 
 @server
-def test_a_worker_that_finishes_first_does_not_hurry_the_other() -> None:
+@granians
+def test_a_worker_that_finishes_first_does_not_hurry_the_other(granian_server: str) -> None:
     # Granian's main process waits for worker-1 first: its exit wakes the main process,
     # which must not look like another signal to worker-2.
-    srv = start(Server("granian", graceful={"GRACE_PERIOD": 30, "CANCEL_TIMEOUT": 1}, workers=2))
+    srv = start(
+        Server(granian_server, graceful={"GRACE_PERIOD": 30, "CANCEL_TIMEOUT": 1}, workers=2)
+    )
     clients: list[httpx.Client] = []
     try:
         srv.wait_event("startup", count=2, timeout=20)
@@ -234,11 +255,12 @@ def test_a_worker_that_finishes_first_does_not_hurry_the_other() -> None:
 
 
 @server
-def test_a_sigterm_while_the_worker_imports_the_app_is_not_lost() -> None:
+@granians
+def test_a_sigterm_while_the_worker_imports_the_app_is_not_lost(granian_server: str) -> None:
     # Granian's forked worker keeps its main process's handler until after the import:
     # alone, Granian would swallow this SIGTERM and its main process would wait for ever.
     app = "tests.project.asgi_slow_import:application"
-    srv = Server("granian", app=app, env={"GRACEFUL_TEST_IMPORT_DELAY": "2"})
+    srv = Server(granian_server, app=app, env={"GRACEFUL_TEST_IMPORT_DELAY": "2"})
     try:
         srv.start(wait=False)
         srv.wait_event("import-begin", timeout=20)
@@ -277,3 +299,25 @@ async def test_without_granian_internals_it_warns_once_and_chains_signals_generi
     assert len(warnings) == 1 and "Granian" in warnings[0].getMessage()
     assert adapter.worker is None
     assert adapter.chain is not None  # the generic adapter's chained handlers
+
+
+@server
+@pytest.mark.parametrize("workers", [1, 2], ids=["granian-rsgi-1", "granian-rsgi-2"])
+def test_an_rsgi_startup_failure_stops_granian_with_an_error_that_says_why(workers: int) -> None:
+    # __rsgi_init__ runs the startup: when it fails the worker ends before it serves, and
+    # Granian stops the others and exits non-zero (a deploy sees the failure).
+    env = {"GRACEFUL_TEST_FAIL_STARTUP": "1"}
+    srv = Server("granian-rsgi", env=env, workers=workers)
+    try:
+        srv.start(wait=False)
+        srv.signalled_at = time.monotonic()
+        code = srv.wait_exit(20)
+        log = srv.log()
+        assert code != 0, log
+        assert "cache warm-up failed (test)" in log
+        # Once per worker that got that far (Granian may stop the second one before).
+        assert 1 <= log.count("startup failed: startup hook") <= workers, log
+        assert srv.events("lifespan-exit")  # what was entered is closed again
+        assert srv.exit_after < 10, log
+    finally:
+        srv.kill()

@@ -306,7 +306,9 @@ DRAINING = {**PHASES, "DRAIN_DELAY": 1, "GRACE_PERIOD": 1}
 SERVED_FOR = 0.9
 
 
-@pytest.mark.parametrize(("server", "workers"), [("uvicorn", 2), ("granian", 2), ("daphne", 1)])
+@pytest.mark.parametrize(
+    ("server", "workers"), [("uvicorn", 2), ("granian", 2), ("granian-rsgi", 2), ("daphne", 1)]
+)
 def test_a_drain_delay_serves_every_request_before_the_door_shuts(
     server: str, workers: int
 ) -> None:
