@@ -2,7 +2,8 @@
 
 The benchmarks' small equivalent of ``tests/servers.py``: the usual command line of
 each server (``uvicorn``/``hypercorn``/``granian --interface asgi``/``daphne``, and
-``gunicorn`` with the Uvicorn worker or its own ``--worker-class asgi``), the
+``gunicorn`` with the Uvicorn worker or its own ``--worker-class asgi``; Granian on
+its default RSGI interface too, for ``bench/rsgi.py``), the
 bench project's two variants, bounded waits, and a blocking raw-socket HTTP client
 that tells a full response from a cut one and from no answer at all.
 """
@@ -57,15 +58,34 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def command(server: str, app: str, port: int, extra: tuple[str, ...] = ()) -> list[str]:
-    """The command line a user would type, on 127.0.0.1:``port``."""
+#: Granian's interfaces ``command()`` takes: ``asgi`` is what the other servers speak;
+#: ``rsgi`` (Granian's default) is Granian's command line without ``--interface``.
+GRANIAN_INTERFACES = ("asgi", "rsgi")
+
+
+def command(
+    server: str,
+    app: str,
+    port: int,
+    extra: tuple[str, ...] = (),
+    interface: str = "asgi",
+) -> list[str]:
+    """The command line a user would type, on 127.0.0.1:``port``.
+
+    ``interface`` is Granian's (see ``GRANIAN_INTERFACES``); the other servers speak ASGI
+    only.
+    """
+    if interface != "asgi" and (server != "granian" or interface not in GRANIAN_INTERFACES):
+        raise ValueError(f"{server} does not serve interface {interface!r}")
     if server == "uvicorn":
         cmd = [str(BIN / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port)]
     elif server == "hypercorn":
         cmd = [str(BIN / "hypercorn"), app, "--bind", f"127.0.0.1:{port}"]
     elif server == "granian":
-        cmd = [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1"]
-        cmd += ["--port", str(port), app]
+        cmd = [str(BIN / "granian")]
+        if interface != "rsgi":  # RSGI is Granian's default: no flag, as a user types it
+            cmd += ["--interface", interface]
+        cmd += ["--host", "127.0.0.1", "--port", str(port), app]
     elif server == "daphne":
         cmd = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), app]
     elif server == "gunicorn-uvicorn":  # as Django's deployment docs show it
@@ -100,13 +120,15 @@ class Server:
         log_path: Path,
         extra: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        interface: str = "asgi",
     ) -> None:
         app, settings = VARIANTS[variant]
         self.server = server
         self.variant = variant
+        self.interface = interface
         self.port = free_port()
         self.log_path = log_path
-        self.cmd = command(server, app, self.port, extra)
+        self.cmd = command(server, app, self.port, extra, interface)
         self.env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),

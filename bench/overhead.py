@@ -45,6 +45,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.harness import RESULTS, Server, ServerError, install_cleanup, version  # noqa: E402
+from django_graceful._diagnosis.drill import group_members  # noqa: E402
 
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -101,7 +102,7 @@ class Metric:
     values: dict[str, list[float]] = field(default_factory=lambda: {PLAIN: [], GRACEFUL: []})
 
     def add(self, variant: str, value: float) -> None:
-        self.values[variant].append(value)
+        self.values.setdefault(variant, []).append(value)
 
     def rounds(self) -> int:
         return min(len(v) for v in self.values.values())
@@ -325,8 +326,41 @@ class _Counts:
     errors: int = 0
 
 
-async def _keep_alive(port: int, path: str, deadline: float, counts: _Counts) -> None:
-    """One keep-alive connection sending requests back to back until ``deadline``."""
+async def read_response_body(reader: asyncio.StreamReader, head: bytes) -> int | None:
+    """Read the body after ``head`` (framed by Content-Length or chunked): its length in
+    bytes; None for a body framed neither way (this client cannot tell where it ends)."""
+    match = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+    if match is not None:
+        size = int(match.group(1))
+        await reader.readexactly(size)
+        return size
+    if re.search(rb"(?i)\r\ntransfer-encoding:[^\r]*chunked", head) is None:
+        return None
+    total = 0
+    while True:
+        line = await reader.readuntil(b"\r\n")
+        size = int(line.split(b";", 1)[0], 16)
+        if size == 0:
+            while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers, if any
+                pass
+            return total
+        await reader.readexactly(size + 2)  # the chunk and its CRLF
+        total += size
+
+
+async def _keep_alive(
+    port: int,
+    path: str,
+    deadline: float,
+    counts: _Counts,
+    latencies: list[float] | None = None,
+    expect: int | None = None,
+) -> None:
+    """One keep-alive connection sending requests back to back until ``deadline``.
+
+    ``latencies`` gets the seconds from each counted request's write to its body's last
+    byte; an answer whose body is not ``expect`` bytes long (when given) is an error.
+    """
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -335,32 +369,43 @@ async def _keep_alive(port: int, path: str, deadline: float, counts: _Counts) ->
         return
     try:
         while time.monotonic() < deadline:
+            began = time.perf_counter()
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
-            match = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
-            if match is None:
+            size = await read_response_body(reader, head)
+            if size is None:
                 counts.errors += 1
                 return
-            await reader.readexactly(int(match.group(1)))
             counts.done += 1
             if time.monotonic() > deadline:
                 return  # finished after the bell: not counted
-            if head[9:10] == b"2":
+            if head[9:10] == b"2" and (expect is None or size == expect):
                 counts.ok += 1
+                if latencies is not None:
+                    latencies.append(time.perf_counter() - began)
             else:
                 counts.errors += 1
-    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+    except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
         counts.errors += 1
     finally:
         writer.close()
 
 
-async def _python_load(port: int, path: str, connections: int, duration: float) -> Load:
-    """``connections`` keep-alive connections loading ``path`` for ``duration`` s."""
+async def _python_load(
+    port: int,
+    path: str,
+    connections: int,
+    duration: float,
+    latencies: list[float] | None = None,
+    expect: int | None = None,
+) -> Load:
+    """``connections`` keep-alive connections loading ``path`` for ``duration`` s (see
+    ``_keep_alive`` for ``latencies`` and ``expect``)."""
     counts = _Counts()
     deadline = time.monotonic() + duration
     tasks = [
-        asyncio.ensure_future(_keep_alive(port, path, deadline, counts)) for _ in range(connections)
+        asyncio.ensure_future(_keep_alive(port, path, deadline, counts, latencies, expect))
+        for _ in range(connections)
     ]
     _, pending = await asyncio.wait(tasks, timeout=duration + 10)
     for task in pending:  # a server that stopped answering: give up on it
@@ -389,6 +434,12 @@ def cpu_seconds(pid: int) -> float | None:
         return None
     fields = stat.rpartition(")")[2].split()  # fields[0] is field 3 (state)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """user + system CPU seconds of the processes of group ``pgid`` alive now (a server
+    and its workers: Granian runs its app in a worker process)."""
+    return sum(cpu_seconds(pid) or 0.0 for pid in group_members(pgid))
 
 
 def under_uvicorn(args: argparse.Namespace, deadline: float) -> list[str]:

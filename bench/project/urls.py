@@ -7,4 +7,6 @@ from . import views
 urlpatterns = [
     path("hello/", views.hello),
     path("slow/", views.slow),
+    path("json/", views.json_view),
+    path("stream/", views.stream),
 ]
