@@ -146,7 +146,10 @@ class GracefulASGI:
             await self(http_scope(scope), http.receive, http.send)  # type: ignore[arg-type]
         elif scope.proto == "ws":
             ws = WebsocketConnection(protocol)
-            await self(websocket_scope(scope), ws.receive, ws.send)  # type: ignore[arg-type]
+            try:
+                await self(websocket_scope(scope), ws.receive, ws.send)  # type: ignore[arg-type]
+            finally:
+                ws.release()
         else:
             raise ValueError(f"GracefulASGI does not serve RSGI protocol {scope.proto!r}")
 

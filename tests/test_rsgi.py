@@ -11,8 +11,10 @@ raises ``RuntimeError`` (Granian's ``RSGIProtocolClosed``) once the client is go
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -507,6 +509,33 @@ async def test_a_close_while_the_app_waits_for_a_message_ends_that_wait(
     assert proto.closed_with == 4000
     assert "client sees 1005, not 4000" in caplog.text
     assert "without a subprotocol or headers" in caplog.text
+
+
+async def test_the_close_frame_leaves_when_the_app_closes_not_at_the_next_collection(
+    lifecycle: Lifecycle, no_signals: None
+) -> None:
+    # Granian sends the close frame once its transport object is freed: the bridge must
+    # not keep it (in a reference cycle only the garbage collector would break).
+    proto = WSProto()
+    freed = asyncio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        assert proto.transport is not None
+        weakref.finalize(proto.transport, freed.set)
+        proto.transport = None  # only the bridge holds it now, as in Granian
+        waiting = asyncio.ensure_future(receive())
+        await asyncio.sleep(0.01)
+        await send({"type": "websocket.close", "code": 1000})
+        await waiting
+
+    gc.disable()
+    try:
+        await asyncio.wait_for(graceful(app, lifecycle).__rsgi__(Scope("ws", "/"), proto), TIMEOUT)
+        assert freed.is_set()
+    finally:
+        gc.enable()
 
 
 async def test_receive_before_the_accept_waits_for_it(

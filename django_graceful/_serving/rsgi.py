@@ -262,7 +262,15 @@ class HTTPConnection:
 class WebsocketConnection:
     """One RSGI websocket call as an ASGI ``receive`` and ``send``."""
 
-    __slots__ = ("_closed", "_connected", "_proto", "_settled", "_transport", "_waiter")
+    __slots__ = (
+        "_closed",
+        "_connected",
+        "_proto",
+        "_receiving",
+        "_settled",
+        "_transport",
+        "_waiter",
+    )
 
     def __init__(self, proto: Any) -> None:
         self._proto = proto
@@ -273,6 +281,8 @@ class WebsocketConnection:
         #: Set when the app accepted or closed: ends a receive() waiting for either.
         self._settled: asyncio.Future[None] | None = None
         self._waiter: asyncio.Future[Any] | None = None
+        #: Granian's pending receive, while one is pending.
+        self._receiving: Any = None
 
     async def receive(self) -> Message:
         if not self._connected:
@@ -291,7 +301,7 @@ class WebsocketConnection:
 
     async def _message(self) -> Message:
         waiter = self._waiter = asyncio.get_running_loop().create_future()
-        granian_future = self._transport.receive()
+        granian_future = self._receiving = self._transport.receive()
         _pending(granian_future, waiter)
         try:
             message = await waiter
@@ -301,7 +311,7 @@ class WebsocketConnection:
         except RuntimeError:  # the connection ended without a close frame
             return self._ended(WS_ABNORMAL)
         finally:
-            self._waiter = None
+            self._waiter = self._receiving = None
         if isinstance(message, dict):  # resolved by our own close
             return message
         kind = message.kind
@@ -376,6 +386,16 @@ class WebsocketConnection:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result({"type": "websocket.disconnect", "code": code})
+        self.release()
+
+    def release(self) -> None:
+        """Let go of Granian's transport: Granian sends the close frame only once that
+        object is freed, which a reference cycle would leave to the garbage collector
+        (seconds later). Called at the close and when the app returns."""
+        if self._receiving is not None:
+            self._receiving.cancel()
+            self._receiving = None
+        self._transport = None
 
     def _wake(self) -> None:
         if self._settled is not None and not self._settled.done():
