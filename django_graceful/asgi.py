@@ -143,7 +143,10 @@ class GracefulASGI:
         ``_serving/rsgi.py``)."""
         if scope.proto == "http":
             http = HTTPConnection(protocol, scope)
-            await self(http_scope(scope), http.receive, http.send)  # type: ignore[arg-type]
+            try:
+                await self(http_scope(scope), http.receive, http.send)  # type: ignore[arg-type]
+            finally:
+                http.release()
         elif scope.proto == "ws":
             ws = WebsocketConnection(protocol)
             try:

@@ -317,6 +317,37 @@ async def test_a_client_that_leaves_during_a_streamed_response_is_a_disconnect(
     assert proto.stream is not None and proto.stream.parts == [b"tick"]
 
 
+async def test_a_stream_the_app_leaves_unfinished_ends_when_the_app_does(
+    lifecycle: Lifecycle, no_signals: None
+) -> None:
+    # An SSE view cancelled at shutdown never sends its last part; Granian ends the
+    # response only once its transport is freed, so the bridge must let go of it.
+    freed = asyncio.Event()
+
+    class Proto(HTTPProto):
+        def response_stream(self, status: int, headers: list[tuple[str, str]]) -> Stream:
+            stream = Stream()
+            weakref.finalize(stream, freed.set)
+            self.answered.set()
+            return stream  # held by the bridge alone, as in Granian
+
+    async def cut_short(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"tick", "more_body": True})
+        raise asyncio.CancelledError("the shutdown's cancel")
+
+    gc.disable()
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(
+                graceful(cut_short, lifecycle).__rsgi__(Scope("http", "/"), Proto()), TIMEOUT
+            )
+        assert freed.is_set()
+    finally:
+        gc.enable()
+
+
 async def test_the_disconnect_watcher_is_cancelled_once_the_app_stops_listening(
     lifecycle: Lifecycle, no_signals: None
 ) -> None:

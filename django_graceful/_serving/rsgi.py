@@ -258,6 +258,12 @@ class HTTPConnection:
         if not more:
             self._stream = None  # the last reference to it: Granian ends the response
 
+    def release(self) -> None:
+        """The app returned (or raised, or was cancelled): a response it left unfinished
+        ends now. Granian ends a streamed response once its transport is freed; RSGI has
+        no other way, so the client sees a complete (if short) stream."""
+        self._stream = None
+
 
 class WebsocketConnection:
     """One RSGI websocket call as an ASGI ``receive`` and ``send``."""
