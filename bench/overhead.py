@@ -235,10 +235,13 @@ async def lifespan_startup(app: ASGIApp, timeout: float) -> Callable[[], Awaitab
     return shutdown
 
 
-def build_apps(noise_floor: bool) -> dict[str, ASGIApp]:
+def build_apps(
+    noise_floor: bool, settings_module: str = "bench.project.settings"
+) -> dict[str, ASGIApp]:
     """Both apps in this process: plain Django without GracefulMiddleware, and ours with it
-    (with ``noise_floor``, a second plain Django instead of ours)."""
-    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.project.settings"
+    (with ``noise_floor``, a second plain Django instead of ours), on ``settings_module``
+    (one with GracefulMiddleware)."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
     import django
 
     django.setup(set_prefix=False)

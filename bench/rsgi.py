@@ -31,10 +31,18 @@ completed: the steadier number on a shared machine, where other processes' load
 stretches wall time, not CPU time. Latency is from the request's write to its answer's
 last byte, at this concurrency (a closed loop: p50 is about connections / req/s).
 
+``--variants e f`` adds an app with no framework on each interface: what Granian's ASGI
+and RSGI cost by themselves, the most the interface alone can give or take.
+
+``--in-process`` starts no server: it drives each path in this process (plain Django and
+GracefulASGI over ASGI in memory, GracefulASGI and django-rsgi over a fake RSGI
+protocol), times the bridge's steps one by one, and profiles the paths with cProfile:
+where the time goes, line by line, without a server's noise.
+
 Run: ``.venvs/py311/bin/python bench/rsgi.py`` and ``.venvs/py313/bin/python bench/rsgi.py``
 (about 3 minutes each; ``--help``: ``--rounds``, ``--duration``, ``--connections``,
-``--workloads``, ``--variants``, ``--budget``). The table goes to stdout and to
-``bench/results/rsgi-py3XX.md``, the server logs next to it.
+``--workloads``, ``--variants``, ``--budget``, ``--in-process``). The table goes to stdout
+and to ``bench/results/rsgi-py3XX[...].md``, the server logs next to it.
 """
 
 from __future__ import annotations
@@ -42,15 +50,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
+import gc
 import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 # Run as a script, this file's folder comes first on sys.path: keep it from shadowing
@@ -75,6 +87,8 @@ APPS = {
     "ws-plain": ("bench.project.asgi_ws_plain:application", "bench.project.settings_ws_plain"),
     "ws-graceful": ("bench.project.asgi_ws:application", "bench.project.settings_ws"),
     "django-rsgi": ("bench.project.rsgi_plain:application", "bench.project.settings_plain"),
+    "bare-asgi": ("bench.project.bare:asgi_app", "bench.project.settings_plain"),
+    "bare-rsgi": ("bench.project.bare:rsgi_app", "bench.project.settings_plain"),
 }
 WS_PATH = "/ws/"
 WS_MESSAGE = b"hello, echo!"
@@ -116,7 +130,11 @@ ALL_VARIANTS = (
     Variant("b", "(b) django_graceful, Granian RSGI", "graceful", "ws-graceful", "rsgi"),
     Variant("c", "(c) django_graceful, Granian ASGI", "graceful", "ws-graceful", "asgi"),
     Variant("d", "(d) django-rsgi, Granian RSGI", "django-rsgi", None, "rsgi"),
+    Variant("e", "(e) no framework, Granian ASGI", "bare-asgi", "bare-asgi", "asgi"),
+    Variant("f", "(f) no framework, Granian RSGI", "bare-rsgi", "bare-rsgi", "rsgi"),
 )
+#: Run unless --variants says otherwise; (e) and (f), the interfaces' own cost, on demand.
+DEFAULT_VARIANTS = ("a", "b", "c", "d")
 BASELINE = "a"
 WORKLOADS = (
     Workload("json", "small JSON (JsonResponse)", "/json/", JSON_BODY_SIZE),
@@ -410,6 +428,576 @@ def table(workload: Workload, cells: dict[str, Cell], variants: list[Variant]) -
     return [*lines, ""]
 
 
+# -- in process: where the time goes (--in-process) ----------------------------------
+
+
+class RSGIHeaders(dict[str, str]):
+    """Granian's RSGI headers: a mapping of lower-case names (``get``, ``items``, ``in``)."""
+
+
+@dataclass
+class FakeScope:
+    """An RSGI scope as Granian gives it for this benchmark's requests."""
+
+    path: str
+    proto: str = "http"
+    http_version: str = "1.1"
+    method: str = "GET"
+    scheme: str = "http"
+    query_string: str = ""
+    client: str = "127.0.0.1:50000"
+    server: str = "127.0.0.1:8000"
+    root_path: str = ""
+    authority: str | None = None
+    headers: RSGIHeaders = field(
+        default_factory=lambda: RSGIHeaders({"host": "127.0.0.1:8000", "user-agent": "bench"})
+    )
+
+
+class FakeStream:
+    """Granian's ``response_stream`` transport: awaitable sends."""
+
+    def __init__(self, proto: FakeHTTP) -> None:
+        self.proto = proto
+
+    async def send_bytes(self, data: bytes) -> None:
+        self.proto.size += len(data)
+
+    async def send_str(self, data: str) -> None:
+        self.proto.size += len(data.encode())
+
+
+class FakeHTTP:
+    """Granian's RSGI HTTP protocol, in memory: an empty body, a client that never leaves,
+    responses counted. Granian's futures are asyncio futures here (``add_done_callback``,
+    ``cancel``, awaitable)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.status = 0
+        self.size = 0
+
+    def __call__(self) -> asyncio.Future[bytes]:
+        body: asyncio.Future[bytes] = self.loop.create_future()
+        body.set_result(b"")
+        return body
+
+    def __aiter__(self) -> FakeHTTP:
+        return self
+
+    async def __anext__(self) -> bytes:
+        raise StopAsyncIteration
+
+    def client_disconnect(self) -> asyncio.Future[None]:
+        return self.loop.create_future()  # never resolved: cancelled when done with
+
+    def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.status = status
+
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.status, self.size = status, self.size + len(body)
+
+    def response_str(self, status: int, headers: list[tuple[str, str]], body: str) -> None:
+        self.status, self.size = status, self.size + len(body.encode())
+
+    def response_stream(self, status: int, headers: list[tuple[str, str]]) -> FakeStream:
+        self.status = status
+        return FakeStream(self)
+
+
+@dataclass
+class FakeMessage:
+    kind: int
+    data: str | bytes
+
+
+class FakeTransport:
+    """Granian's websocket transport: ``count`` text messages, then the client's close."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
+        self.loop = loop
+        self.left = count
+        self.sent = 0
+
+    def _done(self, value: object) -> asyncio.Future[object]:
+        future: asyncio.Future[object] = self.loop.create_future()
+        future.set_result(value)
+        return future
+
+    def receive(self) -> asyncio.Future[object]:
+        if self.left:
+            self.left -= 1
+            return self._done(FakeMessage(2, WS_MESSAGE.decode()))
+        return self._done(FakeMessage(0, b""))
+
+    def send_str(self, data: str) -> asyncio.Future[object]:
+        self.sent += 1
+        return self._done(None)
+
+    def send_bytes(self, data: bytes) -> asyncio.Future[object]:
+        self.sent += 1
+        return self._done(None)
+
+
+class FakeWebsocket:
+    def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
+        self.transport = FakeTransport(loop, count)
+
+    async def accept(self) -> FakeTransport:
+        return self.transport
+
+    def close(self, status: int | None = None) -> tuple[int, bool]:
+        return (status or 1000, True)
+
+
+class ASGIExchange:
+    """An ASGI server's receive/send in memory (what Granian's ASGI interface does in Rust):
+    the request, then a disconnect awaited until cancelled; or a websocket's connect,
+    ``count`` text messages and a disconnect."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, websocket: bool, count: int = 0) -> None:
+        self.loop = loop
+        self.websocket = websocket
+        self.left = count
+        self.started = False
+        self.status = 0
+        self.size = 0
+        self.sent = 0
+
+    async def receive(self) -> dict[str, object]:
+        if not self.started:
+            self.started = True
+            if self.websocket:
+                return {"type": "websocket.connect"}
+            return {"type": "http.request", "body": b"", "more_body": False}
+        if self.websocket:
+            if self.left:
+                self.left -= 1
+                return {"type": "websocket.receive", "text": WS_MESSAGE.decode()}
+            return {"type": "websocket.disconnect", "code": 1000}
+        await self.loop.create_future()  # resolved never: cancelled by the app
+        raise AssertionError("unreachable")
+
+    async def send(self, message: dict[str, object]) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = message["status"]  # type: ignore[assignment]
+        elif kind == "http.response.body":
+            self.size += len(message.get("body", b""))  # type: ignore[arg-type]
+        elif kind == "websocket.send":
+            self.sent += 1
+
+
+def asgi_scope(path: str, websocket: bool) -> dict[str, object]:
+    """The scope Granian's ASGI interface gives for the same request."""
+    scope: dict[str, object] = {
+        "type": "websocket" if websocket else "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "scheme": "ws" if websocket else "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench")],
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+        "extensions": {"http.response.pathsend": {}},
+    }
+    if websocket:
+        scope["subprotocols"] = []
+    else:
+        scope["method"] = "GET"
+    return scope
+
+
+@dataclass(frozen=True)
+class Driver:
+    """One way of calling an app in process: over ASGI in memory, or over fake RSGI."""
+
+    key: str
+    name: str
+    rsgi: bool
+    app: object
+
+
+async def drive_once(driver: Driver, workload: Workload, echoes: int) -> int:
+    """One request (or one websocket of ``echoes`` echoes); the units of work done."""
+    loop = asyncio.get_running_loop()
+    app: Any = driver.app
+    if driver.rsgi:
+        scope = FakeScope(workload.path, proto="ws" if workload.websocket else "http")
+        if workload.websocket:
+            ws = FakeWebsocket(loop, echoes)
+            await app.__rsgi__(scope, ws)
+            if ws.transport.sent != echoes:
+                raise RuntimeError(f"{driver.name}: {ws.transport.sent} of {echoes} echoes")
+            return echoes
+        http = FakeHTTP(loop)
+        await app.__rsgi__(scope, http)
+        status, size = http.status, http.size
+    else:
+        exchange = ASGIExchange(loop, workload.websocket, echoes)
+        await app(asgi_scope(workload.path, workload.websocket), exchange.receive, exchange.send)
+        if workload.websocket:
+            if exchange.sent != echoes:
+                raise RuntimeError(f"{driver.name}: {exchange.sent} of {echoes} echoes")
+            return echoes
+        status, size = exchange.status, exchange.size
+    if status != 200 or size != workload.expect:
+        raise RuntimeError(f"{driver.name} {workload.key}: {status}, {size} bytes")
+    return 1
+
+
+async def drive_many(driver: Driver, workload: Workload, count: int, echoes: int) -> float:
+    """CPU µs per unit of work of the event loop's thread: everything of the path but the
+    sync work Django hands to a thread (the same on every path; and that thread's start,
+    a new one per request, is much of the noise)."""
+    gc.collect()
+    units = 0
+    began = time.thread_time()
+    for _ in range(count):
+        units += await drive_once(driver, workload, echoes)
+    return (time.thread_time() - began) / units * 1e6
+
+
+def in_process_drivers(with_django_rsgi: bool) -> dict[str, list[Driver]]:
+    """The drivers for HTTP and for websockets (Django set up on the ws settings)."""
+    import logging
+
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    from bench.overhead import GRACEFUL, GRACEFUL_MIDDLEWARE, PLAIN, build_apps
+
+    apps = build_apps(noise_floor=False, settings_module="bench.project.settings_ws")
+    from bench.project import asgi_ws, asgi_ws_plain
+
+    http = [
+        Driver("a", "plain Django, ASGI in memory", False, apps[PLAIN]),
+        Driver("b", "GracefulASGI, fake RSGI", True, apps[GRACEFUL]),
+        Driver("c", "GracefulASGI, ASGI in memory", False, apps[GRACEFUL]),
+    ]
+    if with_django_rsgi:
+        from django_rsgi import get_rsgi_application
+
+        without = [m for m in settings.MIDDLEWARE if m != GRACEFUL_MIDDLEWARE]
+        with override_settings(MIDDLEWARE=without):
+            http.append(Driver("d", "django-rsgi, fake RSGI", True, get_rsgi_application()))
+    logging.getLogger("django_graceful").setLevel(logging.WARNING)
+    ws = [
+        Driver("a", "plain Channels, ASGI in memory", False, asgi_ws_plain.application),
+        Driver("b", "GracefulASGI, fake RSGI", True, asgi_ws.application),
+        Driver("c", "GracefulASGI, ASGI in memory", False, asgi_ws.application),
+    ]
+    return {"http": http, "ws": ws}
+
+
+async def in_process(args: argparse.Namespace, with_django_rsgi: bool) -> list[str]:
+    from bench.overhead import lifespan_startup
+
+    drivers = in_process_drivers(with_django_rsgi)
+    shutdown = await lifespan_startup(drivers["http"][1].app, timeout=10)  # type: ignore[arg-type]
+    workloads = [w for w in WORKLOADS if w.key in args.workloads]
+    # Many short batches: a neighbour's burst spoils a few, and the low percentiles hold.
+    batches = args.rounds * 8
+    counts = {"json": max(1, args.iterations // 8), "stream": max(1, args.iterations // 32)}
+    counts["ws"] = 1
+    echoes = max(1, args.iterations // 8)
+    cpu: dict[tuple[str, str], list[float]] = {}
+    try:
+        for workload in workloads:
+            for driver in drivers["ws" if workload.websocket else "http"]:
+                await drive_many(driver, workload, max(1, counts[workload.key] // 4), echoes)
+        for batch in range(batches):
+            for workload in workloads:
+                group = drivers["ws" if workload.websocket else "http"]
+                by_key = {d.key: d for d in group}
+                for key in order(batch, list(by_key)):
+                    value = await drive_many(by_key[key], workload, counts[workload.key], echoes)
+                    cpu.setdefault((workload.key, key), []).append(value)
+            if batch % 8 == 7:
+                log(f"in-process: {batch + 1} of {batches} batches")
+        profiles = [
+            await profile(d, w, counts[w.key] * 4, echoes, args.profile_top)
+            for w in workloads
+            for d in drivers["ws" if w.websocket else "http"]
+            if d.key in ("a", "b", "c")
+        ]
+        steps = await micro(max(200, args.iterations * 5))
+    finally:
+        await shutdown()
+    lines = [
+        f"### In process: the event loop thread's CPU µs per request (per echo), {batches} "
+        "interleaved batches; 10th percentile / median of the batches; the servers' own "
+        "work left out (Granian's Rust), the Python of each path in",
+        "",
+        "| workload | " + " | ".join(d.name for d in drivers["http"]) + " |",
+        "|---|" + "---:|" * len(drivers["http"]),
+    ]
+    for workload in workloads:
+        group = drivers["ws" if workload.websocket else "http"]
+        cells = [low_mid(cpu[workload.key, d.key]) for d in group]
+        names = "" if not workload.websocket else " (" + "; ".join(d.name for d in group) + ")"
+        lines.append(f"| {workload.key}{names} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for workload in workloads:
+        low = {key: p10(values) for (w, key), values in cpu.items() if w == workload.key}
+        lines.append(
+            f"- {workload.key} (10th percentiles): GracefulASGI on ASGI adds "
+            f"{low['c'] - low['a']:+.1f} µs to plain Django; the RSGI bridge adds "
+            f"{low['b'] - low['c']:+.1f} µs to that (fake RSGI against ASGI in memory: a "
+            "server that costs nothing)"
+        )
+    lines += ["", *steps]
+    for block in profiles:
+        lines += block
+    return lines
+
+
+def p10(values: list[float]) -> float:
+    return quantile(sorted(values), 0.1)
+
+
+def low_mid(values: list[float]) -> str:
+    return f"{p10(values):.1f} / {statistics.median(values):.1f}"
+
+
+async def micro(n: int) -> list[str]:
+    """The RSGI bridge's steps for one JSON request, each timed alone (this thread's CPU,
+    µs per call, best of 5 runs of ``n`` calls): what each line of the bridge costs."""
+    from django_graceful._serving import rsgi as bridge
+
+    loop = asyncio.get_running_loop()
+    scope = FakeScope("/json/")
+    proto = FakeHTTP(loop)
+    start = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"77")],
+    }
+    body = {"type": "http.response.body", "body": b"x" * 77, "more_body": False}
+
+    async def best(step: Callable[[], Awaitable[object]]) -> float:
+        runs = []
+        for _ in range(5):
+            began = time.thread_time()
+            for _ in range(n):
+                await step()
+            runs.append((time.thread_time() - began) / n * 1e6)
+        return min(runs)
+
+    async def nothing() -> None:
+        return None
+
+    async def scope_only() -> None:
+        bridge.http_scope(scope)
+
+    async def headers_only() -> None:
+        bridge._headers(scope)
+
+    async def connection() -> None:
+        bridge.HTTPConnection(proto, scope)
+
+    async def first_receive() -> None:
+        await bridge.HTTPConnection(proto, scope).receive()
+
+    async def watch(receive: Callable[[], Awaitable[object]]) -> None:
+        task = loop.create_task(receive())  # Django's listen_for_disconnect
+        await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def disconnect_rsgi() -> None:
+        conn = bridge.HTTPConnection(proto, scope)
+        await conn.receive()
+        await watch(conn.receive)
+
+    async def disconnect_asgi() -> None:
+        exchange = ASGIExchange(loop, websocket=False)
+        await exchange.receive()
+        await watch(exchange.receive)
+
+    async def send_start() -> None:
+        await bridge.HTTPConnection(proto, scope).send(start)
+
+    async def send_both() -> None:
+        conn = bridge.HTTPConnection(proto, scope)
+        await conn.send(start)
+        await conn.send(body)
+
+    base = await best(nothing)
+    conn = await best(connection) - base
+    first = await best(first_receive) - base
+    started = await best(send_start) - base
+    both = await best(send_both) - base
+    rsgi_watch = await best(disconnect_rsgi) - base
+    asgi_watch = await best(disconnect_asgi) - base
+    rows = [
+        (
+            "`http_scope(scope)` (the ASGI scope dict; Granian's ASGI builds it in Rust)",
+            await best(scope_only) - base,
+        ),
+        (
+            "  of which `_headers(scope)` (every header encoded to bytes)",
+            await best(headers_only) - base,
+        ),
+        ("`HTTPConnection(proto, scope)` (`__init__`: the body's framing from the headers)", conn),
+        ("first `receive()`: the empty body", first - conn),
+        ("`send(http.response.start)` (headers decoded to str)", started - conn),
+        ("`send(http.response.body)`: `response_bytes`", both - started),
+        (
+            "disconnect watch: `receive()` after the body, in a task, cancelled at the end "
+            "(`_disconnected`: a future, `client_disconnect()`, its callback, `cancel()`)",
+            rsgi_watch - first,
+        ),
+        (
+            "  the same over ASGI in memory (one future, cancelled)",
+            asgi_watch - (await best(lambda: ASGIExchange(loop, False).receive()) - base),
+        ),
+    ]
+    # Websockets: one message in and one out, through the bridge and straight to Granian.
+    transport = FakeTransport(loop, 10**9)
+    text_message = {"type": "websocket.send", "text": WS_MESSAGE.decode()}
+
+    async def ws_open() -> Any:
+        conn = bridge.WebsocketConnection(FakeWebsocket(loop, 0))
+        conn._transport = transport
+        conn._connected = True
+        return conn
+
+    conn_ws = await ws_open()
+
+    async def direct_receive() -> None:
+        await transport.receive()
+
+    async def bridge_receive() -> None:
+        await conn_ws.receive()
+
+    async def direct_send() -> None:
+        await transport.send_str(WS_MESSAGE.decode())
+
+    async def bridge_send() -> None:
+        await conn_ws.send(text_message)
+
+    ws_direct_in = await best(direct_receive) - base
+    ws_bridge_in = await best(bridge_receive) - base
+    ws_direct_out = await best(direct_send) - base
+    ws_bridge_out = await best(bridge_send) - base
+    rows += [
+        ("websocket message in: `await transport.receive()`, as an RSGI app does", ws_direct_in),
+        (
+            "  through the bridge: `WebsocketConnection.receive()` → `_message()` (our future, "
+            "`_pending`'s done-callback → `_settle`, the message dict)",
+            ws_bridge_in,
+        ),
+        ("websocket message out: `await transport.send_str(text)`", ws_direct_out),
+        ("  through the bridge: `WebsocketConnection.send()` → `_transport_send()`", ws_bridge_out),
+    ]
+    # Not the bridge: what Django's ASGIHandler does per request on every path, for scale.
+    from asgiref.sync import ThreadSensitiveContext, sync_to_async
+
+    def noop() -> None:
+        return None
+
+    async def per_request_thread() -> None:
+        async with ThreadSensitiveContext():  # ASGIHandler.__call__
+            await sync_to_async(noop)()  # e.g. handle()'s sync_to_async(response.close)
+
+    async def reused_thread() -> None:
+        await sync_to_async(noop)()
+
+    async def best_process(step: Callable[[], Awaitable[object]]) -> float:
+        runs = []
+        for _ in range(5):
+            began = time.process_time()  # all threads: the hop's other side too
+            for _ in range(max(1, n // 10)):
+                await step()
+            runs.append((time.process_time() - began) / max(1, n // 10) * 1e6)
+        return min(runs)
+
+    rows += [
+        (
+            "Django, not the bridge (all threads' CPU): `async with ThreadSensitiveContext()` "
+            "+ one `sync_to_async` call, as ASGIHandler does per request (a new thread each "
+            "time)",
+            await best_process(per_request_thread),
+        ),
+        ("  one `sync_to_async` call on a reused thread", await best_process(reused_thread)),
+    ]
+    lines = [
+        f"### The RSGI bridge's steps, each alone (CPU µs per call, best of 5 x {n}; the "
+        "fake Granian futures are asyncio futures)",
+        "",
+        "| step | µs |",
+        "|---|---:|",
+    ]
+    lines += [f"| {name} | {value:.2f} |" for name, value in rows]
+    return [*lines, ""]
+
+
+async def profile(
+    driver: Driver, workload: Workload, count: int, echoes: int, top: int
+) -> list[str]:
+    """cProfile of ``count`` requests, by this thread's CPU time (Django's thread hops show
+    as the waits' CPU only): the functions with the most own time, and all of
+    django_graceful's, in µs per unit (inflated by the profiler, comparable between
+    profiles)."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile(time.thread_time)  # CPU of this thread: no waits
+    units = 0
+    profiler.enable()
+    for _ in range(count):
+        units += await drive_once(driver, workload, echoes)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    rows = []
+    for (filename, line, function), data in stats.stats.items():  # type: ignore[attr-defined]
+        _, calls, own, total, _ = data
+        rows.append((own, total, calls, filename, line, function))
+    rows.sort(reverse=True)
+    whole = sum(r[0] for r in rows)
+    out = [
+        f"#### cProfile, {workload.key}, {driver.name}: {whole / units * 1e6:.0f} µs per "
+        f"{workload.unit} under the profiler; top {top} by own time (µs per {workload.unit})",
+        "",
+        "| own | cumulative | calls | function |",
+        "|---:|---:|---:|---|",
+    ]
+    for own, total, calls, filename, line, function in rows[:top]:
+        where = filename
+        for marker in ("site-packages/", str(ROOT) + "/"):
+            if marker in where:
+                where = where.split(marker, 1)[1]
+        out.append(
+            f"| {own / units * 1e6:.1f} | {total / units * 1e6:.1f} | {calls / units:.1f} | "
+            f"`{where}:{line}({function})` |"
+        )
+    graceful = [r for r in rows if "django_graceful" in r[3]]
+    if graceful:
+        own = sum(r[0] for r in graceful)
+        out += [
+            "",
+            f"django_graceful's functions ({own / units * 1e6:.1f} µs own time per "
+            f"{workload.unit} in all):",
+            "",
+            "| own | cumulative | calls | function |",
+            "|---:|---:|---:|---|",
+        ]
+        for own, total, calls, filename, line, function in graceful:
+            if own / units * 1e6 < 0.5:
+                break
+            where = filename.split("django_graceful/", 1)[1]
+            out.append(
+                f"| {own / units * 1e6:.1f} | {total / units * 1e6:.1f} | "
+                f"{calls / units:.1f} | `{where}:{line}({function})` |"
+            )
+    return [*out, ""]
+
+
 # -- main ----------------------------------------------------------------------------
 
 
@@ -449,8 +1037,10 @@ def main(argv: list[str] | None = None) -> int:
         "--variants",
         nargs="+",
         choices=[v.key for v in ALL_VARIANTS],
-        default=[v.key for v in ALL_VARIANTS],
-        help="which variants (default: all that can run here; (a) always runs)",
+        default=list(DEFAULT_VARIANTS),
+        help="which variants (default: a b c d, those of them that can run here; (a) always "
+        "runs; e f: an app with no framework on each interface, what Granian's interfaces "
+        "cost by themselves)",
     )
     parser.add_argument(
         "--warmup",
@@ -464,7 +1054,26 @@ def main(argv: list[str] | None = None) -> int:
         default=200.0,
         help="seconds after which no new round starts (default 200)",
     )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="instead of the servers: each path in this process (ASGI in memory, RSGI over "
+        "a fake protocol; 8 x --rounds batches), CPU per request, the bridge's steps each "
+        "alone, and a cProfile of (a), (b) and (c): where the time goes",
+    )
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=400,
+        help="--in-process: JSON requests per 8 batches (a quarter as many streams; one "
+        "websocket of an eighth as many echoes per batch) (default 400)",
+    )
+    parser.add_argument(
+        "--profile-top", type=int, default=25, help="--in-process: functions per profile"
+    )
     args = parser.parse_args(argv)
+    if args.in_process:
+        return main_in_process(args)
     if args.rounds < 1 or args.duration <= 0 or not 1 <= args.connections <= 1000:
         parser.error("--rounds >= 1, --duration > 0, --connections 1-1000")
     began = time.monotonic()
@@ -563,11 +1172,39 @@ def main(argv: list[str] | None = None) -> int:
         out += table(workload, cells[workload.key], chosen)
     text = "\n".join(out).rstrip() + "\n"
     print(text)
-    path = RESULTS / f"rsgi-{tag}.md"
+    keys = "".join(v.key for v in chosen)
+    default = keys == "".join(v.key for v in ALL_VARIANTS if v.key in DEFAULT_VARIANTS) or (
+        missing and keys == "abc"
+    )
+    suffix = (
+        ""
+        if default and len(workloads) == len(WORKLOADS)
+        else f"-{keys}-" + "-".join(w.key for w in workloads)
+    )
+    path = RESULTS / f"rsgi-{tag}{suffix}.md"
     path.write_text(text)
     log(f"(total {time.monotonic() - began:.0f} s; written to {path}; server logs next to it)")
     errors = sum(c.errors for w in cells.values() for c in w.values())
     return 1 if errors else 0
+
+
+def main_in_process(args: argparse.Namespace) -> int:
+    if args.rounds < 1 or args.iterations < 4:
+        raise SystemExit("--rounds >= 1, --iterations >= 4")
+    missing = django_rsgi_missing()
+    tag = f"py{sys.version_info.major}{sys.version_info.minor}"
+    header = (
+        f"Python {platform.python_version()}, Django {version('django')}, Channels "
+        f"{version('channels')}, django-rsgi {version('django-rsgi') if not missing else 'not run'}"
+        f"; django_graceful at {source_state()}"
+    )
+    log(header)
+    lines = asyncio.run(in_process(args, with_django_rsgi=missing is None))
+    text = "\n".join([f"## In process ({tag})", "", header + ".", "", *lines]).rstrip() + "\n"
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"rsgi-inprocess-{tag}.md").write_text(text)
+    return 0
 
 
 if __name__ == "__main__":
