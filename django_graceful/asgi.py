@@ -30,6 +30,7 @@ from ._serving.protocol import (
     refuse_http,
 )
 from ._serving.rsgi import HTTPConnection, WebsocketConnection, http_scope, websocket_scope
+from ._serving.threads import ReusedThreadContext, SyncThreads
 from ._serving.websocket import WebsocketSession
 from .adapters import detect
 
@@ -54,6 +55,8 @@ class _NotGiven:
 
 
 _NOT_GIVEN = _NotGiven()
+#: ``async with`` that does nothing (``REUSE_SYNC_THREADS`` off).
+_NO_CONTEXT = contextlib.nullcontext()
 
 
 class GracefulASGI:
@@ -66,6 +69,8 @@ class GracefulASGI:
             raise TypeError(f"GracefulASGI wraps an ASGI application, not {app!r}")
         self.app = app
         self._lifecycle = lifecycle
+        #: Idle threads for requests' sync code (``REUSE_SYNC_THREADS``).
+        self._sync_threads = SyncThreads()
 
     @property
     def lifecycle(self) -> Lifecycle:
@@ -167,8 +172,10 @@ class GracefulASGI:
         lifecycle.registry.add(item)
         tracking_send = TrackingSend(send, lifecycle)
         interruptible.response = tracking_send
+        reuse = lifecycle.settings.REUSE_SYNC_THREADS
         try:
-            await self.app(scope, interruptible, tracking_send)
+            async with ReusedThreadContext(self._sync_threads) if reuse else _NO_CONTEXT:
+                await self.app(scope, interruptible, tracking_send)
         except asyncio.CancelledError as exc:
             await self._answer_cancelled(item, tracking_send)
             if not (_ours(exc) and tracking_send.finished):

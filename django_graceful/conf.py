@@ -23,9 +23,26 @@ DURATIONS: dict[str, float] = {
     "HANG_THRESHOLD": 30.0,
 }
 STATE_BACKENDS = ("file", "cache")
+#: Switches, with the check id and hint of a value that is not a bool.
+BOOLEANS: dict[str, tuple[str, str]] = {
+    "HANDLE_SIGNALS": (
+        "graceful.E006",
+        "Write HANDLE_SIGNALS: False to leave SIGTERM/SIGINT to the server alone.",
+    ),
+    "REDACT_PATHS": (
+        "graceful.E009",
+        "Write REDACT_PATHS: True to name requests by their URL route, not their path, "
+        "in logs, snapshots and shutdown reports.",
+    ),
+    "REUSE_SYNC_THREADS": (
+        "graceful.E010",
+        "Write REUSE_SYNC_THREADS: True to run each request's sync code on a reused "
+        "thread rather than one started for the request.",
+    ),
+}
 KNOWN_KEYS = frozenset(
-    [*DURATIONS, "LIFESPAN", "HANDLE_SIGNALS", "STATE_BACKEND", "STATE_DIR", "STATE_CACHE"]
-) | {"REDACT_PATHS"}
+    [*DURATIONS, *BOOLEANS, "LIFESPAN", "STATE_BACKEND", "STATE_DIR", "STATE_CACHE"]
+)
 #: Durations that must be strictly positive (a zero heartbeat would spin).
 POSITIVE = frozenset({"HEARTBEAT"})
 
@@ -70,6 +87,9 @@ class GracefulSettings:
     STATE_CACHE: str = "default"
     #: Name requests by their URL route (``GET /orders/<int:id>/``), never their path.
     REDACT_PATHS: bool = False
+    #: Run each request's sync code on a thread reused from request to request
+    #: (``_serving/threads.py``), not on one asgiref starts and joins per request.
+    REUSE_SYNC_THREADS: bool = False
 
 
 def raw_settings() -> Any:
@@ -121,24 +141,16 @@ def validate(raw: Any) -> list[Error]:
                 )
             )
     errors.extend(_validate_lifespan(raw.get("LIFESPAN", [])))
-    if "HANDLE_SIGNALS" in raw and not isinstance(raw["HANDLE_SIGNALS"], bool):
-        errors.append(
-            Error(
-                f"GRACEFUL['HANDLE_SIGNALS'] must be True or False, not {raw['HANDLE_SIGNALS']!r}.",
-                hint="Write HANDLE_SIGNALS: False to leave SIGTERM/SIGINT to the server alone.",
-                id="graceful.E006",
-            )
-        )
     errors.extend(_validate_state(raw))
-    if "REDACT_PATHS" in raw and not isinstance(raw["REDACT_PATHS"], bool):
-        errors.append(
-            Error(
-                f"GRACEFUL['REDACT_PATHS'] must be True or False, not {raw['REDACT_PATHS']!r}.",
-                hint="Write REDACT_PATHS: True to name requests by their URL route, not "
-                "their path, in logs, snapshots and shutdown reports.",
-                id="graceful.E009",
+    for key, (error_id, hint) in BOOLEANS.items():
+        if key in raw and not isinstance(raw[key], bool):
+            errors.append(
+                Error(
+                    f"GRACEFUL[{key!r}] must be True or False, not {raw[key]!r}.",
+                    hint=hint,
+                    id=error_id,
+                )
             )
-        )
     return errors
 
 
@@ -245,6 +257,7 @@ def settings_from(raw: dict[str, Any]) -> GracefulSettings:
         STATE_DIR=raw.get("STATE_DIR", default.STATE_DIR),
         STATE_CACHE=raw.get("STATE_CACHE", default.STATE_CACHE),
         REDACT_PATHS=raw.get("REDACT_PATHS", default.REDACT_PATHS),
+        REUSE_SYNC_THREADS=raw.get("REUSE_SYNC_THREADS", default.REUSE_SYNC_THREADS),
     )
 
 

@@ -36,6 +36,7 @@ def test_defaults_are_valid_and_documented_values(settings: Any) -> None:
         ({"LIFESPAN": ["no.such.module.thing"]}, ["graceful.E005"]),
         ({"LIFESPAN": [42]}, ["graceful.E005"]),
         ({"HANDLE_SIGNALS": "yes"}, ["graceful.E006"]),
+        ({"REUSE_SYNC_THREADS": 1}, ["graceful.E010"]),
         ({"STATE_BACKEND": "redis"}, ["graceful.E007"]),
         ({"STATE_BACKEND": "cache", "STATE_CACHE": "nope"}, ["graceful.E008"]),
         ({"STATE_DIR": ""}, ["graceful.E008"]),

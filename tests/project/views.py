@@ -231,3 +231,25 @@ def download(request: HttpRequest) -> FileResponse:
 
 #: The file ``download`` sends: this module's own source.
 DOWNLOAD = __file__
+
+
+def sync_thread(request: HttpRequest) -> JsonResponse:
+    """The thread this sync view runs on, after ``?s=`` seconds."""
+    time.sleep(float(request.GET.get("s", "0")))  # graceful: ignore[W006]
+    return JsonResponse({"thread": threading.current_thread().name})
+
+
+async def leaves_a_task(request: HttpRequest) -> JsonResponse:
+    """Starts a task that outlives the request and then makes a thread-sensitive call."""
+
+    async def later() -> None:
+        await asyncio.sleep(0.05)
+        name = await sync_to_async(lambda: threading.current_thread().name)()
+        record("late-sync-call", thread=name)
+
+    LEFT_TASKS.add(asyncio.ensure_future(later()))
+    return JsonResponse({})
+
+
+#: The tasks ``leaves_a_task`` started (held until they end).
+LEFT_TASKS: set[asyncio.Task[None]] = set()

@@ -1,0 +1,136 @@
+"""A request's sync code on a reused thread (``GRACEFUL["REUSE_SYNC_THREADS"]``).
+
+Django's ASGI handler runs each request in a ``ThreadSensitiveContext`` of its own: the
+request's thread-sensitive sync code (sync middleware and views, ``request_started`` /
+``request_finished`` receivers, ``sync_to_async`` calls) runs on one thread, never shared
+with another request at the same time. asgiref starts that thread for the request and
+joins it at the end, which costs more CPU than the rest of a small request. Here the
+context is entered first, with a thread taken from a pool of idle ones; Django's own
+context then finds it and adds nothing. When the request ends the thread goes back to
+the pool once it has nothing left to run: a sync view whose client left (asgiref lets its
+call go) keeps its thread until the view ends, and no other request gets it meanwhile.
+
+What changes for the app is what changes under a WSGI server's thread pool: a thread
+serves many requests one after the other, so what a request leaves in a thread-local
+stays for the next one, and a persistent database connection (``CONN_MAX_AGE``) is
+reused rather than opened per request. A task the request started that outlives it and
+makes a thread-sensitive call gets a thread of its own, as with Django's context.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from asgiref.sync import SyncToAsync, ThreadSensitiveContext
+
+#: Idle threads kept; more are ended as they come back (the pool's size follows the
+#: number of requests in flight at once, as the threads Django starts do).
+MAX_IDLE = 64
+#: Tells the threads apart in logs and stacks: django_graceful-sync-<n>_0.
+_numbers = itertools.count(1)
+
+
+class RequestThread(ThreadPoolExecutor):
+    """One thread for one request at a time, that knows when it has nothing to run."""
+
+    def __init__(self) -> None:
+        name = f"django_graceful-sync-{next(_numbers)}"
+        super().__init__(max_workers=1, thread_name_prefix=name)
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._on_idle: Callable[[RequestThread], None] | None = None
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        with self._lock:
+            self._pending += 1
+        try:
+            future = super().submit(fn, *args, **kwargs)
+        except BaseException:
+            self._finished(None)
+            raise
+        future.add_done_callback(self._finished)
+        return future
+
+    def _finished(self, _: object) -> None:
+        with self._lock:
+            self._pending -= 1
+            callback, self._on_idle = (self._on_idle, None) if not self._pending else (None, None)
+        if callback is not None:
+            callback(self)
+
+    def when_idle(self, callback: Callable[[RequestThread], None]) -> None:
+        """Call ``callback(self)`` once nothing submitted is still pending: now, or from
+        this thread when its last call ends (a result the loop got a moment before the
+        call's own bookkeeping, or a call its request let go)."""
+        with self._lock:
+            if self._pending:
+                self._on_idle = callback
+                return
+        callback(self)
+
+    @property
+    def idle(self) -> bool:
+        return self._pending == 0
+
+
+class SyncThreads:
+    """The idle request threads of this process."""
+
+    def __init__(self, max_idle: int = MAX_IDLE) -> None:
+        self._idle: list[RequestThread] = []
+        self._lock = threading.Lock()
+        self._max_idle = max_idle
+
+    def take(self) -> RequestThread:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return RequestThread()
+
+    def give_back(self, thread: RequestThread) -> None:
+        """Back to the pool once it has nothing to run (never handed on while busy)."""
+        thread.when_idle(self._put_back)
+
+    def _put_back(self, thread: RequestThread) -> None:
+        with self._lock:
+            if len(self._idle) < self._max_idle:
+                self._idle.append(thread)
+                return
+        thread.shutdown(wait=False)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for thread in idle:
+            thread.shutdown(wait=False)
+
+    def __len__(self) -> int:
+        return len(self._idle)
+
+
+class ReusedThreadContext(ThreadSensitiveContext):
+    """``ThreadSensitiveContext`` whose thread comes from ``threads`` and goes back."""
+
+    def __init__(self, threads: SyncThreads) -> None:
+        super().__init__()
+        self._threads = threads
+        self._thread: RequestThread | None = None
+
+    async def __aenter__(self) -> ReusedThreadContext:
+        await super().__aenter__()
+        if self.token is not None:  # the outermost context: the request's
+            self._thread = self._threads.take()
+            SyncToAsync.context_to_thread_executor[self] = self._thread
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            # Taken out before asgiref's exit, which would shut it down.
+            SyncToAsync.context_to_thread_executor.pop(self, None)
+            self._threads.give_back(thread)
+        await super().__aexit__(*exc)

@@ -1,0 +1,108 @@
+"""REUSE_SYNC_THREADS: a request's sync code runs on a thread reused from request to
+request, never on one another request is still using."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+
+from django_graceful._serving.threads import MAX_IDLE, RequestThread, SyncThreads
+from django_graceful.asgi import GracefulASGI
+
+from .inprocess import NO_SIGNALS, Events, request, wait_for
+
+REUSE = {**NO_SIGNALS, "REUSE_SYNC_THREADS": True}
+
+
+async def thread_of(app: GracefulASGI, path: str = "/thread/") -> str:
+    status, _, body = await request(app, path)
+    assert status == 200, body
+    return str(json.loads(body)["thread"])
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_sync_views_one_after_another_run_on_reused_threads(
+    app: GracefulASGI, settings: Any
+) -> None:
+    settings.GRACEFUL = REUSE
+    names = [await thread_of(app) for _ in range(6)]
+    # asgiref hands the loop a call's result a moment before the call has ended in its
+    # thread: a request that comes in that moment may take a second thread.
+    assert len(set(names)) <= 2, names
+    assert all(name.startswith("django_graceful-sync") for name in names)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_without_the_setting_each_request_gets_the_thread_django_starts(
+    app: GracefulASGI, settings: Any
+) -> None:
+    settings.GRACEFUL = NO_SIGNALS
+    names = [await thread_of(app) for _ in range(3)]
+    assert len(set(names)) == 3
+    assert not any(name.startswith("django_graceful-sync") for name in names)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_requests_at_once_never_share_a_thread(app: GracefulASGI, settings: Any) -> None:
+    settings.GRACEFUL = REUSE
+    names = await asyncio.gather(*(thread_of(app, "/thread/?s=0.2") for _ in range(3)))
+    assert len(set(names)) == 3
+    deadline = time.monotonic() + 1
+    while len(app._sync_threads) < 3:  # all back, idle, for the next ones
+        assert time.monotonic() < deadline, f"{len(app._sync_threads)} of 3 threads back"
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_task_that_outlives_its_request_may_still_call_sync_code(
+    app: GracefulASGI, settings: Any, recorded: Events
+) -> None:
+    settings.GRACEFUL = REUSE
+    status, _, _ = await request(app, "/leaves-a-task/")
+    assert status == 200
+    event = await wait_for(recorded, "late-sync-call")
+    assert not event["thread"].startswith("django_graceful-sync")  # a thread of its own
+
+
+def test_the_pool_keeps_at_most_max_idle_threads() -> None:
+    threads = SyncThreads(max_idle=2)
+    taken = [threads.take() for _ in range(3)]
+    assert len({id(t) for t in taken}) == 3
+    for thread in taken:
+        threads.give_back(thread)
+    assert len(threads) == 2
+    assert MAX_IDLE >= 2
+    threads.close()
+    assert len(threads) == 0
+
+
+def test_a_busy_thread_goes_back_to_the_pool_only_once_its_work_is_done() -> None:
+    # A sync view whose request ended while it still runs keeps its thread: no other
+    # request may queue behind it.
+    threads = SyncThreads()
+    busy = threads.take()
+    try:
+        work = busy.submit(time.sleep, 0.3)
+        threads.give_back(busy)
+        assert len(threads) == 0
+        assert threads.take() is not busy
+        work.result(2)
+        assert len(threads) == 1 and threads.take() is busy
+    finally:
+        busy.shutdown(wait=True)
+
+
+def test_a_request_thread_knows_when_it_runs_something() -> None:
+    thread = RequestThread()
+    try:
+        assert thread.idle
+        future = thread.submit(time.sleep, 0.2)
+        assert not thread.idle
+        future.result(2)
+        assert thread.idle
+    finally:
+        thread.shutdown(wait=True)
