@@ -89,6 +89,8 @@ APPS = {
     "django-rsgi": ("bench.project.rsgi_plain:application", "bench.project.settings_plain"),
     "bare-asgi": ("bench.project.bare:asgi_app", "bench.project.settings_plain"),
     "bare-rsgi": ("bench.project.bare:rsgi_app", "bench.project.settings_plain"),
+    "graceful-reuse": ("bench.project.asgi:application", "bench.project.settings_reuse"),
+    "ws-graceful-reuse": ("bench.project.asgi_ws:application", "bench.project.settings_ws_reuse"),
 }
 WS_PATH = "/ws/"
 WS_MESSAGE = b"hello, echo!"
@@ -132,9 +134,23 @@ ALL_VARIANTS = (
     Variant("d", "(d) django-rsgi, Granian RSGI", "django-rsgi", None, "rsgi"),
     Variant("e", "(e) no framework, Granian ASGI", "bare-asgi", "bare-asgi", "asgi"),
     Variant("f", "(f) no framework, Granian RSGI", "bare-rsgi", "bare-rsgi", "rsgi"),
+    Variant(
+        "g",
+        "(g) django_graceful + REUSE_SYNC_THREADS, Granian RSGI",
+        "graceful-reuse",
+        "ws-graceful-reuse",
+        "rsgi",
+    ),
+    Variant(
+        "h",
+        "(h) django_graceful + REUSE_SYNC_THREADS, Granian ASGI",
+        "graceful-reuse",
+        "ws-graceful-reuse",
+        "asgi",
+    ),
 )
 #: Run unless --variants says otherwise; (e) and (f), the interfaces' own cost, on demand.
-DEFAULT_VARIANTS = ("a", "b", "c", "d")
+DEFAULT_VARIANTS = ("a", "b", "c", "d", "g", "h")
 BASELINE = "a"
 WORKLOADS = (
     Workload("json", "small JSON (JsonResponse)", "/json/", JSON_BODY_SIZE),
