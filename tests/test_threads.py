@@ -14,6 +14,7 @@ from django_graceful._serving.threads import MAX_IDLE, RequestThread, SyncThread
 from django_graceful.asgi import GracefulASGI
 
 from .inprocess import NO_SIGNALS, Events, request, wait_for
+from .servers import in_background, running
 
 REUSE = {**NO_SIGNALS, "REUSE_SYNC_THREADS": True}
 
@@ -106,3 +107,27 @@ def test_a_request_thread_knows_when_it_runs_something() -> None:
         assert thread.idle
     finally:
         thread.shutdown(wait=True)
+
+
+# -- on the wire --------------------------------------------------------------------------
+
+#: Short phases: the exit is bounded by GRACE_PERIOD + CANCEL_TIMEOUT (+ margin).
+WIRE = {"REUSE_SYNC_THREADS": True, "GRACE_PERIOD": 2, "CANCEL_TIMEOUT": 1}
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("server", ["uvicorn", "granian-rsgi", "daphne"])
+def test_a_server_reuses_threads_and_still_drains_a_sync_view_at_sigterm(server: str) -> None:
+    with running(server, graceful=WIRE) as srv:
+        names = [srv.get("/thread/").json()["thread"] for _ in range(6)]
+        assert len(set(names)) <= 2, names
+        assert all(name.startswith("django_graceful-sync") for name in names), names
+        srv.wait_engaged()
+        in_flight = in_background(srv.get, "/thread/?s=0.5")
+        time.sleep(0.2)
+        srv.signal()
+        answer = in_flight.result(10)
+        assert answer.status_code == 200, srv.log()
+        assert answer.json()["thread"].startswith("django_graceful-sync")
+        srv.wait_exit(WIRE["GRACE_PERIOD"] + WIRE["CANCEL_TIMEOUT"] + 3)
+        assert "shutdown complete" in srv.log()
