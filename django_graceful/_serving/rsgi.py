@@ -26,6 +26,7 @@ Imports nothing of Granian: the scope and protocol objects are duck-typed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -69,46 +70,45 @@ def address(value: str) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
+#: The server's address is the same on every call: parsed once.
+_server_address = functools.lru_cache(maxsize=16)(address)
+
+
 def _headers(scope: Any) -> list[tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in scope.headers.items()]
 
 
-def http_scope(scope: Any) -> dict[str, Any]:
-    """The ASGI scope of an RSGI HTTP scope."""
+def _scope(kind: str, scheme: str, scope: Any) -> dict[str, Any]:
+    """What an ASGI scope of ``kind`` says of the connection, from an RSGI scope."""
     return {
-        "type": "http",
+        "type": kind,
         "asgi": ASGI_VERSION,
         "http_version": HTTP_VERSIONS.get(scope.http_version, "1.1"),
-        "method": scope.method,
-        "scheme": scope.scheme,
+        "scheme": scheme,
         "path": scope.path,
         "raw_path": None,
         "query_string": scope.query_string.encode("latin-1"),
         "root_path": "",
         "headers": _headers(scope),
         "client": address(scope.client),
-        "server": address(scope.server),
-        "extensions": {"http.response.pathsend": {}},
+        "server": _server_address(scope.server),
     }
+
+
+def http_scope(scope: Any) -> dict[str, Any]:
+    """The ASGI scope of an RSGI HTTP scope."""
+    asgi = _scope("http", scope.scheme, scope)
+    asgi["method"] = scope.method
+    asgi["extensions"] = {"http.response.pathsend": {}}
+    return asgi
 
 
 def websocket_scope(scope: Any) -> dict[str, Any]:
     """The ASGI scope of an RSGI websocket scope."""
+    asgi = _scope("websocket", "wss" if scope.scheme == "https" else "ws", scope)
     protocols = scope.headers.get("sec-websocket-protocol")
-    return {
-        "type": "websocket",
-        "asgi": ASGI_VERSION,
-        "http_version": HTTP_VERSIONS.get(scope.http_version, "1.1"),
-        "scheme": "wss" if scope.scheme == "https" else "ws",
-        "path": scope.path,
-        "raw_path": None,
-        "query_string": scope.query_string.encode("latin-1"),
-        "root_path": "",
-        "headers": _headers(scope),
-        "client": address(scope.client),
-        "server": address(scope.server),
-        "subprotocols": [p.strip() for p in protocols.split(",")] if protocols else [],
-    }
+    asgi["subprotocols"] = [p.strip() for p in protocols.split(",")] if protocols else []
+    return asgi
 
 
 def _settle(future: asyncio.Future[Any], result: Callable[[], Any]) -> None:
