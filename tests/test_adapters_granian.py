@@ -283,7 +283,7 @@ def restore_handlers() -> Iterator[None]:
         signal.signal(s, handler)
 
 
-def test_the_adapter_is_chosen_only_where_granian_runs() -> None:
+def test_the_driver_is_chosen_only_where_granian_runs() -> None:
     assert not granian.running({})
     assert granian.running({"granian.server.common": granian})  # type: ignore[dict-item]
 
@@ -292,13 +292,13 @@ async def test_without_granian_internals_it_warns_once_and_chains_signals_generi
     lifecycle: Lifecycle, caplog: pytest.LogCaptureFixture, restore_handlers: None
 ) -> None:
     lifecycle.loop = asyncio.get_running_loop()
-    adapter = granian.Adapter()
+    driver = granian.GranianDriver()
     with caplog.at_level(logging.WARNING, logger="django_graceful"):
-        adapter.engage(lifecycle)
+        lifecycle.attach(driver)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "Granian" in warnings[0].getMessage()
-    assert adapter.worker is None
-    assert adapter.chain is not None  # the generic adapter's chained handlers
+    assert driver.worker is None
+    assert driver.chain is not None  # the generic driver's chained handlers
 
 
 @server

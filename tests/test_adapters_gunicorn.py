@@ -366,10 +366,10 @@ def test_not_detected_outside_a_gunicorn_worker() -> None:
     # Imported, but no worker runs this thread (e.g. pytest in-process).
     importlib.import_module("gunicorn.workers.gasgi")
 
-    assert gunicorn.find_worker(sys.modules) is None
+    assert gunicorn.Gunicorn.find(sys.modules) is None
     assert gunicorn_asgi.running(sys.modules) is False
     assert gunicorn_uvicorn.running(sys.modules) is False
-    assert gunicorn.gunicorn_problem(None, (27, 0, 1), (24,)) is not None
+    assert gunicorn.Gunicorn.problem(None, (27, 0, 1), (24,)) is not None
 
 
 def test_a_native_worker_without_the_expected_internals_is_not_relied_on() -> None:
@@ -388,13 +388,13 @@ def test_a_native_worker_without_the_expected_internals_is_not_relied_on() -> No
         async def _serve(self) -> None: ...
 
     importlib.import_module("gunicorn.asgi.protocol")
-    codes = gunicorn_asgi._Codes.find(Worker())
-    assert codes is not None
-    assert gunicorn_asgi._unsupported(Worker(), codes) is None
-    assert gunicorn_asgi._unsupported(Worker(), None) is not None
+    found = gunicorn_asgi.Gasgi.find(Worker())
+    assert found is not None
+    assert gunicorn_asgi.Gasgi.problem(Worker(), found) is None
+    assert gunicorn_asgi.Gasgi.problem(Worker(), None) is not None
     worker = Worker()
     worker.servers = None  # type: ignore[assignment]
-    assert "servers" in (gunicorn_asgi._unsupported(worker, codes) or "")
+    assert "servers" in (gunicorn_asgi.Gasgi.problem(worker, found) or "")
 
 
 def test_a_gunicorn_outside_the_known_versions_is_not_relied_on() -> None:
@@ -408,9 +408,9 @@ def test_a_gunicorn_outside_the_known_versions_is_not_relied_on() -> None:
 
         def notify(self) -> None: ...
 
-    assert gunicorn.gunicorn_problem(Worker(), (27, 0, 1), (24,)) is None
-    assert "older than 24" in (gunicorn.gunicorn_problem(Worker(), (23, 0), (24,)) or "")
-    assert gunicorn.gunicorn_problem(Worker(), (28, 0), (24,)) is None  # warned, engaged
+    assert gunicorn.Gunicorn.problem(Worker(), (27, 0, 1), (24,)) is None
+    assert "older than 24" in (gunicorn.Gunicorn.problem(Worker(), (23, 0), (24,)) or "")
+    assert gunicorn.Gunicorn.problem(Worker(), (28, 0), (24,)) is None  # warned, engaged
     worker = Worker()
     worker.cfg = object()
-    assert gunicorn.gunicorn_problem(worker, (27, 0, 1), (24,)) is not None
+    assert gunicorn.Gunicorn.problem(worker, (27, 0, 1), (24,)) is not None

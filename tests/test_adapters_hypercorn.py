@@ -212,8 +212,8 @@ def set_in_thread(event: Any) -> None:
 
 def test_every_set_by_the_parent_is_seen_and_none_waits_for_a_worker() -> None:
     event = multiprocessing.get_context("spawn").Event()
-    worker = adapter._ParentEvent(event)
-    gone = adapter._ParentEvent(event)  # a worker that watched, then died
+    worker = adapter.ParentEvent(event)
+    gone = adapter.ParentEvent(event)  # a worker that watched, then died
     assert worker.watch_sets() and gone.watch_sets()
     assert not worker.set_since_watch()
     set_in_thread(event)
@@ -226,7 +226,7 @@ def test_every_set_by_the_parent_is_seen_and_none_waits_for_a_worker() -> None:
 
 def test_hypercorn_sees_the_event_only_once_released() -> None:
     event = multiprocessing.get_context("spawn").Event()
-    worker = adapter._ParentEvent(event)
+    worker = adapter.ParentEvent(event)
     worker.hold()
     event.set()
     assert worker.is_set() and not event.is_set()

@@ -149,7 +149,7 @@ def test_not_detected_without_a_serving_uvicorn() -> None:
     from django_graceful.adapters import uvicorn as adapter
 
     assert adapter.running(sys.modules) is False
-    assert adapter._unsupported(None, (0, 54)) is not None
+    assert adapter.Uvicorn.problem(None, (0, 54)) is not None
 
 
 def test_an_old_uvicorn_is_not_relied_on() -> None:
@@ -159,7 +159,8 @@ def test_an_old_uvicorn_is_not_relied_on() -> None:
     from django_graceful.adapters import uvicorn as adapter
 
     server = UvicornServer(Config(app=lambda *a: None))
-    assert adapter._unsupported(server, (0, 54)) is None
-    assert "older than 0.30" in (adapter._unsupported(server, (0, 29)) or "")
+    found = adapter.Uvicorn(server)
+    assert adapter.Uvicorn.problem(found, (0, 54)) is None
+    assert "older than 0.30" in (adapter.Uvicorn.problem(found, (0, 29)) or "")
     del server.server_state
-    assert adapter._unsupported(server, (0, 54)) is not None
+    assert adapter.Uvicorn.problem(found, (0, 54)) is not None

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 import threading
 
@@ -41,3 +42,14 @@ def exit_now(code: int) -> None:
     """End the process at once (no atexit, no waiting threads), its output flushed."""
     flush_output()
     os._exit(code)
+
+
+def end_process(status: int, signum: int | None = None) -> None:
+    """End the process at once, its output flushed: by ``signum``'s default action (as a
+    server that re-raises the signal that stopped it), else with ``status``."""
+    flush_output()
+    if signum is not None:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        status = 128 + signum  # only if the signal is blocked in this thread
+    os._exit(status)

@@ -339,11 +339,11 @@ class Publisher:
         now = time.monotonic()
         items = list(lifecycle.registry)  # in the order the work began
         items += lifecycle.registry.lingering_threads()
-        adapter = lifecycle.adapter
+        driver = lifecycle.driver
         header = Header(
             host=self.host,
             pid=self.pid,
-            server=adapter.name if adapter is not None else None,
+            server=driver.name if driver is not None else None,
             phase=lifecycle.phase.name.lower(),
             started=self._started_at,
             budget=lifecycle.budget(),

@@ -223,9 +223,9 @@ class WebsocketSession:
             logger.debug("%s: no close handshake within %g s", self.item.what, CLOSE_HANDSHAKE)
 
     def _send_close(self, code: int) -> Awaitable[None]:
-        adapter = self._lifecycle.adapter
-        if adapter is not None:
-            return adapter.close_websocket(self._send, code)
+        driver = self._lifecycle.driver
+        if driver is not None:
+            return driver.close_websocket(self._send, code)
         return self._send({"type": "websocket.close", "code": code})
 
     async def _server_disconnect(self) -> None:

@@ -1,6 +1,6 @@
-"""What every adapter does the same way: read the server's version, say whether it is
-one whose internals the adapter knows, and fall back to the generic adapter with one
-warning when something is not where expected."""
+"""What every driver does the same way: read the server's version, say whether it is
+one whose internals the driver's probe knows, and fall back to the generic driver with
+one warning when something is not where expected."""
 
 from __future__ import annotations
 
@@ -35,19 +35,19 @@ def shown(version: Version | None) -> str:
 def version_problem(
     server: str, version: Version | None, minimum: Version, below: Version | None = None
 ) -> str | None:
-    """Why ``version`` is not one the adapter knows (``minimum <= version < below``), or None."""
+    """Why ``version`` is not one the probe knows (``minimum <= version < below``), or None."""
     if version is None:
         return f"{server}'s version could not be read"
     if version < minimum:
         return f"{server} {shown(version)} is older than {shown(minimum)}"
     if below is not None and version >= below:
-        return f"{server} {shown(version)} is newer than this adapter knows (< {shown(below)})"
+        return f"{server} {shown(version)} is newer than this driver knows (< {shown(below)})"
     return None
 
 
 def fall_back(server: str, problem: str, consequence: str) -> None:
-    """The one warning an adapter gives when it cannot engage and the generic adapter
+    """The one warning a driver gives when it cannot engage and the generic driver
     takes over: what is wrong, and what the server will then do on its own."""
     logger.warning(
-        "%s adapter not engaged (%s): using the generic adapter; %s", server, problem, consequence
+        "%s driver not engaged (%s): using the generic driver; %s", server, problem, consequence
     )

@@ -1,4 +1,25 @@
-"""Daphne: Twisted's shutdown waits for our STOPPED, then cancels what is left without hanging."""
+"""Daphne driver: Twisted's shutdown waits for our STOPPED, then ends what is left without hanging.
+
+Daphne is one process. Twisted installs SIGTERM/SIGINT handlers at ``reactor.run``, and
+Daphne's "before shutdown" trigger ``Server.kill_all_applications`` cancels every request
+at once, raises ``KeyError`` on a connection still sending its request (leaving the other
+requests uncancelled) and waits forever for a task that swallows its cancellation. This
+driver chains the signals like the generic one (Twisted stops the reactor only when we
+release it at STOPPED) and replaces that trigger with one that:
+
+- runs our shutdown to STOPPED first (bounded), if anyone but us stopped the reactor (a
+  signal we could not chain, an app raising KeyboardInterrupt, an embedding program);
+- then cancels the application instances left, waiting at most ``LEFTOVER_WAIT``, and
+  answers 503 where the app never began a response, before Twisted drops every
+  connection.
+
+From DRAINING on it also lifts Daphne's ``application_close_timeout`` by the budget (while
+we shut down, our phases decide, and name what hangs), and it closes websockets with the
+codes Daphne's ASGI ``send`` refuses (1001, 1012).
+
+What it reads of Daphne and Twisted that they do not document is all in :class:`Daphne`
+(the probe), checked against Daphne 4.1.0 and 4.2.3 with Twisted 26.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +28,17 @@ import logging
 import sys
 import time
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .._core.driver import Control, Driver
 from .._core.phases import EXIT_SLACK, Phase
 from .._core.process import in_loop_thread
 from .._serving.protocol import SHUTTING_DOWN_BODY, refuse_http
 from ._compat import fall_back, installed_version, version_problem
-from .base import ServerAdapter
-
-if TYPE_CHECKING:
-    from .._core.lifecycle import Lifecycle
 
 logger = logging.getLogger("django_graceful")
 
-#: The Daphne versions whose internals (server.py, http_protocol.py) this was read against.
+#: The Daphne versions whose internals (server.py, http_protocol.py) the probe knows.
 MIN_VERSION, BELOW_VERSION = (4,), (5,)
 #: How long the final cancel of leftover application instances may take before Twisted
 #: closes every connection and the process exits (Daphne's own waits forever).
@@ -40,47 +58,29 @@ def running(modules: dict[str, ModuleType]) -> bool:
     return in_loop_thread(loop)
 
 
-class Adapter(ServerAdapter):
-    """Chains the signals like the generic adapter (Twisted stops the reactor only at
-    our STOPPED), and replaces Daphne's "before shutdown" trigger
-    ``Server.kill_all_applications``: that one cancels every request at once, raises
-    ``KeyError`` on a connection still sending its request (leaving the other requests
-    uncancelled) and waits forever for a task that swallows its cancellation.
+class Daphne:
+    """The probe: every private thing this package reads or changes of Daphne and Twisted.
+
+    - Twisted's ``reactor._eventTriggers["shutdown"]`` (its ``state`` and ``before``
+      triggers), a trigger's ID built as ``("shutdown", ("before", callable, args,
+      kwargs))`` to remove Daphne's ``Server.kill_all_applications``, and
+      ``reactor._asyncioEventloop`` (in ``running``);
+    - ``Server.connections`` (each connection's ``application_instance`` and
+      ``disconnected``) and ``Server.application_close_timeout`` (raised while we stop);
+    - an HTTP protocol's ``application_queue``, ``_response_started``, ``finished``,
+      ``handle_reply()`` and ``transport``; ``reactor.getWriters()``;
+    - a websocket's ``send`` as ``partial(Server.handle_reply, protocol)``, and autobahn's
+      ``sendCloseFrame()``.
     """
 
-    name = "daphne"
-    #: Daphne in a background job ignores SIGINT; stopping the reactor ourselves
-    #: (``release_server``) makes ``kill -INT`` a graceful stop there too.
-    chain_ignored_signals = True
+    def __init__(self, reactor: Any, servers: list[Any]) -> None:
+        self.reactor = reactor
+        self.servers = servers
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.reactor: Any = None
-        self.servers: list[Any] = []
-
-    def whole_server_stops(self) -> bool:
-        """Daphne is one process: whatever stops it (a signal, ``reactor.stop()``) stops
-        the server."""
-        return True
-
-    def engage(self, lifecycle: Lifecycle) -> None:
-        super().engage(lifecycle)
-        try:
-            problem = self._take_over_shutdown()
-        except Exception as exc:
-            problem = f"{type(exc).__name__}: {exc}"
-        if problem:
-            fall_back(
-                "Daphne",
-                problem,
-                "once our shutdown is over, Daphne's own stop applies (it waits forever "
-                "for a request that ignores its cancel)",
-            )
-            return
-        lifecycle.on_phase(self._on_phase, this_cycle=True)
-
-    def _take_over_shutdown(self) -> str | None:
-        """Swap Daphne's trigger for ours; the reason if that is not possible here."""
+    @staticmethod
+    def take_over_shutdown(trigger: Any) -> Daphne | str:
+        """Put ``trigger(server)`` in place of each Daphne server's "before shutdown"
+        trigger; the probe, or why that is not possible here."""
         problem = version_problem("Daphne", installed_version("daphne"), MIN_VERSION, BELOW_VERSION)
         if problem is not None:
             return problem
@@ -90,9 +90,9 @@ class Adapter(ServerAdapter):
         if event is None or getattr(event, "state", None) != "BASE":
             return "the reactor's shutdown event is not where Twisted 26 keeps it"
         candidates = [
-            getattr(trigger, "__self__", None)
-            for trigger, args, kwargs in event.before
-            if getattr(trigger, "__name__", "") == "kill_all_applications" and not args
+            getattr(before, "__self__", None)
+            for before, args, kwargs in event.before
+            if getattr(before, "__name__", "") == "kill_all_applications" and not args
         ]
         servers = [s for s in candidates if isinstance(s, server_class)]
         if not servers:
@@ -104,30 +104,16 @@ class Adapter(ServerAdapter):
             reactor.removeSystemEventTrigger(
                 ("shutdown", ("before", server.kill_all_applications, (), {}))
             )
-            reactor.addSystemEventTrigger("before", "shutdown", self._before_reactor_stops, server)
-        self.reactor = reactor
-        self.servers = servers
-        return None
+            reactor.addSystemEventTrigger("before", "shutdown", trigger, server)
+        return Daphne(reactor, servers)
 
-    # -- our sequence -> Daphne -------------------------------------------------------
+    def lift_close_timeout(self, seconds: float) -> None:
+        """Daphne cancels an app that outlives its closed connection by
+        ``application_close_timeout`` ("took too long to shut down and was killed")."""
+        for server in self.servers:
+            server.application_close_timeout += seconds
 
-    def _on_phase(self, phase: Phase) -> None:
-        if phase == Phase.DRAINING:
-            # Daphne cancels an app that outlives its closed connection by
-            # application_close_timeout ("took too long to shut down and was killed");
-            # while we shut down, our phases decide (and name what hangs).
-            assert self.lifecycle is not None
-            extra = self.lifecycle.budget() + EXIT_SLACK
-            for server in self.servers:
-                server.application_close_timeout += extra
-
-    def release_server(self, signum: int | None) -> None:
-        if self.reactor is None:
-            super().release_server(signum)
-        else:
-            self._stop_reactor()
-
-    def _stop_reactor(self) -> None:
+    def stop_reactor(self) -> None:
         """What Twisted's SIGTERM/SIGINT handler does, also when Twisted installed none
         (SIGINT ignored in a background job, ``Server(signal_handlers=False)``)."""
         from twisted.internet.error import ReactorNotRunning
@@ -137,11 +123,113 @@ class Adapter(ServerAdapter):
         except ReactorNotRunning:
             pass  # already stopping: our trigger started the shutdown
 
+    @staticmethod
+    async def cancel_leftovers(server: Any) -> None:
+        """Cancel the application instances still running, waiting at most LEFTOVER_WAIT."""
+        tasks = [details.get("application_instance") for details in server.connections.values()]
+        left = [t for t in tasks if t is not None and not t.done()]
+        if not left:
+            return
+        for task in left:
+            task.cancel("django_graceful: Daphne is stopping")
+        _, pending = await asyncio.wait(left, timeout=LEFTOVER_WAIT)
+        logger.info("Daphne stopping: cancelled %d leftover application instance(s)", len(left))
+        if pending:
+            logger.warning("%d application instance(s) ignored the cancel: abandoned", len(pending))
+
+    @staticmethod
+    async def answer_unanswered(server: Any) -> list[Any]:
+        """Answer 503 where the app was called but never began a response (it swallowed
+        every cancel), rather than leave the client to Twisted's dropped connection.
+
+        Returns the transports written to.
+        """
+        answered = []
+        for protocol, details in list(server.connections.items()):
+            if (
+                "disconnected" in details
+                or getattr(protocol, "application_queue", None) is None  # still uploading
+                or getattr(protocol, "_response_started", True)  # also: not an HTTP request
+                or getattr(protocol, "finished", True)
+            ):
+                continue
+
+            async def send(message: Any, protocol: Any = protocol) -> None:
+                protocol.handle_reply(message)
+
+            try:
+                await refuse_http(send, SHUTTING_DOWN_BODY)
+            except Exception:
+                logger.debug("could not answer %r", protocol, exc_info=True)
+            else:
+                answered.append(getattr(protocol, "transport", None))
+        return answered
+
+    def still_writing(self, transports: list[Any]) -> bool:
+        return bool(set(transports) & set(self.reactor.getWriters()))
+
+    @staticmethod
+    def websocket_protocol(send: Any) -> Any:
+        """The autobahn protocol behind a Daphne websocket's ``send`` (``partial(handle_reply,
+        protocol)``), or None."""
+        server = getattr(getattr(send, "func", None), "__self__", None)
+        args: tuple[Any, ...] = getattr(send, "args", ())
+        if getattr(send, "func", None) != getattr(server, "handle_reply", None) or len(args) != 1:
+            return None
+        protocol = args[0]
+        if not callable(getattr(protocol, "sendCloseFrame", None)) or not isinstance(
+            getattr(getattr(protocol, "server", None), "connections", None), dict
+        ):
+            return None
+        return protocol
+
+
+class DaphneDriver(Driver):
+    name = "daphne"
+    #: Daphne is one process: whatever stops it (a signal, ``reactor.stop()``) stops the
+    #: server.
+    one_process = True
+    #: Daphne in a background job ignores SIGINT; stopping the reactor ourselves
+    #: (``release``) makes ``kill -INT`` a graceful stop there too.
+    chain_ignored_signals = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.daphne: Daphne | None = None
+
+    def attach(self, control: Control, *, handle_signals: bool) -> None:
+        super().attach(control, handle_signals=handle_signals)
+        try:
+            found = Daphne.take_over_shutdown(self._before_reactor_stops)
+        except Exception as exc:
+            found = f"{type(exc).__name__}: {exc}"
+        if isinstance(found, str):
+            fall_back(
+                "Daphne",
+                found,
+                "once our shutdown is over, Daphne's own stop applies (it waits forever "
+                "for a request that ignores its cancel)",
+            )
+            return
+        self.daphne = found
+
+    def phase_changed(self, phase: Phase) -> None:
+        if phase == Phase.DRAINING and self.daphne is not None and self.control is not None:
+            # Until the watchdog's bound, a half EXIT_SLACK after the exit deadline.
+            extra = self.control.exit_deadline() + EXIT_SLACK / 2 - time.monotonic()
+            self.daphne.lift_close_timeout(extra)
+
+    def release(self, signum: int | None, *, quick: bool, hung: list[Any]) -> None:
+        if self.daphne is None:
+            super().release(signum, quick=quick, hung=hung)
+        else:
+            self.daphne.stop_reactor()
+
     async def close_websocket(self, send: Any, code: int) -> None:
         """Close with ``code`` even where Daphne cannot: it hands an ASGI close code to
         autobahn's ``sendClose()``, which raises for anything but 1000 and 3000-4999
         (1001, 1012). ``sendCloseFrame()`` is what Daphne itself uses to send 1011."""
-        protocol = _websocket_protocol(send)
+        protocol = Daphne.websocket_protocol(send)
         if protocol is None or code == 1000 or 3000 <= code <= 4999:
             await super().close_websocket(send, code)
             return
@@ -157,97 +245,33 @@ class Adapter(ServerAdapter):
         the Deferred fires, then closes every connection."""
         from twisted.internet.defer import Deferred
 
-        assert self.lifecycle is not None
-        loop = self.lifecycle.loop or asyncio.get_running_loop()
-        return Deferred.fromFuture(loop.create_task(self._finish(server)))
+        assert self.control is not None
+        return Deferred.fromFuture(self.control.loop.create_task(self._finish(server)))
 
     async def _finish(self, server: Any) -> None:
+        assert self.control is not None and self.daphne is not None
         try:
-            await self._wait_stopped()
+            await self._wait_stopped(self.control)
         except Exception:
             logger.exception("shutdown failed; Daphne stops now")
         try:
-            await _cancel_leftovers(server)
-            answered = await _answer_unanswered(server)
+            await Daphne.cancel_leftovers(server)
+            answered = await Daphne.answer_unanswered(server)
             # Twisted drops every connection next, unflushed bytes included.
             for _ in range(FLUSH_CHECKS):
-                if not set(answered) & set(self.reactor.getWriters()):
+                if not self.daphne.still_writing(answered):
                     break
                 await asyncio.sleep(0.01)
         except Exception:
             logger.exception("could not end Daphne's remaining requests cleanly")
 
-    async def _wait_stopped(self) -> None:
-        """Run our sequence to STOPPED (bounded), if the reactor was stopped by anyone
-        but us: a signal we could not chain, an app raising KeyboardInterrupt, or an
-        embedding program calling ``reactor.stop()``."""
-        lifecycle = self.lifecycle
-        assert lifecycle is not None
-        if lifecycle.phase >= Phase.STOPPED:
-            return
-        if lifecycle.shutdown_began is None:
+    async def _wait_stopped(self, control: Control) -> None:
+        """Our sequence to STOPPED (bounded), begun now if the reactor was stopped by
+        anyone but us."""
+        if not control.stopping:
             logger.info("Daphne's reactor is stopping: draining first")
-            lifecycle.begin_shutdown("reactor stop")
-        began = lifecycle.shutdown_began or time.monotonic()
-        remaining = lifecycle.budget() + EXIT_SLACK / 2 - (time.monotonic() - began)
+        remaining = control.exit_deadline() - time.monotonic()
         try:
-            await asyncio.wait_for(lifecycle.shutdown("reactor stop"), max(remaining, 0))
+            await asyncio.wait_for(control.stopped("reactor stop"), max(remaining, 0))
         except TimeoutError:
             logger.error("shutdown did not reach STOPPED within its budget; Daphne stops now")
-
-
-def _websocket_protocol(send: Any) -> Any:
-    """The autobahn protocol behind a Daphne websocket's ``send`` (``partial(handle_reply,
-    protocol)``), or None."""
-    server = getattr(getattr(send, "func", None), "__self__", None)
-    args: tuple[Any, ...] = getattr(send, "args", ())
-    if getattr(send, "func", None) != getattr(server, "handle_reply", None) or len(args) != 1:
-        return None
-    protocol = args[0]
-    if not callable(getattr(protocol, "sendCloseFrame", None)) or not isinstance(
-        getattr(getattr(protocol, "server", None), "connections", None), dict
-    ):
-        return None
-    return protocol
-
-
-async def _cancel_leftovers(server: Any) -> None:
-    """Cancel the application instances still running, waiting at most LEFTOVER_WAIT."""
-    tasks = [details.get("application_instance") for details in server.connections.values()]
-    left = [t for t in tasks if t is not None and not t.done()]
-    if not left:
-        return
-    for task in left:
-        task.cancel("django_graceful: Daphne is stopping")
-    _, pending = await asyncio.wait(left, timeout=LEFTOVER_WAIT)
-    logger.info("Daphne stopping: cancelled %d leftover application instance(s)", len(left))
-    if pending:
-        logger.warning("%d application instance(s) ignored the cancel: abandoned", len(pending))
-
-
-async def _answer_unanswered(server: Any) -> list[Any]:
-    """Answer 503 where the app was called but never began a response (it swallowed
-    every cancel), rather than leave the client to Twisted's dropped connection.
-
-    Returns the transports written to.
-    """
-    answered = []
-    for protocol, details in list(server.connections.items()):
-        if (
-            "disconnected" in details
-            or getattr(protocol, "application_queue", None) is None  # still uploading
-            or getattr(protocol, "_response_started", True)  # also: not an HTTP request
-            or getattr(protocol, "finished", True)
-        ):
-            continue
-
-        async def send(message: Any, protocol: Any = protocol) -> None:
-            protocol.handle_reply(message)
-
-        try:
-            await refuse_http(send, SHUTTING_DOWN_BODY)
-        except Exception:
-            logger.debug("could not answer %r", protocol, exc_info=True)
-        else:
-            answered.append(getattr(protocol, "transport", None))
-    return answered

@@ -1,4 +1,4 @@
-"""Granian adapter: the worker drains from the signal on, and Granian stops only at STOPPED.
+"""Granian driver: the worker drains from the signal on, and Granian stops only at STOPPED.
 
 Granian (2.x, ``--interface rsgi``, its default, ``asgi`` or ``asginl``) runs the app in
 worker processes.
@@ -14,15 +14,15 @@ connection with no timeout (a hung request holds the exit forever), and a third
   the connections whose responses are done), and if connections still hold it past
   the exit bound we end its serve loop ourselves (``lifespan.shutdown`` follows);
 - the main process forwards only the first signal: later ones are seen as wake-ups
-  of its main thread, which sits in ``waitpid()`` meanwhile (see ``_MainProcess``);
+  of its main thread, which sits in ``waitpid()`` meanwhile (see ``MainProcess``);
 - a SIGTERM that reached the worker while it imported the app (Granian loses it) is
   taken up at startup;
 - with ``asginl`` (no lifespan) a failed startup stops the worker, so Granian exits 1
   as it does with ``asgi``.
 
-These are Granian internals (locals of ``granian/server/mp.py``), checked against
-2.8.7: if they are not where we expect, we log one warning and use the generic
-adapter.
+What it reads of Granian that Granian does not document is all in the probe
+(:class:`Worker` and :class:`MainProcess`), checked against 2.7.0 and 2.8.9: if it is not
+where we expect, one warning says so and the generic driver takes over.
 """
 
 from __future__ import annotations
@@ -37,17 +37,17 @@ import time
 from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, Any
 
+from .._core.driver import Control, Driver
 from .._core.process import in_main_thread
 from .._core.signal_chain import SIGNALS
 from ._compat import fall_back, installed_version, shown, version_problem
-from .base import SAME_SIGNAL_WINDOW, ServerAdapter
 
 if TYPE_CHECKING:
-    from .._core.lifecycle import Lifecycle
+    from .._core.registry import Tracked
 
 logger = logging.getLogger("django_graceful")
 
-#: The Granian versions whose worker internals this adapter knows.
+#: The Granian versions whose worker internals the probe knows.
 MIN_VERSION, BELOW_VERSION = (2,), (3,)
 #: The functions of granian/server/mp.py that run a worker's event loop; their locals
 #: ``loop``, ``shutdown_event`` (the WorkerSignal) and ``evp`` (ends the serve loop).
@@ -75,24 +75,23 @@ def running(modules: dict[str, ModuleType]) -> bool:
     return "granian.server.common" in modules
 
 
-class Adapter(ServerAdapter):
+class GranianDriver(Driver):
     name = "granian"
 
     def __init__(self) -> None:
         super().__init__()
-        self.worker: _Worker | None = None
-        self._main: _MainProcess | None = None
-        self._last_signal_at = 0.0
+        self.worker: Worker | None = None
+        self._main: MainProcess | None = None
         self._main_signal_at: float | None = None
         self._poll: asyncio.TimerHandle | None = None
 
-    def engage(self, lifecycle: Lifecycle) -> None:
-        loop = lifecycle.loop
-        if not lifecycle.settings.HANDLE_SIGNALS or loop is None or not in_main_thread():
-            super().engage(lifecycle)  # warns itself if it cannot see signals
+    def attach(self, control: Control, *, handle_signals: bool) -> None:
+        loop = control.loop
+        if not handle_signals or not in_main_thread():
+            super().attach(control, handle_signals=handle_signals)  # says why it cannot
             return
         problem = _version_problem()
-        worker = _Worker.find(loop) if problem is None else None
+        worker = Worker.find(loop) if problem is None else None
         if worker is None:
             fall_back(
                 "Granian",
@@ -101,19 +100,19 @@ class Adapter(ServerAdapter):
                 "was not found",
                 "Granian may stop accepting and wait forever for requests on its own",
             )
-            super().engage(lifecycle)
+            super().attach(control, handle_signals=handle_signals)
             return
-        self.lifecycle = lifecycle
+        self.control = control
         self.worker = worker
         for signum in SIGNALS:
-            loop.add_signal_handler(signum, self.on_signal, signum)
-        self._main = _MainProcess.of_this_worker()
+            loop.add_signal_handler(signum, self.signalled, signum)
+        self._main = MainProcess.of_this_worker()
         if worker.signalled_while_importing():
             # Forked workers keep the main process's Python handler until Granian sets
             # its own after the app import; a SIGTERM in between is lost, and Granian
             # would then serve on while its main process waits for ever.
             logger.info("Granian's main process was told to stop while this worker started")
-            loop.call_soon(self.on_signal, signal.SIGTERM)
+            loop.call_soon(self.signalled, signal.SIGTERM)
 
     def startup_failed(self, error: Exception) -> None:
         """With ``asgi`` Granian ends the worker on our ``lifespan.startup.failed`` and
@@ -123,74 +122,60 @@ class Adapter(ServerAdapter):
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        worker = _Worker.find(loop) if _version_problem() is None else None
+        worker = Worker.find(loop) if _version_problem() is None else None
         if worker is not None and not worker.lifespan:
             logger.error("stopping this Granian worker: startup failed")
             worker.stop()
             loop.call_later(EXIT_GRACE, worker.leave)  # the 503s being sent may go first
 
-    def on_signal(self, signum: int) -> None:
-        """Signals within ``SAME_SIGNAL_WINDOW`` count once: Ctrl-C reaches the main process
-        and the workers, the main process forwards it, and we see it wake the main process."""
-        if self._same_as_last_signal():
-            return
-        first = self._first_signal is None
-        if self._released and self.worker is not None:
-            self._leave()  # past STOPPED: stop waiting for Granian's connections
-            return
-        self._last_signal_at = time.monotonic()
-        super().on_signal(signum)
-        if first and self._main is not None and self.lifecycle is not None:
+    def signalled(self, signum: int) -> None:
+        control = self.control
+        assert control is not None
+        first = not control.stopping
+        if control.stop_requested(signum) and first and self._main is not None:
             self._main.start_watching()
             self._schedule_poll()
 
-    def _same_as_last_signal(self) -> bool:
-        return (
-            self._first_signal is not None
-            and time.monotonic() - self._last_signal_at < SAME_SIGNAL_WINDOW
-        )
-
-    def release_server(self, signum: int | None) -> None:
+    def release(self, signum: int | None, *, quick: bool, hung: list[Tracked]) -> None:
         if self.worker is None or signum is None:
-            super().release_server(signum)
+            super().release(signum, quick=quick, hung=hung)
             return
         self._stop_polling()
-        lifecycle = self.lifecycle
-        assert lifecycle is not None and lifecycle.loop is not None
+        assert self.control is not None
+        deadline = self.control.exit_deadline()
         now = time.monotonic()
-        # The exit bound: budget + ~0.5 s from the first signal.
-        deadline = (lifecycle.shutdown_began or now) + lifecycle.budget() + EXIT_GRACE
         hold = 0.0
         if self._main_signal_at is not None:
             hold = min(self._main_signal_at + SIBLINGS_LOOK, deadline) - now
-        lifecycle.loop.call_later(max(0.0, hold), self._stop_granian, deadline)
+        self.control.loop.call_later(max(0.0, hold), self._stop_granian, deadline)
 
     def _stop_granian(self, deadline: float) -> None:
         """Granian stops accepting and finishes the connections whose responses are done;
         where hung work holds a connection it would wait for ever, so it gets only
         ``EXIT_GRACE`` before we end its serve loop, and otherwise until the exit bound."""
-        assert self.worker is not None and self.lifecycle is not None
+        assert self.worker is not None and self.control is not None
         self.worker.stop()
         wait = deadline - time.monotonic()
-        if self.lifecycle.registry:
+        if self.control.hung():
             wait = min(wait, EXIT_GRACE)
-        assert self.lifecycle.loop is not None
-        self.lifecycle.loop.call_later(max(0.0, wait), self._leave)
+        self.control.loop.call_later(max(0.0, wait), self.hurry)
 
-    def _leave(self) -> None:
-        assert self.worker is not None and self.lifecycle is not None
+    def hurry(self) -> None:
+        """Past STOPPED, stop waiting for Granian's connections: leave its serve loop."""
+        if self.worker is None or self.control is None:
+            return
         self.worker.stop()
         if self.worker.leave():
             logger.info(
                 "Granian still waits for connections (%d hung); leaving its serve loop",
-                len(self.lifecycle.registry),
+                len(self.control.hung()),
             )
 
     # -- further signals at the main process ---------------------------------------------
 
     def _schedule_poll(self) -> None:
-        assert self.lifecycle is not None and self.lifecycle.loop is not None
-        self._poll = self.lifecycle.loop.call_later(MAIN_PROCESS_POLL, self._poll_main)
+        assert self.control is not None
+        self._poll = self.control.loop.call_later(MAIN_PROCESS_POLL, self._poll_main)
 
     def _stop_polling(self) -> None:
         if self._poll is not None:
@@ -198,20 +183,29 @@ class Adapter(ServerAdapter):
             self._poll = None
 
     def _poll_main(self) -> None:
-        assert self._main is not None
+        assert self._main is not None and self.control is not None
         woke = self._main.woke()
         if woke is None:
             self._poll = None
             return
-        if woke and not self._same_as_last_signal():
-            logger.info("another signal reached Granian's main process (pid %d)", self._main.pid)
+        if woke:
             self._main_signal_at = time.monotonic()
-            self.on_signal(signal.SIGTERM)
+            if self.control.stop_requested(signal.SIGTERM):
+                logger.info(
+                    "another signal reached Granian's main process (pid %d)", self._main.pid
+                )
         self._schedule_poll()
 
 
-class _Worker:
-    """Granian's handles on this worker's stop, found in the frame that runs its loop."""
+class Worker:
+    """The probe's first half: Granian's handles on this worker's stop.
+
+    Found in the frame that runs the worker's loop (a ``sys._getframe`` walk to the
+    functions ``WORKER_FUNCTIONS`` of ``granian/server/mp.py``): its locals ``loop``,
+    ``shutdown_event`` (a ``WorkerSignal``: ``set()`` is what Granian's own handler does)
+    and ``evp`` (set: the serve loop ends); and, in a forked worker, the main process's
+    server object inherited in the frames above (its ``interrupt_signal``).
+    """
 
     def __init__(
         self, stop_signal: Any, serve_done: asyncio.Event, *, lifespan: bool, server: Any
@@ -225,7 +219,7 @@ class _Worker:
         self._stopped = False
 
     @classmethod
-    def find(cls, loop: asyncio.AbstractEventLoop) -> _Worker | None:
+    def find(cls, loop: asyncio.AbstractEventLoop) -> Worker | None:
         frame: FrameType | None = sys._getframe(1)
         while frame is not None:
             code = frame.f_code
@@ -271,8 +265,9 @@ class _Worker:
         return True
 
 
-class _MainProcess:
-    """Further signals to Granian's main process, seen from a worker (Linux).
+class MainProcess:
+    """The probe's second half: further signals to Granian's main process, seen from a
+    worker (Linux), in ``/proc/<pid>/task/<pid>/status`` and ``.../children``.
 
     After the first signal the main process forwards SIGTERM to its workers and sits
     in ``waitpid()`` until they exit; further signals only wake its main thread, which
@@ -290,7 +285,7 @@ class _MainProcess:
         self._quiet_until = 0.0
 
     @classmethod
-    def of_this_worker(cls) -> _MainProcess | None:
+    def of_this_worker(cls) -> MainProcess | None:
         parent = multiprocessing.parent_process()
         if parent is None or parent.pid != os.getppid():
             return None

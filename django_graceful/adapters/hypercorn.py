@@ -1,6 +1,6 @@
-"""Hypercorn adapter: workers drain on the parent's stop signal; hypercorn stops only at STOPPED.
+"""Hypercorn driver: workers drain on the parent's stop signal; hypercorn stops only at STOPPED.
 
-Hypercorn 0.18 (``hypercorn.asyncio.run``) runs the app in worker processes, also with the
+Hypercorn (``hypercorn.asyncio.run``) runs the app in worker processes, also with the
 default one worker. The parent catches SIGINT/SIGTERM and sets a shared
 ``multiprocessing.Event``; the workers install no handler (SIGTERM kills them, SIGINT is
 ignored) and poll ``event.is_set()`` every 0.1 s. Once it is set a worker stops accepting,
@@ -8,7 +8,7 @@ waits ``graceful_timeout`` (3 s; forever on Python >= 3.12, hypercorn#308), canc
 left, and only then sends ``lifespan.shutdown``. When the first worker exits, the parent
 ``terminate()``s the others, and it exits 0 even when a worker failed (hypercorn#269).
 
-In each worker this adapter:
+In each worker this driver:
 
 - shadows ``event.is_set`` so that hypercorn sees the event only when our shutdown is
   STOPPED, and watches the real event itself (the first ``set()`` starts draining, a later
@@ -17,12 +17,15 @@ In each worker this adapter:
   ``terminate()`` after another worker exited): it starts our shutdown or, if that already
   runs, changes nothing;
 - at STOPPED shortens ``graceful_timeout`` (nothing of ours is in flight any more) and
-  releases hypercorn, or exits at once if a task is still running (hypercorn would wait
-  for it forever);
-- on a startup failure, makes the parent exit 1 instead of 0.
+  releases hypercorn; it tells the lifecycle that hypercorn waits for hung work for ever
+  (``holds_hung_work``), so that a task still running then ends the process;
+- on a startup failure, says that the parent will exit 0 all the same.
 
 With ``--workers 0`` (one process) it replaces hypercorn's loop signal handlers and sets
 hypercorn's own shutdown event at STOPPED.
+
+What it reads of hypercorn that hypercorn does not document is all in the probe below
+(``Hypercorn`` and ``ParentEvent``), checked against 0.18.0.
 """
 
 from __future__ import annotations
@@ -39,16 +42,16 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, Any
 
-from .._core.process import exit_now, in_main_thread
+from .._core.driver import Control, Driver, Ending
+from .._core.process import in_main_thread
 from ._compat import fall_back, installed_version, shown, version_problem
-from .base import ServerAdapter
 
 if TYPE_CHECKING:
-    from .._core.lifecycle import Lifecycle
+    from .._core.registry import Tracked
 
 logger = logging.getLogger("django_graceful")
 
-#: The versions whose internals this adapter was read against and tested with.
+#: The versions whose internals the probe was read against and tested with.
 MIN_VERSION, BELOW_VERSION = (0, 18), (0, 19)
 #: How often a worker looks at the parent's shutdown event (hypercorn itself: 0.1 s).
 POLL_INTERVAL = 0.05
@@ -65,7 +68,7 @@ def running(modules: dict[str, ModuleType]) -> bool:
     if run_module is None:
         return False
     with contextlib.suppress(RuntimeError):
-        if _worker_frame(run_module, asyncio.get_running_loop()) is not None:
+        if Hypercorn.worker_frame(run_module, asyncio.get_running_loop()) is not None:
             return True
     # The CLI's argv reaches spawned workers too: `.../bin/hypercorn` or `-m hypercorn`.
     argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
@@ -73,8 +76,18 @@ def running(modules: dict[str, ModuleType]) -> bool:
 
 
 @dataclass
-class _Internals:
-    """What a hypercorn worker keeps in the locals of ``worker_serve``."""
+class Hypercorn:
+    """The probe: every private thing this package reads or changes of a hypercorn worker.
+
+    - the frame of ``hypercorn.asyncio.run.worker_serve``, found by its code object in
+      the loop's tasks, and its locals ``config``, ``shutdown_trigger`` (a ``partial`` of
+      ``hypercorn.utils.check_multiprocess_shutdown_event`` on the parent's
+      ``multiprocessing.Event``) and ``signal_event`` (``--workers 0``);
+    - ``config.graceful_timeout`` (written at STOPPED);
+    - the parent's event: ``is_set`` shadowed by an instance attribute, and its
+      ``Condition``'s ``_lock``, ``_sleeping_count`` and ``_woken_count`` semaphores
+      (``_semlock._get_value()``), to see each ``set()`` (``ParentEvent``).
+    """
 
     config: Any
     #: The parent's ``multiprocessing.Event`` (worker processes; the default).
@@ -82,48 +95,52 @@ class _Internals:
     #: hypercorn's own ``asyncio.Event`` set by its loop signal handlers (``--workers 0``).
     signal_event: asyncio.Event | None = None
 
-
-def _worker_frame(run_module: ModuleType, loop: asyncio.AbstractEventLoop) -> FrameType | None:
-    """The frame of ``worker_serve`` awaited somewhere in this loop's tasks."""
-    code = getattr(getattr(run_module, "worker_serve", None), "__code__", None)
-    if code is None:
+    @staticmethod
+    def worker_frame(run_module: ModuleType, loop: asyncio.AbstractEventLoop) -> FrameType | None:
+        """The frame of ``worker_serve`` awaited somewhere in this loop's tasks."""
+        code = getattr(getattr(run_module, "worker_serve", None), "__code__", None)
+        if code is None:
+            return None
+        for task in asyncio.all_tasks(loop):
+            awaited: Any = task.get_coro()
+            while awaited is not None:
+                if getattr(awaited, "cr_code", None) is code:
+                    return awaited.cr_frame
+                awaited = getattr(awaited, "cr_await", None)
         return None
-    for task in asyncio.all_tasks(loop):
-        awaited: Any = task.get_coro()
-        while awaited is not None:
-            if getattr(awaited, "cr_code", None) is code:
-                return awaited.cr_frame
-            awaited = getattr(awaited, "cr_await", None)
-    return None
+
+    @staticmethod
+    def find(loop: asyncio.AbstractEventLoop) -> Hypercorn | None:
+        """hypercorn's config and shutdown trigger, or None if they are not where 0.18
+        has them."""
+        run_module = sys.modules.get("hypercorn.asyncio.run")
+        config_module = sys.modules.get("hypercorn.config")
+        utils = sys.modules.get("hypercorn.utils")
+        if run_module is None or config_module is None or utils is None:
+            return None
+        frame = Hypercorn.worker_frame(run_module, loop)
+        if frame is None:
+            return None
+        local = frame.f_locals
+        config = local.get("config")
+        trigger = local.get("shutdown_trigger")
+        if not isinstance(config, config_module.Config) or not hasattr(config, "graceful_timeout"):
+            return None
+        found = Hypercorn(config)
+        check = getattr(utils, "check_multiprocess_shutdown_event", None)
+        if isinstance(trigger, functools.partial) and trigger.func is check and trigger.args:
+            if ParentEvent.usable(trigger.args[0]):
+                found.parent_event = trigger.args[0]
+        signal_event = local.get("signal_event")
+        if isinstance(signal_event, asyncio.Event) and trigger == signal_event.wait:
+            found.signal_event = signal_event
+        return found
+
+    def shorten_grace(self, seconds: float) -> None:
+        self.config.graceful_timeout = min(float(self.config.graceful_timeout), seconds)
 
 
-def _find_internals(loop: asyncio.AbstractEventLoop) -> _Internals | None:
-    """hypercorn's config and shutdown trigger, or None if they are not where 0.18 has them."""
-    run_module = sys.modules.get("hypercorn.asyncio.run")
-    config_module = sys.modules.get("hypercorn.config")
-    utils = sys.modules.get("hypercorn.utils")
-    if run_module is None or config_module is None or utils is None:
-        return None
-    frame = _worker_frame(run_module, loop)
-    if frame is None:
-        return None
-    local = frame.f_locals
-    config = local.get("config")
-    trigger = local.get("shutdown_trigger")
-    if not isinstance(config, config_module.Config) or not hasattr(config, "graceful_timeout"):
-        return None
-    found = _Internals(config)
-    check = getattr(utils, "check_multiprocess_shutdown_event", None)
-    if isinstance(trigger, functools.partial) and trigger.func is check and trigger.args:
-        if _ParentEvent.usable(trigger.args[0]):
-            found.parent_event = trigger.args[0]
-    signal_event = local.get("signal_event")
-    if isinstance(signal_event, asyncio.Event) and trigger == signal_event.wait:
-        found.signal_event = signal_event
-    return found
-
-
-class _ParentEvent:
+class ParentEvent:
     """The parent's shutdown ``multiprocessing.Event``, as one worker sees it.
 
     ``hold()`` makes hypercorn's poll see it unset until ``released``. ``is_set()`` reads the
@@ -199,25 +216,24 @@ def _version() -> str:
     return shown(installed_version("hypercorn"))
 
 
-class Adapter(ServerAdapter):
+class HypercornDriver(Driver):
     name = "hypercorn"
 
     def __init__(self) -> None:
         super().__init__()
-        self._internals: _Internals | None = None
-        self._parent: _ParentEvent | None = None
-        self._watcher: asyncio.Task[None] | None = None
+        self.hypercorn: Hypercorn | None = None
+        self._parent: ParentEvent | None = None
         #: What a worker exits with when a hung task keeps hypercorn from finishing. In a
         #: worker process 0: the parent treats a non-zero exit as "stop every worker".
         self._forced_exit_code = 1
 
     # -- startup ----------------------------------------------------------------------
 
-    def engage(self, lifecycle: Lifecycle) -> None:
-        self.lifecycle = lifecycle
-        loop = lifecycle.loop or asyncio.get_running_loop()
-        internals = _find_internals(loop)
-        if internals is None:
+    def attach(self, control: Control, *, handle_signals: bool) -> None:
+        self.control = control
+        loop = control.loop
+        found = Hypercorn.find(loop)
+        if found is None:
             fall_back(
                 "hypercorn",
                 f"hypercorn {_version()}: its asyncio worker (worker_serve in "
@@ -225,26 +241,27 @@ class Adapter(ServerAdapter):
                 "hypercorn may cut requests short (graceful_timeout) or wait for them "
                 "forever (Python >= 3.12)",
             )
-            super().engage(lifecycle)
+            super().attach(control, handle_signals=handle_signals)
             return
         untested = version_problem(
             "hypercorn", installed_version("hypercorn"), MIN_VERSION, BELOW_VERSION
         )
         if untested is not None:
-            logger.warning("%s; its internals match, so the adapter engages anyway", untested)
-        self._internals = internals
-        if not lifecycle.settings.HANDLE_SIGNALS:
+            logger.warning("%s; its internals match, so the driver engages anyway", untested)
+        self.hypercorn = found
+        self.holds_hung_work = True
+        if not handle_signals:
             return
-        if internals.parent_event is not None and in_main_thread():
-            self._engage_worker_process(loop, internals.parent_event)
-        elif internals.signal_event is not None and in_main_thread():
-            self._engage_single_process(loop)
+        if found.parent_event is not None and in_main_thread():
+            self._attach_worker_process(loop, found.parent_event)
+        elif found.signal_event is not None and in_main_thread():
+            self._attach_single_process(loop)
         else:
             # hypercorn.asyncio.serve() embedded with the caller's own shutdown_trigger.
-            super().engage(lifecycle)
+            self.chain_signals(loop)
 
-    def _engage_worker_process(self, loop: asyncio.AbstractEventLoop, event: Any) -> None:
-        parent = _ParentEvent(event)
+    def _attach_worker_process(self, loop: asyncio.AbstractEventLoop, event: Any) -> None:
+        parent = ParentEvent(event)
         parent.hold()
         self._parent = parent
         self._forced_exit_code = 0
@@ -254,23 +271,25 @@ class Adapter(ServerAdapter):
             signal.SIGTERM,
             lambda signum, frame: loop.call_soon_threadsafe(self._sigterm_to_worker),
         )
-        self._watcher = loop.create_task(self._watch_parent(parent))
+        self.keep(loop.create_task(self._watch_parent(parent)))
 
-    def _engage_single_process(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _attach_single_process(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 # Replaces hypercorn's own handler, which would stop it at once.
-                loop.add_signal_handler(signum, self.on_signal, signum)
+                loop.add_signal_handler(signum, self.signalled, signum)
         except (NotImplementedError, RuntimeError, ValueError) as exc:
             logger.warning(
                 "hypercorn: cannot handle signals in its loop (%s); generic chaining", exc
             )
-            assert self.lifecycle is not None
-            super().engage(self.lifecycle)
+            self.chain_signals(loop)
+
+    def forced_ending(self, signum: int | None) -> Ending | None:
+        return Ending(self._forced_exit_code)
 
     # -- signals ----------------------------------------------------------------------
 
-    async def _watch_parent(self, parent: _ParentEvent) -> None:
+    async def _watch_parent(self, parent: ParentEvent) -> None:
         """Turn every ``set()`` of the parent's event into a signal for our shutdown."""
         try:
             await self._follow_parent(parent)
@@ -279,7 +298,9 @@ class Adapter(ServerAdapter):
             logger.exception("hypercorn: watching the parent failed; hypercorn stops on its own")
             parent.unhold()
 
-    async def _follow_parent(self, parent: _ParentEvent) -> None:
+    async def _follow_parent(self, parent: ParentEvent) -> None:
+        control = self.control
+        assert control is not None
         watching = parent.watch_sets()
         if not watching:
             logger.warning(
@@ -290,21 +311,22 @@ class Adapter(ServerAdapter):
             signalled = watching and parent.set_since_watch()
             if signalled:
                 watching = parent.watch_sets()
-            if self._first_signal is None and parent.is_set():
+            if not control.stopping and parent.is_set():
                 signalled = True
             if signalled:
-                if self._first_signal is None:
+                if not control.stopping:
                     logger.info(
                         "hypercorn's parent (pid %d) is stopping its workers "
                         "(it got SIGTERM, SIGINT or SIGHUP)",
                         os.getppid(),
                     )
-                self.on_signal(signal.SIGTERM)
+                control.stop_requested(signal.SIGTERM)
             await asyncio.sleep(POLL_INTERVAL)
 
     def _sigterm_to_worker(self) -> None:
-        if self._first_signal is None:
-            self.on_signal(signal.SIGTERM)
+        assert self.control is not None
+        if not self.control.stopping:
+            self.control.stop_requested(signal.SIGTERM)
         else:
             # Escalation comes through the parent's event: this one is the parent's
             # terminate() (another worker exited) or the process group's copy of a signal.
@@ -312,46 +334,26 @@ class Adapter(ServerAdapter):
 
     # -- stopping ---------------------------------------------------------------------
 
-    def stopped(self) -> None:
-        lifecycle = self.lifecycle
-        if self._internals is None or lifecycle is None:
-            super().stopped()
-            return
+    def finish(self, hung: list[Tracked]) -> None:
         # Read by hypercorn when its stop reaches that wait: our grace has been given, and
         # only what reached us after STOPPED (answered 503 at once) can still be in flight.
-        config = self._internals.config
-        config.graceful_timeout = min(float(config.graceful_timeout), RELEASE_GRACE)
-        if len(lifecycle.registry):
-            # hypercorn waits for every connection task before it exits: forever for one
-            # that swallows its cancellation. The report is written; end the process.
-            logger.warning(
-                "%d task(s) still running at STOPPED would keep hypercorn from ever exiting; "
-                "exiting now (pid %d)",
-                len(lifecycle.registry),
-                os.getpid(),
-            )
-            exit_now(self._forced_exit_code)
-        super().stopped()
+        if self.hypercorn is not None:
+            self.hypercorn.shorten_grace(RELEASE_GRACE)
 
-    def release_server(self, signum: int | None) -> None:
-        if not self._release_hypercorn():
-            super().release_server(signum)
-
-    def _release_hypercorn(self) -> bool:
-        """Let hypercorn begin its own stop; False if we do not hold it."""
+    def release(self, signum: int | None, *, quick: bool, hung: list[Tracked]) -> None:
+        """Let hypercorn begin its own stop (its next poll, <= 0.1 s, sees the event set)."""
         if self._parent is not None:
-            self._parent.released = True  # its next poll (<= 0.1 s) sees the event set
-            return True
-        if self._internals is not None and self._internals.signal_event is not None:
-            self._internals.signal_event.set()
-            return True
-        return False
+            self._parent.released = True
+        elif self.hypercorn is not None and self.hypercorn.signal_event is not None:
+            self.hypercorn.signal_event.set()
+        else:
+            super().release(signum, quick=quick, hung=hung)
 
     # -- startup failure --------------------------------------------------------------
 
     def startup_failed(self, error: Exception) -> None:
-        internals = _find_internals(asyncio.get_running_loop())
-        if internals is None or internals.parent_event is None:
+        found = Hypercorn.find(asyncio.get_running_loop())
+        if found is None or found.parent_event is None:
             return  # one process (--workers 0): hypercorn exits non-zero by itself
         logger.error(
             "startup failed in hypercorn worker pid %d; hypercorn %s stops every worker but "

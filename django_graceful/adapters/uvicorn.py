@@ -1,53 +1,47 @@
-"""Uvicorn adapter: after our STOPPED, uvicorn stops quickly and nothing hung can hold it.
+"""Uvicorn driver: after our STOPPED, uvicorn stops quickly and nothing hung can hold it.
 
-Uvicorn (0.54 read and run; the internals used are checked at startup) installs
-``Server.handle_exit`` with ``signal.signal`` before it loads the app, and after the
-signal it waits for every connection and request task, forever unless
-``--timeout-graceful-shutdown`` was given. The generic adapter already hands the first
-signal to ``handle_exit`` at STOPPED; this one adds:
+Uvicorn installs ``Server.handle_exit`` with ``signal.signal`` before it loads the app,
+and after the signal it waits for every connection and request task, forever unless
+``--timeout-graceful-shutdown`` was given. The generic driver already chains the signals
+and hands the first one to ``handle_exit`` at release; this one adds, at STOPPED:
 
-- uvicorn's wait is cut to ``SERVER_WAIT`` (what is left to wait for after STOPPED
-  closes by itself: idle connections, 503 refusals, websocket close handshakes);
+- uvicorn's wait is cut to ``SERVER_WAIT`` (what is left to wait for closes by itself:
+  idle connections, 503 refusals, websocket close handshakes);
 - a request that ignored every cancel gets a 503 and its connection is closed, and its
   task is taken off uvicorn's list, so uvicorn neither waits for it nor cancels it again
   (our REPORTING phase already logged it); uvicorn's ``lifespan.shutdown`` still runs,
   and finds our sequence done;
-- a task that ignores cancellation would hang ``asyncio.run``'s teardown after a SIGINT
-  (uvicorn turns the SIGINT into KeyboardInterrupt, which unwinds into the teardown,
-  where every task is cancelled and awaited): a guard task sees that teardown begin and,
-  if tasks are still running ``TEARDOWN_GRACE`` s later, ends the process by the signal
-  that stopped it, as uvicorn itself does for SIGTERM.
+- after a signal, the event loop's teardown is guarded: uvicorn turns a SIGINT into
+  KeyboardInterrupt, which unwinds into ``asyncio.run``'s teardown, where every task is
+  cancelled and awaited; a task that ignores it would hang the process, which is then
+  ended by the signal that stopped it, as uvicorn itself does for SIGTERM.
+
+What it reads of uvicorn that uvicorn does not document is all in :class:`Uvicorn` (the
+probe), checked against 0.30.0 and 0.55.0.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
+import functools
 import logging
-import os
 import signal
-import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from .._core.process import flush_output
+from .._core.driver import Control, Driver, Ending
 from .._serving.protocol import SHUTTING_DOWN_BODY, TRACKED_KEY, refuse_http
 from ._compat import Version, fall_back, installed_version, version_problem
-from .base import ServerAdapter
 
 if TYPE_CHECKING:
-    from .._core.lifecycle import Lifecycle
+    from .._core.registry import Tracked
 
 logger = logging.getLogger("django_graceful")
 
-#: The oldest uvicorn whose internals this adapter relies on (signal.signal handlers,
-#: ``Server.server_state``, ``config.timeout_graceful_shutdown``); read up to 0.54.
+#: The oldest uvicorn whose internals the probe knows.
 MIN_VERSION = (0, 30)
 #: Seconds uvicorn may still wait for connections after our STOPPED.
 SERVER_WAIT = 0.5
-#: Seconds the other tasks get to honour the event loop's last cancel before we end
-#: the process instead of letting the teardown wait for them.
-TEARDOWN_GRACE = 0.5
 
 
 def running(modules: dict[str, ModuleType]) -> bool:
@@ -55,19 +49,7 @@ def running(modules: dict[str, ModuleType]) -> bool:
     server_module = modules.get("uvicorn.server")
     if server_module is None:
         return False
-    return _server_from_signals(server_module) is not None or _serving_task(server_module)
-
-
-def _server_from_signals(server_module: ModuleType) -> Any:
-    """The ``uvicorn.server.Server`` whose ``handle_exit`` is the SIGTERM/SIGINT handler."""
-    server_class = getattr(server_module, "Server", None)
-    if server_class is None:
-        return None
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        owner = getattr(signal.getsignal(signum), "__self__", None)
-        if isinstance(owner, server_class):
-            return owner
-    return None
+    return Uvicorn.from_signals(server_module) is not None or _serving_task(server_module)
 
 
 def _serving_task(server_module: ModuleType) -> bool:
@@ -83,43 +65,147 @@ def _serving_task(server_module: ModuleType) -> bool:
     return False
 
 
-def _unsupported(server: Any, version: Version | None) -> str | None:
-    """Why the adapter cannot work with this uvicorn, or None."""
-    if server is None:
-        return "uvicorn's Server is not the SIGTERM/SIGINT handler (not in the main thread?)"
-    problem = version_problem("uvicorn", version, MIN_VERSION)
-    if problem is not None:
-        return problem
-    state = getattr(server, "server_state", None)
-    if not (
-        hasattr(getattr(server, "config", None), "timeout_graceful_shutdown")
-        and isinstance(getattr(state, "connections", None), set)
-        and isinstance(getattr(state, "tasks", None), set)
-        and callable(getattr(server, "handle_exit", None))
-    ):
-        return "uvicorn's Server has no config.timeout_graceful_shutdown / server_state"
-    return None
+class Uvicorn:
+    """The probe: every private thing this package reads or changes of uvicorn.
+
+    - the ``uvicorn.server.Server`` is found as the owner of the SIGTERM/SIGINT handler
+      (``handle_exit.__self__``);
+    - ``Server.config.timeout_graceful_shutdown`` (written: the wait after STOPPED);
+    - ``Server.server_state.connections`` and ``.tasks`` (a hung request's task taken off);
+    - a connection's ``cycle`` (``response_started``, ``response_complete``,
+      ``disconnected``, ``keep_alive``, ``scope``, ``send``, ``flow.write_paused``) and
+      ``transport``;
+    - ``Server.servers``, ``should_exit``, ``limit_max_requests`` (a ``cached_property``)
+      and ``server_state.total_requests``, for Gunicorn's Uvicorn worker.
+    """
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    @staticmethod
+    def from_signals(server_module: ModuleType) -> Uvicorn | None:
+        """The ``Server`` whose ``handle_exit`` is the SIGTERM/SIGINT handler."""
+        server_class = getattr(server_module, "Server", None)
+        if server_class is None:
+            return None
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            owner = getattr(signal.getsignal(signum), "__self__", None)
+            if isinstance(owner, server_class):
+                return Uvicorn(owner)
+        return None
+
+    @staticmethod
+    def problem(found: Uvicorn | None, version: Version | None) -> str | None:
+        """Why this uvicorn is not one the probe knows, or None."""
+        if found is None:
+            return "uvicorn's Server is not the SIGTERM/SIGINT handler (not in the main thread?)"
+        problem = version_problem("uvicorn", version, MIN_VERSION)
+        if problem is not None:
+            return problem
+        server = found.server
+        state = getattr(server, "server_state", None)
+        if not (
+            hasattr(getattr(server, "config", None), "timeout_graceful_shutdown")
+            and isinstance(getattr(state, "connections", None), set)
+            and isinstance(getattr(state, "tasks", None), set)
+            and callable(getattr(server, "handle_exit", None))
+        ):
+            return "uvicorn's Server has no config.timeout_graceful_shutdown / server_state"
+        return None
+
+    def shorten_wait(self, seconds: float) -> None:
+        config = self.server.config
+        current = config.timeout_graceful_shutdown
+        config.timeout_graceful_shutdown = seconds if current is None else min(current, seconds)
+
+    def forget(self, hung: list[Tracked]) -> None:
+        """Take the tasks of hung work off uvicorn's list (it would wait for them)."""
+        tasks = self.server.server_state.tasks
+        for item in hung:
+            tasks.discard(item.task)
+
+    def open_requests(self, hung: list[Tracked]) -> list[tuple[Any, Any]]:
+        """(connection, cycle) of each hung request whose response is not complete."""
+        found = []
+        for conn in list(self.server.server_state.connections):
+            cycle = getattr(conn, "cycle", None)
+            if cycle is None or getattr(cycle, "response_complete", True):
+                continue
+            scope = getattr(cycle, "scope", None)
+            item = scope.get(TRACKED_KEY) if isinstance(scope, dict) else None
+            if item is not None and any(item is h for h in hung):
+                found.append((conn, cycle))
+        return found
+
+    @staticmethod
+    async def answer_and_close(request: tuple[Any, Any]) -> bool:
+        """503 + Connection: close if no response started; close the connection."""
+        conn, cycle = request
+        answered = False
+        flow = getattr(cycle, "flow", None)
+        if not (
+            getattr(cycle, "response_started", True)
+            or getattr(cycle, "disconnected", True)
+            or getattr(flow, "write_paused", False)
+        ):
+            cycle.keep_alive = False
+            await refuse_http(cycle.send, SHUTTING_DOWN_BODY)
+            answered = True
+        transport = getattr(conn, "transport", None)
+        if transport is not None and not transport.is_closing():
+            transport.close()
+        return answered
+
+    # -- Gunicorn's Uvicorn worker ----------------------------------------------------------
+
+    def close_listeners(self) -> None:
+        for server in getattr(self.server, "servers", []):
+            server.close()
+
+    @property
+    def should_exit(self) -> bool:
+        return bool(self.server.should_exit)
+
+    def exit(self) -> None:
+        self.server.should_exit = True
+
+    def take_request_limit(self) -> int | None:
+        """Turn off uvicorn's own ``max_requests`` count (where it is the cached property
+        we know); the limit it had, or None."""
+        limit = getattr(self.server, "limit_max_requests", None)
+        if not isinstance(limit, int):
+            return None
+        if isinstance(
+            type(self.server).__dict__.get("limit_max_requests"), functools.cached_property
+        ):
+            self.server.__dict__["limit_max_requests"] = None  # its own check never fires
+        return limit
+
+    @property
+    def total_requests(self) -> int:
+        return int(self.server.server_state.total_requests)
 
 
-class Adapter(ServerAdapter):
+class UvicornDriver(Driver):
     name = "uvicorn"
 
     def __init__(self) -> None:
         super().__init__()
-        #: uvicorn's Server, when its internals are the ones we know (else: generic).
-        self.server: Any = None
+        #: uvicorn, when its internals are the ones the probe knows (else: generic).
+        self.uvicorn: Uvicorn | None = None
 
-    def engage(self, lifecycle: Lifecycle) -> None:
-        # Found before the base chains the signals: then the handler is still uvicorn's.
-        modules = sys.modules
-        server = _server_from_signals(modules["uvicorn.server"])
-        problem = _unsupported(server, installed_version("uvicorn"))
-        super().engage(lifecycle)
+    def attach(self, control: Control, *, handle_signals: bool) -> None:
+        # Found before the signals are chained: until then the handler is uvicorn's.
+        import uvicorn.server
+
+        found = Uvicorn.from_signals(uvicorn.server)
+        problem = Uvicorn.problem(found, installed_version("uvicorn"))
+        super().attach(control, handle_signals=handle_signals)
         if self.chain is None:
-            # HANDLE_SIGNALS is off, or the base has said why it cannot chain them. The
-            # server is kept for stopped(), which uses it only where uvicorn still waits
-            # (``_server_still_waits``: never without a signal of ours, here).
-            self.server = server if problem is None else None
+            # HANDLE_SIGNALS is off, or the chain has said why it cannot see signals. The
+            # probe still serves at STOPPED, where uvicorn still waits (after a signal
+            # of ours: never, here).
+            self.uvicorn = found if problem is None else None
             return
         if problem is not None:
             fall_back(
@@ -129,132 +215,21 @@ class Adapter(ServerAdapter):
                 "default forever)",
             )
             return
-        self.server = server
-        assert lifecycle.loop is not None
-        # A fresh context: engage() may run inside the first request (--lifespan off).
-        self.keep(
-            lifecycle.loop.create_task(
-                self._guard_teardown(),
-                name="django_graceful uvicorn teardown guard",
-                context=contextvars.Context(),
-            )
-        )
+        self.uvicorn = found
+        self.guards_teardown = True
 
-    def stopped(self) -> None:
-        if self.server is None or not self._server_still_waits():
-            # uvicorn is already stopping on its own (it sent lifespan.shutdown after its
-            # own wait), there is nothing to shorten.
-            super().stopped()
-            return
-        config = self.server.config
-        current = config.timeout_graceful_shutdown
-        config.timeout_graceful_shutdown = (
-            SERVER_WAIT if current is None else min(current, SERVER_WAIT)
-        )
-        hung = list(self.lifecycle.registry) if self.lifecycle is not None else []
-        state = self.server.server_state
-        for item in hung:
-            # Already cancelled and reported by us; uvicorn would wait for it, then cancel it again.
-            state.tasks.discard(item.task)
-        requests = [(conn, cycle) for conn, cycle in self._open_requests() if _is_hung(cycle, hung)]
-        if not requests:
-            self.release()
-            return
-        assert self.lifecycle is not None and self.lifecycle.loop is not None
-        self.keep(self.lifecycle.loop.create_task(self._answer_then_release(requests)))
+    def forced_ending(self, signum: int | None) -> Ending | None:
+        return Ending(signal=signum) if signum is not None else None
 
-    def _server_still_waits(self) -> bool:
-        """Is uvicorn still waiting for requests when our shutdown is STOPPED? Yes after a
-        signal; without one, uvicorn's own wait is over (it sent lifespan.shutdown)."""
-        return self._first_signal is not None
+    def open_requests(self, hung: list[Tracked]) -> list[Any]:
+        return self.uvicorn.open_requests(hung) if self.uvicorn is not None else []
 
-    def _open_requests(self) -> list[tuple[Any, Any]]:
-        """(connection, cycle) of every HTTP connection whose response is not complete."""
-        found = []
-        for conn in list(self.server.server_state.connections):
-            cycle = getattr(conn, "cycle", None)
-            if cycle is not None and not getattr(cycle, "response_complete", True):
-                found.append((conn, cycle))
-        return found
+    async def answer_and_close(self, request: Any) -> bool:
+        return await Uvicorn.answer_and_close(request)
 
-    async def _answer_then_release(self, requests: list[tuple[Any, Any]]) -> None:
-        answered = 0
-        for conn, cycle in requests:
-            answered += await _answer_hung(conn, cycle)
-        logger.warning(
-            "uvicorn: closed the connection of %d hung request(s), %d of them after a 503",
-            len(requests),
-            answered,
-        )
-        self.release()
-
-    async def _guard_teardown(self) -> None:
-        """Wait for asyncio.run's teardown; end the process if tasks would hang it."""
-        try:
-            await asyncio.get_running_loop().create_future()
-        except asyncio.CancelledError:
-            if not self._released or not self._guards_teardown():
-                raise
-            me = asyncio.current_task()
-            others = [t for t in asyncio.all_tasks() if t is not me]
-            pending: set[asyncio.Task[Any]] = set()
-            if others:
-                _, pending = await asyncio.wait(others, timeout=TEARDOWN_GRACE)
-            if pending:
-                self._end_process(pending)
-            raise
-
-    def _guards_teardown(self) -> bool:
-        """Does the guard end the process when tasks would hang the teardown? After a
-        signal (``_end_process`` ends it by that signal)."""
-        return self._first_signal is not None
-
-    def _end_process(self, pending: set[asyncio.Task[Any]]) -> None:
-        assert self._first_signal is not None
-        signum = self._first_signal
-        logger.error(
-            "%d task(s) ignore cancellation and would keep the event loop from closing: %s; "
-            "ending the process by %s",
-            len(pending),
-            "; ".join(sorted({self._describe(t) for t in pending})),
-            signal.Signals(signum).name,
-        )
-        flush_output()
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-        os._exit(128 + signum)  # only if the signal is blocked in this thread
-
-    def _describe(self, task: asyncio.Task[Any]) -> str:
-        for item in self.lifecycle.registry if self.lifecycle is not None else ():
-            if task is item.task or task is item.view_task:
-                return item.describe()
-        coro = task.get_coro()
-        return f"task {task.get_name()} ({getattr(coro, '__qualname__', type(coro).__name__)})"
-
-
-def _is_hung(cycle: Any, hung: list[Any]) -> bool:
-    """Is this uvicorn request cycle one of our hung requests (its scope carries the item)?"""
-    scope = getattr(cycle, "scope", None)
-    item = scope.get(TRACKED_KEY) if isinstance(scope, dict) else None
-    return item is not None and any(item is h for h in hung)
-
-
-async def _answer_hung(conn: Any, cycle: Any) -> int:
-    """Send 503 + Connection: close if no response started; close the connection. 1 if answered."""
-    answered = 0
-    flow = getattr(cycle, "flow", None)
-    if not (
-        getattr(cycle, "response_started", True)
-        or getattr(cycle, "disconnected", True)
-        or getattr(flow, "write_paused", False)
-    ):
-        cycle.keep_alive = False
-        try:
-            await refuse_http(cycle.send, SHUTTING_DOWN_BODY)
-            answered = 1
-        except Exception:
-            logger.debug("could not answer a hung request", exc_info=True)
-    transport = getattr(conn, "transport", None)
-    if transport is not None and not transport.is_closing():
-        transport.close()
-    return answered
+    def finish(self, hung: list[Tracked]) -> None:
+        if self.uvicorn is not None:
+            self.uvicorn.shorten_wait(SERVER_WAIT)
+            # Cancelled and reported by us already: uvicorn would wait for them, then
+            # cancel them again.
+            self.uvicorn.forget(hung)
