@@ -15,7 +15,7 @@ from ._core.deadlines import bounded
 from ._core.lifecycle import Lifecycle, StartupFailed, get_lifecycle
 from ._core.phases import Phase
 from ._core.registry import CANCEL_MESSAGE_PREFIX, Tracked, WorkKind, request_label
-from ._serving.http import InterruptibleReceive, TrackingSend
+from ._serving.connection import InterruptibleReceive, TrackingSend
 from ._serving.protocol import (
     BODY_DRAIN_SECONDS,
     HTTP_DISCONNECT,

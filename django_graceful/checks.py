@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Info, Warning
 
-from ._cli.entrypoint import Verdict, read_entrypoint
+from ._cli.asgi_source import Verdict, read_entrypoint
 from ._cli.launch import asgi_application_path
 from ._diagnosis.stores import PROCESS_LOCAL_CACHES
 from .conf import raw_settings, validate

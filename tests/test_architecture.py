@@ -27,7 +27,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "_core.cancellation": (),
     "_core.stacks": (),
     "_core.signal_chain": (),
-    "_core.listeners": (),
+    "_core.door": (),
     "_core.safetext": (),
     # the per-worker runtime: itself, the settings and the signals it sends
     "_core": ("_core", "conf", "signals"),

@@ -15,7 +15,7 @@ from django_graceful import signals
 from django_graceful._core.cancellation import CancelReason
 from django_graceful._core.lifecycle import StartupFailed
 from django_graceful._core.phases import Phase
-from django_graceful._serving.http import InterruptibleReceive
+from django_graceful._serving.connection import InterruptibleReceive
 from django_graceful._serving.protocol import SHUTTING_DOWN_BODY
 from django_graceful.asgi import GracefulASGI
 from tests.project import events, views

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from django.core.checks import run_checks
 
-from django_graceful._cli.entrypoint import Verdict, read_entrypoint
+from django_graceful._cli.asgi_source import Verdict, read_entrypoint
 
 #: The views' checks (tests/test_staticscan.py): the test project's views hang on purpose.
 VIEW_CHECKS = {"graceful.W003", "graceful.W004", "graceful.W005", "graceful.W006"}

@@ -4,7 +4,7 @@ served or refused in a way a client may safely retry, never lost.
 At the end of a whole-server stop the last worker holding the listening socket shuts it
 to new connections (a socket filter that drops SYNs), waits until the connections the kernel
 already queued are accepted and answered, and only then lets the server close it (see
-``django_graceful/_core/listeners.py``). Without that, the close resets every queued
+``django_graceful/_core/door.py``). Without that, the close resets every queued
 connection: clients that sent a request and cannot tell whether it ran.
 
 The clients here use raw sockets so that each outcome can be told apart:

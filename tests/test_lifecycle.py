@@ -125,9 +125,10 @@ def started(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 async def until(it: Lifecycle, phase: Phase, timeout: float = 5) -> None:
-    async with asyncio.timeout(timeout):
-        while it.phase < phase:
-            await asyncio.sleep(0.01)
+    reached = asyncio.Event()
+    it.on_phase(lambda now: reached.set() if now >= phase else None, this_cycle=True)
+    if it.phase < phase:
+        await asyncio.wait_for(reached.wait(), timeout)
 
 
 async def test_a_repeat_within_the_window_is_the_same_signal_and_a_later_one_escalates(

@@ -24,9 +24,9 @@ from ..conf import GracefulSettings, get_settings
 from . import stacks
 from .cancellation import CancelReason
 from .deadlines import bounded
+from .door import Door, reopen, shut_the_door
 from .driver import Driver, Ending
 from .hooks import budget, log_failure, send_bounded
-from .listeners import Door, reopen, shut_the_door
 from .phases import EXIT_SLACK, Phase
 from .process import end_process, exit_now, in_loop_thread
 from .registry import Registry, Tracked
@@ -35,7 +35,7 @@ from .registry import Registry, Tracked
 MIN_CANCEL = 0.5
 
 #: The most the end of the shutdown waits for the connections queued on the listening
-#: sockets to be accepted and answered (``listeners.shut_the_door``); within EXIT_SLACK.
+#: sockets to be accepted and answered (``door.shut_the_door``); within EXIT_SLACK.
 DOOR_TIMEOUT = 0.3
 
 #: Places (what, stack) the hung-work report logs one by one; the rest are counted.

@@ -18,7 +18,7 @@ from .protocol import SESSION_KEY, WS_SERVICE_RESTART, Send
 
 if TYPE_CHECKING:
     from .._core.lifecycle import Lifecycle
-    from .http import InterruptibleReceive
+    from .connection import InterruptibleReceive
 
 logger = logging.getLogger("django_graceful")
 

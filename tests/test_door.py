@@ -1,4 +1,4 @@
-"""The door on the listening sockets (``_core/listeners.py``), on real sockets of this machine:
+"""The door on the listening sockets (``_core/the_door.py``), on real sockets of this machine:
 new connections are dropped, queued ones are still accepted, workers stopping together
 meet at the door, a sibling serving on keeps it open, and a shut socket opens again."""
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from django_graceful._core import listeners
-from django_graceful._core.listeners import Door
+from django_graceful._core import door as the_door
+from django_graceful._core.door import Door
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="socket filters and /proc are Linux's"
@@ -55,7 +55,7 @@ def queue(sock: socket.socket, count: int) -> list[socket.socket]:
 def test_finds_this_process_listeners_once_each(listener: socket.socket) -> None:
     twice = socket.socket(fileno=os.dup(listener.fileno()))
     with socket.create_connection(listener.getsockname()) as client:
-        found = listeners.tcp_listeners()
+        found = the_door.tcp_listeners()
         try:
             names = [sock.getsockname() for sock in found]
         finally:
@@ -71,9 +71,9 @@ def test_finds_this_process_listeners_once_each(listener: socket.socket) -> None
 def test_shut_drops_new_connections_and_keeps_the_queued_ones(listener: socket.socket) -> None:
     clients = queue(listener, 3)
     time.sleep(0.05)
-    assert listeners.accept_queue(listener) == 3
-    assert listeners.attach(listener, listeners.DROP_SYN)
-    assert listeners.program_of(listener) == listeners.DROP_SYN
+    assert the_door.accept_queue(listener) == 3
+    assert the_door.attach(listener, the_door.DROP_SYN)
+    assert the_door.program_of(listener) == the_door.DROP_SYN
     assert not connects(listener, 0.3)  # the SYN went unanswered
     for n in range(3):
         conn, _ = listener.accept()
@@ -84,13 +84,13 @@ def test_shut_drops_new_connections_and_keeps_the_queued_ones(listener: socket.s
         clients[n].settimeout(2)
         assert clients[n].recv(64) == b"answer"
         clients[n].close()
-    assert listeners.accept_queue(listener) == 0
+    assert the_door.accept_queue(listener) == 0
 
 
 def test_a_client_waiting_at_a_shut_door_is_refused_once_it_closes(
     listener: socket.socket,
 ) -> None:
-    listeners.attach(listener, listeners.DROP_SYN)
+    the_door.attach(listener, the_door.DROP_SYN)
     port = listener.getsockname()[1]
     began = time.monotonic()
 
@@ -119,33 +119,33 @@ def test_reopen_takes_our_programs_off_and_leaves_others(listener: socket.socket
     other.listen(8)
     keep_all_but_ours = ((0x06, 0, 0, 0xFFFF),)
     try:
-        listeners.attach(listener, listeners.DROP_SYN)
-        listeners.attach(other, keep_all_but_ours)
-        assert listeners.reopen() == 1
-        assert listeners.program_of(listener) is None
+        the_door.attach(listener, the_door.DROP_SYN)
+        the_door.attach(other, keep_all_but_ours)
+        assert the_door.reopen() == 1
+        assert the_door.program_of(listener) is None
         assert connects(listener)
-        assert listeners.program_of(other) == keep_all_but_ours  # not ours: untouched
-        listeners.attach(listener, listeners.marker({os.getpid()}))
-        assert listeners.reopen() == 0  # a marker is taken off, but was not a shut door
-        assert listeners.program_of(listener) is None
+        assert the_door.program_of(other) == keep_all_but_ours  # not ours: untouched
+        the_door.attach(listener, the_door.marker({os.getpid()}))
+        assert the_door.reopen() == 0  # a marker is taken off, but was not a shut door
+        assert the_door.program_of(listener) is None
     finally:
         other.close()
 
 
 def test_marker_round_trip() -> None:
-    program = listeners.marker({30, 10, 20})
-    assert listeners.marked(program) == {10, 20, 30}
-    assert listeners.marked(listeners.marker(set())) == set()
-    assert listeners.marked(listeners.DROP_SYN) is None
-    assert listeners.marked(None) is None
+    program = the_door.marker({30, 10, 20})
+    assert the_door.marked(program) == {10, 20, 30}
+    assert the_door.marked(the_door.marker(set())) == set()
+    assert the_door.marked(the_door.DROP_SYN) is None
+    assert the_door.marked(None) is None
     assert (
-        listeners.marked(((0x06, 0, 0, 0xFFFFFFFF), (0x15, 0, 0, 1), (0x06, 0, 0, 0xFFFFFFFF)))
+        the_door.marked(((0x06, 0, 0, 0xFFFFFFFF), (0x15, 0, 0, 1), (0x06, 0, 0, 0xFFFFFFFF)))
         is None
     )
 
 
 def test_a_marker_lets_connections_through(listener: socket.socket) -> None:
-    assert listeners.attach(listener, listeners.marker({1, 2, 3}))
+    assert the_door.attach(listener, the_door.marker({1, 2, 3}))
     assert connects(listener)
 
 
@@ -162,7 +162,7 @@ def test_alone_it_shuts_and_waits_for_the_queue(listener: socket.socket) -> None
     async def scenario() -> tuple[Door, int, float]:
         acceptor = asyncio.ensure_future(accept_later())
         began = time.monotonic()
-        door, queued = await listeners.shut_the_door(2.0)
+        door, queued = await the_door.shut_the_door(2.0)
         await acceptor
         return door, queued, time.monotonic() - began
 
@@ -191,12 +191,12 @@ def test_a_handshake_half_done_when_the_door_shuts_completes_and_is_answered(
     # The client's SYN was answered before the door shut: it counts itself connected and
     # sends its request. Its handshake must complete (a door that dropped it too would
     # leave it to a reset at the close), and the door waits for it to be accepted.
-    assert listeners.attach(listener, HOLD_HANDSHAKES)
+    assert the_door.attach(listener, HOLD_HANDSHAKES)
     client = socket.create_connection(listener.getsockname(), timeout=2)
     client.sendall(b"request")
     time.sleep(0.05)
-    assert listeners.accept_queue(listener) == 0
-    assert listeners.half_open([listener]) == 1
+    assert the_door.accept_queue(listener) == 0
+    assert the_door.half_open([listener]) == 1
     listener.setblocking(False)
     accepted: list[bytes] = []
 
@@ -215,7 +215,7 @@ def test_a_handshake_half_done_when_the_door_shuts_completes_and_is_answered(
     async def scenario() -> tuple[Door, int]:
         serving = asyncio.ensure_future(acceptor())
         try:
-            return await listeners.shut_the_door(3.0)
+            return await the_door.shut_the_door(3.0)
         finally:
             serving.cancel()
 
@@ -224,14 +224,14 @@ def test_a_handshake_half_done_when_the_door_shuts_completes_and_is_answered(
     client.settimeout(2)
     assert client.recv(64) == b"answer"
     client.close()
-    assert listeners.half_open([listener]) == 0
+    assert the_door.half_open([listener]) == 0
     assert not connects(listener, 0.3)
 
 
 def test_connections_left_in_the_queue_are_counted(listener: socket.socket) -> None:
     clients = queue(listener, 2)
     time.sleep(0.05)
-    door, queued = asyncio.run(listeners.shut_the_door(0.2))
+    door, queued = asyncio.run(the_door.shut_the_door(0.2))
     assert (door, queued) == (Door.QUEUED, 2)
     for client in clients:
         client.close()
@@ -243,26 +243,26 @@ def test_busy_answers_hold_the_door_until_written(listener: socket.socket) -> No
     async def scenario() -> float:
         asyncio.get_running_loop().call_later(0.2, answering.update, {"count": 0})
         began = time.monotonic()
-        await listeners.shut_the_door(2.0, busy=lambda: answering["count"] > 0)
+        await the_door.shut_the_door(2.0, busy=lambda: answering["count"] > 0)
         return time.monotonic() - began
 
     assert 0.2 <= asyncio.run(scenario()) < 1.0
 
 
 def test_without_listeners_nothing_is_shut() -> None:
-    assert asyncio.run(listeners.shut_the_door(0.1)) == (Door.NONE, 0)
+    assert asyncio.run(the_door.shut_the_door(0.1)) == (Door.NONE, 0)
 
 
 # -- several processes holding one socket (like a server's workers) ---------------------
 
 WORKER = """
 import asyncio, socket, sys, time
-from django_graceful._core import listeners
+from django_graceful._core import door as the_door
 sock = socket.socket(fileno=int(sys.argv[1]))
 print("ready", flush=True)
 if sys.argv[2] == "stop":
     sys.stdin.readline()
-    door, queued = asyncio.run(listeners.shut_the_door(1.0))
+    door, queued = asyncio.run(the_door.shut_the_door(1.0))
     print(door.name, flush=True)
 else:
     sys.stdin.readline()  # serves on until told
@@ -300,7 +300,7 @@ def test_workers_stopping_together_meet_and_one_door_is_shut(listener: socket.so
         out, _ = proc.communicate(timeout=5)
         outcomes.append(out.strip())
     assert outcomes == ["SHUT"] * 3
-    assert listeners.program_of(listener) == listeners.DROP_SYN
+    assert the_door.program_of(listener) == the_door.DROP_SYN
     assert not connects(listener, 0.3)
 
 
@@ -310,7 +310,7 @@ def test_a_sibling_serving_on_keeps_the_door_open(listener: socket.socket) -> No
     try:
         began = time.monotonic()
         assert finish(stopping) == "SHARED"
-        assert time.monotonic() - began < listeners.MEET_WAIT + 1.5
+        assert time.monotonic() - began < the_door.MEET_WAIT + 1.5
         assert connects(listener)  # the sibling's socket still takes connections
         listener.accept()[0].close()
     finally:
