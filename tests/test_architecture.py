@@ -39,7 +39,20 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # what reads the workers from outside, and the command-line helpers
     "_diagnosis": ("_core", "_diagnosis", "_cli", "conf", "signals"),
     "_cli": ("_cli", "conf"),
+    # the pytest plugin's fixtures: the app in-process, or the drill's machinery
+    "_testing": ("_cli", "_core", "_diagnosis", "_testing", "asgi", "conf"),
+    # thin commands: parse, call the layers above, print
+    "management": ("_cli", "_core", "_diagnosis", "conf"),
 }
+
+
+def folders() -> list[str]:
+    """The package's folders (``_diagnosis.drill``), the package itself left out."""
+    return sorted(
+        ".".join(path.parent.relative_to(ROOT).parts)
+        for path in ROOT.rglob("__init__.py")
+        if path.parent != ROOT
+    )
 
 
 def modules() -> dict[str, Path]:
@@ -185,3 +198,28 @@ def test_each_layer_imports_only_what_lies_below_it(name: str) -> None:
         if not any(target == a or target.startswith(a + ".") for a in allowed)
     )
     assert not wrong, f"{name} ({layer}) imports {wrong}; it may import {allowed or 'nothing'}"
+
+
+@pytest.mark.parametrize("folder", folders())
+def test_every_folder_belongs_to_a_layer(folder: str) -> None:
+    assert layer_of(folder) is not None, f"{folder} is in no layer of LAYERS"
+
+
+def how_it_is_built() -> str:
+    """The tree drawn in README's "How it is built" section."""
+    readme = (ROOT.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## How it is built", 1)[1].split("\n## ", 1)[0]
+    return section.split("```", 2)[1]
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_how_it_is_built_names_every_folder_and_module(name: str) -> None:
+    tree = how_it_is_built()
+    path = modules()[name]
+    if path.name == "__init__.py":
+        folder = path.parent.name
+        assert path.parent == ROOT or f"{folder}/" in tree, f"README's tree lacks {folder}/"
+    else:
+        assert path.stem in tree.replace(".py", " ").split() or path.name in tree, (
+            f"README's tree lacks {name}"
+        )

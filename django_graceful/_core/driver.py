@@ -131,7 +131,7 @@ class Driver:
     def attach(self, control: Control, *, handle_signals: bool) -> None:
         """Find the server and (``handle_signals``) take its stop signals; called once,
         in the loop thread, when startup has completed. A driver that cannot find what it
-        needs says why with one warning (``_versions.fall_back``) and stays generic."""
+        needs says why with one warning (``adapters._versions.fall_back``) and stays generic."""
         self.control = control
         if handle_signals:
             self.chain_signals(control.loop)

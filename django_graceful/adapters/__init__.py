@@ -2,7 +2,7 @@
 
 ``detect()`` picks the driver for the server running this process; the contract they
 implement is ``_core.driver.Driver`` (whose base class is the generic driver), and
-``_compat`` holds what they share to check a server's version and to fall back to the
+``_versions`` holds what they share to check a server's version and to fall back to the
 generic driver with one warning. What each reads of its server that the server does not
 document is fenced in one probe per module, with the versions it was checked against.
 """

@@ -34,7 +34,7 @@ from .._core.driver import Control, Driver
 from .._core.phases import EXIT_SLACK, Phase
 from .._core.process import in_loop_thread
 from .._serving.protocol import SHUTTING_DOWN_BODY, refuse_http
-from ._compat import fall_back, installed_version, version_problem
+from ._versions import fall_back, installed_version, version_problem
 
 logger = logging.getLogger("django_graceful")
 

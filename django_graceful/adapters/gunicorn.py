@@ -43,7 +43,7 @@ from typing import Any
 
 from .._core.driver import Control, Driver
 from .._core.phases import Phase
-from ._compat import Version, installed_version, version_problem
+from ._versions import Version, installed_version, version_problem
 
 logger = logging.getLogger("django_graceful")
 

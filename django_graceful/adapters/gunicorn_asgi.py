@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._core.driver import Control, Driver, Ending
 from .._serving.protocol import SHUTTING_DOWN_BODY, refuse_http
-from ._compat import fall_back
+from ._versions import fall_back
 from .gunicorn import Gunicorn, GunicornStops, gunicorn_version
 
 if TYPE_CHECKING:

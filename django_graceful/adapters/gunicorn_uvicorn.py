@@ -32,7 +32,7 @@ import sys
 from types import ModuleType
 
 from .._core.driver import Control, Ending
-from ._compat import fall_back, installed_version, shown
+from ._versions import fall_back, installed_version, shown
 from .gunicorn import Gunicorn, GunicornStops, gunicorn_version
 from .uvicorn import UvicornDriver
 from .uvicorn import running as uvicorn_running

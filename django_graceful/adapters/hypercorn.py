@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._core.driver import Control, Driver, Ending
 from .._core.process import in_main_thread
-from ._compat import fall_back, installed_version, shown, version_problem
+from ._versions import fall_back, installed_version, shown, version_problem
 
 if TYPE_CHECKING:
     from .._core.registry import Tracked

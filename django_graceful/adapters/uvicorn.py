@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._core.driver import Control, Driver, Ending
 from .._serving.protocol import SHUTTING_DOWN_BODY, TRACKED_KEY, refuse_http
-from ._compat import Version, fall_back, installed_version, version_problem
+from ._versions import Version, fall_back, installed_version, version_problem
 
 if TYPE_CHECKING:
     from .._core.registry import Tracked
