@@ -28,7 +28,7 @@ from .door import Door, reopen, shut_the_door
 from .driver import Driver, Ending
 from .hooks import budget, log_failure, send_bounded
 from .phases import EXIT_SLACK, Phase
-from .process import end_process, exit_now, in_loop_thread
+from .process import end_process, in_loop_thread
 from .registry import Registry, Tracked
 
 #: The least CANCEL_TIMEOUT ``limit_budget`` leaves while other phases can give way.
@@ -345,7 +345,6 @@ class Lifecycle:
             "quick stop, skipping to CANCELLING" if quick else "draining",
             f"; {self.driver.name}'s other workers take the new connections" if alone else "",
         )
-        self._arm_watchdog()
         if alone:
             # Connections this worker accepted just before it stopped accepting still get
             # their first request served, rather than a 503.
@@ -353,12 +352,14 @@ class Lifecycle:
             self.loop.call_later(SETTLE, self._begin_alone, name)
             return
         self.begin_shutdown(name, drain=not quick)
+        self._arm_watchdog()
         if quick:
             self.escalate()
 
     def _begin_alone(self, name: str) -> None:
         if self._shutdown_task is None:
             self.begin_shutdown(name, drain=False)
+        self._arm_watchdog()
         self._release()
 
     def _fit_quick_limit(self, driver: Driver) -> None:
@@ -754,7 +755,7 @@ class Lifecycle:
             still,
             stack,
         )
-        exit_now(1)
+        end_process(1)
 
 
 def _tell_server_startup_failed(find_driver: FindDriver, failure: StartupFailed) -> None:

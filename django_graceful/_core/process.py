@@ -38,15 +38,10 @@ def flush_output() -> None:
             stream.flush()
 
 
-def exit_now(code: int) -> None:
-    """End the process at once (no atexit, no waiting threads), its output flushed."""
-    flush_output()
-    os._exit(code)
-
-
 def end_process(status: int, signum: int | None = None) -> None:
-    """End the process at once, its output flushed: by ``signum``'s default action (as a
-    server that re-raises the signal that stopped it), else with ``status``."""
+    """End the process at once (no atexit, no waiting threads), its output flushed: by
+    ``signum``'s default action (as a server that re-raises the signal that stopped it),
+    else with ``status``."""
     flush_output()
     if signum is not None:
         signal.signal(signum, signal.SIG_DFL)
