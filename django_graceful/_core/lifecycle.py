@@ -127,7 +127,7 @@ class Lifecycle:
 
     def on_phase(self, listener: Callable[[Phase], None], *, this_cycle: bool = False) -> None:
         """Call ``listener(phase)`` at every phase change (in the loop thread): of every
-        cycle, or (``this_cycle``, e.g. an adapter's) of the current one only."""
+        cycle, or (``this_cycle``) of the current one only."""
         (self._cycle_listeners if this_cycle else self._phase_listeners).append(listener)
 
     # -- startup ----------------------------------------------------------------------
