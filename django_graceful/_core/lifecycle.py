@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import dataclasses
 import logging
 import os
-import signal
-import sys
 import threading
 import time
 import traceback
@@ -25,14 +22,12 @@ from . import stacks
 from .cancellation import CancelReason
 from .deadlines import bounded
 from .door import Door, reopen, shut_the_door
-from .driver import Driver, Ending
+from .driver import Driver
 from .hooks import budget, log_failure, send_bounded
-from .phases import EXIT_SLACK, Phase
-from .process import end_process, in_loop_thread
+from .phases import MIN_CANCEL, Phase
+from .process import in_loop_thread
 from .registry import Registry, Tracked
-
-#: The least CANCEL_TIMEOUT ``limit_budget`` leaves while other phases can give way.
-MIN_CANCEL = 0.5
+from .stops import ServerStops
 
 #: The most the end of the shutdown waits for the connections queued on the listening
 #: sockets to be accepted and answered (``door.shut_the_door``); within EXIT_SLACK.
@@ -40,19 +35,6 @@ DOOR_TIMEOUT = 0.3
 
 #: Places (what, stack) the hung-work report logs one by one; the rest are counted.
 MAX_HUNG_PLACES = 20
-
-#: Seconds within which a repeated stop signal of the same kind (graceful or quick) counts
-#: as the one before (Ctrl-C in a terminal reaches a server's parent and its workers, and
-#: the parent forwards it).
-SAME_SIGNAL_WINDOW = 1.0
-
-#: When this worker stops alone (its siblings serve on), how long it still serves the
-#: connections it accepted just before it stopped accepting, before CLOSING answers 503.
-SETTLE = 0.2
-
-#: Seconds the tasks get to honour the last cancel of the server's teardown of its event
-#: loop before the process is ended instead (``Driver.forced_ending``).
-TEARDOWN_GRACE = 0.5
 
 #: Finds the driver for the server this process runs under (``adapters.detect``).
 FindDriver = Callable[[], Driver]
@@ -99,14 +81,8 @@ class Lifecycle:
         self._cycle_listeners: list[Callable[[Phase], None]] = []
         #: Answers given without the app (503s, websocket closes) being written now.
         self.answering = 0
-        # The server's stop requests (``stop_requested``): the first signal (handed to the
-        # server at release), when the last one of each kind (quick or not) was counted,
-        # whether this worker stops alone, whether a quick stop was asked, released yet.
-        self._first_signal: int | None = None
-        self._last_request_at: dict[bool, float] = {}
-        self._alone = False
-        self._quick = False
-        self._released = False
+        #: What the server's stops mean, once a driver is attached (``stops.py``).
+        self.stops: ServerStops | None = None
 
     @property
     def settings(self) -> GracefulSettings:
@@ -215,28 +191,11 @@ class Lifecycle:
         )
 
     def attach(self, driver: Driver) -> None:
-        """Let the driver find its server and take its stop signals; fit the budget in
-        the time the server gives a stopping worker; guard the server's teardown."""
-        self.driver = driver
+        """Attach the driver of the server this process runs under (``stops.py``)."""
         assert self.loop is not None
-        driver.attach(_DriverControl(self, self.loop), handle_signals=self.settings.HANDLE_SIGNALS)
-        limit = driver.server_limit()
-        if limit is not None:
-            seconds, what = limit
-            if self.budget() > seconds - EXIT_SLACK:
-                self.limit_budget(
-                    max(seconds - EXIT_SLACK, 0.0),
-                    f"{what} less {EXIT_SLACK:g} s for the worker to exit",
-                )
-        if driver.guards_teardown:
-            # A fresh context: the startup may run inside the first request (no lifespan).
-            driver.keep(
-                self.loop.create_task(
-                    self._guard_teardown(driver),
-                    name="django_graceful teardown guard",
-                    context=contextvars.Context(),
-                )
-            )
+        self.driver = driver
+        self.stops = ServerStops(self, driver, self.loop, self._next_cycle_began)
+        self.stops.attach(handle_signals=self.settings.HANDLE_SIGNALS)
 
     async def _enter_lifespan(self, path: str, app: Any, timeout: float) -> None:
         manager = import_string(path)(app)
@@ -282,159 +241,6 @@ class Lifecycle:
             "CANCELLING" if self._escalation == 1 else "REPORTING",
         )
         self._wake_up()
-
-    # -- the server's stop requests ------------------------------------------------------
-
-    def stop_requested(
-        self,
-        signum: int | None,
-        *,
-        alone: bool = False,
-        trigger: str | None = None,
-        quick: bool | None = None,
-    ) -> bool:
-        """What a stop the driver reports means (in the loop thread); False if it was
-        taken for a repeat of the last one of its kind within ``SAME_SIGNAL_WINDOW``.
-
-        The first drains (a quick one skips to CANCELLING); a later one escalates (a
-        graceful one only where the server does not repeat signals itself:
-        ``Driver.repeats_escalate``); a quick one during a graceful stop skips to
-        CANCELLING, ending it early enough for the hooks where the server allows little
-        time (``Driver.quick_limit``). ``alone``: this worker stops while its siblings
-        serve on: it stops accepting at once and releases the server at once (ours runs
-        alongside), but a quick stop holds the server until STOPPED all the same (its own
-        quick stop would skip our hooks). Once the server is released, a further signal
-        hurries it (``Driver.hurry``).
-        """
-        driver = self.driver
-        assert driver is not None
-        if quick is None:
-            quick = signum is not None and signum in driver.quick_signals
-        now = time.monotonic()
-        if signum is not None:
-            last = self._last_request_at.get(quick)
-            if last is not None and now - last < SAME_SIGNAL_WINDOW:
-                return False
-            self._last_request_at[quick] = now
-        if self._released:
-            driver.hurry()
-            return True
-        name = trigger or (signal.Signals(signum).name if signum is not None else "stop")
-        first = self._first_signal is None and not self._alone and not self.shutting_down
-        if signum is not None and self._first_signal is None:
-            self._first_signal = signum
-        if first:
-            self._first_stop(name, quick=quick, alone=alone and not quick)
-        elif signum is None:
-            pass  # the server's own stop, seen again: no operator asked for more
-        elif quick and not self._quick:
-            self._quick = True
-            logger.info("%s received: quick stop, skipping to CANCELLING", name)
-            self.escalate()
-            self._fit_quick_limit(driver)
-        elif quick or driver.repeats_escalate:
-            self.escalate()
-        return True
-
-    def _first_stop(self, name: str, *, quick: bool, alone: bool) -> None:
-        assert self.driver is not None and self.loop is not None
-        self._quick, self._alone = quick, alone
-        logger.info(
-            "%s received: %s%s",
-            name,
-            "quick stop, skipping to CANCELLING" if quick else "draining",
-            f"; {self.driver.name}'s other workers take the new connections" if alone else "",
-        )
-        if alone:
-            # Connections this worker accepted just before it stopped accepting still get
-            # their first request served, rather than a 503.
-            self.driver.stop_accepting()
-            self.loop.call_later(SETTLE, self._begin_alone, name)
-            return
-        self.begin_shutdown(name, drain=not quick)
-        self._arm_watchdog()
-        if quick:
-            self.escalate()
-
-    def _begin_alone(self, name: str) -> None:
-        if self._shutdown_task is None:
-            self.begin_shutdown(name, drain=False)
-        self._arm_watchdog()
-        self._release()
-
-    def _fit_quick_limit(self, driver: Driver) -> None:
-        """A quick stop during the server's stop leaves ``quick_limit()`` s before it kills
-        the worker: end CANCELLING early enough for the hooks (by their bounds) to run."""
-        window = driver.quick_limit()
-        if window is None or self.loop is None:
-            return
-        s = self.settings
-        hooks = self.budget() - s.DRAIN_DELAY - s.GRACE_PERIOD - s.CANCEL_TIMEOUT
-        cancelling = max(window - EXIT_SLACK - hooks, MIN_CANCEL)
-        if cancelling < s.CANCEL_TIMEOUT:
-            self.loop.call_later(cancelling, self._end_cancelling)
-
-    def _end_cancelling(self) -> None:
-        if self.phase == Phase.CANCELLING:
-            self.escalate()
-
-    def exit_deadline(self) -> float:
-        """By when (``time.monotonic()``) the server should have let the process end: the
-        budget and half of ``EXIT_SLACK`` from the first signal (from now, before it);
-        the watchdog ends it at the whole ``EXIT_SLACK``."""
-        began = self.shutdown_began or time.monotonic()
-        return began + self.budget() + EXIT_SLACK / 2
-
-    def _release(self) -> None:
-        """Let the server stop in its own way, once."""
-        if self._released or self.driver is None:
-            return
-        self._released = True
-        self.driver.release(self._first_signal, quick=self._quick, hung=list(self.registry))
-
-    def _hand_over(self) -> None:
-        """STOPPED: the server stops now, and waits for nothing hung. Hung requests it
-        would wait for are answered (503, if their response had not begun) and their
-        connections closed first; a server that would wait for hung work for ever
-        (``holds_hung_work``) is not waited for: the process ends."""
-        driver = self.driver
-        assert driver is not None
-        hung = list(self.registry)
-        if hung and driver.holds_hung_work:
-            self._last_resort(
-                f"{len(hung)} task(s) still running at STOPPED would keep {driver.name} from "
-                f"ever exiting",
-                driver.forced_ending(self._first_signal) or Ending(1),
-            )
-            return
-        requested = self._first_signal is not None or self._alone
-        requests = driver.open_requests(hung) if hung and requested else []
-        if not requests:
-            driver.finish(hung)
-            self._release()
-            return
-        assert self.loop is not None
-        driver.keep(self.loop.create_task(self._answer_then_release(driver, requests, hung)))
-
-    async def _answer_then_release(
-        self, driver: Driver, requests: list[Any], hung: list[Tracked]
-    ) -> None:
-        answered = 0
-        try:
-            for request in requests:
-                try:
-                    answered += await driver.answer_and_close(request)
-                except Exception:
-                    logger.debug("could not answer a hung request", exc_info=True)
-            logger.warning(
-                "%s: closed the connection of %d hung request(s), %d of them after a 503",
-                driver.name,
-                len(requests),
-                answered,
-            )
-            driver.finish(hung)
-        finally:
-            self._release()
 
     async def shutdown(self, trigger: str = "lifespan") -> None:
         """Run (or join) the shutdown sequence and wait until it is STOPPED."""
@@ -545,19 +351,11 @@ class Lifecycle:
             len(hung),
         )
 
-    def _whole_server_stops(self) -> bool:
-        """Whether the server as a whole stops, not this worker alone while its siblings
-        serve on: one process, or a signal that stopped a worker not ``alone``."""
-        driver = self.driver
-        if driver is None:
-            return False
-        return driver.one_process or (self._first_signal is not None and not self._alone)
-
     async def _shut_the_door(self) -> None:
         """When the whole server stops: no new connection from now on, and those the kernel
         already queued are accepted and answered before the server closes its listening
         sockets (which would reset them)."""
-        if not self._whole_server_stops():
+        if self.stops is None or not self.stops.whole_server_stops():
             return
         door, queued = await shut_the_door(DOOR_TIMEOUT, busy=lambda: self.answering > 0)
         if door is Door.QUEUED:
@@ -668,9 +466,9 @@ class Lifecycle:
                 listener(phase)
             except Exception:
                 logger.exception("phase listener %r failed", listener)
-        if phase == Phase.STOPPED and driver is not None:
+        if phase == Phase.STOPPED and driver is not None and self.stops is not None:
             try:
-                self._hand_over()
+                self.stops.hand_over()
             except Exception:
                 logger.exception("could not hand the stop to the server (%s)", driver.name)
             try:
@@ -680,83 +478,6 @@ class Lifecycle:
 
     def _wake_up(self) -> None:
         self._wake.set()
-
-    # -- the last resort --------------------------------------------------------------
-
-    def _last_resort(self, why: str, ending: Ending) -> None:
-        """End the process now, saying why: the one way the lifecycle ends a process."""
-        logger.error("%s; ending the process %s (pid %d)", why, ending, os.getpid())
-        end_process(ending.status, ending.signal)
-
-    async def _guard_teardown(self, driver: Driver) -> None:
-        """Wait for the server's teardown of the event loop (it cancels every task, this
-        one too, and awaits them); once the server is released, end the process if tasks
-        that ignore cancellation would hang it (``Driver.forced_ending``)."""
-        try:
-            await asyncio.get_running_loop().create_future()
-        except asyncio.CancelledError:
-            ending = driver.forced_ending(self._first_signal)
-            if not self._released or ending is None:
-                raise
-            me = asyncio.current_task()
-            others = [t for t in asyncio.all_tasks() if t is not me]
-            if driver.server_bounds_teardown():
-                others = [t for t in others if self._tracked_task(t) is not None]
-            pending: set[asyncio.Task[Any]] = set()
-            if others:
-                _, pending = await asyncio.wait(others, timeout=TEARDOWN_GRACE)
-            if pending:
-                self._last_resort(
-                    f"{len(pending)} task(s) ignore cancellation and would keep the event loop "
-                    "from closing: " + "; ".join(sorted({self._describe(t) for t in pending})),
-                    ending,
-                )
-            raise
-
-    def _tracked_task(self, task: asyncio.Task[Any]) -> Tracked | None:
-        return next(
-            (item for item in self.registry if task is item.task or task is item.view_task),
-            None,
-        )
-
-    def _describe(self, task: asyncio.Task[Any]) -> str:
-        item = self._tracked_task(task)
-        if item is not None:
-            return item.describe()
-        coro = task.get_coro()
-        return f"task {task.get_name()} ({getattr(coro, '__qualname__', type(coro).__name__)})"
-
-    def _arm_watchdog(self) -> None:
-        """End the process if it outlives the budget (a task that swallows every cancel
-        can otherwise keep a server's event loop from ever finishing)."""
-        deadline = self.budget() + EXIT_SLACK
-        thread = threading.Thread(
-            target=self._watchdog,
-            args=(deadline, self._next_cycle_began),
-            name="graceful-watchdog",
-            daemon=True,
-        )
-        thread.start()
-
-    def _watchdog(self, deadline: float, next_cycle_began: threading.Event) -> None:
-        # Past STOPPED it still watches the server's own exit; it stands down only when
-        # the process starts another cycle (it lives on, as a test process does).
-        if next_cycle_began.wait(deadline):
-            return
-        main = sys._current_frames().get(threading.main_thread().ident or 0)
-        stack = "".join(traceback.format_stack(main)) if main is not None else "?"
-        still = "; ".join(item.describe() for item in self.registry) or "no tracked work"
-        logger.critical(
-            "process still alive %.1f s after the shutdown signal (budget %.1f s), phase %s; "
-            "exiting now. Still running: %s. Main thread:\n%s",
-            deadline,
-            deadline - EXIT_SLACK,
-            self.phase.name,
-            still,
-            stack,
-        )
-        end_process(1)
-
 
 def _tell_server_startup_failed(find_driver: FindDriver, failure: StartupFailed) -> None:
     """Let the server's driver make the failure visible (e.g. in the exit status)."""
@@ -799,41 +520,3 @@ def is_shutting_down() -> bool:
     """True from the shutdown signal on (DRAINING and later)."""
     return get_lifecycle().shutting_down
 
-
-class _DriverControl:
-    """The lifecycle as its driver sees it (``driver.Control``): nothing more."""
-
-    __slots__ = ("_lifecycle", "loop")
-
-    def __init__(self, lifecycle: Lifecycle, loop: asyncio.AbstractEventLoop) -> None:
-        self._lifecycle = lifecycle
-        self.loop = loop
-
-    @property
-    def stopping(self) -> bool:
-        it = self._lifecycle
-        return it.shutting_down or it._alone or it._first_signal is not None
-
-    def stop_requested(
-        self,
-        signum: int | None,
-        *,
-        alone: bool = False,
-        trigger: str | None = None,
-        quick: bool | None = None,
-    ) -> bool:
-        return self._lifecycle.stop_requested(signum, alone=alone, trigger=trigger, quick=quick)
-
-    async def stopped(self, trigger: str) -> None:
-        it = self._lifecycle
-        if it.phase >= Phase.STOPPED:
-            return
-        if it._shutdown_task is None:
-            it.stop_requested(None, trigger=trigger)
-        await it.shutdown(trigger)
-
-    def hung(self) -> list[Tracked]:
-        return list(self._lifecycle.registry)
-
-    def exit_deadline(self) -> float:
-        return self._lifecycle.exit_deadline()

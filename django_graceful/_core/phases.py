@@ -27,6 +27,10 @@ import enum
 #: What the shutdown may overrun its budget by before the watchdog ends the process.
 EXIT_SLACK = 1.0
 
+#: The least CANCEL_TIMEOUT a shortened shutdown leaves (a budget fitted to a server's
+#: limit, a quick stop's window): cancelled work gets a moment to unwind.
+MIN_CANCEL = 0.5
+
 
 class Phase(enum.IntEnum):
     NEW = 0

@@ -1,0 +1,338 @@
+"""What the server's stops mean: the lifecycle's policy between its driver and its phases.
+
+One :class:`ServerStops` per lifespan cycle, made when the driver is attached; it is the
+``driver.Control`` the driver is given, and the only way a driver reaches the lifecycle.
+It decides, for the lifecycle:
+
+- what each stop the driver reports means (``stop_requested``): the first drains (a
+  quick one skips to CANCELLING; a worker stopping *alone*, while its siblings serve on,
+  stops accepting first); a repeat of the same kind within ``SAME_SIGNAL_WINDOW`` is the
+  same stop (Ctrl-C reaches a server's parent and its workers, and the parent forwards
+  it); a later one escalates, a graceful one only where the server does not repeat its
+  signals itself (``Driver.repeats_escalate``); once the server is released, a further
+  signal hurries it (``Driver.hurry``);
+- the budget fitted to the time the server gives a stopping worker (``server_limit``), and
+  a quick stop's short window (``quick_limit``);
+- when the server may stop (``release``, once): at STOPPED, after hung requests it would
+  wait for are answered and closed (``hand_over``); at once for a worker stopping alone;
+- when the process must end instead, in one place (``last_resort``): a watchdog past
+  the budget, a server teardown hung by tasks that ignore cancellation, a server that
+  would wait for hung work for ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from .driver import Driver, Ending
+from .phases import EXIT_SLACK, MIN_CANCEL, Phase
+from .process import end_process
+
+if TYPE_CHECKING:
+    from .lifecycle import Lifecycle
+    from .registry import Tracked
+
+logger = logging.getLogger("django_graceful")
+
+#: Seconds within which a repeated stop signal of the same kind (graceful or quick) counts
+#: as the one before.
+SAME_SIGNAL_WINDOW = 1.0
+
+#: When this worker stops alone (its siblings serve on), how long it still serves the
+#: connections it accepted just before it stopped accepting, before CLOSING answers 503.
+SETTLE = 0.2
+
+#: Seconds the tasks get to honour the last cancel of the server's teardown of its event
+#: loop before the process is ended instead (``Driver.forced_ending``).
+TEARDOWN_GRACE = 0.5
+
+
+class ServerStops:
+    """The lifecycle's side of the driver contract, for one cycle (``driver.Control``)."""
+
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        driver: Driver,
+        loop: asyncio.AbstractEventLoop,
+        next_cycle_began: threading.Event,
+    ) -> None:
+        self._lifecycle = lifecycle
+        self._driver = driver
+        self.loop = loop
+        #: Set when the process starts another cycle: this cycle's watchdog stands down.
+        self._next_cycle_began = next_cycle_began
+        #: The first signal (handed to the server at release), when the last stop of each
+        #: kind (quick or not) was counted, whether this worker stops alone, whether a
+        #: quick stop was asked, whether the server was released.
+        self._first_signal: int | None = None
+        self._last_request_at: dict[bool, float] = {}
+        self._alone = False
+        self._quick = False
+        self._released = False
+
+    def attach(self, *, handle_signals: bool) -> None:
+        """Let the driver find its server and take its stop signals; fit the budget in
+        the time the server gives a stopping worker; guard the server's teardown."""
+        driver, lifecycle = self._driver, self._lifecycle
+        driver.attach(self, handle_signals=handle_signals)
+        limit = driver.server_limit()
+        if limit is not None:
+            seconds, what = limit
+            if lifecycle.budget() > seconds - EXIT_SLACK:
+                lifecycle.limit_budget(
+                    max(seconds - EXIT_SLACK, 0.0),
+                    f"{what} less {EXIT_SLACK:g} s for the worker to exit",
+                )
+        if driver.guards_teardown:
+            # A fresh context: the startup may run inside the first request (no lifespan).
+            driver.keep(
+                self.loop.create_task(
+                    self._guard_teardown(),
+                    name="django_graceful teardown guard",
+                    context=contextvars.Context(),
+                )
+            )
+
+    # -- driver.Control ------------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._lifecycle.shutting_down or self._alone or self._first_signal is not None
+
+    def stop_requested(
+        self,
+        signum: int | None,
+        *,
+        alone: bool = False,
+        trigger: str | None = None,
+        quick: bool | None = None,
+    ) -> bool:
+        """What a stop the driver reports means (in the loop thread); False if it was
+        taken for a repeat of the last one of its kind within ``SAME_SIGNAL_WINDOW``."""
+        driver, lifecycle = self._driver, self._lifecycle
+        if quick is None:
+            quick = signum is not None and signum in driver.quick_signals
+        now = time.monotonic()
+        if signum is not None:
+            last = self._last_request_at.get(quick)
+            if last is not None and now - last < SAME_SIGNAL_WINDOW:
+                return False
+            self._last_request_at[quick] = now
+        if self._released:
+            driver.hurry()
+            return True
+        name = trigger or (signal.Signals(signum).name if signum is not None else "stop")
+        first = not self.stopping
+        if signum is not None and self._first_signal is None:
+            self._first_signal = signum
+        if first:
+            self._first_stop(name, quick=quick, alone=alone and not quick)
+        elif signum is None:
+            pass  # the server's own stop, seen again: no operator asked for more
+        elif quick and not self._quick:
+            self._quick = True
+            logger.info("%s received: quick stop, skipping to CANCELLING", name)
+            lifecycle.escalate()
+            self._fit_quick_limit()
+        elif quick or driver.repeats_escalate:
+            lifecycle.escalate()
+        return True
+
+    async def stopped(self, trigger: str) -> None:
+        lifecycle = self._lifecycle
+        if lifecycle.phase >= Phase.STOPPED:
+            return
+        if lifecycle.shutdown_began is None:
+            self.stop_requested(None, trigger=trigger)
+        await lifecycle.shutdown(trigger)
+
+    def hung(self) -> list[Tracked]:
+        return list(self._lifecycle.registry)
+
+    def exit_deadline(self) -> float:
+        """By when (``time.monotonic()``) the server should have let the process end: the
+        budget and half of ``EXIT_SLACK`` from the first signal (from now, before it);
+        the watchdog ends it at the whole ``EXIT_SLACK``."""
+        lifecycle = self._lifecycle
+        began = lifecycle.shutdown_began or time.monotonic()
+        return began + lifecycle.budget() + EXIT_SLACK / 2
+
+    # -- the stop ------------------------------------------------------------------------
+
+    def _first_stop(self, name: str, *, quick: bool, alone: bool) -> None:
+        self._quick, self._alone = quick, alone
+        logger.info(
+            "%s received: %s%s",
+            name,
+            "quick stop, skipping to CANCELLING" if quick else "draining",
+            f"; {self._driver.name}'s other workers take the new connections" if alone else "",
+        )
+        if alone:
+            # Connections this worker accepted just before it stopped accepting still get
+            # their first request served, rather than a 503.
+            self._driver.stop_accepting()
+            self.loop.call_later(SETTLE, self._begin_alone, name)
+            return
+        self._lifecycle.begin_shutdown(name, drain=not quick)
+        self._arm_watchdog()
+        if quick:
+            self._lifecycle.escalate()
+
+    def _begin_alone(self, name: str) -> None:
+        if self._lifecycle.shutdown_began is None:
+            self._lifecycle.begin_shutdown(name, drain=False)
+        self._arm_watchdog()
+        self._release()
+
+    def _fit_quick_limit(self) -> None:
+        """A quick stop during the server's stop leaves ``quick_limit()`` s before it kills
+        the worker: end CANCELLING early enough for the hooks (by their bounds) to run."""
+        window = self._driver.quick_limit()
+        if window is None:
+            return
+        lifecycle = self._lifecycle
+        s = lifecycle.settings
+        hooks = lifecycle.budget() - s.DRAIN_DELAY - s.GRACE_PERIOD - s.CANCEL_TIMEOUT
+        cancelling = max(window - EXIT_SLACK - hooks, MIN_CANCEL)
+        if cancelling < s.CANCEL_TIMEOUT:
+            self.loop.call_later(cancelling, self._end_cancelling)
+
+    def _end_cancelling(self) -> None:
+        if self._lifecycle.phase == Phase.CANCELLING:
+            self._lifecycle.escalate()
+
+    def whole_server_stops(self) -> bool:
+        """Whether the server as a whole stops, not this worker alone while its siblings
+        serve on: one process, or a signal that stopped a worker not ``alone``."""
+        return self._driver.one_process or (self._first_signal is not None and not self._alone)
+
+    def _release(self) -> None:
+        """Let the server stop in its own way, once."""
+        if self._released:
+            return
+        self._released = True
+        self._driver.release(self._first_signal, quick=self._quick, hung=self.hung())
+
+    def hand_over(self) -> None:
+        """STOPPED: the server stops now, and waits for nothing hung. Hung requests it
+        would wait for are answered (503, if their response had not begun) and their
+        connections closed first; a server that would wait for hung work for ever
+        (``holds_hung_work``) is not waited for: the process ends."""
+        driver = self._driver
+        hung = self.hung()
+        if hung and driver.holds_hung_work:
+            self.last_resort(
+                f"{len(hung)} task(s) still running at STOPPED would keep {driver.name} from "
+                f"ever exiting",
+                driver.forced_ending(self._first_signal) or Ending(1),
+            )
+            return
+        requested = self._first_signal is not None or self._alone
+        requests = driver.open_requests(hung) if hung and requested else []
+        if not requests:
+            driver.finish(hung)
+            self._release()
+            return
+        driver.keep(self.loop.create_task(self._answer_then_release(requests, hung)))
+
+    async def _answer_then_release(self, requests: list[Any], hung: list[Tracked]) -> None:
+        driver = self._driver
+        answered = 0
+        try:
+            for request in requests:
+                try:
+                    answered += await driver.answer_and_close(request)
+                except Exception:
+                    logger.debug("could not answer a hung request", exc_info=True)
+            logger.warning(
+                "%s: closed the connection of %d hung request(s), %d of them after a 503",
+                driver.name,
+                len(requests),
+                answered,
+            )
+            driver.finish(hung)
+        finally:
+            self._release()
+
+    # -- the last resort -----------------------------------------------------------------
+
+    def last_resort(self, why: str, ending: Ending) -> None:
+        """End the process now, saying why: the one way the lifecycle ends a process."""
+        logger.error("%s; ending the process %s (pid %d)", why, ending, os.getpid())
+        end_process(ending.status, ending.signal)
+
+    async def _guard_teardown(self) -> None:
+        """Wait for the server's teardown of the event loop (it cancels every task, this
+        one too, and awaits them); once the server is released, end the process if tasks
+        that ignore cancellation would hang it (``Driver.forced_ending``)."""
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            driver = self._driver
+            ending = driver.forced_ending(self._first_signal)
+            if not self._released or ending is None:
+                raise
+            me = asyncio.current_task()
+            others = [t for t in asyncio.all_tasks() if t is not me]
+            if driver.server_bounds_teardown():
+                others = [t for t in others if self._tracked(t) is not None]
+            pending: set[asyncio.Task[Any]] = set()
+            if others:
+                _, pending = await asyncio.wait(others, timeout=TEARDOWN_GRACE)
+            if pending:
+                self.last_resort(
+                    f"{len(pending)} task(s) ignore cancellation and would keep the event loop "
+                    "from closing: " + "; ".join(sorted({self._describe(t) for t in pending})),
+                    ending,
+                )
+            raise
+
+    def _tracked(self, task: asyncio.Task[Any]) -> Tracked | None:
+        return next(
+            (item for item in self.hung() if task is item.task or task is item.view_task), None
+        )
+
+    def _describe(self, task: asyncio.Task[Any]) -> str:
+        item = self._tracked(task)
+        if item is not None:
+            return item.describe()
+        coro = task.get_coro()
+        return f"task {task.get_name()} ({getattr(coro, '__qualname__', type(coro).__name__)})"
+
+    def _arm_watchdog(self) -> None:
+        """End the process if it outlives the budget (a task that swallows every cancel
+        can otherwise keep a server's event loop from ever finishing)."""
+        deadline = self._lifecycle.budget() + EXIT_SLACK
+        thread = threading.Thread(
+            target=self._watchdog, args=(deadline,), name="graceful-watchdog", daemon=True
+        )
+        thread.start()
+
+    def _watchdog(self, deadline: float) -> None:
+        # Past STOPPED it still watches the server's own exit; it stands down only when
+        # the process starts another cycle (it lives on, as a test process does).
+        if self._next_cycle_began.wait(deadline):
+            return
+        main = sys._current_frames().get(threading.main_thread().ident or 0)
+        stack = "".join(traceback.format_stack(main)) if main is not None else "?"
+        still = "; ".join(item.describe() for item in self.hung()) or "no tracked work"
+        logger.critical(
+            "process still alive %.1f s after the shutdown signal (budget %.1f s), phase %s; "
+            "exiting now. Still running: %s. Main thread:\n%s",
+            deadline,
+            deadline - EXIT_SLACK,
+            self._lifecycle.phase.name,
+            still,
+            stack,
+        )
+        end_process(1)

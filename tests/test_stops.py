@@ -1,0 +1,121 @@
+"""What the server's stops mean (``_core/stops.py``), proved with a driver that drives
+nothing; each real server's tests prove the same on the wire."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+import pytest
+
+from django_graceful._core.driver import Control, Driver
+from django_graceful._core.lifecycle import Lifecycle
+from django_graceful._core.phases import Phase
+from django_graceful._core.stops import ServerStops
+from django_graceful.conf import GracefulSettings
+
+
+class RecordingDriver(Driver):
+    """A driver that drives nothing: it records what the lifecycle asks of it."""
+
+    def __init__(self, *, quick: frozenset[int] = frozenset(), repeats: bool = True) -> None:
+        super().__init__()
+        self.quick_signals = quick
+        self.repeats_escalate = repeats
+        self.calls: list[tuple[str, object]] = []
+
+    def attach(self, control: Control, *, handle_signals: bool) -> None:
+        self.control = control  # no signal handlers: the test reports the signals
+
+    def stop_accepting(self) -> None:
+        self.calls.append(("stop_accepting", None))
+
+    def release(self, signum: int | None, *, quick: bool, hung: list[Any]) -> None:
+        self.calls.append(("release", (signum, quick)))
+
+    def hurry(self) -> None:
+        self.calls.append(("hurry", None))
+
+    def finish(self, hung: list[Any]) -> None:
+        self.calls.append(("finish", len(hung)))
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``started(driver, **settings)``: a lifecycle past its startup with ``driver``
+    attached; no watchdog (it would end the test process), a short repeat window."""
+    monkeypatch.setattr(ServerStops, "_arm_watchdog", lambda self: None)
+    monkeypatch.setattr("django_graceful._core.stops.SAME_SIGNAL_WINDOW", 0.2)
+
+    async def start(driver: Driver, **settings: Any) -> tuple[Lifecycle, ServerStops]:
+        it = Lifecycle(settings=GracefulSettings(**{"HOOK_TIMEOUT": 1.0, **settings}))
+        await it.startup(None, lambda: driver)
+        assert it.driver is driver and it.phase == Phase.SERVING and it.stops is not None
+        return it, it.stops
+
+    return start
+
+
+async def until(it: Lifecycle, phase: Phase, timeout: float = 5) -> None:
+    reached = asyncio.Event()
+    it.on_phase(lambda now: reached.set() if now >= phase else None, this_cycle=True)
+    if it.phase < phase:
+        await asyncio.wait_for(reached.wait(), timeout)
+
+
+async def test_a_repeat_within_the_window_is_the_same_signal_and_a_later_one_escalates(
+    started: Any,
+) -> None:
+    driver = RecordingDriver()
+    it, stops = await started(driver, DRAIN_DELAY=30)
+    assert stops.stop_requested(signal.SIGTERM) is True
+    await until(it, Phase.DRAINING)
+    assert it.trigger == "SIGTERM"
+    assert stops.stop_requested(signal.SIGINT) is False  # Ctrl-C's copy to the parent
+    await asyncio.sleep(0.3)
+    assert it.phase == Phase.DRAINING
+    assert stops.stop_requested(signal.SIGTERM) is True  # past the window: skip to CANCELLING
+    await until(it, Phase.STOPPED)
+    assert driver.calls[-1] == ("release", (signal.SIGTERM, False))
+
+
+async def test_where_the_server_repeats_its_signal_only_a_quick_stop_escalates(
+    started: Any,
+) -> None:
+    driver = RecordingDriver(quick=frozenset({signal.SIGQUIT}), repeats=False)
+    it, stops = await started(driver, DRAIN_DELAY=30)
+    stops.stop_requested(signal.SIGTERM)
+    await asyncio.sleep(0.3)
+    assert stops.stop_requested(signal.SIGTERM) is True  # Gunicorn's arbiter, once a loop
+    await asyncio.sleep(0.05)
+    assert it.phase == Phase.DRAINING
+    stops.stop_requested(signal.SIGQUIT)
+    await until(it, Phase.STOPPED)
+    # The server gets the first signal, and is told it was a quick stop.
+    assert driver.calls[-1] == ("release", (signal.SIGTERM, True))
+
+
+async def test_a_quick_stop_skips_draining(started: Any) -> None:
+    driver = RecordingDriver(quick=frozenset({signal.SIGQUIT}))
+    it, stops = await started(driver, DRAIN_DELAY=30)
+    stops.stop_requested(signal.SIGQUIT)
+    await until(it, Phase.STOPPED, timeout=3)
+    assert driver.calls == [("finish", 0), ("release", (signal.SIGQUIT, True))]
+
+
+async def test_a_worker_stopping_alone_stops_accepting_and_releases_its_server_at_once(
+    started: Any,
+) -> None:
+    driver = RecordingDriver()
+    it, stops = await started(driver, DRAIN_DELAY=30)
+    stops.stop_requested(None, alone=True, trigger="recycle")
+    assert driver.calls == [("stop_accepting", None)]
+    await until(it, Phase.DRAINING)
+    assert it.trigger == "recycle"
+    # Without DRAINING's delay (siblings take the new connections), released before STOPPED.
+    await until(it, Phase.STOPPED, timeout=3)
+    assert driver.calls[:2] == [("stop_accepting", None), ("release", (None, False))]
+    assert not stops.whole_server_stops()  # the door stays open for the siblings
+    stops.stop_requested(signal.SIGTERM)  # after the release: the server is hurried
+    assert driver.calls[-1] == ("hurry", None)
