@@ -56,7 +56,16 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.harness import RESULTS, Server, ServerError, install_cleanup, version  # noqa: E402
+from bench.harness import (  # noqa: E402
+    RESULTS,
+    Server,
+    ServerError,
+    begin,
+    load_average,
+    machine,
+    publish,
+    versions,
+)
 from bench.overhead import (  # noqa: E402
     GRACEFUL,
     GRACEFUL_MIDDLEWARE,
@@ -73,6 +82,7 @@ from bench.overhead import (  # noqa: E402
     log,
     order,
     report,
+    round_arguments,
     uvicorn_flavour,
 )
 
@@ -489,15 +499,9 @@ def latency_report(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=200, help="in-process requests/round")
-    parser.add_argument("--warmup", type=int, default=300, help="in-process warm-up requests")
-    parser.add_argument("--rounds", type=int, default=20, help="in-process rounds")
-    parser.add_argument("--server-rounds", type=int, default=8, help="rounds under Uvicorn")
-    parser.add_argument("--duration", type=int, default=2, help="seconds of load per round")
-    parser.add_argument("--connections", type=int, default=16, help="concurrent connections")
-    parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
-    parser.add_argument("--goal", type=float, default=3.0, help="overhead goal, percent")
+    parser = round_arguments(
+        __doc__, iterations=200, rounds=20, server_rounds=8, duration=2, budget=90.0
+    )
     parser.add_argument(
         "--latency-iterations", type=int, default=50, help="disconnects per variant"
     )
@@ -505,8 +509,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=0.02, help="s from start to close")
     parser.add_argument("--cancel-timeout", type=float, default=3.0, help="s to wait per cancel")
     parser.add_argument("--latency-goal", type=float, default=1.0, help="added latency goal, ms")
-    parser.add_argument("--budget", type=float, default=90.0, help="seconds; no new rounds after")
-    parser.add_argument("--skip-in-process", action="store_true")
     parser.add_argument("--skip-server", action="store_true", help="skip (b)")
     parser.add_argument("--skip-latency", action="store_true", help="skip (c)")
     parser.add_argument(
@@ -518,15 +520,10 @@ def main(argv: list[str] | None = None) -> int:
     counts = (args.iterations, args.rounds, args.server_rounds, args.duration, args.connections)
     if min(*counts, args.latency_iterations) < 1 or args.settle < 0 or args.cancel_timeout <= 0:
         parser.error("counts and durations must be >= 1, --settle >= 0")
-    install_cleanup()
-    began = time.monotonic()
+    began = begin()
     # No new round of (a) after 15 % of the budget, of (b) after 80 %, of (c) after 100 %;
     # each still runs a minimum (2 rounds, 5 iterations).
-    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    header = (
-        f"Python {sys.version.split()[0]}, Django {version('django')}, asgiref "
-        f"{version('asgiref')}, {os.cpu_count()} CPUs, load avg at start {load_before}"
-    )
+    header = f"{versions('django', 'asgiref')}, {machine()}"
     log(header)
     out: list[str] = [header, ""]
     if not args.skip_in_process:
@@ -538,14 +535,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_latency:
         log("(c) disconnect -> cancel latency ...")
         out += [*latency(args, began + args.budget), ""]
-    load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    out.append(f"(total {time.monotonic() - began:.0f} s; load avg at end {load_after})")
-    text = "\n".join(out)
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "cancel-noise-floor.md" if args.noise_floor else "cancel.md"
-    (RESULTS / name).write_text(text + "\n")
-    log(f"(tables in {RESULTS / name}; server logs cancel-*.log there)")
+    out.append(f"(total {time.monotonic() - began:.0f} s; load avg at end {load_average()})")
+    publish("cancel-noise-floor.md" if args.noise_floor else "cancel.md", "\n".join(out), began)
     return 0
 
 

@@ -44,7 +44,18 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.harness import RESULTS, Server, ServerError, install_cleanup, version  # noqa: E402
+from bench.harness import (  # noqa: E402
+    RESULTS,
+    Server,
+    ServerError,
+    arguments,
+    begin,
+    log,
+    machine,
+    publish,
+    version,
+    versions,
+)
 from django_graceful._diagnosis.drill import group_members  # noqa: E402
 
 Message = dict[str, Any]
@@ -73,10 +84,6 @@ SCOPE: Message = {
     "client": ("127.0.0.1", 50000),
 }
 REQUEST: Message = {"type": "http.request", "body": b"", "more_body": False}
-
-
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def pct(ratio: float) -> str:
@@ -512,18 +519,39 @@ def under_uvicorn(args: argparse.Namespace, deadline: float) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=500, help="in-process requests/round")
+def round_arguments(
+    doc: str | None,
+    *,
+    iterations: int,
+    rounds: int,
+    server_rounds: int,
+    duration: int,
+    budget: float,
+) -> argparse.ArgumentParser:
+    """The options of a measurement in rounds, (a) in-process and (b) under Uvicorn, with
+    this benchmark's defaults (bench/cancel.py measures (a) and (b) too)."""
+    parser = arguments(doc)
+    parser.add_argument(
+        "--iterations", type=int, default=iterations, help="in-process requests/round"
+    )
     parser.add_argument("--warmup", type=int, default=300, help="in-process warm-up requests")
-    parser.add_argument("--rounds", type=int, default=10, help="in-process rounds")
-    parser.add_argument("--server-rounds", type=int, default=6, help="rounds under Uvicorn")
-    parser.add_argument("--duration", type=int, default=3, help="seconds of load per round")
+    parser.add_argument("--rounds", type=int, default=rounds, help="in-process rounds")
+    parser.add_argument(
+        "--server-rounds", type=int, default=server_rounds, help="rounds under Uvicorn"
+    )
+    parser.add_argument("--duration", type=int, default=duration, help="seconds of load per round")
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections")
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--goal", type=float, default=3.0, help="overhead goal, percent")
-    parser.add_argument("--budget", type=float, default=100.0, help="seconds; no new rounds after")
+    parser.add_argument("--budget", type=float, default=budget, help="seconds; no new rounds after")
     parser.add_argument("--skip-in-process", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = round_arguments(
+        __doc__, iterations=500, rounds=10, server_rounds=6, duration=3, budget=100.0
+    )
     parser.add_argument("--skip-server", action="store_true")
     parser.add_argument(
         "--noise-floor",
@@ -533,15 +561,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.iterations, args.rounds, args.server_rounds, args.duration, args.connections) < 1:
         parser.error("counts and durations must be >= 1")
-    install_cleanup()
-    began = time.monotonic()
+    began = begin()
     # Both measurements get a share of the budget; each runs at least two rounds.
     share = args.budget * (0.4 if not args.skip_server else 1.0)
-    log(
-        f"Python {sys.version.split()[0]}, Django {version('django')}, "
-        f"asgiref {version('asgiref')}, {os.cpu_count()} CPUs, load avg "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
-    )
+    log(f"{versions('django', 'asgiref')}, {machine()}")
     out: list[str] = []
     if not args.skip_in_process:
         log("(a) in-process ...")
@@ -549,8 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_server:
         log("(b) under Uvicorn ...")
         out += [*under_uvicorn(args, began + args.budget), ""]
-    print("\n".join(out).rstrip())
-    print(f"\n(total {time.monotonic() - began:.0f} s; server logs in {RESULTS})")
+    name = "overhead-noise-floor.md" if args.noise_floor else "overhead.md"
+    publish(name, "\n".join(out), began)
     return 0
 
 
