@@ -35,26 +35,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import itertools
 import logging
 import math
 import os
-import re
-import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# Run as a script, this file's folder comes first on sys.path: the repository instead (a
+# file of bench/ would shadow a package: bench/websockets.py the ``websockets`` package).
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench")]
 
 from bench.harness import (  # noqa: E402
     RESULTS,
@@ -62,6 +58,7 @@ from bench.harness import (  # noqa: E402
     ServerError,
     begin,
     load_average,
+    log,
     machine,
     publish,
     versions,
@@ -69,20 +66,16 @@ from bench.harness import (  # noqa: E402
 from bench.overhead import (  # noqa: E402
     GRACEFUL,
     GRACEFUL_MIDDLEWARE,
-    HELLO,
     PLAIN,
-    SCOPE,
     ASGIApp,
-    Exchange,
-    Load,
     Metric,
-    _python_load,
-    cpu_seconds,
+    in_process_rounds,
     lifespan_startup,
-    log,
+    load_client,
     order,
     report,
     round_arguments,
+    server_rounds,
     uvicorn_flavour,
 )
 
@@ -143,28 +136,6 @@ def overhead_report(
 # -- (a) in-process ------------------------------------------------------------------
 
 
-async def drive(app: ASGIApp, path: str, count: int) -> tuple[float, float]:
-    """``count`` sequential requests for ``path``: (wall s, CPU s of this process).
-
-    Raises on any wrong answer.
-    """
-    loop = asyncio.get_running_loop()
-    scope = {**SCOPE, "path": path, "raw_path": path.encode()}
-    wrong = 0
-    cpu = time.process_time()
-    wall = time.perf_counter()
-    for _ in range(count):
-        exchange = Exchange(loop)
-        await app(dict(scope), exchange.receive, exchange.send)
-        if exchange.status != 200 or exchange.body != HELLO:
-            wrong += 1
-    wall = time.perf_counter() - wall
-    cpu = time.process_time() - cpu
-    if wrong:
-        raise RuntimeError(f"{wrong} of {count} in-process requests for {path} went wrong")
-    return wall, cpu
-
-
 def build_apps(slots: dict[str, Slot]) -> dict[str, ASGIApp]:
     """One GracefulASGI per slot, with the middleware its settings name."""
     os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
@@ -194,27 +165,10 @@ async def in_process(args: argparse.Namespace, deadline: float) -> list[str]:
     slots = overhead_slots(args.noise_floor)
     apps = build_apps(slots)
     shutdown = await lifespan_startup(apps[BASE], timeout=10)  # one lifecycle for both
-    wall = Metric("wall µs/request", higher_is_worse=True)
-    cpu = Metric("CPU µs/request", higher_is_worse=True)
-    round_timeout = max(10.0, args.iterations * 0.02)
     try:
-        for key in (BASE, TESTED):
-            await asyncio.wait_for(drive(apps[key], slots[key].path, args.warmup), round_timeout)
-        for round_no in range(args.rounds):
-            if round_no >= 2 and time.monotonic() > deadline:
-                log(f"  time budget reached after {round_no} rounds")
-                break
-            for key in order(round_no):
-                gc.collect()
-                seconds, cpu_s = await asyncio.wait_for(
-                    drive(apps[key], slots[key].path, args.iterations), round_timeout
-                )
-                wall.add(key, seconds / args.iterations * 1e6)
-                cpu.add(key, cpu_s / args.iterations * 1e6)
-            log(
-                f"  round {round_no + 1}: baseline {wall.last(BASE)} µs ({cpu.last(BASE)} CPU), "
-                f"tested {wall.last(TESTED)} µs ({cpu.last(TESTED)} CPU)"
-            )
+        paths = {key: slot.path for key, slot in slots.items()}
+        names = ("baseline", "tested")
+        wall, cpu = await in_process_rounds(apps, paths, args, deadline, names)
     finally:
         await shutdown()
     title = (
@@ -229,25 +183,6 @@ async def in_process(args: argparse.Namespace, deadline: float) -> list[str]:
 
 
 # -- (b) overhead under Uvicorn ------------------------------------------------------
-
-
-def wrk_load(port: int, path: str, connections: int, duration: int) -> Load:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s"]
-    cmd.append(f"http://127.0.0.1:{port}{path}")
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=False)
-    out = done.stdout
-    rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
-    total = re.search(r"(\d+) requests in", out)
-    if done.returncode != 0 or rps is None or total is None:
-        raise RuntimeError(f"wrk failed ({done.returncode}):\n{out}\n{done.stderr}")
-    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
-    errors += int(non2xx.group(1)) if non2xx else 0
-    return Load(float(rps.group(1)), int(total.group(1)), errors)
-
-
-def python_load(port: int, path: str, connections: int, duration: int) -> Load:
-    return asyncio.run(_python_load(port, path, connections, duration))
 
 
 def start_servers(
@@ -272,21 +207,8 @@ def start_servers(
 
 def under_uvicorn(args: argparse.Namespace, deadline: float) -> list[str]:
     slots = overhead_slots(args.noise_floor)
-    use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
-    if use_wrk:
-        if not shutil.which("wrk"):
-            raise SystemExit("--client wrk: wrk is not on PATH")
-        banner = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
-        first = (banner.stdout or banner.stderr).splitlines()
-        tool = f"{first[0].split(' [')[0] if first else 'wrk'} -t1 -c{args.connections}"
-        load: Callable[[int, str, int, int], Load] = wrk_load
-    else:
-        tool = f"asyncio raw-socket keep-alive HTTP/1.1 client, {args.connections} connections"
-        load = python_load
+    load, tool = load_client(args)
     log(f"(b) load tool: {tool}")
-    rps = Metric("requests/s", higher_is_worse=False, digits=0)
-    cpu = Metric("server CPU µs/request", higher_is_worse=True)
-    errors = {BASE: 0, TESTED: 0}
     servers: dict[str, Server] = {}
     try:
         servers = start_servers(slots, "overhead")
@@ -294,24 +216,9 @@ def under_uvicorn(args: argparse.Namespace, deadline: float) -> list[str]:
             warm = load(server.port, slots[key].path, args.connections, 1)
             if warm.requests == 0 or warm.errors:
                 raise ServerError(f"{slots[key].name}: warm-up failed ({warm}):\n{server.tail()}")
-        for round_no in range(args.server_rounds):
-            if round_no >= 2 and time.monotonic() > deadline:
-                log(f"  time budget reached after {round_no} rounds")
-                break
-            for key in order(round_no):
-                proc = servers[key].proc
-                assert proc is not None
-                before = cpu_seconds(proc.pid)
-                result = load(servers[key].port, slots[key].path, args.connections, args.duration)
-                after = cpu_seconds(proc.pid)
-                rps.add(key, result.rps)
-                if before is not None and after is not None and result.requests:
-                    cpu.add(key, (after - before) / result.requests * 1e6)
-                errors[key] += result.errors
-            log(
-                f"  round {round_no + 1}: baseline {rps.last(BASE)} req/s, "
-                f"tested {rps.last(TESTED)} req/s"
-            )
+        paths = {key: slot.path for key, slot in slots.items()}
+        names = ("baseline", "tested")
+        rps, cpu, errors = server_rounds(servers, paths, load, args, deadline, names)
     finally:
         for server in servers.values():
             server.stop(10)

@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# Run as a script, this file's folder comes first on sys.path: the repository instead (a
+# file of bench/ would shadow a package: bench/websockets.py the ``websockets`` package).
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench")]
 
 from bench.harness import (  # noqa: E402
     RESULTS,
@@ -197,24 +198,60 @@ class Exchange:
             self.body += message.get("body", b"")
 
 
-async def drive(app: ASGIApp, count: int) -> tuple[float, float]:
-    """``count`` sequential requests: (wall seconds, CPU seconds of this process, all threads).
+async def drive(app: ASGIApp, count: int, path: str = HELLO_PATH) -> tuple[float, float]:
+    """``count`` sequential requests for ``path``: (wall seconds, CPU seconds of this
+    process, all threads).
 
     Raises on any wrong answer.
     """
     loop = asyncio.get_running_loop()
+    scope = {**SCOPE, "path": path, "raw_path": path.encode()}
     wrong = 0
     cpu = time.process_time()
     wall = time.perf_counter()
     for _ in range(count):
         exchange = Exchange(loop)
-        await app(dict(SCOPE), exchange.receive, exchange.send)
+        await app(dict(scope), exchange.receive, exchange.send)
         if exchange.status != 200 or exchange.body != HELLO:
             wrong += 1
     wall = time.perf_counter() - wall
     cpu = time.process_time() - cpu
     if wrong:
-        raise RuntimeError(f"{wrong} of {count} in-process requests got a wrong answer")
+        raise RuntimeError(f"{wrong} of {count} in-process requests for {path} went wrong")
+    return wall, cpu
+
+
+async def in_process_rounds(
+    apps: dict[str, ASGIApp],
+    paths: dict[str, str],
+    args: argparse.Namespace,
+    deadline: float,
+    names: tuple[str, str] = ("plain", "graceful"),
+) -> tuple[Metric, Metric]:
+    """``--warmup`` requests to each app, then ``--rounds`` rounds of ``--iterations``
+    requests each, the two apps (keys :data:`PLAIN` and :data:`GRACEFUL`, ``paths`` by
+    key) interleaved (ABBA), no new one after ``deadline`` past the second: wall and CPU
+    µs per request (``names``: the two in the progress lines)."""
+    wall = Metric("wall µs/request", higher_is_worse=True)
+    cpu = Metric("CPU µs/request", higher_is_worse=True)
+    round_timeout = max(10.0, args.iterations * 0.02)
+    for key in (PLAIN, GRACEFUL):
+        await asyncio.wait_for(drive(apps[key], args.warmup, paths[key]), round_timeout)
+    for round_no in range(args.rounds):
+        if round_no >= 2 and time.monotonic() > deadline:
+            log(f"  time budget reached after {round_no} rounds")
+            break
+        for key in order(round_no):
+            gc.collect()
+            seconds, cpu_seconds = await asyncio.wait_for(
+                drive(apps[key], args.iterations, paths[key]), round_timeout
+            )
+            wall.add(key, seconds / args.iterations * 1e6)
+            cpu.add(key, cpu_seconds / args.iterations * 1e6)
+        log(
+            f"  round {round_no + 1}: {names[0]} {wall.last(PLAIN)} µs ({cpu.last(PLAIN)} CPU), "
+            f"{names[1]} {wall.last(GRACEFUL)} µs ({cpu.last(GRACEFUL)} CPU)"
+        )
     return wall, cpu
 
 
@@ -270,27 +307,8 @@ def build_apps(
 async def in_process(args: argparse.Namespace, deadline: float) -> list[str]:
     apps = build_apps(args.noise_floor)
     shutdown = None if args.noise_floor else await lifespan_startup(apps[GRACEFUL], timeout=10)
-    wall = Metric("wall µs/request", higher_is_worse=True)
-    cpu = Metric("CPU µs/request", higher_is_worse=True)
-    round_timeout = max(10.0, args.iterations * 0.02)
     try:
-        for variant in (PLAIN, GRACEFUL):
-            await asyncio.wait_for(drive(apps[variant], args.warmup), round_timeout)
-        for round_no in range(args.rounds):
-            if round_no >= 2 and time.monotonic() > deadline:
-                log(f"  time budget reached after {round_no} rounds")
-                break
-            for variant in order(round_no):
-                gc.collect()
-                seconds, cpu_seconds = await asyncio.wait_for(
-                    drive(apps[variant], args.iterations), round_timeout
-                )
-                wall.add(variant, seconds / args.iterations * 1e6)
-                cpu.add(variant, cpu_seconds / args.iterations * 1e6)
-            log(
-                f"  round {round_no + 1}: plain {wall.last(PLAIN)} µs ({cpu.last(PLAIN)} CPU), "
-                f"graceful {wall.last(GRACEFUL)} µs ({cpu.last(GRACEFUL)} CPU)"
-            )
+        wall, cpu = await in_process_rounds(apps, dict.fromkeys(apps, HELLO_PATH), args, deadline)
     finally:
         if shutdown is not None:
             await shutdown()
@@ -314,9 +332,13 @@ class Load:
     errors: int  # socket errors, timeouts, non-2xx
 
 
-def wrk_load(port: int, args: argparse.Namespace, duration: int) -> Load:
-    cmd = ["wrk", "-t1", f"-c{args.connections}", f"-d{duration}s", "--timeout", "5s"]
-    cmd.append(f"http://127.0.0.1:{port}{HELLO_PATH}")
+#: ``load(port, path, connections, seconds)``: one round of load on one server.
+LoadFn = Callable[[int, str, int, int], Load]
+
+
+def wrk_load(port: int, path: str, connections: int, duration: int) -> Load:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s"]
+    cmd.append(f"http://127.0.0.1:{port}{path}")
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=False)
     out = done.stdout
     rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
@@ -426,8 +448,58 @@ async def _python_load(
     return Load(counts.ok / duration, counts.done, counts.errors)
 
 
-def python_load(port: int, args: argparse.Namespace, duration: int) -> Load:
-    return asyncio.run(_python_load(port, HELLO_PATH, args.connections, duration))
+def python_load(port: int, path: str, connections: int, duration: int) -> Load:
+    return asyncio.run(_python_load(port, path, connections, duration))
+
+
+def load_client(args: argparse.Namespace) -> tuple[LoadFn, str]:
+    """The client that loads the servers: ``wrk`` (``--client wrk``, or ``auto`` and wrk
+    on PATH) or the asyncio one; and how the table names it."""
+    use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
+    if not use_wrk:
+        tool = f"asyncio raw-socket keep-alive HTTP/1.1 client, {args.connections} connections"
+        return python_load, tool
+    if not shutil.which("wrk"):
+        raise SystemExit("--client wrk: wrk is not on PATH")
+    banner = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+    first = (banner.stdout or banner.stderr).splitlines()
+    return wrk_load, f"{first[0].split(' [')[0] if first else 'wrk'} -t1 -c{args.connections}"
+
+
+def server_rounds(
+    servers: dict[str, Server],
+    paths: dict[str, str],
+    load: LoadFn,
+    args: argparse.Namespace,
+    deadline: float,
+    names: tuple[str, str] = ("plain", "graceful"),
+) -> tuple[Metric, Metric, dict[str, int]]:
+    """``--server-rounds`` rounds of ``--duration`` s of load on each of the two servers
+    (keys :data:`PLAIN` and :data:`GRACEFUL`, ``paths`` by key), interleaved (ABBA), no new
+    one after ``deadline`` past the second: requests/s, the server's CPU µs per request,
+    and the errors of each (``names``: the two in the progress lines)."""
+    rps = Metric("requests/s", higher_is_worse=False, digits=0)
+    cpu = Metric("server CPU µs/request", higher_is_worse=True)
+    errors = dict.fromkeys(servers, 0)
+    for round_no in range(args.server_rounds):
+        if round_no >= 2 and time.monotonic() > deadline:
+            log(f"  time budget reached after {round_no} rounds")
+            break
+        for key in order(round_no):
+            proc = servers[key].proc
+            assert proc is not None
+            before = cpu_seconds(proc.pid)
+            result = load(servers[key].port, paths[key], args.connections, args.duration)
+            after = cpu_seconds(proc.pid)
+            rps.add(key, result.rps)
+            if before is not None and after is not None and result.requests:
+                cpu.add(key, (after - before) / result.requests * 1e6)
+            errors[key] += result.errors
+        log(
+            f"  round {round_no + 1}: {names[0]} {rps.last(PLAIN)} req/s, "
+            f"{names[1]} {rps.last(GRACEFUL)} req/s"
+        )
+    return rps, cpu, errors
 
 
 def uvicorn_flavour() -> str:
@@ -453,17 +525,7 @@ def group_cpu_seconds(pgid: int) -> float:
 
 
 def under_uvicorn(args: argparse.Namespace, deadline: float) -> list[str]:
-    use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
-    if use_wrk:
-        if not shutil.which("wrk"):
-            raise SystemExit("--client wrk: wrk is not on PATH")
-        banner = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
-        first = (banner.stdout or banner.stderr).splitlines()
-        tool = f"{first[0].split(' [')[0] if first else 'wrk'} -t1 -c{args.connections}"
-        load: Callable[[int, argparse.Namespace, int], Load] = wrk_load
-    else:
-        tool = f"asyncio raw-socket keep-alive HTTP/1.1 client, {args.connections} connections"
-        load = python_load
+    load, tool = load_client(args)
     log(f"(b) load tool: {tool}")
     flags = ("--no-access-log", "--log-level", "warning")
     servers = {
@@ -475,37 +537,17 @@ def under_uvicorn(args: argparse.Namespace, deadline: float) -> list[str]:
         )
         for variant in (PLAIN, GRACEFUL)
     }
-    rps = Metric("requests/s", higher_is_worse=False, digits=0)
-    cpu = Metric("server CPU µs/request", higher_is_worse=True)
-    errors = {PLAIN: 0, GRACEFUL: 0}
     try:
         for server in servers.values():
             server.start()
         for server in servers.values():
             server.wait_listening(30)
         for variant, server in servers.items():
-            warm = load(server.port, args, 1)
+            warm = load(server.port, HELLO_PATH, args.connections, 1)
             if warm.requests == 0:
                 raise ServerError(f"{variant} answered no request:\n{server.tail()}")
-        for round_no in range(args.server_rounds):
-            if round_no >= 2 and time.monotonic() > deadline:
-                log(f"  time budget reached after {round_no} rounds")
-                break
-            for variant in order(round_no):
-                proc = servers[variant].proc
-                assert proc is not None
-                pid = proc.pid
-                before = cpu_seconds(pid)
-                result = load(servers[variant].port, args, args.duration)
-                after = cpu_seconds(pid)
-                rps.add(variant, result.rps)
-                if before is not None and after is not None and result.requests:
-                    cpu.add(variant, (after - before) / result.requests * 1e6)
-                errors[variant] += result.errors
-            log(
-                f"  round {round_no + 1}: plain {rps.last(PLAIN)} req/s, "
-                f"graceful {rps.last(GRACEFUL)} req/s"
-            )
+        paths = dict.fromkeys(servers, HELLO_PATH)
+        rps, cpu, errors = server_rounds(servers, paths, load, args, deadline)
     finally:
         for server in servers.values():
             server.stop(10)
