@@ -1,5 +1,9 @@
-"""What serve and the drill start: the project's ASGI application, and the command line
-that starts it on each server with flags that fit the shutdown budget."""
+"""What serve and the drill start: the project's ASGI app, on a server, within the budget.
+
+Which application (``ASGI_APPLICATION``, or the settings package's ``asgi.py``), in the
+servers' ``module:attribute`` notation, and the command line of ``servers.py`` that runs it
+with this Python and the server's own timeouts above the shutdown budget.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Each way to run the app on a server, described once: a table of kinds, and the one
-command line that starts an app on a kind.
+"""How each server is started, described once: the kinds of server, and one command line.
 
 A *kind* is a server and, where the server offers a choice, the one taken: the interface
 Granian speaks to the app, the worker class Gunicorn runs. Its name is the tests' and the
