@@ -217,7 +217,7 @@ def install_cleanup() -> None:
 # -- what each benchmark's main() shares: arguments, set-up, versions, the results file --
 
 #: How a package's name is written in a header (others: as on PyPI).
-TITLES = {"django": "Django", "channels": "Channels", "granian": "Granian", "uvicorn": "Uvicorn"}
+TITLES = {"django": "Django", "channels": "Channels", "granian": "Granian"}
 
 
 def arguments(
