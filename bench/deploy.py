@@ -308,7 +308,7 @@ class Run:
 
 def processes(server: str, workers: int) -> int:
     """How many processes serve requests (Daphne: one, it has no ``--workers``)."""
-    return workers if KINDS[server].workers else 1
+    return workers if KINDS[server].has_workers else 1
 
 
 def server_env(variant: str, load: Load, marks: Path) -> dict[str, str]:
@@ -386,7 +386,7 @@ def run_once(server: str, variant: str, load: Load, index: int) -> Run:
         server,
         variant,
         log_path=RESULTS / f"{name}.log",
-        workers=load.workers if KINDS[server].workers else None,
+        workers=load.workers if KINDS[server].has_workers else None,
         env=server_env(variant, load, marks),
     )
     run = Run()

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: (GracefulASGI's ``__rsgi__``); "gunicorn-uvicorn" and "gunicorn-asgi" by worker class.
 SERVERS = tuple(KINDS)
 #: Servers with a --workers option that runs one lifecycle per worker process.
-WORKER_SERVERS = tuple(name for name, kind in KINDS.items() if kind.workers)
+WORKER_SERVERS = tuple(name for name, kind in KINDS.items() if kind.has_workers)
 #: Gunicorn's flags beyond the user's line: no control socket (by default one path per user,
 #: $XDG_RUNTIME_DIR/gunicorn.ctl, for every server at once), and a graceful_timeout above
 #: every budget the tests set (the test project's hooks alone take 21.5 s); a test that

@@ -40,7 +40,7 @@ def test_serves_options_name_a_kind(server: str, options: dict[str, str], name: 
 
 def test_every_kind_is_one_of_serves_servers_and_every_server_has_a_kind() -> None:
     assert {kind.server for kind in KINDS.values()} == set(SERVERS)
-    assert [name for name, kind in KINDS.items() if not kind.workers] == ["daphne"]
+    assert [name for name, kind in KINDS.items() if not kind.has_workers] == ["daphne"]
     for kind in KINDS.values():
         assert kind.distributions[0] == kind.server
         options = {"worker_class": kind.worker_class, "interface": kind.interface}

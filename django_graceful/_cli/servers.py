@@ -63,7 +63,7 @@ class ServerKind:
     worker_class: str | None = None
 
     @property
-    def workers(self) -> bool:
+    def has_workers(self) -> bool:
         """Whether ``--workers N`` runs N worker processes (Daphne runs one process)."""
         return self.server != "daphne"
 
@@ -170,7 +170,7 @@ def command(
     """
     head = list(program) if program is not None else console_script(kind)
     limits = backstop(kind, budget) if budget is not None else []
-    if not kind.workers:
+    if not kind.has_workers:
         if workers and workers > 1:
             raise ValueError(f"{kind.server} runs one process; use a process manager for several")
         workers = None
