@@ -88,6 +88,8 @@ _ABOUT = {"uvicorn-worker": "Gunicorn's Uvicorn worker"}
 
 
 class ServerNotInstalled(Exception):
+    """A distribution the server kind runs on is missing; the message names the extra."""
+
     def __init__(self, server: str, extra: str | None = None) -> None:
         super().__init__(
             f"{server} is not installed in this environment. "
@@ -105,7 +107,7 @@ def kind_of(
         raise ValueError(f"unknown server {server!r}; choose from {', '.join(SERVERS)}")
     check_server_options(server, worker_class=worker_class, interface=interface)
     if server == "granian":
-        return KINDS[f"granian-{interface}" if interface == "rsgi" else "granian"]
+        return KINDS["granian-rsgi" if interface == "rsgi" else "granian"]
     if server == "gunicorn":
         chosen = worker_class or DEFAULT_GUNICORN_WORKER
         if chosen not in GUNICORN_WORKERS:
