@@ -35,44 +35,47 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import itertools
 import logging
 import math
 import os
-import re
-import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# Run as a script, this file's folder comes first on sys.path: the repository instead (a
+# file of bench/ would shadow a package: bench/websockets.py the ``websockets`` package).
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench")]
 
-from bench.harness import RESULTS, Server, ServerError, install_cleanup, version  # noqa: E402
+from bench.harness import (  # noqa: E402
+    RESULTS,
+    Server,
+    ServerError,
+    begin,
+    load_average,
+    log,
+    machine,
+    publish,
+    versions,
+)
 from bench.overhead import (  # noqa: E402
     GRACEFUL,
     GRACEFUL_MIDDLEWARE,
-    HELLO,
     PLAIN,
-    SCOPE,
     ASGIApp,
-    Exchange,
-    Load,
     Metric,
-    _python_load,
-    cpu_seconds,
+    in_process_rounds,
     lifespan_startup,
-    log,
+    load_client,
     order,
     report,
+    round_arguments,
+    server_rounds,
     uvicorn_flavour,
 )
 
@@ -133,28 +136,6 @@ def overhead_report(
 # -- (a) in-process ------------------------------------------------------------------
 
 
-async def drive(app: ASGIApp, path: str, count: int) -> tuple[float, float]:
-    """``count`` sequential requests for ``path``: (wall s, CPU s of this process).
-
-    Raises on any wrong answer.
-    """
-    loop = asyncio.get_running_loop()
-    scope = {**SCOPE, "path": path, "raw_path": path.encode()}
-    wrong = 0
-    cpu = time.process_time()
-    wall = time.perf_counter()
-    for _ in range(count):
-        exchange = Exchange(loop)
-        await app(dict(scope), exchange.receive, exchange.send)
-        if exchange.status != 200 or exchange.body != HELLO:
-            wrong += 1
-    wall = time.perf_counter() - wall
-    cpu = time.process_time() - cpu
-    if wrong:
-        raise RuntimeError(f"{wrong} of {count} in-process requests for {path} went wrong")
-    return wall, cpu
-
-
 def build_apps(slots: dict[str, Slot]) -> dict[str, ASGIApp]:
     """One GracefulASGI per slot, with the middleware its settings name."""
     os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
@@ -184,27 +165,10 @@ async def in_process(args: argparse.Namespace, deadline: float) -> list[str]:
     slots = overhead_slots(args.noise_floor)
     apps = build_apps(slots)
     shutdown = await lifespan_startup(apps[BASE], timeout=10)  # one lifecycle for both
-    wall = Metric("wall µs/request", higher_is_worse=True)
-    cpu = Metric("CPU µs/request", higher_is_worse=True)
-    round_timeout = max(10.0, args.iterations * 0.02)
     try:
-        for key in (BASE, TESTED):
-            await asyncio.wait_for(drive(apps[key], slots[key].path, args.warmup), round_timeout)
-        for round_no in range(args.rounds):
-            if round_no >= 2 and time.monotonic() > deadline:
-                log(f"  time budget reached after {round_no} rounds")
-                break
-            for key in order(round_no):
-                gc.collect()
-                seconds, cpu_s = await asyncio.wait_for(
-                    drive(apps[key], slots[key].path, args.iterations), round_timeout
-                )
-                wall.add(key, seconds / args.iterations * 1e6)
-                cpu.add(key, cpu_s / args.iterations * 1e6)
-            log(
-                f"  round {round_no + 1}: baseline {wall.last(BASE)} µs ({cpu.last(BASE)} CPU), "
-                f"tested {wall.last(TESTED)} µs ({cpu.last(TESTED)} CPU)"
-            )
+        paths = {key: slot.path for key, slot in slots.items()}
+        names = ("baseline", "tested")
+        wall, cpu = await in_process_rounds(apps, paths, args, deadline, names)
     finally:
         await shutdown()
     title = (
@@ -219,25 +183,6 @@ async def in_process(args: argparse.Namespace, deadline: float) -> list[str]:
 
 
 # -- (b) overhead under Uvicorn ------------------------------------------------------
-
-
-def wrk_load(port: int, path: str, connections: int, duration: int) -> Load:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s"]
-    cmd.append(f"http://127.0.0.1:{port}{path}")
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=False)
-    out = done.stdout
-    rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
-    total = re.search(r"(\d+) requests in", out)
-    if done.returncode != 0 or rps is None or total is None:
-        raise RuntimeError(f"wrk failed ({done.returncode}):\n{out}\n{done.stderr}")
-    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
-    errors += int(non2xx.group(1)) if non2xx else 0
-    return Load(float(rps.group(1)), int(total.group(1)), errors)
-
-
-def python_load(port: int, path: str, connections: int, duration: int) -> Load:
-    return asyncio.run(_python_load(port, path, connections, duration))
 
 
 def start_servers(
@@ -262,21 +207,8 @@ def start_servers(
 
 def under_uvicorn(args: argparse.Namespace, deadline: float) -> list[str]:
     slots = overhead_slots(args.noise_floor)
-    use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
-    if use_wrk:
-        if not shutil.which("wrk"):
-            raise SystemExit("--client wrk: wrk is not on PATH")
-        banner = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
-        first = (banner.stdout or banner.stderr).splitlines()
-        tool = f"{first[0].split(' [')[0] if first else 'wrk'} -t1 -c{args.connections}"
-        load: Callable[[int, str, int, int], Load] = wrk_load
-    else:
-        tool = f"asyncio raw-socket keep-alive HTTP/1.1 client, {args.connections} connections"
-        load = python_load
+    load, tool = load_client(args)
     log(f"(b) load tool: {tool}")
-    rps = Metric("requests/s", higher_is_worse=False, digits=0)
-    cpu = Metric("server CPU µs/request", higher_is_worse=True)
-    errors = {BASE: 0, TESTED: 0}
     servers: dict[str, Server] = {}
     try:
         servers = start_servers(slots, "overhead")
@@ -284,24 +216,9 @@ def under_uvicorn(args: argparse.Namespace, deadline: float) -> list[str]:
             warm = load(server.port, slots[key].path, args.connections, 1)
             if warm.requests == 0 or warm.errors:
                 raise ServerError(f"{slots[key].name}: warm-up failed ({warm}):\n{server.tail()}")
-        for round_no in range(args.server_rounds):
-            if round_no >= 2 and time.monotonic() > deadline:
-                log(f"  time budget reached after {round_no} rounds")
-                break
-            for key in order(round_no):
-                proc = servers[key].proc
-                assert proc is not None
-                before = cpu_seconds(proc.pid)
-                result = load(servers[key].port, slots[key].path, args.connections, args.duration)
-                after = cpu_seconds(proc.pid)
-                rps.add(key, result.rps)
-                if before is not None and after is not None and result.requests:
-                    cpu.add(key, (after - before) / result.requests * 1e6)
-                errors[key] += result.errors
-            log(
-                f"  round {round_no + 1}: baseline {rps.last(BASE)} req/s, "
-                f"tested {rps.last(TESTED)} req/s"
-            )
+        paths = {key: slot.path for key, slot in slots.items()}
+        names = ("baseline", "tested")
+        rps, cpu, errors = server_rounds(servers, paths, load, args, deadline, names)
     finally:
         for server in servers.values():
             server.stop(10)
@@ -489,15 +406,9 @@ def latency_report(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=200, help="in-process requests/round")
-    parser.add_argument("--warmup", type=int, default=300, help="in-process warm-up requests")
-    parser.add_argument("--rounds", type=int, default=20, help="in-process rounds")
-    parser.add_argument("--server-rounds", type=int, default=8, help="rounds under Uvicorn")
-    parser.add_argument("--duration", type=int, default=2, help="seconds of load per round")
-    parser.add_argument("--connections", type=int, default=16, help="concurrent connections")
-    parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
-    parser.add_argument("--goal", type=float, default=3.0, help="overhead goal, percent")
+    parser = round_arguments(
+        __doc__, iterations=200, rounds=20, server_rounds=8, duration=2, budget=90.0
+    )
     parser.add_argument(
         "--latency-iterations", type=int, default=50, help="disconnects per variant"
     )
@@ -505,8 +416,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=0.02, help="s from start to close")
     parser.add_argument("--cancel-timeout", type=float, default=3.0, help="s to wait per cancel")
     parser.add_argument("--latency-goal", type=float, default=1.0, help="added latency goal, ms")
-    parser.add_argument("--budget", type=float, default=90.0, help="seconds; no new rounds after")
-    parser.add_argument("--skip-in-process", action="store_true")
     parser.add_argument("--skip-server", action="store_true", help="skip (b)")
     parser.add_argument("--skip-latency", action="store_true", help="skip (c)")
     parser.add_argument(
@@ -518,15 +427,10 @@ def main(argv: list[str] | None = None) -> int:
     counts = (args.iterations, args.rounds, args.server_rounds, args.duration, args.connections)
     if min(*counts, args.latency_iterations) < 1 or args.settle < 0 or args.cancel_timeout <= 0:
         parser.error("counts and durations must be >= 1, --settle >= 0")
-    install_cleanup()
-    began = time.monotonic()
+    began = begin()
     # No new round of (a) after 15 % of the budget, of (b) after 80 %, of (c) after 100 %;
     # each still runs a minimum (2 rounds, 5 iterations).
-    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    header = (
-        f"Python {sys.version.split()[0]}, Django {version('django')}, asgiref "
-        f"{version('asgiref')}, {os.cpu_count()} CPUs, load avg at start {load_before}"
-    )
+    header = f"{versions('django', 'asgiref')}, {machine()}"
     log(header)
     out: list[str] = [header, ""]
     if not args.skip_in_process:
@@ -538,14 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_latency:
         log("(c) disconnect -> cancel latency ...")
         out += [*latency(args, began + args.budget), ""]
-    load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    out.append(f"(total {time.monotonic() - began:.0f} s; load avg at end {load_after})")
-    text = "\n".join(out)
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "cancel-noise-floor.md" if args.noise_floor else "cancel.md"
-    (RESULTS / name).write_text(text + "\n")
-    log(f"(tables in {RESULTS / name}; server logs cancel-*.log there)")
+    out.append(f"(total {time.monotonic() - began:.0f} s; load avg at end {load_average()})")
+    publish("cancel-noise-floor.md" if args.noise_floor else "cancel.md", "\n".join(out), began)
     return 0
 
 

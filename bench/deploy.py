@@ -36,7 +36,6 @@ Run: ``.venvs/py311/bin/python bench/deploy.py [--servers uvicorn daphne] [--kee
 
 from __future__ import annotations
 
-import argparse
 import errno
 import socket
 import sys
@@ -49,12 +48,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# Run as a script, this file's folder comes first on sys.path: the repository instead (a
+# file of bench/ would shadow a package: bench/websockets.py the ``websockets`` package).
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench")]
 
 from bench.harness import (  # noqa: E402
     LABELS,
-    PACKAGES,
     RESULTS,
     SERVERS,
     VARIANTS,
@@ -62,21 +61,17 @@ from bench.harness import (  # noqa: E402
     Server,
     ServerError,
     _dechunk,
+    arguments,
+    begin,
     http_get,
-    install_cleanup,
-    version,
+    log,
+    publish,
+    versions,
 )
 from bench.shutdown import SERVER_NAMES  # noqa: E402
+from django_graceful._cli.servers import KINDS  # noqa: E402
 
 DEPLOY_SETTINGS = "bench.project.settings_deploy"
-#: The flag each server takes for its number of worker processes (Daphne has none).
-WORKER_FLAGS = {
-    "uvicorn": "--workers",
-    "hypercorn": "-w",
-    "granian": "--workers",
-    "gunicorn-uvicorn": "-w",
-    "gunicorn-asgi": "-w",
-}
 CONNECT_TIMEOUT = 5.0
 REQUEST_TIMEOUT = 15.0  # the whole request, connect included
 WARM_UP_TIMEOUT = 30.0
@@ -311,14 +306,9 @@ class Run:
         return attempt.began - self.signalled_at
 
 
-def worker_flags(server: str, workers: int) -> tuple[str, ...]:
-    flag = WORKER_FLAGS.get(server)
-    return (flag, str(workers)) if flag else ()
-
-
 def processes(server: str, workers: int) -> int:
-    """How many processes serve requests."""
-    return workers if server in WORKER_FLAGS else 1
+    """How many processes serve requests (Daphne: one, it has no ``--workers``)."""
+    return workers if KINDS[server].has_workers else 1
 
 
 def server_env(variant: str, load: Load, marks: Path) -> dict[str, str]:
@@ -396,7 +386,7 @@ def run_once(server: str, variant: str, load: Load, index: int) -> Run:
         server,
         variant,
         log_path=RESULTS / f"{name}.log",
-        extra=worker_flags(server, load.workers),
+        workers=load.workers if KINDS[server].has_workers else None,
         env=server_env(variant, load, marks),
     )
     run = Run()
@@ -493,16 +483,13 @@ def table(results: dict[tuple[str, str], list[Run]], load: Load) -> str:
 
 
 def header(servers: list[str], load: Load) -> list[str]:
-    packages = dict.fromkeys(p for s in servers for p in PACKAGES[s])
-    versions = ", ".join(f"{p} {version(p)}" for p in packages)
     connection = (
         "one keep-alive connection each (a new one after the server closed it)"
         if load.keepalive
         else "a fresh connection each (`Connection: close`)"
     )
     return [
-        f"A deploy under load (Python {sys.version.split()[0]}, Django {version('django')}; "
-        f"{versions}).",
+        f"A deploy under load ({versions('django', servers=servers)}).",
         f"{load.clients} clients, each `GET {load.path}` (32 KiB) back to back on {connection}; "
         f"SIGTERM to the server's main process {load.signal_after:g} s in; "
         f"{load.workers} workers (Daphne: 1 process); {load.repeat} run(s) per row, summed.",
@@ -539,9 +526,7 @@ def progress(server: str, variant: str, run: Run, load: Load) -> str:
 
 
 def parse(argv: list[str] | None) -> tuple[list[str], list[str], Load]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS))
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser = arguments(__doc__, servers=True, variants=VARIANTS)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=0.2, help="each request's view, s")
     parser.add_argument("--signal-after", type=float, default=2.0, help="SIGTERM after, s")
@@ -567,21 +552,16 @@ def parse(argv: list[str] | None) -> tuple[list[str], list[str], Load]:
 
 def main(argv: list[str] | None = None) -> int:
     servers, variants, load = parse(argv)
-    install_cleanup()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    began = time.monotonic()
+    began = begin()
     results: dict[tuple[str, str], list[Run]] = {}
     for server in servers:
         for variant in variants:
             for index in range(1, load.repeat + 1):
                 run = run_once(server, variant, load, index)
                 results.setdefault((server, variant), []).append(run)
-                print(progress(server, variant, run, load), file=sys.stderr, flush=True)
+                log(progress(server, variant, run, load))
     text = "\n".join([*header(servers, load), table(results, load), "", *notes(results)])
-    print(text.rstrip())
-    path = RESULTS / f"{load.slug(servers)}.md"
-    path.write_text(text.rstrip() + "\n")
-    print(f"\n(total {time.monotonic() - began:.0f} s; {path}, server logs in {RESULTS})")
+    publish(f"{load.slug(servers)}.md", text, began)
     return 0
 
 

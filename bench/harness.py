@@ -1,42 +1,43 @@
-"""Start an ASGI server on 127.0.0.1 in a process group of its own, and always end it.
+"""What every benchmark shares: its servers (started, always ended), set-up and results.
 
-The benchmarks' small equivalent of ``tests/servers.py``: the usual command line of
-each server (``uvicorn``/``hypercorn``/``granian --interface asgi``/``daphne``, and
-``gunicorn`` with the Uvicorn worker or its own ``--worker-class asgi``; Granian on
-its default RSGI interface too, for ``bench/rsgi.py``), the
-bench project's two variants, bounded waits, and a blocking raw-socket HTTP client
-that tells a full response from a cut one and from no answer at all.
+The benchmarks' small equivalent of ``tests/servers.py``: each server kind runs on its
+usual command line (the user's line of ``django_graceful/_cli/servers.py``: ``uvicorn``,
+``hypercorn``, ``granian --interface asgi``, ``daphne``, ``gunicorn`` with the Uvicorn
+worker or its own ``--worker-class asgi``; ``granian-rsgi``, Granian on its default RSGI
+interface, for ``bench/rsgi.py``) in a process group of its own; the bench project's two
+variants; bounded waits; what each benchmark's ``main()`` shares (its arguments, the
+versions its header names, the results file); and a blocking raw-socket HTTP client that
+tells a full response from a cut one and from no answer at all.
 """
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import contextlib
 import os
+import platform
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from django_graceful._cli.servers import KINDS
+from django_graceful._cli.servers import command as server_command
 from django_graceful._diagnosis.drill import group_members
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 RESULTS = ROOT / "bench" / "results"
-SERVERS = ("uvicorn", "hypercorn", "granian", "daphne", "gunicorn-uvicorn", "gunicorn-asgi")
+#: The server kinds a benchmark's ``--servers`` chooses from (Granian's RSGI interface has
+#: a benchmark of its own: bench/rsgi.py).
+SERVERS = tuple(name for name, kind in KINDS.items() if kind.interface != "rsgi")
 #: The distributions each server kind runs on (for the versions a table names).
-PACKAGES = {
-    "uvicorn": ("uvicorn",),
-    "hypercorn": ("hypercorn",),
-    "granian": ("granian",),
-    "daphne": ("daphne",),
-    "gunicorn-uvicorn": ("gunicorn", "uvicorn-worker"),
-    "gunicorn-asgi": ("gunicorn",),
-}
+PACKAGES = {name: kind.distributions for name, kind in KINDS.items()}
 
 #: variant -> (ASGI app, settings module)
 VARIANTS: dict[str, tuple[str, str]] = {
@@ -58,45 +59,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-#: Granian's interfaces ``command()`` takes: ``asgi`` is what the other servers speak;
-#: ``rsgi`` (Granian's default) is Granian's command line without ``--interface``.
-GRANIAN_INTERFACES = ("asgi", "rsgi")
-
-
 def command(
     server: str,
     app: str,
     port: int,
-    extra: tuple[str, ...] = (),
-    interface: str = "asgi",
+    extra: Sequence[str] = (),
+    workers: int | None = None,
 ) -> list[str]:
-    """The command line a user would type, on 127.0.0.1:``port``.
-
-    ``interface`` is Granian's (see ``GRANIAN_INTERFACES``); the other servers speak ASGI
-    only.
-    """
-    if interface != "asgi" and (server != "granian" or interface not in GRANIAN_INTERFACES):
-        raise ValueError(f"{server} does not serve interface {interface!r}")
-    if server == "uvicorn":
-        cmd = [str(BIN / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port)]
-    elif server == "hypercorn":
-        cmd = [str(BIN / "hypercorn"), app, "--bind", f"127.0.0.1:{port}"]
-    elif server == "granian":
-        cmd = [str(BIN / "granian")]
-        if interface != "rsgi":  # RSGI is Granian's default: no flag, as a user types it
-            cmd += ["--interface", interface]
-        cmd += ["--host", "127.0.0.1", "--port", str(port), app]
-    elif server == "daphne":
-        cmd = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), app]
-    elif server == "gunicorn-uvicorn":  # as Django's deployment docs show it
-        cmd = [str(BIN / "gunicorn"), app, "-k", "uvicorn_worker.UvicornWorker"]
-        cmd += ["--bind", f"127.0.0.1:{port}"]
-    elif server == "gunicorn-asgi":
-        cmd = [str(BIN / "gunicorn"), app, "--worker-class", "asgi"]
-        cmd += ["--bind", f"127.0.0.1:{port}"]
-    else:
-        raise ValueError(f"unknown server {server!r}")
-    return cmd + list(extra)
+    """The command line a user would type for the kind ``server``, on 127.0.0.1:``port``,
+    then ``extra``."""
+    kind = KINDS[server]
+    return [*server_command(kind, app, host="127.0.0.1", port=port, workers=workers), *extra]
 
 
 def version(package: str) -> str:
@@ -110,7 +83,8 @@ def version(package: str) -> str:
 
 
 class Server:
-    """One server process running one variant of the bench project."""
+    """One server process (``server``: a kind, e.g. ``granian-rsgi``) running one variant
+    of the bench project."""
 
     def __init__(
         self,
@@ -118,17 +92,16 @@ class Server:
         variant: str,
         *,
         log_path: Path,
-        extra: tuple[str, ...] = (),
+        extra: Sequence[str] = (),
         env: dict[str, str] | None = None,
-        interface: str = "asgi",
+        workers: int | None = None,
     ) -> None:
         app, settings = VARIANTS[variant]
         self.server = server
         self.variant = variant
-        self.interface = interface
         self.port = free_port()
         self.log_path = log_path
-        self.cmd = command(server, app, self.port, extra, interface)
+        self.cmd = command(server, app, self.port, extra, workers)
         self.env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
@@ -239,6 +212,79 @@ def install_cleanup() -> None:
     """Make SIGTERM behave like Ctrl-C: ``finally`` blocks run and no server outlives us."""
     atexit.register(kill_all)
     signal.signal(signal.SIGTERM, _exit_on_signal)
+
+
+# -- what each benchmark's main() shares: arguments, set-up, versions, the results file --
+
+#: How a package's name is written in a header (others: as on PyPI).
+TITLES = {"django": "Django", "channels": "Channels", "granian": "Granian"}
+
+
+def arguments(
+    doc: str | None,
+    *,
+    servers: bool = False,
+    variants: Iterable[str] = (),
+    default_variants: Iterable[str] | None = None,
+) -> argparse.ArgumentParser:
+    """A benchmark's parser: its description the first paragraph of ``doc``; ``--servers`` (the
+    kinds of :data:`SERVERS`, all by default) if ``servers``; ``--variants`` (all of
+    ``variants`` by default, or ``default_variants``) if any."""
+    parser = argparse.ArgumentParser(description=" ".join((doc or "").split("\n\n")[0].split()))
+    if servers:
+        parser.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS))
+    choices = list(variants)
+    if choices:
+        default = choices if default_variants is None else list(default_variants)
+        parser.add_argument("--variants", nargs="+", choices=choices, default=default)
+    return parser
+
+
+def begin() -> float:
+    """Set a run up: no server outlives it (:func:`install_cleanup`), bench/results/
+    exists; the time it began (``time.monotonic()``)."""
+    install_cleanup()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    return time.monotonic()
+
+
+def versions(*packages: str, servers: Iterable[str] = ()) -> str:
+    """``Python 3.13.1, Django 6.1, Channels 4.3``: Python's version and ``packages``'; then
+    ``; uvicorn 0.38, gunicorn 25.1, uvicorn-worker 0.4``: the distributions ``servers``
+    (kinds) run on, each once."""
+    named = ", ".join(f"{TITLES.get(p, p)} {version(p)}" for p in packages)
+    text = f"Python {platform.python_version()}" + (f", {named}" if named else "")
+    runs_on = dict.fromkeys(p for s in servers for p in PACKAGES[s])
+    return text + ("; " + ", ".join(f"{p} {version(p)}" for p in runs_on) if runs_on else "")
+
+
+def load_average() -> str:
+    """The machine's 1, 5 and 15 minute load averages: ``0.52 0.61 0.70``."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def machine() -> str:
+    """``2 CPUs, load avg at start 0.52 0.61 0.70`` (the neighbours' load stretches wall
+    times)."""
+    return f"{os.cpu_count()} CPUs, load avg at start {load_average()}"
+
+
+def log(text: str) -> None:
+    """A progress line, on stderr (stdout is the tables)."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def publish(name: str, text: str, began: float | None = None) -> Path:
+    """Print ``text`` (the tables) and write it to bench/results/``name``; with ``began``,
+    say on stderr how long the run took and where its files are."""
+    text = text.rstrip()
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    path.write_text(text + "\n")
+    if began is not None:
+        log(f"\n(total {time.monotonic() - began:.0f} s; {path}; server logs in {RESULTS})")
+    return path
 
 
 # -- a blocking HTTP/1.1 client that reports exactly what came back ---------------------

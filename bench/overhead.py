@@ -41,10 +41,22 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# Run as a script, this file's folder comes first on sys.path: the repository instead (a
+# file of bench/ would shadow a package: bench/websockets.py the ``websockets`` package).
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench")]
 
-from bench.harness import RESULTS, Server, ServerError, install_cleanup, version  # noqa: E402
+from bench.harness import (  # noqa: E402
+    RESULTS,
+    Server,
+    ServerError,
+    arguments,
+    begin,
+    log,
+    machine,
+    publish,
+    version,
+    versions,
+)
 from django_graceful._diagnosis.drill import group_members  # noqa: E402
 
 Message = dict[str, Any]
@@ -73,10 +85,6 @@ SCOPE: Message = {
     "client": ("127.0.0.1", 50000),
 }
 REQUEST: Message = {"type": "http.request", "body": b"", "more_body": False}
-
-
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def pct(ratio: float) -> str:
@@ -190,24 +198,60 @@ class Exchange:
             self.body += message.get("body", b"")
 
 
-async def drive(app: ASGIApp, count: int) -> tuple[float, float]:
-    """``count`` sequential requests: (wall seconds, CPU seconds of this process, all threads).
+async def drive(app: ASGIApp, count: int, path: str = HELLO_PATH) -> tuple[float, float]:
+    """``count`` sequential requests for ``path``: (wall seconds, CPU seconds of this
+    process, all threads).
 
     Raises on any wrong answer.
     """
     loop = asyncio.get_running_loop()
+    scope = {**SCOPE, "path": path, "raw_path": path.encode()}
     wrong = 0
     cpu = time.process_time()
     wall = time.perf_counter()
     for _ in range(count):
         exchange = Exchange(loop)
-        await app(dict(SCOPE), exchange.receive, exchange.send)
+        await app(dict(scope), exchange.receive, exchange.send)
         if exchange.status != 200 or exchange.body != HELLO:
             wrong += 1
     wall = time.perf_counter() - wall
     cpu = time.process_time() - cpu
     if wrong:
-        raise RuntimeError(f"{wrong} of {count} in-process requests got a wrong answer")
+        raise RuntimeError(f"{wrong} of {count} in-process requests for {path} went wrong")
+    return wall, cpu
+
+
+async def in_process_rounds(
+    apps: dict[str, ASGIApp],
+    paths: dict[str, str],
+    args: argparse.Namespace,
+    deadline: float,
+    names: tuple[str, str] = ("plain", "graceful"),
+) -> tuple[Metric, Metric]:
+    """``--warmup`` requests to each app, then ``--rounds`` rounds of ``--iterations``
+    requests each, the two apps (keys :data:`PLAIN` and :data:`GRACEFUL`, ``paths`` by
+    key) interleaved (ABBA), no new one after ``deadline`` past the second: wall and CPU
+    µs per request (``names``: the two in the progress lines)."""
+    wall = Metric("wall µs/request", higher_is_worse=True)
+    cpu = Metric("CPU µs/request", higher_is_worse=True)
+    round_timeout = max(10.0, args.iterations * 0.02)
+    for key in (PLAIN, GRACEFUL):
+        await asyncio.wait_for(drive(apps[key], args.warmup, paths[key]), round_timeout)
+    for round_no in range(args.rounds):
+        if round_no >= 2 and time.monotonic() > deadline:
+            log(f"  time budget reached after {round_no} rounds")
+            break
+        for key in order(round_no):
+            gc.collect()
+            seconds, cpu_seconds = await asyncio.wait_for(
+                drive(apps[key], args.iterations, paths[key]), round_timeout
+            )
+            wall.add(key, seconds / args.iterations * 1e6)
+            cpu.add(key, cpu_seconds / args.iterations * 1e6)
+        log(
+            f"  round {round_no + 1}: {names[0]} {wall.last(PLAIN)} µs ({cpu.last(PLAIN)} CPU), "
+            f"{names[1]} {wall.last(GRACEFUL)} µs ({cpu.last(GRACEFUL)} CPU)"
+        )
     return wall, cpu
 
 
@@ -263,27 +307,8 @@ def build_apps(
 async def in_process(args: argparse.Namespace, deadline: float) -> list[str]:
     apps = build_apps(args.noise_floor)
     shutdown = None if args.noise_floor else await lifespan_startup(apps[GRACEFUL], timeout=10)
-    wall = Metric("wall µs/request", higher_is_worse=True)
-    cpu = Metric("CPU µs/request", higher_is_worse=True)
-    round_timeout = max(10.0, args.iterations * 0.02)
     try:
-        for variant in (PLAIN, GRACEFUL):
-            await asyncio.wait_for(drive(apps[variant], args.warmup), round_timeout)
-        for round_no in range(args.rounds):
-            if round_no >= 2 and time.monotonic() > deadline:
-                log(f"  time budget reached after {round_no} rounds")
-                break
-            for variant in order(round_no):
-                gc.collect()
-                seconds, cpu_seconds = await asyncio.wait_for(
-                    drive(apps[variant], args.iterations), round_timeout
-                )
-                wall.add(variant, seconds / args.iterations * 1e6)
-                cpu.add(variant, cpu_seconds / args.iterations * 1e6)
-            log(
-                f"  round {round_no + 1}: plain {wall.last(PLAIN)} µs ({cpu.last(PLAIN)} CPU), "
-                f"graceful {wall.last(GRACEFUL)} µs ({cpu.last(GRACEFUL)} CPU)"
-            )
+        wall, cpu = await in_process_rounds(apps, dict.fromkeys(apps, HELLO_PATH), args, deadline)
     finally:
         if shutdown is not None:
             await shutdown()
@@ -307,9 +332,13 @@ class Load:
     errors: int  # socket errors, timeouts, non-2xx
 
 
-def wrk_load(port: int, args: argparse.Namespace, duration: int) -> Load:
-    cmd = ["wrk", "-t1", f"-c{args.connections}", f"-d{duration}s", "--timeout", "5s"]
-    cmd.append(f"http://127.0.0.1:{port}{HELLO_PATH}")
+#: ``load(port, path, connections, seconds)``: one round of load on one server.
+LoadFn = Callable[[int, str, int, int], Load]
+
+
+def wrk_load(port: int, path: str, connections: int, duration: int) -> Load:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s"]
+    cmd.append(f"http://127.0.0.1:{port}{path}")
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=False)
     out = done.stdout
     rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
@@ -419,8 +448,58 @@ async def _python_load(
     return Load(counts.ok / duration, counts.done, counts.errors)
 
 
-def python_load(port: int, args: argparse.Namespace, duration: int) -> Load:
-    return asyncio.run(_python_load(port, HELLO_PATH, args.connections, duration))
+def python_load(port: int, path: str, connections: int, duration: int) -> Load:
+    return asyncio.run(_python_load(port, path, connections, duration))
+
+
+def load_client(args: argparse.Namespace) -> tuple[LoadFn, str]:
+    """The client that loads the servers: ``wrk`` (``--client wrk``, or ``auto`` and wrk
+    on PATH) or the asyncio one; and how the table names it."""
+    use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
+    if not use_wrk:
+        tool = f"asyncio raw-socket keep-alive HTTP/1.1 client, {args.connections} connections"
+        return python_load, tool
+    if not shutil.which("wrk"):
+        raise SystemExit("--client wrk: wrk is not on PATH")
+    banner = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+    first = (banner.stdout or banner.stderr).splitlines()
+    return wrk_load, f"{first[0].split(' [')[0] if first else 'wrk'} -t1 -c{args.connections}"
+
+
+def server_rounds(
+    servers: dict[str, Server],
+    paths: dict[str, str],
+    load: LoadFn,
+    args: argparse.Namespace,
+    deadline: float,
+    names: tuple[str, str] = ("plain", "graceful"),
+) -> tuple[Metric, Metric, dict[str, int]]:
+    """``--server-rounds`` rounds of ``--duration`` s of load on each of the two servers
+    (keys :data:`PLAIN` and :data:`GRACEFUL`, ``paths`` by key), interleaved (ABBA), no new
+    one after ``deadline`` past the second: requests/s, the server's CPU µs per request,
+    and the errors of each (``names``: the two in the progress lines)."""
+    rps = Metric("requests/s", higher_is_worse=False, digits=0)
+    cpu = Metric("server CPU µs/request", higher_is_worse=True)
+    errors = dict.fromkeys(servers, 0)
+    for round_no in range(args.server_rounds):
+        if round_no >= 2 and time.monotonic() > deadline:
+            log(f"  time budget reached after {round_no} rounds")
+            break
+        for key in order(round_no):
+            proc = servers[key].proc
+            assert proc is not None
+            before = cpu_seconds(proc.pid)
+            result = load(servers[key].port, paths[key], args.connections, args.duration)
+            after = cpu_seconds(proc.pid)
+            rps.add(key, result.rps)
+            if before is not None and after is not None and result.requests:
+                cpu.add(key, (after - before) / result.requests * 1e6)
+            errors[key] += result.errors
+        log(
+            f"  round {round_no + 1}: {names[0]} {rps.last(PLAIN)} req/s, "
+            f"{names[1]} {rps.last(GRACEFUL)} req/s"
+        )
+    return rps, cpu, errors
 
 
 def uvicorn_flavour() -> str:
@@ -446,17 +525,7 @@ def group_cpu_seconds(pgid: int) -> float:
 
 
 def under_uvicorn(args: argparse.Namespace, deadline: float) -> list[str]:
-    use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
-    if use_wrk:
-        if not shutil.which("wrk"):
-            raise SystemExit("--client wrk: wrk is not on PATH")
-        banner = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
-        first = (banner.stdout or banner.stderr).splitlines()
-        tool = f"{first[0].split(' [')[0] if first else 'wrk'} -t1 -c{args.connections}"
-        load: Callable[[int, argparse.Namespace, int], Load] = wrk_load
-    else:
-        tool = f"asyncio raw-socket keep-alive HTTP/1.1 client, {args.connections} connections"
-        load = python_load
+    load, tool = load_client(args)
     log(f"(b) load tool: {tool}")
     flags = ("--no-access-log", "--log-level", "warning")
     servers = {
@@ -468,37 +537,17 @@ def under_uvicorn(args: argparse.Namespace, deadline: float) -> list[str]:
         )
         for variant in (PLAIN, GRACEFUL)
     }
-    rps = Metric("requests/s", higher_is_worse=False, digits=0)
-    cpu = Metric("server CPU µs/request", higher_is_worse=True)
-    errors = {PLAIN: 0, GRACEFUL: 0}
     try:
         for server in servers.values():
             server.start()
         for server in servers.values():
             server.wait_listening(30)
         for variant, server in servers.items():
-            warm = load(server.port, args, 1)
+            warm = load(server.port, HELLO_PATH, args.connections, 1)
             if warm.requests == 0:
                 raise ServerError(f"{variant} answered no request:\n{server.tail()}")
-        for round_no in range(args.server_rounds):
-            if round_no >= 2 and time.monotonic() > deadline:
-                log(f"  time budget reached after {round_no} rounds")
-                break
-            for variant in order(round_no):
-                proc = servers[variant].proc
-                assert proc is not None
-                pid = proc.pid
-                before = cpu_seconds(pid)
-                result = load(servers[variant].port, args, args.duration)
-                after = cpu_seconds(pid)
-                rps.add(variant, result.rps)
-                if before is not None and after is not None and result.requests:
-                    cpu.add(variant, (after - before) / result.requests * 1e6)
-                errors[variant] += result.errors
-            log(
-                f"  round {round_no + 1}: plain {rps.last(PLAIN)} req/s, "
-                f"graceful {rps.last(GRACEFUL)} req/s"
-            )
+        paths = dict.fromkeys(servers, HELLO_PATH)
+        rps, cpu, errors = server_rounds(servers, paths, load, args, deadline)
     finally:
         for server in servers.values():
             server.stop(10)
@@ -512,18 +561,39 @@ def under_uvicorn(args: argparse.Namespace, deadline: float) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=500, help="in-process requests/round")
+def round_arguments(
+    doc: str | None,
+    *,
+    iterations: int,
+    rounds: int,
+    server_rounds: int,
+    duration: int,
+    budget: float,
+) -> argparse.ArgumentParser:
+    """The options of a measurement in rounds, (a) in-process and (b) under Uvicorn, with
+    this benchmark's defaults (bench/cancel.py measures (a) and (b) too)."""
+    parser = arguments(doc)
+    parser.add_argument(
+        "--iterations", type=int, default=iterations, help="in-process requests/round"
+    )
     parser.add_argument("--warmup", type=int, default=300, help="in-process warm-up requests")
-    parser.add_argument("--rounds", type=int, default=10, help="in-process rounds")
-    parser.add_argument("--server-rounds", type=int, default=6, help="rounds under Uvicorn")
-    parser.add_argument("--duration", type=int, default=3, help="seconds of load per round")
+    parser.add_argument("--rounds", type=int, default=rounds, help="in-process rounds")
+    parser.add_argument(
+        "--server-rounds", type=int, default=server_rounds, help="rounds under Uvicorn"
+    )
+    parser.add_argument("--duration", type=int, default=duration, help="seconds of load per round")
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections")
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--goal", type=float, default=3.0, help="overhead goal, percent")
-    parser.add_argument("--budget", type=float, default=100.0, help="seconds; no new rounds after")
+    parser.add_argument("--budget", type=float, default=budget, help="seconds; no new rounds after")
     parser.add_argument("--skip-in-process", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = round_arguments(
+        __doc__, iterations=500, rounds=10, server_rounds=6, duration=3, budget=100.0
+    )
     parser.add_argument("--skip-server", action="store_true")
     parser.add_argument(
         "--noise-floor",
@@ -533,15 +603,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.iterations, args.rounds, args.server_rounds, args.duration, args.connections) < 1:
         parser.error("counts and durations must be >= 1")
-    install_cleanup()
-    began = time.monotonic()
+    began = begin()
     # Both measurements get a share of the budget; each runs at least two rounds.
     share = args.budget * (0.4 if not args.skip_server else 1.0)
-    log(
-        f"Python {sys.version.split()[0]}, Django {version('django')}, "
-        f"asgiref {version('asgiref')}, {os.cpu_count()} CPUs, load avg "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
-    )
+    log(f"{versions('django', 'asgiref')}, {machine()}")
     out: list[str] = []
     if not args.skip_in_process:
         log("(a) in-process ...")
@@ -549,8 +614,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_server:
         log("(b) under Uvicorn ...")
         out += [*under_uvicorn(args, began + args.budget), ""]
-    print("\n".join(out).rstrip())
-    print(f"\n(total {time.monotonic() - began:.0f} s; server logs in {RESULTS})")
+    name = "overhead-noise-floor.md" if args.noise_floor else "overhead.md"
+    publish(name, "\n".join(out), began)
     return 0
 
 

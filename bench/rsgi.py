@@ -65,22 +65,24 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, this file's folder comes first on sys.path: keep it from shadowing
-# anything named like a file of bench/.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# Run as a script, this file's folder comes first on sys.path: the repository instead (a
+# file of bench/ would shadow a package: bench/websockets.py the ``websockets`` package).
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench")]
 
 from bench.harness import (  # noqa: E402
     RESULTS,
     VARIANTS,
     Server,
     ServerError,
-    install_cleanup,
+    begin,
+    log,
+    publish,
     version,
+    versions,
 )
 from bench.overhead import Load, _Counts, _python_load, group_cpu_seconds  # noqa: E402
 from bench.project.views import JSON_BODY_SIZE, STREAM_SIZE  # noqa: E402
+from django_graceful._cli.servers import kind_of  # noqa: E402
 
 #: Apps this benchmark adds to the harness's variants: (app, settings module).
 APPS = {
@@ -108,6 +110,11 @@ class Variant:
     http_app: str  # a key of the harness's VARIANTS
     ws_app: str | None  # None: no websockets
     interface: str  # Granian's
+
+    @property
+    def server(self) -> str:
+        """The server kind: ``granian`` (ASGI) or ``granian-rsgi``."""
+        return kind_of("granian", interface=self.interface).name
 
 
 @dataclass(frozen=True)
@@ -157,10 +164,6 @@ WORKLOADS = (
     Workload("stream", "1 MiB streamed (16 x 64 KiB, chunked)", "/stream/", STREAM_SIZE),
     Workload("ws", "websocket echo (Channels consumer)", WS_PATH, None, websocket=True),
 )
-
-
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def django_rsgi_missing() -> str | None:
@@ -1097,10 +1100,8 @@ def main(argv: list[str] | None = None) -> int:
         return main_in_process(args)
     if args.rounds < 1 or args.duration <= 0 or not 1 <= args.connections <= 1000:
         parser.error("--rounds >= 1, --duration > 0, --connections 1-1000")
-    began = time.monotonic()
-    install_cleanup()
+    began = begin()
     VARIANTS.update(APPS)
-    RESULTS.mkdir(parents=True, exist_ok=True)
 
     skipped: list[str] = []
     chosen = [v for v in ALL_VARIANTS if v.key in args.variants or v.key == BASELINE]
@@ -1121,15 +1122,14 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             kind = "ws" if websocket else "http"
             servers[variant.key, websocket] = Server(
-                "granian",
+                variant.server,
                 app,
                 log_path=RESULTS / f"rsgi-{tag}-{variant.key}-{kind}.log",
-                interface=variant.interface,
             )
     cells: dict[str, dict[str, Cell]] = {w.key: {} for w in workloads}
     header = (
-        f"Python {platform.python_version()}, Django {version('django')}, Granian "
-        f"{version('granian')} (1 worker, {granian_loop()} loop, Granian's defaults), "
+        f"{versions('django', 'granian')} (1 worker, {granian_loop()} loop, Granian's "
+        "defaults), "
         f"django-rsgi {version('django-rsgi') if not missing else 'not run'}, Channels "
         f"{version('channels')}, asgiref {version('asgiref')}; django_graceful at "
         f"{source_state()}; {os.cpu_count()} CPUs"
@@ -1191,8 +1191,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for workload in workloads:
         out += table(workload, cells[workload.key], chosen)
-    text = "\n".join(out).rstrip() + "\n"
-    print(text)
+    text = "\n".join(out)
     keys = "".join(v.key for v in chosen)
     default = keys == "".join(v.key for v in ALL_VARIANTS if v.key in DEFAULT_VARIANTS) or (
         missing and keys == "abc"
@@ -1202,9 +1201,7 @@ def main(argv: list[str] | None = None) -> int:
         if default and len(workloads) == len(WORKLOADS)
         else f"-{keys}-" + "-".join(w.key for w in workloads)
     )
-    path = RESULTS / f"rsgi-{tag}{suffix}.md"
-    path.write_text(text)
-    log(f"(total {time.monotonic() - began:.0f} s; written to {path}; server logs next to it)")
+    publish(f"rsgi-{tag}{suffix}.md", text, began)
     errors = sum(c.errors for w in cells.values() for c in w.values())
     return 1 if errors else 0
 
@@ -1215,16 +1212,16 @@ def main_in_process(args: argparse.Namespace) -> int:
     missing = django_rsgi_missing()
     tag = f"py{sys.version_info.major}{sys.version_info.minor}"
     header = (
-        f"Python {platform.python_version()}, Django {version('django')}, Channels "
-        f"{version('channels')}, django-rsgi {version('django-rsgi') if not missing else 'not run'}"
+        f"{versions('django', 'channels')}, django-rsgi "
+        f"{version('django-rsgi') if not missing else 'not run'}"
         f"; django_graceful at {source_state()}"
     )
     log(header)
     lines = asyncio.run(in_process(args, with_django_rsgi=missing is None))
-    text = "\n".join([f"## In process ({tag})", "", header + ".", "", *lines]).rstrip() + "\n"
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"rsgi-inprocess-{tag}.md").write_text(text)
+    publish(
+        f"rsgi-inprocess-{tag}.md",
+        "\n".join([f"## In process ({tag})", "", header + ".", "", *lines]),
+    )
     return 0
 
 

@@ -23,13 +23,11 @@ Run: ``.venvs/py311/bin/python bench/scale.py [--servers uvicorn daphne] [--requ
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import collections
 import contextlib
 import os
-import platform
 import struct
 import sys
 import threading
@@ -38,24 +36,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, this file's folder comes first on sys.path, and bench/websockets.py
-# would shadow the ``websockets`` package (imported by bench.websockets).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# Run as a script, this file's folder comes first on sys.path: the repository instead (a
+# file of bench/ would shadow a package: bench/websockets.py the ``websockets`` package).
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench")]
 
 from bench.harness import (  # noqa: E402
-    PACKAGES,
     RESULTS,
-    SERVERS,
     VARIANTS,
     Reply,
     Server,
     ServerError,
     _parse,
+    arguments,
+    begin,
     http_get,
-    install_cleanup,
-    version,
+    log,
+    publish,
+    versions,
 )
 from bench.shutdown import SERVER_NAMES  # noqa: E402
 from bench.websockets import SPARE_FDS, raise_fd_limit, wait_exit  # noqa: E402
@@ -465,11 +462,7 @@ def row(run: Run, cap: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS))
-    parser.add_argument(
-        "--variants", nargs="+", choices=list(SCALE_VARIANTS), default=list(SCALE_VARIANTS)
-    )
+    parser = arguments(__doc__, servers=True, variants=SCALE_VARIANTS)
     parser.add_argument("--requests", type=int, default=1000, help="hung requests (0-5000)")
     parser.add_argument("--websockets", type=int, default=1000, help="open websockets (0-5000)")
     parser.add_argument("--cap", type=float, default=60.0, help="longest wait for the exit, s")
@@ -482,23 +475,19 @@ def main(argv: list[str] | None = None) -> int:
     raise_fd_limit(args.requests + args.websockets + SPARE_FDS)  # the server inherits it
     for variant, app in SCALE_VARIANTS.items():
         VARIANTS[f"scale-{variant}"] = app
-    install_cleanup()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    began = time.monotonic()
+    began = begin()
     runs: list[Run] = []
     for server in args.servers:
         for variant in args.variants:
             for index in range(1, args.runs + 1) if args.runs > 1 else (0,):
-                print(f"{server} / {variant} {index or ''}:", file=sys.stderr, flush=True)
+                log(f"{server} / {variant} {index or ''}:")
                 run = run_one(server, variant, args.requests, args.websockets, args.cap, index)
                 runs.append(run)
-                print(f"  {row(run, args.cap)}", file=sys.stderr, flush=True)
-    packages = dict.fromkeys(p for s in args.servers for p in PACKAGES[s])
-    versions = ", ".join(f"{p} {version(p)}" for p in packages)
+                log(f"  {row(run, args.cap)}")
     header = [
         f"Shutdown at scale: {args.requests} hung requests + {args.websockets} open websockets "
-        f"in one worker, SIGTERM to the main process (Python {platform.python_version()}, "
-        f"Django {version('django')}, Channels {version('channels')}; {versions}; "
+        f"in one worker, SIGTERM to the main process "
+        f"({versions('django', 'channels', servers=args.servers)}; "
         f"{os.cpu_count()} CPUs; one client process on raw sockets).",
         f"django_graceful: GRACE_PERIOD 2 + CANCEL_TIMEOUT 1 = budget {BUDGET} s (no hooks, "
         "DRAIN_DELAY 0). Exit: main process, s after SIGTERM (its status if not 0), capped "
@@ -512,10 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         "| CPU s of the shutdown |",
         "|---|---|---|---|---|---:|---|---:|---:|---:|",
     ]
-    text = "\n".join([*header, *(row(run, args.cap) for run in runs)])
-    print(text)
-    (RESULTS / "scale.md").write_text(text + "\n")
-    print(f"\n(total {time.monotonic() - began:.0f} s; logs in {RESULTS})", flush=True)
+    publish("scale.md", "\n".join([*header, *(row(run, args.cap) for run in runs)]), began)
     return 0
 
 

@@ -20,7 +20,6 @@ Run: ``.venvs/py311/bin/python bench/shutdown.py [--servers uvicorn daphne] [--c
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
 import threading
@@ -29,21 +28,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# Run as a script, this file's folder comes first on sys.path: the repository instead (a
+# file of bench/ would shadow a package: bench/websockets.py the ``websockets`` package).
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench")]
 
 from bench.harness import (  # noqa: E402
     LABELS,
-    PACKAGES,
     RESULTS,
-    SERVERS,
     VARIANTS,
     Reply,
     Server,
     ServerError,
+    arguments,
+    begin,
     http_get,
-    install_cleanup,
-    version,
+    log,
+    publish,
+    versions,
     wait_for_mark,
 )
 
@@ -173,17 +174,13 @@ def table(results: dict[tuple[str, str, str], Outcome], servers: list[str], cap:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS))
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser = arguments(__doc__, servers=True, variants=VARIANTS)
     parser.add_argument("--cases", nargs="+", choices=[c.key for c in CASES], default=["a", "b"])
     parser.add_argument("--cap", type=float, default=15.0, help="longest wait for an exit, s")
     args = parser.parse_args(argv)
     if not 1 <= args.cap <= 120:
         parser.error("--cap must be between 1 and 120 seconds")
-    install_cleanup()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    began = time.monotonic()
+    began = begin()
     results: dict[tuple[str, str, str], Outcome] = {}
     late: list[str] = []
     for server in args.servers:
@@ -195,31 +192,24 @@ def main(argv: list[str] | None = None) -> int:
                 if signalled is not None and signalled > case.signal_at + LATE_SIGNAL:
                     late.append(f"{server}/{variant}/{case.key}: SIGTERM at {signalled:.2f} s")
                 reply = outcome.reply
-                print(
+                log(
                     f"{server:9} {variant:8} ({case.key}) client: {outcome.client_text()}"
                     f" body {outcome.body_text()}"
                     f"{f' after {reply.elapsed:.2f} s' if reply else ''};"
                     f" exit {outcome.exit_text(args.cap)} (code {outcome.exit_code});"
-                    f" SIGTERM at {signalled if signalled is not None else float('nan'):.2f} s",
-                    file=sys.stderr,
-                    flush=True,
+                    f" SIGTERM at {signalled if signalled is not None else float('nan'):.2f} s"
                 )
-    packages = dict.fromkeys(p for s in args.servers for p in PACKAGES[s])
-    versions = ", ".join(f"{p} {version(p)}" for p in packages)
     header = [
-        f"Shutdown on SIGTERM, one request in flight (Python {sys.version.split()[0]}, "
-        f"Django {version('django')}; {versions}).",
+        f"Shutdown on SIGTERM, one request in flight ({versions('django', servers=args.servers)}).",
         "django_graceful: GRACEFUL = {'GRACE_PERIOD': 2, 'CANCEL_TIMEOUT': 1}; "
         "servers started with their default flags.",
         "",
     ]
     notes = [f"SIGTERM came late (the view began late): {'; '.join(late)}"] if late else []
-    text = "\n".join([*header, table(results, args.servers, args.cap), "", *notes]).rstrip()
-    print(text)
-    (RESULTS / "shutdown.md").write_text(text + "\n")
-    print(
-        f"\n(total {time.monotonic() - began:.0f} s; table and server logs in {RESULTS})",
-        flush=True,
+    publish(
+        "shutdown.md",
+        "\n".join([*header, table(results, args.servers, args.cap), "", *notes]),
+        began,
     )
     return 0
 

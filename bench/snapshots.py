@@ -39,15 +39,16 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# Run as a script, this file's folder comes first on sys.path: the repository instead (a
+# file of bench/ would shadow a package: bench/websockets.py the ``websockets`` package).
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench")]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.project.settings_snapshots")
 
 import django  # noqa: E402
 
 django.setup()
 
-import asgiref  # noqa: E402
-
+from bench.harness import arguments, machine, publish, versions  # noqa: E402
 from django_graceful._core.cancellation import CancelReason  # noqa: E402
 from django_graceful._core.lifecycle import Lifecycle, reset_lifecycle  # noqa: E402
 from django_graceful._core.registry import Tracked  # noqa: E402
@@ -55,8 +56,6 @@ from django_graceful._diagnosis import publisher as snapshots  # noqa: E402
 from django_graceful._diagnosis import report  # noqa: E402
 from django_graceful._diagnosis.snapshot import LOCATE_AFTER  # noqa: E402
 from django_graceful._diagnosis.stores import FileStore  # noqa: E402
-
-RESULTS = ROOT / "bench" / "results"
 
 
 async def view(release: asyncio.Event) -> None:
@@ -275,11 +274,7 @@ def many_workers(document: dict[str, Any], workers: int, folder: Path) -> list[s
 
 
 async def main(args: argparse.Namespace) -> str:
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    header = (
-        f"Python {platform.python_version()}, Django {django.get_version()}, asgiref "
-        f"{asgiref.__version__}, {os.cpu_count()} CPUs, load avg at start {load}"
-    )
+    header = f"{versions('django', 'asgiref')}, {machine()}"
     with tempfile.TemporaryDirectory(prefix="graceful-bench-") as tmp:
         sections = [
             await snapshot_cost(args.items, args.runs, Path(tmp) / "a"),
@@ -291,12 +286,9 @@ async def main(args: argparse.Namespace) -> str:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = arguments(__doc__)
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--idle", type=float, default=20.0, help="seconds of idle loop, each")
     text = asyncio.run(main(parser.parse_args()))
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    version = "py" + "".join(platform.python_version_tuple()[:2])
-    (RESULTS / f"snapshots-{version}.md").write_text(text)
+    publish(f"snapshots-py{''.join(platform.python_version_tuple()[:2])}.md", text)

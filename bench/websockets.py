@@ -16,10 +16,8 @@ Run: ``.venvs/py311/bin/python bench/websockets.py [--count 1000] [--runs 2]``
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
-import platform
 import resource
 import sys
 import time
@@ -27,11 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, this file's folder comes first on sys.path, and this file would
-# shadow the ``websockets`` package it uses.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# Run as a script, this file's folder comes first on sys.path: the repository instead (a
+# file of bench/ would shadow a package: bench/websockets.py the ``websockets`` package).
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench")]
 
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
@@ -41,9 +37,13 @@ from bench.harness import (  # noqa: E402
     VARIANTS,
     Server,
     ServerError,
+    arguments,
+    begin,
     http_get,
-    install_cleanup,
+    log,
+    publish,
     version,
+    versions,
 )
 
 #: variant -> (ASGI app, settings module); the budget is the one of bench.project.settings.
@@ -227,9 +227,8 @@ def row(run: Run, count: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__, variants=WS_VARIANTS, default_variants=["graceful"])
     parser.add_argument("--count", type=int, default=1000, help="open websockets (1-5000)")
-    parser.add_argument("--variants", nargs="+", choices=list(WS_VARIANTS), default=["graceful"])
     parser.add_argument("--runs", type=int, default=2, help="fresh servers per variant (1-5)")
     parser.add_argument("--cap", type=float, default=30.0, help="longest wait for a step, s")
     args = parser.parse_args(argv)
@@ -238,27 +237,23 @@ def main(argv: list[str] | None = None) -> int:
     raise_fd_limit(args.count * 2 + SPARE_FDS)  # the server inherits the limit
     for variant, app in WS_VARIANTS.items():
         VARIANTS[f"ws-{variant}"] = app
-    install_cleanup()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    began = begin()
     runs: list[Run] = []
     for variant in args.variants:
         for index in range(1, args.runs + 1):
             run = run_once(variant, args.count, args.cap, index)
             runs.append(run)
-            print(f"{variant} #{index}: {row(run, args.count)}", file=sys.stderr, flush=True)
+            log(f"{variant} #{index}: {row(run, args.count)}")
     header = (
         f"Shutdown of Uvicorn {version('uvicorn')} with {args.count} open websockets, SIGTERM "
-        f"(Python {platform.python_version()}, Django {version('django')}, Channels "
-        f"{version('channels')}, websockets {version('websockets')}; {args.runs} fresh server(s) "
+        f"({versions('django', 'channels', 'websockets')}; {args.runs} fresh server(s) "
         f"per row group; times from the SIGTERM). django_graceful budget {BUDGET} s "
         "(GRACE_PERIOD 2 + CANCEL_TIMEOUT 1).\n\n"
         "| app | close codes received | close frames in before the exit | first close frame | "
         "median | 99th percentile | last close frame | last connection closed | exit |\n"
         "|---|---|---:|---:|---:|---:|---:|---:|---:|"
     )
-    table = "\n".join([header, *(row(run, args.count) for run in runs)])
-    print(table)
-    (RESULTS / "websockets.md").write_text(table + "\n")
+    publish("websockets.md", "\n".join([header, *(row(run, args.count) for run in runs)]), began)
     ok = all(
         not r.error and r.codes.get(1012, 0) == args.count and r.before_exit == args.count
         for r in runs

@@ -36,7 +36,8 @@ On a real server (``manage.py checkshutdown --drill`` as a fixture)::
         assert httpx.get(graceful_live_server + "/").status_code == 200
 
 ``graceful_live_server`` runs Uvicorn unless ``--graceful-server`` (or the ini value
-``graceful_server``) names another; at the end of the session it gets SIGTERM, and work
+``graceful_server``) names another (``granian-rsgi``, ``gunicorn-asgi``: Granian's RSGI
+interface, Gunicorn's own worker); at the end of the session it gets SIGTERM, and work
 that did not stop fails the session, naming it and its line.
 
 Each ``graceful_app`` starts from a fresh process lifecycle and never installs signal
@@ -115,7 +116,7 @@ else:
 
     def pytest_addoption(parser: pytest.Parser) -> None:
         help = "the ASGI server of graceful_live_server: uvicorn (default), hypercorn, "
-        help += "granian, daphne or gunicorn"
+        help += "granian, daphne or gunicorn, or a kind: granian-rsgi, gunicorn-asgi"
         group = parser.getgroup("django_graceful")
         group.addoption("--graceful-server", dest="graceful_server", default=None, help=help)
         parser.addini("graceful_server", help=help, default=DEFAULT_LIVE_SERVER)

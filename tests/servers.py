@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,34 +17,21 @@ from typing import Any
 
 import httpx
 
+from django_graceful._cli.servers import KINDS
+from django_graceful._cli.servers import command as server_command
+
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-#: "granian" runs the app as ASGI (``--interface asgi``), "granian-rsgi" as RSGI, Granian's
-#: default interface (GracefulASGI's ``__rsgi__``).
-SERVERS = (
-    "uvicorn",
-    "hypercorn",
-    "granian",
-    "granian-rsgi",
-    "daphne",
-    "gunicorn-uvicorn",
-    "gunicorn-asgi",
-)
+#: Every kind of server (see ``django_graceful/_cli/servers.py``): "granian" runs the app as
+#: ASGI (``--interface asgi``), "granian-rsgi" as RSGI, Granian's default interface
+#: (GracefulASGI's ``__rsgi__``); "gunicorn-uvicorn" and "gunicorn-asgi" by worker class.
+SERVERS = tuple(KINDS)
 #: Servers with a --workers option that runs one lifecycle per worker process.
-WORKER_SERVERS = (
-    "uvicorn",
-    "hypercorn",
-    "granian",
-    "granian-rsgi",
-    "gunicorn-uvicorn",
-    "gunicorn-asgi",
-)
-#: Granian, by the interface it speaks to the app.
-GRANIAN_INTERFACES = {"granian": ["--interface", "asgi"], "granian-rsgi": []}
-
-
-#: Gunicorn, by the worker class given to --worker-class.
-GUNICORN_WORKERS = {"gunicorn-uvicorn": "uvicorn_worker.UvicornWorker", "gunicorn-asgi": "asgi"}
+WORKER_SERVERS = tuple(name for name, kind in KINDS.items() if kind.has_workers)
+#: Gunicorn's flags beyond the user's line: no control socket (by default one path per user,
+#: $XDG_RUNTIME_DIR/gunicorn.ctl, for every server at once), and a graceful_timeout above
+#: every budget the tests set (the test project's hooks alone take 21.5 s); a test that
+#: needs another one adds its own (the last one counts).
+GUNICORN_FLAGS = ["--no-control-socket", "--graceful-timeout", "60"]
 
 
 def free_port() -> int:
@@ -54,15 +40,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def is_granian(server: str) -> bool:
-    """Whether ``server`` is Granian (whichever interface it speaks to the app)."""
-    return server in GRANIAN_INTERFACES
-
-
 def is_rsgi(server: str) -> bool:
     """Whether the app is served over RSGI (whose websockets cannot carry a close code:
     Granian closes an accepted one without any, so a client sees 1005)."""
-    return server == "granian-rsgi"
+    return KINDS[server].interface == "rsgi"
 
 
 #: The close code a websocket client reads when the server closed without one.
@@ -77,25 +58,10 @@ def client_close_code(server: str, code: int) -> int:
 
 
 def command(server: str, app: str, port: int, workers: int | None = None) -> list[str]:
-    if server == "uvicorn":
-        cmd = [str(BIN / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port)]
-        return cmd + (["--workers", str(workers)] if workers else [])
-    if server == "hypercorn":
-        cmd = [str(BIN / "hypercorn"), app, "--bind", f"127.0.0.1:{port}"]
-        return cmd + (["--workers", str(workers)] if workers is not None else [])
-    if server in GRANIAN_INTERFACES:
-        cmd = [str(BIN / "granian"), *GRANIAN_INTERFACES[server], "--host", "127.0.0.1"]
-        cmd += ["--port", str(port), app]
-        return cmd + (["--workers", str(workers)] if workers else [])
-    if server == "daphne":
-        return [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), app]
-    if server in GUNICORN_WORKERS:
-        cmd = [str(BIN / "gunicorn"), app, "--worker-class", GUNICORN_WORKERS[server]]
-        # graceful_timeout above every budget the tests set (the test project's hooks alone
-        # take 21.5 s); a test that needs another one adds its own (the last one counts).
-        cmd += ["--bind", f"127.0.0.1:{port}", "--no-control-socket", "--graceful-timeout", "60"]
-        return cmd + (["--workers", str(workers)] if workers else [])
-    raise ValueError(server)
+    """The server's command line as a user types it (its console script), on 127.0.0.1."""
+    kind = KINDS[server]
+    cmd = server_command(kind, app, host="127.0.0.1", port=port, workers=workers)
+    return cmd + (GUNICORN_FLAGS if kind.server == "gunicorn" else [])
 
 
 class Server:

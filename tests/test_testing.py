@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -246,6 +247,23 @@ def test_the_live_servers_server_is_chosen_on_the_command_line(project: pytest.P
     result.stdout.fnmatch_lines(
         ["*graceful_live_server could not start: unknown server 'nginx'; choose from uvicorn*"]
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("uvicorn", {"server": "uvicorn", "worker_class": None}),
+        ("gunicorn", {"server": "gunicorn", "worker_class": None}),
+        ("nginx", {"server": "nginx", "worker_class": None}),
+        ("granian-rsgi", {"server": "granian", "worker_class": None, "interface": "rsgi"}),
+        ("gunicorn-asgi", {"server": "gunicorn", "worker_class": "asgi", "interface": None}),
+    ],
+)
+def test_the_live_server_takes_a_server_or_a_kind(name: str, options: dict[str, Any]) -> None:
+    """``--graceful-server granian-rsgi``: the drill's ``--server granian --interface rsgi``."""
+    from django_graceful._testing.live_server import drill_options
+
+    assert drill_options(name) == options
 
 
 @pytest.mark.server

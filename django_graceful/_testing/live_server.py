@@ -14,11 +14,23 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
+from .._cli.servers import KINDS, SERVERS
 from .._diagnosis.drill import client, live, processes, rehearsal
 from .._diagnosis.drill.model import DEFAULT_SERVER, Drill, DrillError
 from .._diagnosis.status import CANNOT_CHECK, OK
 from .drill import DrillOutcome
+
+
+def drill_options(server: str, worker_class: str | None = None) -> dict[str, Any]:
+    """The drill's ``--server``/``--worker-class``/``--interface`` for ``server``, a server
+    or a kind of ``_cli/servers.py`` (``granian-rsgi``: Granian's RSGI interface)."""
+    kind = KINDS.get(server)
+    if server in SERVERS or kind is None:  # an unknown name: the drill says so
+        return {"server": server, "worker_class": worker_class}
+    chosen = worker_class if worker_class is not None else kind.worker_class
+    return {"server": kind.server, "worker_class": chosen, "interface": kind.interface}
 
 
 class ShutdownNotClean(AssertionError):
@@ -30,10 +42,11 @@ class GracefulLiveServer:
     """A running server: ``url`` (``live + "/path/"`` too), ``port``; :meth:`stop` ends it."""
 
     def __init__(self, server: str = DEFAULT_SERVER, worker_class: str | None = None) -> None:
-        """Start the project's ``ASGI_APPLICATION`` on ``server``; returns once it answers
+        """Start the project's ``ASGI_APPLICATION`` on ``server`` (as ``serve --server``
+        names it, or a kind: ``granian-rsgi``, ``gunicorn-asgi``); returns once it answers
         HTTP. Raises ``DrillError`` (its message and the server's last lines) if it cannot."""
         self.drill = Drill()
-        options = {"server": server, "worker_class": worker_class}
+        options = drill_options(server, worker_class)
         self._store, target, env = rehearsal.prepare(self.drill, options)
         self._folder = Path(tempfile.mkdtemp(prefix="graceful-live-"))
         self._log = self._folder / "server.log"

@@ -16,16 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..._cli.launch import (
-    DEFAULT_GRANIAN_INTERFACE,
-    DEFAULT_GUNICORN_WORKER,
-    SERVERS,
-    ServerNotInstalled,
-    app_target,
-    asgi_application_path,
-    check_server_options,
-    command_line,
-)
+from ..._cli.launch import app_target, asgi_application_path, command_line
+from ..._cli.servers import ServerNotInstalled, kind_of
 from ..._core.lifecycle import get_lifecycle
 from ..._core.phases import EXIT_SLACK
 from ...conf import ImproperlyConfiguredGraceful, get_settings
@@ -97,20 +89,15 @@ def prepare(drill: Drill, options: dict[str, Any]) -> tuple[Store, str, dict[str
     drill.concurrency = options.get("concurrency") or DEFAULTS["concurrency"]
     for url in drill.urls:
         client.check_url(url)
-    if drill.server not in SERVERS:
-        raise DrillError(f"unknown server {drill.server!r}; choose from {', '.join(SERVERS)}")
-    drill.worker_class = options.get("worker_class")
-    drill.interface = options.get("interface")
     try:
-        check_server_options(
-            drill.server, worker_class=drill.worker_class, interface=drill.interface
+        kind = kind_of(
+            drill.server,
+            worker_class=options.get("worker_class"),
+            interface=options.get("interface"),
         )
     except ValueError as exc:
         raise DrillError(str(exc)) from None
-    if drill.server == "gunicorn":
-        drill.worker_class = drill.worker_class or DEFAULT_GUNICORN_WORKER
-    if drill.server == "granian":
-        drill.interface = drill.interface or DEFAULT_GRANIAN_INTERFACE
+    drill.worker_class, drill.interface = kind.worker_class, kind.interface
     store = _store()
     path = asgi_application_path()
     if path is None:

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ..._cli.arguments import positive_int, seconds
-from ..._cli.launch import GRANIAN_INTERFACES, GUNICORN_WORKERS, SERVERS
+from ..._cli.servers import GRANIAN_INTERFACES, GUNICORN_WORKERS, SERVERS
 from ..._core import safetext
 from ..._diagnosis.report import Report, check, notes, table
 from ..._diagnosis.status import CANNOT_CHECK

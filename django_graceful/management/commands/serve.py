@@ -10,16 +10,14 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ..._cli.arguments import port_number, positive_int
-from ..._cli.launch import (
+from ..._cli.launch import app_target, asgi_application_path, command_line
+from ..._cli.servers import (
     DEFAULT_GRANIAN_INTERFACE,
     DEFAULT_GUNICORN_WORKER,
     GRANIAN_INTERFACES,
     GUNICORN_WORKERS,
     SERVERS,
     ServerNotInstalled,
-    app_target,
-    asgi_application_path,
-    command_line,
 )
 from ..._core.lifecycle import get_lifecycle
 
