@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from django_graceful._cli.ports import free_port
 from django_graceful._cli.servers import KINDS
 from django_graceful._cli.servers import command as server_command
 from django_graceful._diagnosis.drill import group_members
@@ -51,12 +52,6 @@ _started: list[Server] = []
 
 class ServerError(RuntimeError):
     """A server did not start (its log tail is in the message)."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def command(

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from django_graceful._cli.ports import free_port
 from django_graceful._cli.servers import KINDS
 from django_graceful._cli.servers import command as server_command
 
@@ -32,12 +33,6 @@ WORKER_SERVERS = tuple(name for name, kind in KINDS.items() if kind.has_workers)
 #: every budget the tests set (the test project's hooks alone take 21.5 s); a test that
 #: needs another one adds its own (the last one counts).
 GUNICORN_FLAGS = ["--no-control-socket", "--graceful-timeout", "60"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def is_rsgi(server: str) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import socket
 import time
 import urllib.parse
 
@@ -25,12 +24,6 @@ def check_url(url: str) -> None:
     if not url.isascii():
         quoted = urllib.parse.quote(url, safe="/?&=%+:;,@!$'()*~")
         raise DrillError(f"--url {url!r}: percent-encode it ({quoted})")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def answers(port: int, timeout: float) -> bool:

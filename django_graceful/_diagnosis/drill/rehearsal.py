@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._cli.launch import app_target, asgi_application_path, command_line
+from ..._cli.ports import free_port
 from ..._cli.servers import ServerNotInstalled, kind_of
 from ..._core.lifecycle import get_lifecycle
 from ..._core.phases import EXIT_SLACK
@@ -145,7 +146,7 @@ def start(
     """The server, answering HTTP; a new port if the one picked was taken meanwhile."""
     assert drill.budget is not None
     for attempt in range(1, PORT_TRIES + 1):
-        drill.port = client.free_port()
+        drill.port = free_port(client.HOST)
         try:
             drill.argv = command_line(
                 drill.server,
