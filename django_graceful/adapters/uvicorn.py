@@ -17,7 +17,7 @@ and hands the first one to ``handle_exit`` at release; this one adds, at STOPPED
   ended by the signal that stopped it, as uvicorn itself does for SIGTERM.
 
 What it reads of uvicorn that uvicorn does not document is all in :class:`Uvicorn` (the
-probe), checked against 0.30.0 and 0.55.0.
+probe), checked against 0.36.0 (the floor) and 0.55.0.
 """
 
 from __future__ import annotations
