@@ -262,3 +262,33 @@ def start_with(srv: Server, *args: str) -> Server:
     except BaseException:
         srv.kill()
         raise
+
+
+def answered(future: Future[Any], status: int, log: str = "", timeout: float = 5) -> httpx.Response:
+    """The response a request in flight (``in_background(get_or_error, …)``) got: a
+    response (not a client-side error such as a reset) with ``status``."""
+    result = future.result(timeout=timeout)
+    assert isinstance(result, httpx.Response) and result.status_code == status, (result, log)
+    return result
+
+
+#: What the watchdog logs when the shutdown overran its budget and it ended the process.
+WATCHDOG_LINE = "process still alive"
+
+
+def stop_holding_a_stubborn_request(
+    srv: Server, signum: int = signal.SIGTERM, timeout: float = 20
+) -> tuple[int, str, Future[Any]]:
+    """``signum`` while a request whose view swallows every cancel is in flight; the exit
+    code, the log and the request's future. The watchdog was not needed, the request was
+    reported as hung, and the shutdown and the lifespan's exit ran."""
+    srv.get("/pid/")
+    response = in_background(get_or_error, srv, "/stubborn/")
+    srv.wait_event("stubborn-begin")
+    srv.signal(signum)
+    code = srv.wait_exit(timeout)
+    log = srv.log()
+    assert WATCHDOG_LINE not in log, log
+    assert "hung at shutdown: request GET /stubborn/" in log
+    assert srv.events("shutdown") and srv.events("lifespan-exit")
+    return code, log, response

@@ -5,13 +5,11 @@ from __future__ import annotations
 import re
 import socket
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass
 
-import httpx
 import pytest
 
-from .servers import SERVERS, Server, get_or_error, in_background, running
+from .servers import SERVERS, Server, answered, get_or_error, in_background, running
 
 pytestmark = pytest.mark.server
 
@@ -141,14 +139,6 @@ def wait_began(srv: Server, held: Held) -> None:
     if held.sync:
         assert began["same_token"] is True
         time.sleep(0.1)  # well into its loop
-
-
-def answered_503(response: Future[httpx.Response | Exception]) -> httpx.Response:
-    """The response of a request in flight at the shutdown; it must be a 503."""
-    result = response.result(timeout=5)
-    assert isinstance(result, httpx.Response), result
-    assert result.status_code == 503
-    return result
 
 
 # -- the client hangs up ----------------------------------------------------------------
@@ -291,7 +281,7 @@ def test_shutdown_stops_a_view_at_the_end_of_the_grace_with_reason_shutdown_and_
         if held.cleaned is not None:
             assert len(srv.events(held.cleaned)) == 1
         assert "hung at shutdown" not in log, log
-        assert answered_503(response).headers["connection"] == "close"
+        assert answered(response, 503, log).headers["connection"] == "close"
 
 
 @pytest.mark.parametrize("server", SERVERS)
@@ -340,7 +330,7 @@ def test_shutdown_lets_a_shielded_block_finish_past_the_grace_then_cancels(serve
         assert 0 <= cancelled[0]["t"] - committed[0]["t"] < ASYNC_STOP_BOUND, log
         assert srv.exit_after < body + 1, log
         assert "hung at shutdown" not in log, log
-        answered_503(response)
+        answered(response, 503, log)
 
 
 @pytest.mark.parametrize("server", SERVERS)
