@@ -22,9 +22,16 @@ from django_graceful._diagnosis.publisher import Publisher
 from django_graceful._diagnosis.snapshot import host_id
 from django_graceful._diagnosis.stores import FileStore
 from django_graceful.asgi import GracefulASGI
-from tests.project import views_hangs
 
-from .inprocess import NO_SIGNALS, Events, open_request, start, wait_for
+from .inprocess import (
+    NO_SIGNALS,
+    Events,
+    open_request,
+    release_the_swallower,
+    start,
+    stop,
+    wait_for,
+)
 
 HANGING = {
     **NO_SIGNALS,
@@ -68,14 +75,8 @@ async def hang_and_shut_down(
             await asyncio.sleep(0.02)
         (live,) = folder.glob("live-*.json")
         live_text = live.read_text()
-        await lifespan.send_input({"type": "lifespan.shutdown"})
-        assert await lifespan.receive_output(5) == {"type": "lifespan.shutdown.complete"}
-        views_hangs.RELEASE.set()
-        try:
-            await comm.receive_output(5)
-            await comm.wait(5)
-        finally:
-            views_hangs.RELEASE.clear()
+        await stop(lifespan)
+        await release_the_swallower(comm)
     (last,) = folder.glob("last-*.json")
     logs = [r.getMessage() for r in caplog.records if r.name.startswith("django_graceful")]
     return Seen(

@@ -25,7 +25,7 @@ from django_graceful.channels import GracefulConsumerMixin
 from tests.project.consumers import GROUP, EchoConsumer
 from tests.project.routing import websocket_urlpatterns
 
-from .inprocess import NO_SIGNALS, Events, start, wait_for
+from .inprocess import NO_SIGNALS, Events, start, stop, wait_for
 
 FAST = {**NO_SIGNALS, "GRACE_PERIOD": 2, "CANCEL_TIMEOUT": 0.5, "HOOK_TIMEOUT": 1}
 
@@ -77,11 +77,6 @@ async def outputs_until_close(comm: ApplicationCommunicator, timeout: float = 5)
             return seen
 
 
-async def stop(lifespan: ApplicationCommunicator) -> None:
-    await lifespan.send_input({"type": "lifespan.shutdown"})
-    assert await lifespan.receive_output(10) == {"type": "lifespan.shutdown.complete"}
-
-
 def group_members() -> set[str]:
     layer = get_channel_layer()
     return set(getattr(layer, "groups", {}).get(GROUP, {}))
@@ -126,7 +121,7 @@ async def test_a_consumer_says_goodbye_is_closed_with_its_code_and_its_disconnec
     assert len(recorded("ws-shutting-down")) == (0 if bye is None else 1)
     if grouped:
         assert channel not in group_members()  # group_discard ran
-    await stop(lifespan)
+    await stop(lifespan, 10)
     assert time.monotonic() - began < 1  # CLOSING ended once the websocket left
     assert len(channels_app.lifecycle.registry) == 0
 
@@ -166,7 +161,7 @@ async def test_a_hook_that_hangs_is_cut_short_and_the_close_sent(
     await comm.wait(2)
     assert len(recorded("ws-hook-cancelled")) == 1
     assert [e["code"] for e in recorded("ws-disconnect")] == [1012]
-    await stop(lifespan)
+    await stop(lifespan, 10)
     assert len(channels_app.lifecycle.registry) == 0
 
 
@@ -181,7 +176,7 @@ async def test_a_slow_disconnect_is_cancelled_after_the_grace(
     assert await outputs_until_close(comm) == [{"type": "websocket.close", "code": 1012}]
     assert time.monotonic() - began < 0.2  # closed at CLOSING, not after the grace
     await wait_for(recorded, "ws-disconnect-cancelled")
-    await stop(lifespan)
+    await stop(lifespan, 10)
     assert 0.3 < time.monotonic() - began < 1.2
     assert len(channels_app.lifecycle.registry) == 0
     await comm.wait(1)
@@ -198,7 +193,7 @@ async def test_a_disconnect_that_swallows_cancels_is_reported_and_does_not_hold_
     with caplog.at_level(logging.WARNING, "django_graceful"):
         channels_app.lifecycle.begin_shutdown("test")
         assert await outputs_until_close(comm) == [{"type": "websocket.close", "code": 1012}]
-        await stop(lifespan)
+        await stop(lifespan, 10)
     assert time.monotonic() - began < 0.3 + 0.3 + 0.5
     assert "hung at shutdown: websocket WS /ws/plain/ (cancelled" in caplog.text
     assert "in disconnect" in caplog.text  # where it hangs
@@ -257,7 +252,7 @@ async def test_any_asgi_websocket_app_gets_a_disconnect_and_its_late_sends_are_d
     assert bare.received == [{"type": "websocket.disconnect", "code": 1012}]
     assert bare.late_send_error is None
     assert await comm.receive_nothing(0.1)
-    await stop(lifespan)
+    await stop(lifespan, 10)
 
 
 async def test_a_closed_websocket_stays_registered_until_the_server_confirms_bounded(
@@ -282,7 +277,7 @@ async def test_a_closed_websocket_stays_registered_until_the_server_confirms_bou
     await silent.wait(2)
     assert 0.9 < time.monotonic() - began < 1.5  # CLOSE_HANDSHAKE
     assert len(lifecycle.registry) == 0
-    await stop(lifespan)
+    await stop(lifespan, 10)
 
 
 async def test_a_websocket_accepted_during_closing_is_closed_once_accepted(
@@ -302,7 +297,7 @@ async def test_a_websocket_accepted_during_closing_is_closed_once_accepted(
     assert await comm.receive_output(2) == {"type": "websocket.accept"}
     assert await outputs_until_close(comm) == [{"type": "websocket.close", "code": 1012}]
     await comm.wait(2)
-    await stop(lifespan)
+    await stop(lifespan, 10)
 
 
 async def test_a_websocket_the_app_closed_itself_is_left_to_the_server(
@@ -319,7 +314,7 @@ async def test_a_websocket_the_app_closed_itself_is_left_to_the_server(
     await comm.send_input({"type": "websocket.disconnect", "code": 1000})  # the server's
     await comm.wait(2)
     assert bare.received == [{"type": "websocket.disconnect", "code": 1000}]
-    await stop(lifespan)
+    await stop(lifespan, 10)
 
 
 async def test_a_client_that_leaves_during_the_hook_ends_it(
@@ -335,7 +330,7 @@ async def test_a_client_that_leaves_during_the_hook_ends_it(
     await wait_for(recorded, "ws-hook-cancelled")
     assert [e["code"] for e in recorded("ws-disconnect")] == [1001]
     assert await comm.receive_nothing(0.1)  # no close frame to a client that left
-    await stop(lifespan)
+    await stop(lifespan, 10)
 
 
 async def test_a_second_signal_skips_the_hooks(
@@ -351,7 +346,7 @@ async def test_a_second_signal_skips_the_hooks(
     assert await outputs_until_close(comm) == [{"type": "websocket.close", "code": 1012}]
     assert time.monotonic() - began < 0.5
     await comm.wait(2)
-    await stop(lifespan)
+    await stop(lifespan, 10)
 
 
 async def test_the_session_is_in_the_scope_only_under_graceful_asgi(
