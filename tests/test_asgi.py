@@ -37,25 +37,25 @@ async def test_lifespan_startup_fills_state_and_shutdown_closes_it(
     assert len(recorded("shutdown")) == 1 and len(recorded("lifespan-exit")) == 1
 
 
-async def test_a_failing_lifespan_manager_fails_startup_with_its_message(
-    app: GracefulASGI, settings: Any
+@pytest.mark.parametrize(
+    ("manager", "said"),
+    [
+        pytest.param("broken", "database unreachable (test)", id="raising"),
+        pytest.param(
+            "not_a_dict", "yielded list; it must yield a dict or None", id="yielding-a-list"
+        ),
+    ],
+)
+async def test_a_failing_lifespan_manager_fails_startup_with_its_name_and_message(
+    app: GracefulASGI, settings: Any, manager: str, said: str
 ) -> None:
-    settings.GRACEFUL = {**NO_SIGNALS, "LIFESPAN": ["tests.project.lifespan.broken"]}
+    settings.GRACEFUL = {**NO_SIGNALS, "LIFESPAN": [f"tests.project.lifespan.{manager}"]}
     lifespan = ApplicationCommunicator(app, {"type": "lifespan"})
     await lifespan.send_input({"type": "lifespan.startup"})
     message = await lifespan.receive_output(5)
     assert message["type"] == "lifespan.startup.failed"
-    assert "tests.project.lifespan.broken" in message["message"]
-    assert "database unreachable (test)" in message["message"]
-
-
-async def test_a_lifespan_manager_must_yield_a_dict(app: GracefulASGI, settings: Any) -> None:
-    settings.GRACEFUL = {**NO_SIGNALS, "LIFESPAN": ["tests.project.lifespan.not_a_dict"]}
-    lifespan = ApplicationCommunicator(app, {"type": "lifespan"})
-    await lifespan.send_input({"type": "lifespan.startup"})
-    message = await lifespan.receive_output(5)
-    assert message["type"] == "lifespan.startup.failed"
-    assert "yielded list; it must yield a dict or None" in message["message"]
+    assert f"tests.project.lifespan.{manager}" in message["message"]
+    assert said in message["message"]
 
 
 async def test_without_lifespan_startup_runs_once_before_the_first_request(
