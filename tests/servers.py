@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -292,3 +294,30 @@ def stop_holding_a_stubborn_request(
     assert "hung at shutdown: request GET /stubborn/" in log
     assert srv.events("shutdown") and srv.events("lifespan-exit")
     return code, log, response
+
+
+def example_env(tmp_path: Path, **env: str) -> dict[str, str]:
+    """The environment the example project runs in under ``checkshutdown --drill``, as CI
+    runs it: a 1 s grace and a 1 s cancel timeout, its own database and state folder."""
+    environ = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    environ.update(
+        GRACEFUL_GRACE_PERIOD="1",
+        GRACEFUL_CANCEL_TIMEOUT="1",
+        EXAMPLE_DB=str(tmp_path / "db.sqlite3"),
+        EXAMPLE_STATE_DIR=str(tmp_path / "state"),
+        **env,
+    )
+    return environ
+
+
+def not_installed(monkeypatch: pytest.MonkeyPatch, *modules: str) -> set[str]:
+    """``importlib.util.find_spec`` finds none of ``modules``, as if they (a server, a worker
+    class) were not installed; the set, to which a test may add more."""
+    missing = set(modules)
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any) -> Any:
+        return None if name in missing else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    return missing
