@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -21,6 +23,15 @@ GRACE, CANCEL = 1.0, 1.0
 SYNC_STOP_BOUND = 0.2
 #: How soon an async view's cancellation (and its cleanup) follows the client hanging up.
 ASYNC_STOP_BOUND = 0.2
+
+
+@contextlib.contextmanager
+def started(server: str, **graceful: float) -> Iterator[Server]:
+    """``server`` running with these ``GRACEFUL`` settings, and started: Daphne starts
+    the app at its first request."""
+    with running(server, graceful=graceful) as srv:
+        srv.get("/pid/")
+        yield srv
 
 
 def open_get(srv: Server, path: str) -> socket.socket:
@@ -149,8 +160,7 @@ def wait_began(srv: Server, held: Held) -> None:
 def test_a_client_that_hangs_up_stops_the_view_with_reason_disconnect_once(
     server: str, held: Held
 ) -> None:
-    with running(server, graceful={"GRACE_PERIOD": HOLDING_GRACE}) as srv:
-        srv.get("/pid/")  # started (lazily on Daphne)
+    with started(server, GRACE_PERIOD=HOLDING_GRACE) as srv:
         sock = open_get(srv, held.path)
         wait_began(srv, held)
         left = hang_up(sock)
@@ -170,8 +180,7 @@ def test_a_client_that_hangs_up_stops_the_view_with_reason_disconnect_once(
 @pytest.mark.parametrize("server", SERVERS)
 def test_shield_finishes_its_body_despite_a_hang_up_then_delivers_the_cancel(server: str) -> None:
     body = 0.5
-    with running(server, graceful={"GRACE_PERIOD": HOLDING_GRACE}) as srv:
-        srv.get("/pid/")
+    with started(server, GRACE_PERIOD=HOLDING_GRACE) as srv:
         sock = open_get(srv, f"/shielded/?body={body}&t=3")
         begin = srv.wait_event("shield-begin")[0]
         left = hang_up(sock)
@@ -187,8 +196,7 @@ def test_shield_finishes_its_body_despite_a_hang_up_then_delivers_the_cancel(ser
 @pytest.mark.parametrize("server", SERVERS)
 def test_a_shield_that_overruns_its_timeout_is_cancelled_after_a_hang_up(server: str) -> None:
     shield_timeout = 0.3
-    with running(server, graceful={"GRACE_PERIOD": HOLDING_GRACE}) as srv:
-        srv.get("/pid/")
+    with started(server, GRACE_PERIOD=HOLDING_GRACE) as srv:
         sock = open_get(srv, f"/shielded/?body=600&t={shield_timeout}")
         begin = srv.wait_event("shield-begin")[0]
         hang_up(sock)
@@ -201,8 +209,7 @@ def test_a_shield_that_overruns_its_timeout_is_cancelled_after_a_hang_up(server:
 
 @pytest.mark.parametrize("server", SERVERS)
 def test_an_event_stream_closes_its_generator_when_the_client_hangs_up(server: str) -> None:
-    with running(server, graceful={"GRACE_PERIOD": HOLDING_GRACE}) as srv:
-        srv.get("/pid/")
+    with started(server, GRACE_PERIOD=HOLDING_GRACE) as srv:
         sock = open_get(srv, "/events/")
         received = read_until(sock, b"data: tick 2")
         assert received.startswith(b"HTTP/1.1 200")
@@ -265,8 +272,7 @@ def assert_after_the_grace(srv: Server, at: float) -> None:
 def test_shutdown_stops_a_view_at_the_end_of_the_grace_with_reason_shutdown_and_answers_503(
     server: str, held: Held
 ) -> None:
-    with running(server, graceful={"GRACE_PERIOD": GRACE, "CANCEL_TIMEOUT": CANCEL}) as srv:
-        srv.get("/pid/")
+    with started(server, GRACE_PERIOD=GRACE, CANCEL_TIMEOUT=CANCEL) as srv:
         response = in_background(get_or_error, srv, held.path)
         srv.wait_event(held.began)
         srv.signal()
@@ -288,8 +294,7 @@ def test_shutdown_stops_a_view_at_the_end_of_the_grace_with_reason_shutdown_and_
 def test_shutdown_streams_an_event_stream_through_the_grace_then_closes_its_generator(
     server: str,
 ) -> None:
-    with running(server, graceful={"GRACE_PERIOD": GRACE, "CANCEL_TIMEOUT": CANCEL}) as srv:
-        srv.get("/pid/")
+    with started(server, GRACE_PERIOD=GRACE, CANCEL_TIMEOUT=CANCEL) as srv:
         sock = open_get(srv, "/events/")
         try:
             before = read_until(sock, b"data: tick 0")
@@ -314,9 +319,7 @@ def test_shutdown_streams_an_event_stream_through_the_grace_then_closes_its_gene
 @pytest.mark.parametrize("server", SERVERS)
 def test_shutdown_lets_a_shielded_block_finish_past_the_grace_then_cancels(server: str) -> None:
     body = 2.0  # ends a second after the grace: the shutdown cancel is held meanwhile
-    graceful = {"GRACE_PERIOD": GRACE, "CANCEL_TIMEOUT": 2.0}
-    with running(server, graceful=graceful) as srv:
-        srv.get("/pid/")
+    with started(server, GRACE_PERIOD=GRACE, CANCEL_TIMEOUT=2.0) as srv:
         response = in_background(get_or_error, srv, f"/shielded/?body={body}&t=5")
         begin = srv.wait_event("shield-begin")[0]
         srv.signal()
@@ -337,8 +340,7 @@ def test_shutdown_lets_a_shielded_block_finish_past_the_grace_then_cancels(serve
 def test_a_client_that_hangs_up_during_the_grace_is_cancelled_at_once_and_ends_the_drain(
     server: str,
 ) -> None:
-    with running(server, graceful={"GRACE_PERIOD": HOLDING_GRACE}) as srv:
-        srv.get("/pid/")
+    with started(server, GRACE_PERIOD=HOLDING_GRACE) as srv:
         sock = open_get(srv, "/guarded/")
         srv.wait_event("guarded-begin")
         srv.signal()
