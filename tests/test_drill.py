@@ -371,20 +371,22 @@ def test_a_missing_server_names_the_extra_to_install(
     )
 
 
-@pytest.mark.parametrize("server", ["uvicorn", "daphne"])
-def test_a_worker_class_is_gunicorns_only(server: str, settings: Any) -> None:
+@pytest.mark.parametrize(
+    ("option", "owner", "server"),
+    [
+        pytest.param(["--worker-class", "asgi"], "gunicorn", "uvicorn", id="worker-class-uvicorn"),
+        pytest.param(["--worker-class", "asgi"], "gunicorn", "daphne", id="worker-class-daphne"),
+        pytest.param(["--interface", "rsgi"], "granian", "uvicorn", id="interface-uvicorn"),
+        pytest.param(["--interface", "rsgi"], "granian", "gunicorn", id="interface-gunicorn"),
+    ],
+)
+def test_an_option_of_one_server_is_refused_with_another(
+    option: list[str], owner: str, server: str, settings: Any
+) -> None:
     settings.ASGI_APPLICATION = "tests.project.asgi.application"
-    status, out, _ = run_drill("--server", server, "--worker-class", "asgi")
+    status, out, _ = run_drill("--server", server, *option)
     assert status == 2
-    assert out.strip() == f"cannot drill: --worker-class is gunicorn's: not with --server {server}"
-
-
-@pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
-def test_an_interface_is_granians_only(server: str, settings: Any) -> None:
-    settings.ASGI_APPLICATION = "tests.project.asgi.application"
-    status, out, _ = run_drill("--server", server, "--interface", "rsgi")
-    assert status == 2
-    assert out.strip() == f"cannot drill: --interface is granian's: not with --server {server}"
+    assert out.strip() == f"cannot drill: {option[0]} is {owner}'s: not with --server {server}"
 
 
 @pytest.mark.parametrize(("args", "interface"), [([], "asgi"), (["--interface", "rsgi"], "rsgi")])
