@@ -10,6 +10,7 @@ from typing import Any
 from asgiref.testing import ApplicationCommunicator
 
 from django_graceful.asgi import GracefulASGI
+from tests.project import views_hangs
 
 NO_SIGNALS = {"HANDLE_SIGNALS": False, "LIFESPAN": ["tests.project.lifespan.resources"]}
 
@@ -40,6 +41,23 @@ async def start(app: GracefulASGI) -> tuple[ApplicationCommunicator, dict[str, A
     await lifespan.send_input({"type": "lifespan.startup"})
     assert await lifespan.receive_output(5) == {"type": "lifespan.startup.complete"}
     return lifespan, state
+
+
+async def stop(lifespan: ApplicationCommunicator, timeout: float = 5) -> None:
+    """Run the lifespan shutdown (``start``'s communicator) to its end, within ``timeout``."""
+    await lifespan.send_input({"type": "lifespan.shutdown"})
+    assert await lifespan.receive_output(timeout) == {"type": "lifespan.shutdown.complete"}
+
+
+async def release_the_swallower(comm: ApplicationCommunicator) -> None:
+    """Let the view of tests/project/views_hangs.py that swallows every cancel return, and
+    its request (``comm``) end."""
+    views_hangs.RELEASE.set()
+    try:
+        await comm.receive_output(5)
+        await comm.wait(5)
+    finally:
+        views_hangs.RELEASE.clear()
 
 
 async def open_request(app: GracefulASGI, path: str) -> ApplicationCommunicator:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from django_graceful._cli.ports import free_port
 from django_graceful._cli.servers import KINDS
@@ -223,3 +225,60 @@ def start_with(srv: Server, *args: str) -> Server:
     except BaseException:
         srv.kill()
         raise
+
+
+def answered(future: Future[Any], status: int, log: str = "", timeout: float = 5) -> httpx.Response:
+    """The response a request in flight (``in_background(get_or_error, …)``) got: a
+    response (not a client-side error such as a reset) with ``status``."""
+    result = future.result(timeout=timeout)
+    assert isinstance(result, httpx.Response) and result.status_code == status, (result, log)
+    return result
+
+
+#: What the watchdog logs when the shutdown overran its budget and it ended the process.
+WATCHDOG_LINE = "process still alive"
+
+
+def stop_holding_a_stubborn_request(
+    srv: Server, signum: int = signal.SIGTERM, timeout: float = 20
+) -> tuple[int, str, Future[Any]]:
+    """``signum`` while a request whose view swallows every cancel is in flight; the exit
+    code, the log and the request's future. The watchdog was not needed, the request was
+    reported as hung, and the shutdown and the lifespan's exit ran."""
+    srv.get("/pid/")
+    response = in_background(get_or_error, srv, "/stubborn/")
+    srv.wait_event("stubborn-begin")
+    srv.signal(signum)
+    code = srv.wait_exit(timeout)
+    log = srv.log()
+    assert WATCHDOG_LINE not in log, log
+    assert "hung at shutdown: request GET /stubborn/" in log
+    assert srv.events("shutdown") and srv.events("lifespan-exit")
+    return code, log, response
+
+
+def example_env(tmp_path: Path, **env: str) -> dict[str, str]:
+    """The environment the example project runs in under ``checkshutdown --drill``, as CI
+    runs it: a 1 s grace and a 1 s cancel timeout, its own database and state folder."""
+    environ = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    environ.update(
+        GRACEFUL_GRACE_PERIOD="1",
+        GRACEFUL_CANCEL_TIMEOUT="1",
+        EXAMPLE_DB=str(tmp_path / "db.sqlite3"),
+        EXAMPLE_STATE_DIR=str(tmp_path / "state"),
+        **env,
+    )
+    return environ
+
+
+def not_installed(monkeypatch: pytest.MonkeyPatch, *modules: str) -> set[str]:
+    """``importlib.util.find_spec`` finds none of ``modules``, as if they (a server, a worker
+    class) were not installed; the set, to which a test may add more."""
+    missing = set(modules)
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any) -> Any:
+        return None if name in missing else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    return missing

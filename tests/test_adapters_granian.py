@@ -8,6 +8,7 @@ runs another serve function for each, whose stop the adapter must find.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -25,26 +26,33 @@ from django_graceful._core.phases import EXIT_SLACK
 from django_graceful._core.signal_chain import SIGNALS
 from django_graceful.adapters import granian
 
-from .servers import Server, get_or_error, in_background, lifespan_complaints
+from .servers import (
+    Server,
+    answered,
+    get_or_error,
+    in_background,
+    lifespan_complaints,
+    stop_holding_a_stubborn_request,
+)
 
 server = pytest.mark.server
 
-WATCHDOG_LINE = "process still alive"
 LIFESPAN = ["tests.project.lifespan.resources"]
 #: Granian, by the interface it speaks to the app (see tests/servers.py).
 GRANIANS = ("granian", "granian-rsgi")
 granians = pytest.mark.parametrize("granian_server", GRANIANS)
 
 
-def start(srv: Server, *, interface: str | None = None) -> Server:
-    """Start ``srv``, with ``--interface interface`` instead of the server's own if given."""
+@contextlib.contextmanager
+def started(srv: Server, *, interface: str | None = None) -> Iterator[Server]:
+    """``srv`` started, with ``--interface interface`` instead of the server's own if given;
+    killed after."""
     if interface is not None:
         srv.cmd[srv.cmd.index("--interface") + 1] = interface
     try:
-        return srv.start()
-    except BaseException:
+        yield srv.start()
+    finally:
         srv.kill()
-        raise
 
 
 def ctrl_c(srv: Server) -> None:
@@ -78,13 +86,28 @@ def worker_clients(srv: Server, count: int) -> list[httpx.Client]:
     pytest.fail(f"100 connections reached only workers {sorted(clients)} of {pids}")
 
 
+@contextlib.contextmanager
+def two_workers(granian_server: str) -> Iterator[tuple[Server, list[httpx.Client]]]:
+    """Granian with two workers (a grace of 30 s, a cancel of 1 s), both started, and a
+    keep-alive client to each, worker-1's first; all closed after."""
+    graceful = {"GRACE_PERIOD": 30, "CANCEL_TIMEOUT": 1}
+    clients: list[httpx.Client] = []
+    with started(Server(granian_server, graceful=graceful, workers=2)) as srv:
+        try:
+            srv.wait_event("startup", count=2, timeout=20)
+            clients = worker_clients(srv, 2)
+            yield srv, clients
+        finally:
+            for client in clients:
+                client.close()
+
+
 @server
 @granians
 def test_a_request_sent_while_closing_gets_503_because_granian_still_accepts(
     granian_server: str,
 ) -> None:
-    srv = start(Server(granian_server, graceful={"GRACE_PERIOD": 5}))
-    try:
+    with started(Server(granian_server, graceful={"GRACE_PERIOD": 5})) as srv:
         srv.get("/pid/")
         in_flight = in_background(srv.get, "/slow/?s=2")
         srv.wait_event("slow-begin")
@@ -97,8 +120,6 @@ def test_a_request_sent_while_closing_gets_503_because_granian_still_accepts(
         assert in_flight.result(timeout=10).status_code == 200
         assert srv.wait_exit(10) == 0
         assert srv.exit_after < 3, srv.log()
-    finally:
-        srv.kill()
 
 
 @server
@@ -106,33 +127,21 @@ def test_a_request_sent_while_closing_gets_503_because_granian_still_accepts(
 def test_a_request_that_swallows_every_cancel_does_not_hold_the_exit(granian_server: str) -> None:
     graceful = {"GRACE_PERIOD": 1, "CANCEL_TIMEOUT": 1}
     budget = budget_of(graceful)
-    srv = start(Server(granian_server, graceful=graceful))
-    try:
-        srv.get("/pid/")
-        response = in_background(get_or_error, srv, "/stubborn/")
-        srv.wait_event("stubborn-begin")
-        srv.signal()
-        code = srv.wait_exit(budget + EXIT_SLACK + 5)
-        log = srv.log()
-        assert WATCHDOG_LINE not in log, log
+    with started(Server(granian_server, graceful=graceful)) as srv:
+        code, log, response = stop_holding_a_stubborn_request(srv, timeout=budget + EXIT_SLACK + 5)
         assert srv.exit_after < budget + EXIT_SLACK, log
         # STOPPED at grace + cancel (the hooks are instant here), then Granian is let go.
         assert srv.exit_after < 1 + 1 + 1.5, log
         assert code == 0, log
         assert srv.events("stubborn-swallowed")
-        assert "hung at shutdown: request GET /stubborn/" in log
         assert "leaving its serve loop" in log
-        assert srv.events("shutdown") and srv.events("lifespan-exit")
         assert lifespan_complaints(log) == []
         response.result(timeout=5)  # the connection ends with the process
-    finally:
-        srv.kill()
 
 
 @server
 def test_asginl_starts_at_the_first_request_and_runs_the_shutdown_hooks_at_sigterm() -> None:
-    srv = start(Server("granian", graceful={"GRACE_PERIOD": 5}), interface="asginl")
-    try:
+    with started(Server("granian", graceful={"GRACE_PERIOD": 5}), interface="asginl") as srv:
         assert srv.events("startup") == []  # no lifespan: nothing before the first request
         first = srv.get("/state/")
         assert first.status_code == 200
@@ -141,24 +150,20 @@ def test_asginl_starts_at_the_first_request_and_runs_the_shutdown_hooks_at_sigte
         srv.wait_event("slow-begin")
         srv.signal()
         ready = srv.get("/health/ready/")
-        result = response.result(timeout=10)
+        answered(response, 200, timeout=10)
         code = srv.wait_exit(10)
         log = srv.log()
         assert ready.status_code == 503, log  # draining began at the signal
-        assert isinstance(result, httpx.Response) and result.status_code == 200, (result, log)
         assert srv.events("shutdown-started")[0]["trigger"] == "SIGTERM"
         assert len(srv.events("shutdown")) == 1 and len(srv.events("lifespan-exit")) == 1
         assert code == 0, log
         assert srv.exit_after < 2, log
-    finally:
-        srv.kill()
 
 
 @server
 def test_asginl_startup_failure_stops_granian_with_an_error() -> None:
     env = {"GRACEFUL_TEST_FAIL_STARTUP": "1"}
-    srv = start(Server("granian", env=env), interface="asginl")
-    try:
+    with started(Server("granian", env=env), interface="asginl") as srv:
         first = get_or_error(srv, "/pid/", timeout=5)
         srv.signalled_at = time.monotonic()
         code = srv.wait_exit(10)
@@ -169,42 +174,30 @@ def test_asginl_startup_failure_stops_granian_with_an_error() -> None:
         assert log.count("startup failed: startup hook") == 1  # started (and failed) once
         assert srv.events("lifespan-exit")  # what was entered is closed again
         assert srv.exit_after < 3, log
-    finally:
-        srv.kill()
 
 
 @server
 @granians
 def test_ctrl_c_three_times_drains_once_and_does_not_block_the_worker(granian_server: str) -> None:
-    srv = start(Server(granian_server, graceful={"GRACE_PERIOD": 5}))
-    try:
+    with started(Server(granian_server, graceful={"GRACE_PERIOD": 5})) as srv:
         srv.get("/pid/")
         response = in_background(get_or_error, srv, "/slow/?s=2")
         srv.wait_event("slow-begin")
         for _ in range(3):  # each: SIGINT to the main and the worker, SIGTERM from the main
             ctrl_c(srv)
             time.sleep(0.1)
-        result = response.result(timeout=10)
+        answered(response, 200, timeout=10)
         code = srv.wait_exit(10)
         log = srv.log()
-        assert isinstance(result, httpx.Response) and result.status_code == 200, (result, log)
         assert "shutdown escalated" not in log  # all within a second: one Ctrl-C
         assert code == 0, log
         assert srv.exit_after < 3.5, log
-    finally:
-        srv.kill()
 
 
 @server
 @granians
 def test_a_second_signal_to_the_main_process_reaches_every_worker(granian_server: str) -> None:
-    srv = start(
-        Server(granian_server, graceful={"GRACE_PERIOD": 30, "CANCEL_TIMEOUT": 1}, workers=2)
-    )
-    clients: list[httpx.Client] = []
-    try:
-        srv.wait_event("startup", count=2, timeout=20)
-        clients = worker_clients(srv, 2)
+    with two_workers(granian_server) as (srv, clients):
         responses = [in_background(c.get, "/slow/?s=600") for c in clients]
         srv.wait_event("slow-begin", count=2)
         srv.signal()
@@ -218,10 +211,6 @@ def test_a_second_signal_to_the_main_process_reaches_every_worker(granian_server
         assert [r.result(timeout=5).status_code for r in responses] == [503, 503]
         assert code == 0, log
         assert srv.exit_after < 4, log
-    finally:
-        for client in clients:
-            client.close()
-        srv.kill()
 
 
 @server
@@ -229,14 +218,7 @@ def test_a_second_signal_to_the_main_process_reaches_every_worker(granian_server
 def test_a_worker_that_finishes_first_does_not_hurry_the_other(granian_server: str) -> None:
     # Granian's main process waits for worker-1 first: its exit wakes the main process,
     # which must not look like another signal to worker-2.
-    srv = start(
-        Server(granian_server, graceful={"GRACE_PERIOD": 30, "CANCEL_TIMEOUT": 1}, workers=2)
-    )
-    clients: list[httpx.Client] = []
-    try:
-        srv.wait_event("startup", count=2, timeout=20)
-        clients = worker_clients(srv, 2)
-        first, second = clients
+    with two_workers(granian_server) as (srv, (first, second)):
         short = in_background(first.get, "/slow/?s=1")
         long = in_background(second.get, "/slow/?s=3")
         srv.wait_event("slow-begin", count=2)
@@ -248,10 +230,6 @@ def test_a_worker_that_finishes_first_does_not_hurry_the_other(granian_server: s
         assert "shutdown escalated" not in log, log
         assert not srv.events("slow-cancelled")
         assert code == 0, log
-    finally:
-        for client in clients:
-            client.close()
-        srv.kill()
 
 
 @server

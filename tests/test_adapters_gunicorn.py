@@ -7,22 +7,32 @@ operator sends them; what the clients got and what the server logged is asserted
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from .servers import Server, get_or_error, in_background, lifespan_complaints, start_with
+from .servers import (
+    WATCHDOG_LINE,
+    Server,
+    answered,
+    get_or_error,
+    in_background,
+    lifespan_complaints,
+    start_with,
+    stop_holding_a_stubborn_request,
+)
 
 KINDS = pytest.mark.parametrize("kind", ["gunicorn-uvicorn", "gunicorn-asgi"])
 SERVER = pytest.mark.server
-WATCHDOG_LINE = "process still alive"
 #: Short hooks, so that a test's budget is what its GRACE_PERIOD and CANCEL_TIMEOUT say.
 QUICK_HOOKS = {"HOOK_TIMEOUT": 0.5}
 
@@ -38,6 +48,20 @@ def stop_cleanly(srv: Server, timeout: float = 10) -> None:
     srv.signal()
     assert srv.wait_exit(timeout) == 0
     stopped_cleanly(srv.log())
+
+
+@contextlib.contextmanager
+def engaged(
+    kind: str, *args: str, graceful: dict[str, Any], workers: int | None = None
+) -> Iterator[Server]:
+    """Gunicorn with ``kind``'s workers, started with ``args``, once each worker has taken
+    the signals; killed after."""
+    srv = start_with(Server(kind, graceful=graceful, workers=workers), *args)
+    try:
+        srv.wait_engaged(count=workers or 1)
+        yield srv
+    finally:
+        srv.kill()
 
 
 def statuses(results: list[Any]) -> list[Any]:
@@ -71,9 +95,7 @@ class Load:
 @SERVER
 @KINDS
 def test_boot_runs_the_lifespan_and_the_hooks_with_the_gunicorn_adapter(kind: str) -> None:
-    srv = start_with(Server(kind, graceful=QUICK_HOOKS))
-    try:
-        srv.wait_engaged()
+    with engaged(kind, graceful=QUICK_HOOKS) as srv:
         state = srv.get("/state/").json()
         assert state["pool"] == f"pool-of-{state['pid']}"
         srv.signal()
@@ -84,40 +106,31 @@ def test_boot_runs_the_lifespan_and_the_hooks_with_the_gunicorn_adapter(kind: st
         assert lifespan_complaints(log) == []
         assert srv.events("startup") and srv.events("shutdown") and srv.events("lifespan-exit")
         stopped_cleanly(log)
-    finally:
-        srv.kill()
 
 
 @SERVER
 @KINDS
 def test_sigterm_lets_the_request_in_flight_finish(kind: str) -> None:
-    srv = start_with(Server(kind, graceful={"GRACE_PERIOD": 5, **QUICK_HOOKS}))
-    try:
-        srv.wait_engaged()
+    with engaged(kind, graceful={"GRACE_PERIOD": 5, **QUICK_HOOKS}) as srv:
         response = in_background(get_or_error, srv, "/slow/?s=1.5")
         srv.wait_event("slow-begin")
         srv.signal()
-        result = response.result(timeout=10)
+        answered(response, 200, timeout=10)
         code = srv.wait_exit(10)
         log = srv.log()
-        assert isinstance(result, httpx.Response) and result.status_code == 200, (result, log)
         assert code == 0, log
         assert srv.events("shutdown-started")[0]["trigger"] == "SIGTERM"
         assert srv.exit_after < 3, log
         stopped_cleanly(log)
-    finally:
-        srv.kill()
 
 
 @SERVER
 @KINDS
 def test_a_hung_request_gets_503_and_the_worker_exits_by_itself(kind: str) -> None:
     grace, cancel = 1, 1
-    srv = start_with(
-        Server(kind, graceful={"GRACE_PERIOD": grace, "CANCEL_TIMEOUT": cancel, **QUICK_HOOKS})
-    )
-    try:
-        srv.wait_engaged()
+    with engaged(
+        kind, graceful={"GRACE_PERIOD": grace, "CANCEL_TIMEOUT": cancel, **QUICK_HOOKS}
+    ) as srv:
         stubborn = in_background(get_or_error, srv, "/stubborn/")
         forever = in_background(get_or_error, srv, "/slow/?s=600")
         srv.wait_event("stubborn-begin")
@@ -130,47 +143,36 @@ def test_a_hung_request_gets_503_and_the_worker_exits_by_itself(kind: str) -> No
         assert srv.exit_after < grace + cancel + 2, log
         assert code == 0, log
         for future in (stubborn, forever):
-            result = future.result(timeout=5)
-            assert isinstance(result, httpx.Response) and result.status_code == 503, (result, log)
-            assert result.headers["connection"] == "close"
+            assert answered(future, 503, log).headers["connection"] == "close"
         assert srv.events("slow-cancelled")[0]["reason"] == "shutdown"
         assert "hung at shutdown: request GET /stubborn/" in log
         assert "tests/project/views.py" in log  # the report says where it hangs
         assert srv.events("shutdown") and srv.events("lifespan-exit")
         stopped_cleanly(log)
-    finally:
-        srv.kill()
 
 
 @SERVER
 @KINDS
 def test_without_our_signal_handling_the_stop_is_still_drained_and_bounded(kind: str) -> None:
     graceful = {"GRACE_PERIOD": 1, "CANCEL_TIMEOUT": 1, "HANDLE_SIGNALS": False, **QUICK_HOOKS}
-    srv = start_with(Server(kind, graceful=graceful))
-    try:
-        srv.wait_engaged()
+    with engaged(kind, graceful=graceful) as srv:
         response = in_background(get_or_error, srv, "/stubborn/")
         srv.wait_event("stubborn-begin")
         srv.signal()
         code = srv.wait_exit(15)
         log = srv.log()
-        result = response.result(timeout=5)
-        assert isinstance(result, httpx.Response) and result.status_code == 503, (result, log)
+        answered(response, 503, log)
         assert srv.events("shutdown-started")[0]["trigger"] == "recycle"  # gunicorn's own stop
         assert srv.events("shutdown") and srv.events("lifespan-exit")
         assert code == 0, log
         assert srv.exit_after < 4, log
         stopped_cleanly(log)
-    finally:
-        srv.kill()
 
 
 @SERVER
 @KINDS
 def test_an_idle_keep_alive_connection_does_not_hold_the_exit(kind: str) -> None:
-    srv = start_with(Server(kind, graceful=QUICK_HOOKS), "--keep-alive", "10")
-    try:
-        srv.wait_engaged()
+    with engaged(kind, "--keep-alive", "10", graceful=QUICK_HOOKS) as srv:
         with srv.client() as client:  # one connection, kept open and idle
             assert client.get("/pid/").status_code == 200
             srv.signal()
@@ -179,8 +181,6 @@ def test_an_idle_keep_alive_connection_does_not_hold_the_exit(kind: str) -> None
         assert code == 0, log
         assert srv.exit_after < 1.5, log  # not gunicorn's keep-alive (10 s)
         stopped_cleanly(log)
-    finally:
-        srv.kill()
 
 
 @SERVER
@@ -189,27 +189,20 @@ def test_a_budget_longer_than_graceful_timeout_is_shortened_to_fit_before_the_si
     kind: str,
 ) -> None:
     # budget: grace 10 + cancel 1 + the hooks' 3.5 s = 14.5 s, in 6 s less 1 s to exit.
-    srv = Server(kind, graceful={"GRACE_PERIOD": 10, "CANCEL_TIMEOUT": 1, **QUICK_HOOKS})
-    start_with(srv, "--graceful-timeout", "6")
-    try:
-        srv.wait_engaged()
+    with engaged(
+        kind,
+        "--graceful-timeout",
+        "6",
+        graceful={"GRACE_PERIOD": 10, "CANCEL_TIMEOUT": 1, **QUICK_HOOKS},
+    ) as srv:
         log = srv.log()
         assert "shutdown budget (14.5 s) does not fit in gunicorn's graceful_timeout (6 s)" in log
         assert "grace 0.5s, cancel 1s" in log
-        response = in_background(get_or_error, srv, "/stubborn/")
-        srv.wait_event("stubborn-begin")
-        srv.signal()
-        code = srv.wait_exit(10)
-        log = srv.log()
-        result = response.result(timeout=5)
-        assert isinstance(result, httpx.Response) and result.status_code == 503, (result, log)
+        code, log, response = stop_holding_a_stubborn_request(srv, timeout=10)
+        answered(response, 503, log)
         assert code == 0, log
         assert srv.exit_after < 6, log
-        assert "hung at shutdown: request GET /stubborn/" in log
-        assert srv.events("shutdown") and srv.events("lifespan-exit")
         stopped_cleanly(log)
-    finally:
-        srv.kill()
 
 
 @SERVER
@@ -217,19 +210,17 @@ def test_a_budget_longer_than_graceful_timeout_is_shortened_to_fit_before_the_si
 def test_recycling_keeps_the_heartbeat_so_a_request_longer_than_timeout_finishes(
     kind: str,
 ) -> None:
-    srv = Server(kind, graceful={"GRACE_PERIOD": 10, **QUICK_HOOKS})
-    start_with(srv, "--max-requests", "2", "--timeout", "3")
-    try:
-        srv.wait_engaged()
+    with engaged(
+        kind, "--max-requests", "2", "--timeout", "3", graceful={"GRACE_PERIOD": 10, **QUICK_HOOKS}
+    ) as srv:
         slow = in_background(get_or_error, srv, "/slow/?s=5")
         begun = srv.wait_event("slow-begin")
         for _ in range(2):  # both count a request once its response is complete
             assert srv.get("/pid/").status_code == 200
         started = srv.wait_event("shutdown-started")
         assert started[0]["trigger"] == "recycle"
-        result = slow.result(timeout=15)
         log = srv.log()
-        assert isinstance(result, httpx.Response) and result.status_code == 200, (result, log)
+        answered(slow, 200, log, timeout=15)
         assert "stops by itself (max_requests" in log
         # The next worker serves once the recycled one is gone.
         srv.wait_event("startup", count=2, timeout=20)
@@ -237,16 +228,12 @@ def test_recycling_keeps_the_heartbeat_so_a_request_longer_than_timeout_finishes
         recycled = begun[0]["pid"]
         assert [e["pid"] for e in srv.events("shutdown")] == [recycled]
         stop_cleanly(srv)
-    finally:
-        srv.kill()
 
 
 @SERVER
 @KINDS
 def test_recycling_workers_refuse_nothing_while_their_siblings_serve(kind: str) -> None:
-    srv = start_with(Server(kind, graceful=QUICK_HOOKS, workers=2), "--max-requests", "15")
-    try:
-        srv.wait_engaged(count=2)
+    with engaged(kind, "--max-requests", "15", graceful=QUICK_HOOKS, workers=2) as srv:
         load = Load(srv)
         deadline = time.monotonic() + 30
         while len(srv.events("shutdown")) < 3 and time.monotonic() < deadline:
@@ -258,8 +245,6 @@ def test_recycling_workers_refuse_nothing_while_their_siblings_serve(kind: str) 
         assert {e["trigger"] for e in srv.events("shutdown-started")} <= {"recycle", "lifespan"}
         assert set(statuses(results)) == {200}, (statuses(results), log)
         stop_cleanly(srv)
-    finally:
-        srv.kill()
 
 
 @SERVER
@@ -268,9 +253,7 @@ def test_recycling_workers_refuse_nothing_while_their_siblings_serve(kind: str) 
 def test_reload_and_fewer_workers_refuse_nothing_and_finish_what_the_old_workers_hold(
     kind: str, signame: str
 ) -> None:
-    srv = start_with(Server(kind, graceful={"GRACE_PERIOD": 10, **QUICK_HOOKS}, workers=2))
-    try:
-        srv.wait_engaged(count=2)
+    with engaged(kind, graceful={"GRACE_PERIOD": 10, **QUICK_HOOKS}, workers=2) as srv:
         old = {e["pid"] for e in srv.events("startup")}
         held = [in_background(get_or_error, srv, "/slow/?s=2") for _ in range(4)]
         srv.wait_event("slow-begin", count=4)
@@ -290,8 +273,6 @@ def test_reload_and_fewer_workers_refuse_nothing_and_finish_what_the_old_workers
         assert {e["trigger"] for e in stopped} == {"SIGTERM"}
         assert "other workers take the new connections" in log
         stop_cleanly(srv, 15)
-    finally:
-        srv.kill()
 
 
 @SERVER
@@ -299,10 +280,7 @@ def test_reload_and_fewer_workers_refuse_nothing_and_finish_what_the_old_workers
 @pytest.mark.parametrize("stop", ["SIGQUIT", "SIGINT", "ctrl-c"])
 def test_a_quick_stop_cancels_at_once_and_still_runs_the_hooks(kind: str, stop: str) -> None:
     workers = 2 if stop == "ctrl-c" else 1
-    srv = Server(kind, graceful={"GRACE_PERIOD": 20, "CANCEL_TIMEOUT": 1}, workers=workers)
-    start_with(srv)
-    try:
-        srv.wait_engaged(count=workers)
+    with engaged(kind, graceful={"GRACE_PERIOD": 20, "CANCEL_TIMEOUT": 1}, workers=workers) as srv:
         response = in_background(get_or_error, srv, "/slow/?s=60")
         srv.wait_event("slow-begin")
         if stop == "ctrl-c":
@@ -314,8 +292,7 @@ def test_a_quick_stop_cancels_at_once_and_still_runs_the_hooks(kind: str, stop: 
             srv.signal(getattr(signal, stop))
         code = srv.wait_exit(15)
         log = srv.log()
-        result = response.result(timeout=5)
-        assert isinstance(result, httpx.Response) and result.status_code == 503, (result, log)
+        answered(response, 503, log)
         assert srv.events("slow-cancelled")[0]["reason"] == "shutdown"
         started = srv.events("shutdown-started")
         assert len(started) == workers
@@ -326,19 +303,13 @@ def test_a_quick_stop_cancels_at_once_and_still_runs_the_hooks(kind: str, stop: 
         assert code == 0, log
         assert srv.exit_after < 3, log
         stopped_cleanly(log)
-    finally:
-        srv.kill()
 
 
 @SERVER
 @KINDS
 def test_a_quick_stop_during_a_stop_fits_in_the_arbiters_two_seconds(kind: str) -> None:
     # CANCEL_TIMEOUT 5 would outlast the 2 s the arbiter leaves after its SIGINT.
-    srv = start_with(
-        Server(kind, graceful={"GRACE_PERIOD": 20, "CANCEL_TIMEOUT": 5, **QUICK_HOOKS})
-    )
-    try:
-        srv.wait_engaged()
+    with engaged(kind, graceful={"GRACE_PERIOD": 20, "CANCEL_TIMEOUT": 5, **QUICK_HOOKS}) as srv:
         response = in_background(get_or_error, srv, "/stubborn/")
         srv.wait_event("stubborn-begin")
         srv.signal()
@@ -349,15 +320,12 @@ def test_a_quick_stop_during_a_stop_fits_in_the_arbiters_two_seconds(kind: str) 
         srv.proc.send_signal(signal.SIGINT)  # the arbiter: quick stop, SIGKILL 2 s later
         code = srv.wait_exit(15)
         log = srv.log()
-        result = response.result(timeout=5)
-        assert isinstance(result, httpx.Response) and result.status_code == 503, (result, log)
+        answered(response, 503, log)
         assert srv.events("shutdown") and srv.events("lifespan-exit")
         assert "hung at shutdown: request GET /stubborn/" in log
         assert code == 0, log
         assert time.monotonic() - quick_at < 2, log
         stopped_cleanly(log)
-    finally:
-        srv.kill()
 
 
 def test_not_detected_outside_a_gunicorn_worker() -> None:

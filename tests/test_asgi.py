@@ -20,7 +20,7 @@ from django_graceful._serving.protocol import SHUTTING_DOWN_BODY
 from django_graceful.asgi import GracefulASGI
 from tests.project import events, views
 
-from .inprocess import NO_SIGNALS, http_scope, open_request, request, start
+from .inprocess import NO_SIGNALS, http_scope, open_request, request, start, stop
 
 
 async def test_lifespan_startup_fills_state_and_shutdown_closes_it(
@@ -32,31 +32,30 @@ async def test_lifespan_startup_fills_state_and_shutdown_closes_it(
     assert len(recorded("startup")) == 1
     status, _, body = await request(app, "/state/")
     assert status == 200 and state["pool"].encode() in body
-    await lifespan.send_input({"type": "lifespan.shutdown"})
-    assert await lifespan.receive_output(5) == {"type": "lifespan.shutdown.complete"}
+    await stop(lifespan)
     assert app.lifecycle.phase == Phase.STOPPED
     assert len(recorded("shutdown")) == 1 and len(recorded("lifespan-exit")) == 1
 
 
-async def test_a_failing_lifespan_manager_fails_startup_with_its_message(
-    app: GracefulASGI, settings: Any
+@pytest.mark.parametrize(
+    ("manager", "said"),
+    [
+        pytest.param("broken", "database unreachable (test)", id="raising"),
+        pytest.param(
+            "not_a_dict", "yielded list; it must yield a dict or None", id="yielding-a-list"
+        ),
+    ],
+)
+async def test_a_failing_lifespan_manager_fails_startup_with_its_name_and_message(
+    app: GracefulASGI, settings: Any, manager: str, said: str
 ) -> None:
-    settings.GRACEFUL = {**NO_SIGNALS, "LIFESPAN": ["tests.project.lifespan.broken"]}
+    settings.GRACEFUL = {**NO_SIGNALS, "LIFESPAN": [f"tests.project.lifespan.{manager}"]}
     lifespan = ApplicationCommunicator(app, {"type": "lifespan"})
     await lifespan.send_input({"type": "lifespan.startup"})
     message = await lifespan.receive_output(5)
     assert message["type"] == "lifespan.startup.failed"
-    assert "tests.project.lifespan.broken" in message["message"]
-    assert "database unreachable (test)" in message["message"]
-
-
-async def test_a_lifespan_manager_must_yield_a_dict(app: GracefulASGI, settings: Any) -> None:
-    settings.GRACEFUL = {**NO_SIGNALS, "LIFESPAN": ["tests.project.lifespan.not_a_dict"]}
-    lifespan = ApplicationCommunicator(app, {"type": "lifespan"})
-    await lifespan.send_input({"type": "lifespan.startup"})
-    message = await lifespan.receive_output(5)
-    assert message["type"] == "lifespan.startup.failed"
-    assert "yielded list; it must yield a dict or None" in message["message"]
+    assert f"tests.project.lifespan.{manager}" in message["message"]
+    assert said in message["message"]
 
 
 async def test_without_lifespan_startup_runs_once_before_the_first_request(
@@ -107,8 +106,7 @@ async def test_closing_refuses_new_requests_with_503_and_connection_close(
     assert slow_status == 200  # in flight before CLOSING: finished
     assert slow_headers[b"connection"] == b"close"
     assert asyncio.get_running_loop().time() - slow_comm_started < 1
-    await lifespan.send_input({"type": "lifespan.shutdown"})
-    assert await lifespan.receive_output(5) == {"type": "lifespan.shutdown.complete"}
+    await stop(lifespan)
 
 
 async def test_closing_reads_an_uploading_body_before_it_answers_503(
@@ -137,8 +135,7 @@ async def test_closing_reads_an_uploading_body_before_it_answers_503(
     assert (await stalled.receive_output(5))["status"] == 503
     assert 0.9 <= asyncio.get_running_loop().time() - began < 2
     await slow
-    await lifespan.send_input({"type": "lifespan.shutdown"})
-    assert await lifespan.receive_output(5) == {"type": "lifespan.shutdown.complete"}
+    await stop(lifespan)
 
 
 async def test_shutdown_cancels_the_django_view_after_the_grace(
@@ -150,8 +147,7 @@ async def test_shutdown_cancels_the_django_view_after_the_grace(
     comm = ApplicationCommunicator(app, http_scope("/slow/", query_string=b"s=600"))
     await comm.send_input({"type": "http.request", "body": b""})
     await asyncio.sleep(0.1)
-    await lifespan.send_input({"type": "lifespan.shutdown"})
-    assert await lifespan.receive_output(3) == {"type": "lifespan.shutdown.complete"}
+    await stop(lifespan, 3)
     assert len(recorded("slow-cancelled")) == 1 and len(recorded("slow-cleanup")) == 1
     assert len(app.lifecycle.registry) == 0
     start_message = await comm.receive_output(1)  # the client still gets an answer
@@ -169,8 +165,7 @@ async def test_work_that_swallows_every_cancel_is_reported_hung_within_the_budge
     await asyncio.sleep(0.1)
     began = asyncio.get_running_loop().time()
     with caplog.at_level(logging.WARNING, "django_graceful"):
-        await lifespan.send_input({"type": "lifespan.shutdown"})
-        assert await lifespan.receive_output(3) == {"type": "lifespan.shutdown.complete"}
+        await stop(lifespan, 3)
     assert asyncio.get_running_loop().time() - began < 1.0
     assert len(recorded("stubborn-swallowed")) >= 2  # cancelled, then cancelled again
     hung = [r.getMessage() for r in caplog.records if "hung at shutdown" in r.getMessage()]
@@ -193,8 +188,7 @@ async def test_many_requests_hung_in_one_place_make_one_warning(
         comms.append(comm)
     await asyncio.sleep(0.1)
     with caplog.at_level(logging.WARNING, "django_graceful"):
-        await lifespan.send_input({"type": "lifespan.shutdown"})
-        assert await lifespan.receive_output(3) == {"type": "lifespan.shutdown.complete"}
+        await stop(lifespan, 3)
     hung = [r.getMessage() for r in caplog.records if "hung at shutdown" in r.getMessage()]
     assert len(hung) == 1, hung
     assert "GET /stubborn/" in hung[0] and "(and 4 more like it)" in hung[0]
@@ -232,8 +226,7 @@ async def test_async_shutdown_hooks_raising_systemexit_are_named_and_the_shutdow
     signals.shutdown.connect(interrupts_on_shutdown)
     try:
         with caplog.at_level(logging.ERROR, "django_graceful"):
-            await lifespan.send_input({"type": "lifespan.shutdown"})
-            assert await lifespan.receive_output(5) == {"type": "lifespan.shutdown.complete"}
+            await stop(lifespan)
     finally:
         signals.shutdown_started.disconnect(exits_when_draining)
         signals.shutdown.disconnect(interrupts_on_shutdown)
@@ -252,8 +245,7 @@ async def test_unexpected_lifespan_message_is_logged_not_fatal(
     lifespan, _ = await start(app)
     with caplog.at_level(logging.ERROR, "django_graceful"):
         await lifespan.send_input({"type": "lifespan.bogus"})
-        await lifespan.send_input({"type": "lifespan.shutdown"})
-        assert await lifespan.receive_output(5) == {"type": "lifespan.shutdown.complete"}
+        await stop(lifespan)
     assert "unexpected lifespan message 'lifespan.bogus'" in caplog.text
 
 
@@ -278,8 +270,7 @@ async def test_a_lifespan_shutdown_during_the_lazy_startup_leaves_the_app_stoppe
         first = asyncio.ensure_future(request(app, "/pid/"))  # starts the lazy startup
         await asyncio.sleep(0.1)
         lifespan = ApplicationCommunicator(app, {"type": "lifespan", "state": {}})
-        await lifespan.send_input({"type": "lifespan.shutdown"})
-        assert await lifespan.receive_output(5) == {"type": "lifespan.shutdown.complete"}
+        await stop(lifespan)
         assert app.lifecycle.phase == Phase.STOPPED
         await asyncio.wait_for(first, 5)
         after = await request(app, "/pid/")
@@ -315,14 +306,12 @@ async def test_a_lifespan_startup_after_the_shutdown_begins_the_next_cycle(
 ) -> None:
     settings.GRACEFUL = NO_SIGNALS
     lifespan, _ = await start(app)
-    await lifespan.send_input({"type": "lifespan.shutdown"})
-    assert await lifespan.receive_output(5) == {"type": "lifespan.shutdown.complete"}
+    await stop(lifespan)
     assert (await request(app, "/pid/"))[0] == 503  # the same loop, no new lifespan: stopped
     again, state = await start(app)
     assert app.lifecycle.phase == Phase.SERVING and "pool" in state
     assert (await request(app, "/state/"))[0] == 200
-    await again.send_input({"type": "lifespan.shutdown"})
-    assert await again.receive_output(5) == {"type": "lifespan.shutdown.complete"}
+    await stop(again)
 
 
 async def test_a_lifespan_startup_while_the_shutdown_is_under_way_fails_clearly(

@@ -25,14 +25,16 @@ from .inprocess import NO_SIGNALS
 FAST = {**NO_SIGNALS, "LIFESPAN": [], "GRACE_PERIOD": 0.5, "CANCEL_TIMEOUT": 0.5}
 
 
-async def started(lifecycle: Lifecycle) -> Lifecycle:
+@pytest.fixture
+async def started(lifecycle: Lifecycle, settings: Any) -> Lifecycle:
+    """The test's lifecycle, started with FAST settings."""
+    settings.GRACEFUL = FAST
     await lifecycle.startup(app=None)
     return lifecycle
 
 
-async def test_a_spawned_task_may_finish_in_the_grace(lifecycle: Lifecycle, settings: Any) -> None:
-    settings.GRACEFUL = FAST
-    await started(lifecycle)
+@pytest.mark.usefixtures("started")
+async def test_a_spawned_task_may_finish_in_the_grace(lifecycle: Lifecycle) -> None:
     done: list[bool] = []
 
     async def short() -> None:
@@ -48,12 +50,10 @@ async def test_a_spawned_task_may_finish_in_the_grace(lifecycle: Lifecycle, sett
     assert len(lifecycle.registry) == 0
 
 
+@pytest.mark.usefixtures("started")
 async def test_a_long_task_is_cancelled_with_reason_shutdown_and_awaited(
     lifecycle: Lifecycle,
-    settings: Any,
 ) -> None:
-    settings.GRACEFUL = FAST
-    await started(lifecycle)
     seen: list[Any] = []
 
     async def forever() -> None:
@@ -71,11 +71,10 @@ async def test_a_long_task_is_cancelled_with_reason_shutdown_and_awaited(
     assert task.cancelled()
 
 
+@pytest.mark.usefixtures("started")
 async def test_a_task_that_swallows_the_cancel_is_reported_and_does_not_hold_the_shutdown(
-    lifecycle: Lifecycle, caplog: pytest.LogCaptureFixture, settings: Any
+    lifecycle: Lifecycle, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings.GRACEFUL = FAST
-    await started(lifecycle)
     release = asyncio.Event()
 
     async def stubborn() -> None:
@@ -95,11 +94,10 @@ async def test_a_task_that_swallows_the_cancel_is_reported_and_does_not_hold_the
     release.set()
 
 
+@pytest.mark.usefixtures("started")
 async def test_a_spawned_task_that_raises_is_logged_by_name(
-    lifecycle: Lifecycle, caplog: pytest.LogCaptureFixture, settings: Any
+    lifecycle: Lifecycle, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings.GRACEFUL = FAST
-    await started(lifecycle)
 
     async def broken() -> None:
         raise ValueError("partition lost")
@@ -112,11 +110,8 @@ async def test_a_spawned_task_that_raises_is_logged_by_name(
     assert len(lifecycle.registry) == 0
 
 
-async def test_spawning_during_the_shutdown_is_a_clear_error(
-    lifecycle: Lifecycle, settings: Any
-) -> None:
-    settings.GRACEFUL = FAST
-    await started(lifecycle)
+@pytest.mark.usefixtures("started")
+async def test_spawning_during_the_shutdown_is_a_clear_error(lifecycle: Lifecycle) -> None:
     lifecycle.phase = Phase.CLOSING
 
     async def late() -> None:
@@ -130,12 +125,10 @@ async def test_spawning_during_the_shutdown_is_a_clear_error(
         spawn(late, name="not-called")  # type: ignore[arg-type]
 
 
+@pytest.mark.usefixtures("started")
 async def test_a_flush_thread_stops_at_closing_and_writes_its_last_batch(
     lifecycle: Lifecycle,
-    settings: Any,
 ) -> None:
-    settings.GRACEFUL = FAST
-    await started(lifecycle)
     produced: list[int] = []
     flushed: list[int] = []
 
@@ -161,11 +154,10 @@ async def test_a_flush_thread_stops_at_closing_and_writes_its_last_batch(
     assert flushed == produced and produced
 
 
+@pytest.mark.usefixtures("started")
 async def test_a_thread_ignoring_stop_is_reported_with_its_stack_within_the_budget(
-    lifecycle: Lifecycle, caplog: pytest.LogCaptureFixture, settings: Any
+    lifecycle: Lifecycle, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings.GRACEFUL = FAST
-    await started(lifecycle)
     release = threading.Event()
 
     def deaf(stop: threading.Event) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
-import httpx
 import pytest
 
-from .servers import SERVERS, Server, get_or_error, in_background, running
+from .servers import SERVERS, Server, answered, get_or_error, in_background, running
 
 pytestmark = pytest.mark.server
 
@@ -21,6 +23,15 @@ GRACE, CANCEL = 1.0, 1.0
 SYNC_STOP_BOUND = 0.2
 #: How soon an async view's cancellation (and its cleanup) follows the client hanging up.
 ASYNC_STOP_BOUND = 0.2
+
+
+@contextlib.contextmanager
+def started(server: str, **graceful: float) -> Iterator[Server]:
+    """``server`` running with these ``GRACEFUL`` settings, and started: Daphne starts
+    the app at its first request."""
+    with running(server, graceful=graceful) as srv:
+        srv.get("/pid/")
+        yield srv
 
 
 def open_get(srv: Server, path: str) -> socket.socket:
@@ -89,69 +100,87 @@ def stop_with_nothing_in_flight(srv: Server) -> None:
     assert "hung at shutdown" not in log, log
 
 
+# -- the views the tests hold in flight ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Held:
+    """A view held in flight: where it is, the event that says it began, the event (with
+    its ``reason``) that says it stopped, and what else that view leaves behind."""
+
+    path: str
+    began: str
+    stopped: str
+    #: A sync view that polls its token (in the same token as the request's).
+    sync: bool = False
+    #: A ``@cancellable`` view: the name its "cancelled" log line gives.
+    view: str | None = None
+    #: The event its cleanup records, once, after the cancel.
+    cleaned: str | None = None
+
+    @property
+    def bound(self) -> float:
+        """How soon after the cancel the view has stopped."""
+        return SYNC_STOP_BOUND if self.sync else ASYNC_STOP_BOUND
+
+    def logged(self, reason: str) -> str:
+        """The start of the line a ``@cancellable`` view's cancel logs."""
+        return f"view {self.view} (GET {self.path}) cancelled: {reason} after"
+
+
+HELD = [
+    pytest.param(
+        Held("/guarded/", "guarded-begin", "cleanup", view="tests.project.views.guarded"),
+        id="cancellable",
+    ),
+    pytest.param(
+        Held("/slow/?s=600", "slow-begin", "slow-cancelled", cleaned="slow-cleanup"),
+        id="undecorated",
+    ),
+    pytest.param(
+        Held("/export/?rows=100000", "export-begin", "export-stopped", sync=True),
+        id="sync-polling",
+    ),
+]
+
+
+def wait_began(srv: Server, held: Held) -> None:
+    """Until ``held`` runs (a sync one well into its loop)."""
+    began = srv.wait_event(held.began)[0]
+    if held.sync:
+        assert began["same_token"] is True
+        time.sleep(0.1)  # well into its loop
+
+
 # -- the client hangs up ----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("held", HELD)
 @pytest.mark.parametrize("server", SERVERS)
-def test_a_client_that_hangs_up_cancels_the_view_with_reason_disconnect_and_cleans_up_once(
-    server: str,
+def test_a_client_that_hangs_up_stops_the_view_with_reason_disconnect_once(
+    server: str, held: Held
 ) -> None:
-    with running(server, graceful={"GRACE_PERIOD": HOLDING_GRACE}) as srv:
-        srv.get("/pid/")  # started (lazily on Daphne)
-        sock = open_get(srv, "/guarded/")
-        srv.wait_event("guarded-begin")
+    with started(server, GRACE_PERIOD=HOLDING_GRACE) as srv:
+        sock = open_get(srv, held.path)
+        wait_began(srv, held)
         left = hang_up(sock)
-        cleanup = srv.wait_event("cleanup", timeout=5)[0]
-        assert cleanup["reason"] == "disconnect"
-        latency = cleanup["t"] - left
-        print(f"{server}: hang-up -> on_cancel {latency * 1000:.0f} ms")
-        assert 0 <= latency < ASYNC_STOP_BOUND, latency
-        wait_log(
-            srv, "view tests.project.views.guarded (GET /guarded/) cancelled: disconnect after"
-        )
-        stop_with_nothing_in_flight(srv)
-        assert [c["reason"] for c in srv.events("cleanup")] == ["disconnect"]  # once, at all
-
-
-@pytest.mark.parametrize("server", SERVERS)
-def test_a_client_that_hangs_up_cancels_an_undecorated_view_with_reason_disconnect(
-    server: str,
-) -> None:
-    with running(server, graceful={"GRACE_PERIOD": HOLDING_GRACE}) as srv:
-        srv.get("/pid/")
-        sock = open_get(srv, "/slow/?s=600")
-        srv.wait_event("slow-begin")
-        left = hang_up(sock)
-        cancelled = srv.wait_event("slow-cancelled", timeout=5)[0]
-        assert cancelled["reason"] == "disconnect"  # request.cancellation knew why
-        assert 0 <= cancelled["t"] - left < ASYNC_STOP_BOUND
-        srv.wait_event("slow-cleanup")
-        stop_with_nothing_in_flight(srv)
-        assert len(srv.events("slow-cancelled")) == 1
-
-
-@pytest.mark.parametrize("server", SERVERS)
-def test_a_sync_view_polling_its_token_stops_right_after_the_client_hangs_up(server: str) -> None:
-    with running(server, graceful={"GRACE_PERIOD": HOLDING_GRACE}) as srv:
-        srv.get("/pid/")
-        sock = open_get(srv, "/export/?rows=100000")
-        assert srv.wait_event("export-begin")[0]["same_token"] is True
-        time.sleep(0.1)  # well into its loop
-        left = hang_up(sock)
-        stopped = srv.wait_event("export-stopped", timeout=5)[0]
-        assert stopped["reason"] == "disconnect"
+        stopped = srv.wait_event(held.stopped, timeout=5)[0]
+        assert stopped["reason"] == "disconnect"  # request.cancellation knew why
         latency = stopped["t"] - left
-        print(f"{server}: hang-up -> sync view stopped {latency * 1000:.0f} ms")
-        assert 0 <= latency < SYNC_STOP_BOUND, latency
+        print(f"{server}: hang-up -> {held.stopped} {latency * 1000:.0f} ms")
+        assert 0 <= latency < held.bound, latency
+        if held.view is not None:
+            wait_log(srv, held.logged("disconnect"))
+        if held.cleaned is not None:
+            srv.wait_event(held.cleaned)
         stop_with_nothing_in_flight(srv)
-        assert len(srv.events("export-stopped")) == 1
+        assert [s["reason"] for s in srv.events(held.stopped)] == ["disconnect"]  # once
 
 
 @pytest.mark.parametrize("server", SERVERS)
 def test_shield_finishes_its_body_despite_a_hang_up_then_delivers_the_cancel(server: str) -> None:
     body = 0.5
-    with running(server, graceful={"GRACE_PERIOD": HOLDING_GRACE}) as srv:
-        srv.get("/pid/")
+    with started(server, GRACE_PERIOD=HOLDING_GRACE) as srv:
         sock = open_get(srv, f"/shielded/?body={body}&t=3")
         begin = srv.wait_event("shield-begin")[0]
         left = hang_up(sock)
@@ -167,8 +196,7 @@ def test_shield_finishes_its_body_despite_a_hang_up_then_delivers_the_cancel(ser
 @pytest.mark.parametrize("server", SERVERS)
 def test_a_shield_that_overruns_its_timeout_is_cancelled_after_a_hang_up(server: str) -> None:
     shield_timeout = 0.3
-    with running(server, graceful={"GRACE_PERIOD": HOLDING_GRACE}) as srv:
-        srv.get("/pid/")
+    with started(server, GRACE_PERIOD=HOLDING_GRACE) as srv:
         sock = open_get(srv, f"/shielded/?body=600&t={shield_timeout}")
         begin = srv.wait_event("shield-begin")[0]
         hang_up(sock)
@@ -181,8 +209,7 @@ def test_a_shield_that_overruns_its_timeout_is_cancelled_after_a_hang_up(server:
 
 @pytest.mark.parametrize("server", SERVERS)
 def test_an_event_stream_closes_its_generator_when_the_client_hangs_up(server: str) -> None:
-    with running(server, graceful={"GRACE_PERIOD": HOLDING_GRACE}) as srv:
-        srv.get("/pid/")
+    with started(server, GRACE_PERIOD=HOLDING_GRACE) as srv:
         sock = open_get(srv, "/events/")
         received = read_until(sock, b"data: tick 2")
         assert received.startswith(b"HTTP/1.1 200")
@@ -240,35 +267,34 @@ def assert_after_the_grace(srv: Server, at: float) -> None:
     assert GRACE <= after < GRACE + 0.6, (after, srv.events())
 
 
+@pytest.mark.parametrize("held", HELD)
 @pytest.mark.parametrize("server", SERVERS)
-def test_shutdown_cancels_an_undecorated_view_with_reason_shutdown_and_the_client_gets_503(
-    server: str,
+def test_shutdown_stops_a_view_at_the_end_of_the_grace_with_reason_shutdown_and_answers_503(
+    server: str, held: Held
 ) -> None:
-    with running(server, graceful={"GRACE_PERIOD": GRACE, "CANCEL_TIMEOUT": CANCEL}) as srv:
-        srv.get("/pid/")
-        response = in_background(get_or_error, srv, "/slow/?s=600")
-        srv.wait_event("slow-begin")
+    with started(server, GRACE_PERIOD=GRACE, CANCEL_TIMEOUT=CANCEL) as srv:
+        response = in_background(get_or_error, srv, held.path)
+        srv.wait_event(held.began)
         srv.signal()
         srv.wait_exit(GRACE + CANCEL + 5)
         log = srv.log()
         assert srv.exit_after < GRACE + CANCEL + 1, log
-        cancelled = srv.events("slow-cancelled")
-        assert [c["reason"] for c in cancelled] == ["shutdown"], log
-        assert_after_the_grace(srv, cancelled[0]["t"])
-        assert len(srv.events("slow-cleanup")) == 1
+        stopped = srv.events(held.stopped)
+        assert [s["reason"] for s in stopped] == ["shutdown"], log
+        assert_after_the_grace(srv, stopped[0]["t"])
+        if held.view is not None:
+            assert held.logged("shutdown") in log
+        if held.cleaned is not None:
+            assert len(srv.events(held.cleaned)) == 1
         assert "hung at shutdown" not in log, log
-        result = response.result(timeout=5)
-        assert isinstance(result, httpx.Response), result
-        assert result.status_code == 503
-        assert result.headers["connection"] == "close"
+        assert answered(response, 503, log).headers["connection"] == "close"
 
 
 @pytest.mark.parametrize("server", SERVERS)
 def test_shutdown_streams_an_event_stream_through_the_grace_then_closes_its_generator(
     server: str,
 ) -> None:
-    with running(server, graceful={"GRACE_PERIOD": GRACE, "CANCEL_TIMEOUT": CANCEL}) as srv:
-        srv.get("/pid/")
+    with started(server, GRACE_PERIOD=GRACE, CANCEL_TIMEOUT=CANCEL) as srv:
         sock = open_get(srv, "/events/")
         try:
             before = read_until(sock, b"data: tick 0")
@@ -291,51 +317,9 @@ def test_shutdown_streams_an_event_stream_through_the_grace_then_closes_its_gene
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_shutdown_tells_a_sync_export_to_stop_at_the_end_of_the_grace(server: str) -> None:
-    with running(server, graceful={"GRACE_PERIOD": GRACE, "CANCEL_TIMEOUT": CANCEL}) as srv:
-        srv.get("/pid/")
-        response = in_background(get_or_error, srv, "/export/?rows=100000")
-        srv.wait_event("export-begin")
-        srv.signal()
-        srv.wait_exit(GRACE + CANCEL + 5)
-        log = srv.log()
-        assert srv.exit_after < GRACE + CANCEL + 1, log
-        stopped = srv.events("export-stopped")
-        assert [s["reason"] for s in stopped] == ["shutdown"], log
-        assert_after_the_grace(srv, stopped[0]["t"])
-        assert "hung at shutdown" not in log, log
-        result = response.result(timeout=5)
-        assert isinstance(result, httpx.Response), result
-        assert result.status_code == 503
-
-
-@pytest.mark.parametrize("server", SERVERS)
-def test_shutdown_cancels_a_cancellable_view_runs_its_on_cancel_once_and_answers_503(
-    server: str,
-) -> None:
-    with running(server, graceful={"GRACE_PERIOD": GRACE, "CANCEL_TIMEOUT": CANCEL}) as srv:
-        srv.get("/pid/")
-        response = in_background(get_or_error, srv, "/guarded/")
-        srv.wait_event("guarded-begin")
-        srv.signal()
-        srv.wait_exit(GRACE + CANCEL + 5)
-        log = srv.log()
-        assert srv.exit_after < GRACE + CANCEL + 1, log
-        cleanup = srv.events("cleanup")
-        assert [c["reason"] for c in cleanup] == ["shutdown"], log
-        assert_after_the_grace(srv, cleanup[0]["t"])
-        assert "view tests.project.views.guarded (GET /guarded/) cancelled: shutdown after" in log
-        result = response.result(timeout=5)
-        assert isinstance(result, httpx.Response), result
-        assert result.status_code == 503
-
-
-@pytest.mark.parametrize("server", SERVERS)
 def test_shutdown_lets_a_shielded_block_finish_past_the_grace_then_cancels(server: str) -> None:
     body = 2.0  # ends a second after the grace: the shutdown cancel is held meanwhile
-    graceful = {"GRACE_PERIOD": GRACE, "CANCEL_TIMEOUT": 2.0}
-    with running(server, graceful=graceful) as srv:
-        srv.get("/pid/")
+    with started(server, GRACE_PERIOD=GRACE, CANCEL_TIMEOUT=2.0) as srv:
         response = in_background(get_or_error, srv, f"/shielded/?body={body}&t=5")
         begin = srv.wait_event("shield-begin")[0]
         srv.signal()
@@ -349,17 +333,14 @@ def test_shutdown_lets_a_shielded_block_finish_past_the_grace_then_cancels(serve
         assert 0 <= cancelled[0]["t"] - committed[0]["t"] < ASYNC_STOP_BOUND, log
         assert srv.exit_after < body + 1, log
         assert "hung at shutdown" not in log, log
-        result = response.result(timeout=5)
-        assert isinstance(result, httpx.Response), result
-        assert result.status_code == 503
+        answered(response, 503, log)
 
 
 @pytest.mark.parametrize("server", SERVERS)
 def test_a_client_that_hangs_up_during_the_grace_is_cancelled_at_once_and_ends_the_drain(
     server: str,
 ) -> None:
-    with running(server, graceful={"GRACE_PERIOD": HOLDING_GRACE}) as srv:
-        srv.get("/pid/")
+    with started(server, GRACE_PERIOD=HOLDING_GRACE) as srv:
         sock = open_get(srv, "/guarded/")
         srv.wait_event("guarded-begin")
         srv.signal()

@@ -14,7 +14,7 @@ from django_graceful import CancellationToken, CancelReason, RequestCancelled
 from django_graceful._core.cancellation import NEVER, current_cancellation
 from django_graceful.asgi import GracefulASGI
 
-from .inprocess import NO_SIGNALS, http_scope, request, start, wait_for
+from .inprocess import NO_SIGNALS, http_scope, request, start, stop, wait_for
 
 
 def test_the_first_reason_stays_and_callbacks_run_once() -> None:
@@ -106,8 +106,7 @@ async def test_a_shutdown_stops_a_sync_view_with_reason_shutdown(
     comm = ApplicationCommunicator(app, http_scope("/export/"))
     await comm.send_input({"type": "http.request", "body": b""})
     await wait_for(recorded, "export-begin")
-    await lifespan.send_input({"type": "lifespan.shutdown"})
-    assert await lifespan.receive_output(3) == {"type": "lifespan.shutdown.complete"}
+    await stop(lifespan, 3)
     assert (await wait_for(recorded, "export-stopped"))["reason"] == "shutdown"
     assert (await comm.receive_output(1))["status"] == 503
 

@@ -13,7 +13,7 @@ from django_graceful import cancellable
 from django_graceful.asgi import GracefulASGI
 from django_graceful.signals import request_cancelled
 
-from .inprocess import NO_SIGNALS, open_request, start, wait_for
+from .inprocess import NO_SIGNALS, open_request, start, stop, wait_for
 
 
 @pytest.fixture
@@ -54,8 +54,7 @@ async def test_a_shutdown_cancels_with_reason_shutdown(
     lifespan, _ = await start(app)
     comm = await open_request(app, "/guarded/")
     await wait_for(recorded, "guarded-begin")
-    await lifespan.send_input({"type": "lifespan.shutdown"})
-    assert await lifespan.receive_output(3) == {"type": "lifespan.shutdown.complete"}
+    await stop(lifespan, 3)
     assert [c["reason"] for c in recorded("cleanup")] == ["shutdown"]
     assert [str(s["reason"]) for s in cancelled_signals] == ["shutdown"]
     assert (await comm.receive_output(1))["status"] == 503
@@ -123,8 +122,7 @@ async def test_shield_holds_a_shutdown_cancel_too(
     lifespan, _ = await start(app)
     comm = await open_request(app, "/shielded/?body=0.4&t=2")
     await wait_for(recorded, "shield-begin")
-    await lifespan.send_input({"type": "lifespan.shutdown"})
-    assert await lifespan.receive_output(3) == {"type": "lifespan.shutdown.complete"}
+    await stop(lifespan, 3)
     assert recorded("committed")[0]["reason"] == "shutdown"
     assert recorded("shield-cancelled")
     await comm.wait(1)

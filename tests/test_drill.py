@@ -22,7 +22,7 @@ from django_graceful._diagnosis.drill import rehearsal, render
 from django_graceful._diagnosis.drill.output import noteworthy
 
 from .markers import marked
-from .servers import ROOT, SERVERS
+from .servers import ROOT, SERVERS, example_env, not_installed
 from .test_report import dead_pid, last_report, snapshot
 
 server = pytest.mark.server
@@ -50,18 +50,10 @@ DRILLED = {
 def example_drill(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """``python manage.py checkshutdown --drill ARGS`` on the example project, as CI runs it
     (a 1 s grace and a 1 s cancel timeout; its own database and state folder)."""
-    environ = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
-    environ.update(
-        GRACEFUL_GRACE_PERIOD="1",
-        GRACEFUL_CANCEL_TIMEOUT="1",
-        EXAMPLE_DB=str(tmp_path / "db.sqlite3"),
-        EXAMPLE_STATE_DIR=str(tmp_path / "state"),
-        **env,
-    )
     return subprocess.run(
         [sys.executable, "manage.py", "checkshutdown", "--drill", *args],
         cwd=ROOT,
-        env=environ,
+        env=example_env(tmp_path, **env),
         capture_output=True,
         text=True,
         timeout=DRILL_TIMEOUT,
@@ -369,14 +361,7 @@ def test_report_options_are_refused_with_another_mode(mode: str, option: list[st
 def test_a_missing_server_names_the_extra_to_install(
     monkeypatch: pytest.MonkeyPatch, settings: Any
 ) -> None:
-    import importlib.util
-
-    real = importlib.util.find_spec
-
-    def find_spec(name: str, *args: Any) -> Any:
-        return None if name == "daphne" else real(name, *args)
-
-    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    not_installed(monkeypatch, "daphne")
     settings.ASGI_APPLICATION = "tests.project.asgi.application"
     status, out, _ = run_drill("--server", "daphne")
     assert status == 2
@@ -386,20 +371,22 @@ def test_a_missing_server_names_the_extra_to_install(
     )
 
 
-@pytest.mark.parametrize("server", ["uvicorn", "daphne"])
-def test_a_worker_class_is_gunicorns_only(server: str, settings: Any) -> None:
+@pytest.mark.parametrize(
+    ("option", "owner", "server"),
+    [
+        pytest.param(["--worker-class", "asgi"], "gunicorn", "uvicorn", id="worker-class-uvicorn"),
+        pytest.param(["--worker-class", "asgi"], "gunicorn", "daphne", id="worker-class-daphne"),
+        pytest.param(["--interface", "rsgi"], "granian", "uvicorn", id="interface-uvicorn"),
+        pytest.param(["--interface", "rsgi"], "granian", "gunicorn", id="interface-gunicorn"),
+    ],
+)
+def test_an_option_of_one_server_is_refused_with_another(
+    option: list[str], owner: str, server: str, settings: Any
+) -> None:
     settings.ASGI_APPLICATION = "tests.project.asgi.application"
-    status, out, _ = run_drill("--server", server, "--worker-class", "asgi")
+    status, out, _ = run_drill("--server", server, *option)
     assert status == 2
-    assert out.strip() == f"cannot drill: --worker-class is gunicorn's: not with --server {server}"
-
-
-@pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
-def test_an_interface_is_granians_only(server: str, settings: Any) -> None:
-    settings.ASGI_APPLICATION = "tests.project.asgi.application"
-    status, out, _ = run_drill("--server", server, "--interface", "rsgi")
-    assert status == 2
-    assert out.strip() == f"cannot drill: --interface is granian's: not with --server {server}"
+    assert out.strip() == f"cannot drill: {option[0]} is {owner}'s: not with --server {server}"
 
 
 @pytest.mark.parametrize(("args", "interface"), [([], "asgi"), (["--interface", "rsgi"], "rsgi")])
@@ -408,14 +395,7 @@ def test_the_json_names_granians_interface(
 ) -> None:
     """ASGI unless ``--interface rsgi`` (here Granian is "missing": the drill stops at its
     command line, with the interface already known)."""
-    import importlib.util
-
-    real = importlib.util.find_spec
-
-    def find_spec(name: str, *more: Any) -> Any:
-        return None if name == "granian" else real(name, *more)
-
-    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    not_installed(monkeypatch, "granian")
     settings.ASGI_APPLICATION = "tests.project.asgi.application"
     status, out, _ = run_drill("--server", "granian", *args, "--json")
     data = json.loads(out)
@@ -428,14 +408,7 @@ def test_gunicorn_without_its_uvicorn_worker_names_the_gunicorn_extra(
     monkeypatch: pytest.MonkeyPatch,
     settings: Any,
 ) -> None:
-    import importlib.util
-
-    real = importlib.util.find_spec
-
-    def find_spec(name: str, *args: Any) -> Any:
-        return None if name == "uvicorn_worker" else real(name, *args)
-
-    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    not_installed(monkeypatch, "uvicorn_worker")
     settings.ASGI_APPLICATION = "tests.project.asgi.application"
     status, out, _ = run_drill("--server", "gunicorn", "--json")
     data = json.loads(out)

@@ -14,23 +14,11 @@ import pytest
 
 from django_graceful._diagnosis.drill import group_members
 
-from .servers import ROOT
+from .servers import ROOT, example_env
 
 pytestmark = pytest.mark.server
 
 DRILL = [sys.executable, "manage.py", "checkshutdown", "--drill"]
-
-
-def example_env(tmp_path: Path) -> dict[str, str]:
-    """The example project as ``test_drill`` runs it: its own database and state folder."""
-    environ = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
-    environ.update(
-        GRACEFUL_GRACE_PERIOD="1",
-        GRACEFUL_CANCEL_TIMEOUT="1",
-        EXAMPLE_DB=str(tmp_path / "db.sqlite3"),
-        EXAMPLE_STATE_DIR=str(tmp_path / "state"),
-    )
-    return environ
 
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:

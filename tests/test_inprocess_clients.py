@@ -51,6 +51,13 @@ async def numbered(app: Any) -> AsyncIterator[dict[str, Any]]:
 GRACEFUL = {"LIFESPAN": [f"{__name__}.numbered"], "DRAIN_DELAY": 0}
 
 
+async def get(app: Any, path: str) -> httpx.Response:
+    """A GET of ``path`` through httpx's ASGI transport (which sends no lifespan)."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        return await client.get(path)
+
+
 @pytest.fixture
 def application(lifecycle: Lifecycle, tmp_path: Any, settings: Any) -> Iterator[GracefulASGI]:
     """The project's app on the process's lifecycle (fresh for this test), with signals
@@ -121,9 +128,7 @@ async def test_asgi_lifespan_runs_three_full_cycles_with_fresh_state_and_signals
     for _ in range(CYCLES):
         async with LifespanManager(application, BOUND, BOUND) as manager:
             assert handlers() != before  # the signals are ours while the cycle serves
-            transport = httpx.ASGITransport(app=manager.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                response = await client.get("/state/")
+            response = await get(manager.app, "/state/")
             assert response.status_code == 200, response.text
             pools.append(response.json()["pool"])
         assert application.lifecycle.phase == Phase.STOPPED
@@ -188,9 +193,7 @@ async def test_a_lifespan_after_a_failed_one_is_a_fresh_cycle(
         async with LifespanManager(application, BOUND, BOUND):
             pass
     async with LifespanManager(application, BOUND, BOUND) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            assert (await client.get("/state/")).status_code == 200
+        assert (await get(manager.app, "/state/")).status_code == 200
     assert hooks[-1] == "shutdown"
 
 
@@ -198,18 +201,11 @@ async def test_a_lifespan_after_requests_on_a_closed_loop_starts_and_shuts_down_
     application: GracefulASGI, hooks: list[str]
 ) -> None:
     """An earlier test used the app without lifespan, with httpx on a loop since closed."""
-
-    async def without_lifespan() -> int:
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            return (await client.get("/pid/")).status_code
-
     before = handlers()
-    assert await asyncio.wait_for(asyncio.to_thread(asyncio.run, without_lifespan()), BOUND) == 200
+    without_lifespan = asyncio.to_thread(asyncio.run, get(application, "/pid/"))
+    assert (await asyncio.wait_for(without_lifespan, BOUND)).status_code == 200
     async with LifespanManager(application, BOUND, BOUND) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            assert (await client.get("/state/")).status_code == 200
+        assert (await get(manager.app, "/state/")).status_code == 200
     assert application.lifecycle.phase == Phase.STOPPED
     assert hooks[-1] == "shutdown" and len(hooks) == 3  # two startups, one shutdown
     assert handlers() == before
@@ -218,13 +214,9 @@ async def test_a_lifespan_after_requests_on_a_closed_loop_starts_and_shuts_down_
 async def test_requests_without_lifespan_on_a_new_loop_are_served_after_a_closed_one(
     application: GracefulASGI, hooks: list[str]
 ) -> None:
-    async def one_request() -> int:
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            return (await client.get("/state/")).status_code
-
     for _ in range(2):
-        assert await asyncio.wait_for(asyncio.to_thread(asyncio.run, one_request()), BOUND) == 200
+        on_a_new_loop = asyncio.to_thread(asyncio.run, get(application, "/state/"))
+        assert (await asyncio.wait_for(on_a_new_loop, BOUND)).status_code == 200
     assert [line.split()[0] for line in hooks] == ["startup", "startup"]
 
 

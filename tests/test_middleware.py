@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,16 @@ from django_graceful._diagnosis.publisher import Publisher
 from django_graceful._diagnosis.snapshot import host_id
 from django_graceful._diagnosis.stores import FileStore
 from django_graceful.asgi import GracefulASGI
-from tests.project import views_hangs
 
-from .inprocess import NO_SIGNALS, Events, open_request, start, wait_for
+from .inprocess import (
+    NO_SIGNALS,
+    Events,
+    open_request,
+    release_the_swallower,
+    start,
+    stop,
+    wait_for,
+)
 
 HANGING = {
     **NO_SIGNALS,
@@ -47,61 +55,56 @@ class Seen:
     hung_at_shutdown: str
 
 
-async def hang_and_shut_down(
-    app: GracefulASGI,
-    lifecycle: Lifecycle,
-    tmp_path: Path,
-    recorded: Events,
-    caplog: pytest.LogCaptureFixture,
-    path: str,
-) -> Seen:
-    folder = tmp_path / "state"
-    pub = Publisher(lifecycle, FileStore(str(folder), host_id(), os.getpid()))
-    lifecycle.on_phase(pub.on_phase)
-    with caplog.at_level(logging.DEBUG, "django_graceful"):
-        lifespan, _ = await start(app)
-        comm = await open_request(app, path)
-        await wait_for(recorded, "swallower-begin")
-        deadline = time.monotonic() + 3
-        while "hang detected" not in caplog.text:
-            assert time.monotonic() < deadline, "no hang detected within 3 s"
-            await asyncio.sleep(0.02)
-        (live,) = folder.glob("live-*.json")
-        live_text = live.read_text()
-        await lifespan.send_input({"type": "lifespan.shutdown"})
-        assert await lifespan.receive_output(5) == {"type": "lifespan.shutdown.complete"}
-        views_hangs.RELEASE.set()
-        try:
-            await comm.receive_output(5)
-            await comm.wait(5)
-        finally:
-            views_hangs.RELEASE.clear()
-    (last,) = folder.glob("last-*.json")
-    logs = [r.getMessage() for r in caplog.records if r.name.startswith("django_graceful")]
-    return Seen(
-        live=live_text,
-        last=last.read_text(),
-        logs=logs,
-        hang_detected=next(m for m in logs if m.startswith("hang detected")),
-        hung_at_shutdown=next(m for m in logs if m.startswith("hung at shutdown")),
-    )
+Hang = Callable[..., Awaitable[Seen]]
 
 
-async def test_a_path_with_an_escape_sequence_is_logged_with_it_visible(
+@pytest.fixture
+def hang(
     app: GracefulASGI,
     lifecycle: Lifecycle,
     tmp_path: Path,
     recorded: Events,
     caplog: pytest.LogCaptureFixture,
     settings: Any,
-) -> None:
+) -> Hang:
+    """``await hang(path, **graceful)``: under ``urls_redact`` and HANGING settings (and
+    ``graceful``), a GET of ``path`` hangs until the shutdown; what it left behind."""
+
+    async def run(path: str, **graceful: Any) -> Seen:
+        settings.ROOT_URLCONF = "tests.project.urls_redact"
+        settings.GRACEFUL = {**HANGING, **graceful}
+        folder = tmp_path / "state"
+        pub = Publisher(lifecycle, FileStore(str(folder), host_id(), os.getpid()))
+        lifecycle.on_phase(pub.on_phase)
+        with caplog.at_level(logging.DEBUG, "django_graceful"):
+            lifespan, _ = await start(app)
+            comm = await open_request(app, path)
+            await wait_for(recorded, "swallower-begin")
+            deadline = time.monotonic() + 3
+            while "hang detected" not in caplog.text:
+                assert time.monotonic() < deadline, "no hang detected within 3 s"
+                await asyncio.sleep(0.02)
+            (live,) = folder.glob("live-*.json")
+            live_text = live.read_text()
+            await stop(lifespan)
+            await release_the_swallower(comm)
+        (last,) = folder.glob("last-*.json")
+        logs = [r.getMessage() for r in caplog.records if r.name.startswith("django_graceful")]
+        return Seen(
+            live=live_text,
+            last=last.read_text(),
+            logs=logs,
+            hang_detected=next(m for m in logs if m.startswith("hang detected")),
+            hung_at_shutdown=next(m for m in logs if m.startswith("hung at shutdown")),
+        )
+
+    return run
+
+
+async def test_a_path_with_an_escape_sequence_is_logged_with_it_visible(hang: Hang) -> None:
     """``/orders/7/x%1b%5b31mRED%e2%80%ae/``: its ESC would recolour the terminal that
     tails the log, its U+202E turn the rest of the line around."""
-    settings.ROOT_URLCONF = "tests.project.urls_redact"
-    settings.GRACEFUL = HANGING
-    seen = await hang_and_shut_down(
-        app, lifecycle, tmp_path, recorded, caplog, "/orders/7/x\x1b[31mRED\u202e/"
-    )
+    seen = await hang("/orders/7/x\x1b[31mRED\u202e/")
     shown = "GET /orders/7/x\\x1b[31mRED\\u202e/"
     assert f"tests.project.urls_redact.order ({shown})" in seen.hang_detected
     assert seen.hung_at_shutdown.startswith(f"hung at shutdown: request {shown}, view ")
@@ -110,18 +113,9 @@ async def test_a_path_with_an_escape_sequence_is_logged_with_it_visible(
 
 
 async def test_with_redacted_paths_only_the_route_reaches_snapshots_reports_and_logs(
-    app: GracefulASGI,
-    lifecycle: Lifecycle,
-    tmp_path: Path,
-    recorded: Events,
-    caplog: pytest.LogCaptureFixture,
-    settings: Any,
+    hang: Hang,
 ) -> None:
-    settings.ROOT_URLCONF = "tests.project.urls_redact"
-    settings.GRACEFUL = {**HANGING, "REDACT_PATHS": True}
-    seen = await hang_and_shut_down(
-        app, lifecycle, tmp_path, recorded, caplog, "/orders/7461/hunter2/"
-    )
+    seen = await hang("/orders/7461/hunter2/", REDACT_PATHS=True)
     assert f"tests.project.urls_redact.order (GET {ROUTE})" in seen.hang_detected
     assert seen.hung_at_shutdown.startswith(f"hung at shutdown: request GET {ROUTE}, view ")
     assert f'"GET {ROUTE}"' in seen.live and f'"GET {ROUTE}"' in seen.last

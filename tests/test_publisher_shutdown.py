@@ -19,7 +19,7 @@ from django_graceful._diagnosis.snapshot import host_id
 from django_graceful._diagnosis.stores import FileStore
 from django_graceful.asgi import GracefulASGI
 
-from .inprocess import start
+from .inprocess import start, stop
 
 #: A budget of about 2 s: GRACE_PERIOD + CANCEL_TIMEOUT + the test project's hooks.
 QUICK = {
@@ -61,8 +61,7 @@ async def shut_down(app: GracefulASGI, lifecycle: Lifecycle, pub: Publisher) -> 
     lifespan, _ = await start(app)
     await asyncio.sleep(0.2)  # the heartbeat's first write is under way
     began = time.monotonic()
-    await lifespan.send_input({"type": "lifespan.shutdown"})
-    assert await lifespan.receive_output(10) == {"type": "lifespan.shutdown.complete"}
+    await stop(lifespan, 10)
     return time.monotonic() - began
 
 

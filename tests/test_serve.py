@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import shlex
 import sys
@@ -16,6 +15,8 @@ from django.test import override_settings
 
 from django_graceful._cli.launch import app_target, command_line
 from django_graceful._core.lifecycle import get_lifecycle
+
+from .servers import not_installed
 
 SETTINGS = {"ASGI_APPLICATION": "tests.project.asgi.application"}
 
@@ -175,10 +176,7 @@ def test_interface_with_another_server_is_an_error_even_when_it_is_not_installed
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The misplaced option is named first: installing the server would not help."""
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "daphne" else real(name, *a)
-    )
+    not_installed(monkeypatch, "daphne")
     with pytest.raises(CommandError, match=r"^--interface is granian's: not with --server daphne"):
         serve("--server", "daphne", "--interface", "rsgi")
 
@@ -186,12 +184,7 @@ def test_interface_with_another_server_is_an_error_even_when_it_is_not_installed
 def test_a_missing_gunicorn_or_its_uvicorn_worker_names_the_gunicorn_extra(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = importlib.util.find_spec
-    missing: set[str] = set()
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a)
-    )
-    missing.add("uvicorn_worker")
+    missing = not_installed(monkeypatch, "uvicorn_worker")
     with pytest.raises(CommandError) as error:
         serve("--server", "gunicorn")
     assert str(error.value) == (
@@ -207,10 +200,7 @@ def test_a_missing_gunicorn_or_its_uvicorn_worker_names_the_gunicorn_extra(
 
 
 def test_a_missing_server_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "granian" else real(name, *a)
-    )
+    not_installed(monkeypatch, "granian")
     with pytest.raises(CommandError, match=r"pip install 'django-graceful-asgi\[granian\]'"):
         serve("--server", "granian")
 

@@ -37,7 +37,15 @@ from django_graceful.asgi import GracefulASGI
 from django_graceful.signals import hang_detected
 from tests.project import views_hangs
 
-from .inprocess import NO_SIGNALS, Events, open_request, start, wait_for
+from .inprocess import (
+    NO_SIGNALS,
+    Events,
+    open_request,
+    release_the_swallower,
+    start,
+    stop,
+    wait_for,
+)
 from .markers import marked
 
 QUIET = {**NO_SIGNALS, "LIFESPAN": []}
@@ -394,14 +402,8 @@ async def test_the_last_shutdown_report_names_the_view_that_hung(
     lifespan, _ = await start(app)
     comm = await open_request(app, "/hangs/swallower/?secret=hunter2")
     await wait_for(recorded, "swallower-begin")
-    await lifespan.send_input({"type": "lifespan.shutdown"})
-    assert await lifespan.receive_output(5) == {"type": "lifespan.shutdown.complete"}
-    views_hangs.RELEASE.set()
-    try:
-        await comm.receive_output(5)
-        await comm.wait(5)
-    finally:
-        views_hangs.RELEASE.clear()
+    await stop(lifespan)
+    await release_the_swallower(comm)
 
     folder = tmp_path / "state"
     (last,) = folder.iterdir()

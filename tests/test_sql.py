@@ -22,7 +22,7 @@ from django_graceful._core.cancellation import NEVER, reset_token, use_token
 from django_graceful.asgi import GracefulASGI
 from tests.project.views import SQLITE_COUNT, SQLITE_ROWS
 
-from .inprocess import NO_SIGNALS, Events, open_request, request, start, wait_for
+from .inprocess import NO_SIGNALS, Events, open_request, request, start, stop, wait_for
 from .servers import running
 
 #: How soon after the cancel the statement must have stopped and the view know it.
@@ -358,8 +358,7 @@ async def test_the_shutdown_interrupts_the_running_query(
     comm = await open_request(app, "/sql/sqlite/")
     await wait_for(recorded, "sql-begin")
     began = time.time()
-    await lifespan.send_input({"type": "lifespan.shutdown"})
-    assert await lifespan.receive_output(3) == {"type": "lifespan.shutdown.complete"}
+    await stop(lifespan, 3)
     interrupted = await wait_for(recorded, "sql-interrupted")
     assert interrupted["reason"] == "shutdown"
     assert interrupted["t"] - (began + 0.1) < BOUND, interrupted

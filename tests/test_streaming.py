@@ -8,7 +8,7 @@ import pytest
 
 from django_graceful.asgi import GracefulASGI
 
-from .inprocess import NO_SIGNALS, Events, open_request, start, wait_for
+from .inprocess import NO_SIGNALS, Events, open_request, start, stop, wait_for
 
 
 async def test_sse_stops_and_its_finally_runs_when_the_client_leaves(
@@ -32,8 +32,7 @@ async def test_sse_stops_at_shutdown_after_the_grace(
     lifespan, _ = await start(app)
     comm = await open_request(app, "/events/")
     assert (await comm.receive_output(2))["status"] == 200
-    await lifespan.send_input({"type": "lifespan.shutdown"})
-    assert await lifespan.receive_output(3) == {"type": "lifespan.shutdown.complete"}
+    await stop(lifespan, 3)
     closed = await wait_for(recorded, "sse-closed")
     opened = recorded("sse-open")[0]
     assert 0.25 < closed["t"] - opened["t"] < 1.5  # streamed through the grace, then stopped

@@ -41,6 +41,17 @@ def without_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DJANGO_SETTINGS_MODULE", raising=False)
 
 
+def short_shutdown(
+    monkeypatch: pytest.MonkeyPatch, seconds: str, state_dir: Path | None = None
+) -> None:
+    """The example project's grace and cancel timeout, ``seconds`` each, and its state folder
+    (for its snapshots) if given."""
+    monkeypatch.setenv("GRACEFUL_GRACE_PERIOD", seconds)
+    monkeypatch.setenv("GRACEFUL_CANCEL_TIMEOUT", seconds)
+    if state_dir is not None:
+        monkeypatch.setenv("EXAMPLE_STATE_DIR", str(state_dir))
+
+
 def test_importing_the_plugin_imports_neither_django_nor_the_project() -> None:
     code = "import sys, django_graceful.testing\n"
     code += "print(sorted(m for m in sys.modules if m.partition('.')[0] in ('django', 'tests')))"
@@ -157,8 +168,7 @@ async def test_without_transactional_db_the_query_is_refused(graceful_app):
 def test_a_projects_tests_drive_requests_disconnects_and_shutdowns(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("GRACEFUL_GRACE_PERIOD", "0.5")
-    monkeypatch.setenv("GRACEFUL_CANCEL_TIMEOUT", "0.5")
+    short_shutdown(monkeypatch, "0.5")
     project.makepyfile(test_user=textwrap.dedent(USER_TESTS))
     result = project.runpytest_subprocess("-q", "-rf", timeout=60)
     result.assert_outcomes(passed=7, failed=2)
@@ -206,9 +216,7 @@ def test_no_other_view_hangs_a_deploy(shutdown_drill):
 def test_a_projects_ci_drills_its_shutdown_on_a_real_server(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("GRACEFUL_GRACE_PERIOD", "1")
-    monkeypatch.setenv("GRACEFUL_CANCEL_TIMEOUT", "1")
-    monkeypatch.setenv("EXAMPLE_STATE_DIR", str(project.path / "state"))
+    short_shutdown(monkeypatch, "1", project.path / "state")
     project.makepyfile(test_deploy=DRILL_TESTS % stubborn_line())
     result = project.runpytest_subprocess("-q", "-rf", timeout=90)
     result.assert_outcomes(passed=2)
@@ -270,9 +278,7 @@ def test_the_live_server_takes_a_server_or_a_kind(name: str, options: dict[str, 
 def test_the_live_server_serves_and_its_stop_fails_the_session_on_a_hung_request(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("GRACEFUL_GRACE_PERIOD", "0.5")
-    monkeypatch.setenv("GRACEFUL_CANCEL_TIMEOUT", "0.5")
-    monkeypatch.setenv("EXAMPLE_STATE_DIR", str(project.path / "state"))
+    short_shutdown(monkeypatch, "0.5", project.path / "state")
     project.makepyfile(test_live=LIVE_TESTS)
     result = project.runpytest_subprocess("-q", "-rfE", timeout=90)
     result.assert_outcomes(passed=1)

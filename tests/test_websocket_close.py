@@ -25,7 +25,7 @@ from django_graceful.channels import GracefulConsumerMixin
 from tests.project.consumers import GROUP, EchoConsumer
 from tests.project.routing import websocket_urlpatterns
 
-from .inprocess import NO_SIGNALS, Events, start, wait_for
+from .inprocess import NO_SIGNALS, Events, start, stop, wait_for
 
 FAST = {**NO_SIGNALS, "GRACE_PERIOD": 2, "CANCEL_TIMEOUT": 0.5, "HOOK_TIMEOUT": 1}
 
@@ -59,9 +59,10 @@ async def connect(app: Any, path: str, query: str = "") -> ApplicationCommunicat
     return comm
 
 
-async def echo(comm: ApplicationCommunicator, text: str = "hi") -> None:
+async def echo(comm: ApplicationCommunicator, text: str, answer: str) -> None:
+    """Send ``text``; the consumer must answer ``answer``."""
     await comm.send_input({"type": "websocket.receive", "text": text})
-    assert await comm.receive_output(5) == {"type": "websocket.send", "text": f"echo:{text}"}
+    assert await comm.receive_output(5) == {"type": "websocket.send", "text": answer}
 
 
 async def outputs_until_close(comm: ApplicationCommunicator, timeout: float = 5) -> list[Any]:
@@ -76,120 +77,91 @@ async def outputs_until_close(comm: ApplicationCommunicator, timeout: float = 5)
             return seen
 
 
-async def stop(lifespan: ApplicationCommunicator) -> None:
-    await lifespan.send_input({"type": "lifespan.shutdown"})
-    assert await lifespan.receive_output(10) == {"type": "lifespan.shutdown.complete"}
-
-
 def group_members() -> set[str]:
     layer = get_channel_layer()
     return set(getattr(layer, "groups", {}).get(GROUP, {}))
 
 
-async def test_the_mixin_says_goodbye_then_closes_with_1012_and_disconnect_runs(
-    channels_app: GracefulASGI, recorded: Events, settings: Any
+@pytest.mark.parametrize(
+    ("kind", "hello", "bye", "code"),
+    [
+        pytest.param("echo", ("hi", "echo:hi"), "bye", 1012, id="mixin-says-goodbye-1012"),
+        pytest.param("plain", ("hi", "echo:hi"), None, 1012, id="plain-closed-with-1012-too"),
+        pytest.param(
+            "json", ('"hi"', '{"echo": "hi"}'), '{"bye": true}', 1001, id="json-configured-1001"
+        ),
+        pytest.param("sync", ("hi", "echo:hi"), "bye", 1012, id="sync-runs-its-sync-hook"),
+    ],
+)
+async def test_a_consumer_says_goodbye_is_closed_with_its_code_and_its_disconnect_runs(
+    channels_app: GracefulASGI,
+    recorded: Events,
+    settings: Any,
+    kind: str,
+    hello: tuple[str, str],
+    bye: str | None,
+    code: int,
 ) -> None:
+    """``/ws/<kind>/``: its ``shutting_down()`` hook says ``bye`` (a consumer without
+    GracefulConsumerMixin has no hook), then GracefulASGI closes it with ``code``."""
     settings.GRACEFUL = FAST
     lifespan, _ = await start(channels_app)
-    comm = await connect(channels_app, "/ws/echo/")
-    await echo(comm)
-    channel = (await wait_for(recorded, "ws-connect"))["channel"]
-    assert channel in group_members()
+    comm = await connect(channels_app, f"/ws/{kind}/")
+    await echo(comm, *hello)
+    grouped = kind in ("echo", "plain")  # EchoMixin's consumers join GROUP
+    if grouped:
+        channel = (await wait_for(recorded, "ws-connect"))["channel"]
+        assert channel in group_members()
     began = time.monotonic()
     channels_app.lifecycle.begin_shutdown("test")
-    assert await outputs_until_close(comm) == [
-        {"type": "websocket.send", "text": "bye"},
-        {"type": "websocket.close", "code": 1012},
-    ]
+    goodbye = [] if bye is None else [{"type": "websocket.send", "text": bye}]
+    assert await outputs_until_close(comm) == [*goodbye, {"type": "websocket.close", "code": code}]
     await comm.wait(2)  # the consumer returned
-    assert [e["code"] for e in recorded("ws-disconnect")] == [1012]
-    assert len(recorded("ws-shutting-down")) == 1
-    assert channel not in group_members()  # group_discard ran
-    await stop(lifespan)
+    assert [(e["consumer"], e["code"]) for e in recorded("ws-disconnect")] == [(kind, code)]
+    assert len(recorded("ws-shutting-down")) == (0 if bye is None else 1)
+    if grouped:
+        assert channel not in group_members()  # group_discard ran
+    await stop(lifespan, 10)
     assert time.monotonic() - began < 1  # CLOSING ended once the websocket left
     assert len(channels_app.lifecycle.registry) == 0
 
 
-async def test_a_plain_consumer_is_closed_with_1012_too(
-    channels_app: GracefulASGI, recorded: Events, settings: Any
+@pytest.mark.parametrize(
+    ("graceful", "bound", "logged"),
+    [
+        pytest.param(
+            {"HOOK_TIMEOUT": 0.3},
+            1,
+            "EchoConsumer.shutting_down (WS /ws/echo/) did not finish within 0.3 s",
+            id="by-hook-timeout",
+        ),
+        # At CANCELLING, the end of the grace, long before HOOK_TIMEOUT.
+        pytest.param({"GRACE_PERIOD": 0.3, "HOOK_TIMEOUT": 5}, 0.8, None, id="by-the-grace"),
+    ],
+)
+async def test_a_hook_that_hangs_is_cut_short_and_the_close_sent(
+    channels_app: GracefulASGI,
+    recorded: Events,
+    caplog: pytest.LogCaptureFixture,
+    settings: Any,
+    graceful: dict[str, Any],
+    bound: float,
+    logged: str | None,
 ) -> None:
-    settings.GRACEFUL = FAST
-    lifespan, _ = await start(channels_app)
-    comm = await connect(channels_app, "/ws/plain/")
-    await echo(comm)
-    channels_app.lifecycle.begin_shutdown("test")
-    assert await outputs_until_close(comm) == [{"type": "websocket.close", "code": 1012}]
-    await comm.wait(2)
-    assert [(e["consumer"], e["code"]) for e in recorded("ws-disconnect")] == [("plain", 1012)]
-    assert recorded("ws-shutting-down") == []
-    await stop(lifespan)
-
-
-async def test_the_close_code_is_configurable(
-    channels_app: GracefulASGI, recorded: Events, settings: Any
-) -> None:
-    settings.GRACEFUL = FAST
-    lifespan, _ = await start(channels_app)
-    comm = await connect(channels_app, "/ws/json/")
-    channels_app.lifecycle.begin_shutdown("test")
-    assert await outputs_until_close(comm) == [
-        {"type": "websocket.send", "text": '{"bye": true}'},
-        {"type": "websocket.close", "code": 1001},
-    ]
-    await comm.wait(2)
-    assert [e["code"] for e in recorded("ws-disconnect")] == [1001]
-    await stop(lifespan)
-
-
-async def test_a_sync_consumer_runs_its_sync_hook_and_is_closed(
-    channels_app: GracefulASGI, recorded: Events, settings: Any
-) -> None:
-    settings.GRACEFUL = FAST
-    lifespan, _ = await start(channels_app)
-    comm = await connect(channels_app, "/ws/sync/")
-    await echo(comm)
-    channels_app.lifecycle.begin_shutdown("test")
-    assert await outputs_until_close(comm) == [
-        {"type": "websocket.send", "text": "bye"},
-        {"type": "websocket.close", "code": 1012},
-    ]
-    await comm.wait(2)
-    assert [e["code"] for e in recorded("ws-disconnect")] == [1012]
-    await stop(lifespan)
-
-
-async def test_a_hook_that_hangs_is_bounded_by_hook_timeout(
-    channels_app: GracefulASGI, recorded: Events, caplog: pytest.LogCaptureFixture, settings: Any
-) -> None:
-    settings.GRACEFUL = {**FAST, "HOOK_TIMEOUT": 0.3}
+    settings.GRACEFUL = {**FAST, **graceful}
     lifespan, _ = await start(channels_app)
     comm = await connect(channels_app, "/ws/echo/", "hook=600")
     began = time.monotonic()
     with caplog.at_level(logging.ERROR, "django_graceful"):
         channels_app.lifecycle.begin_shutdown("test")
         assert await outputs_until_close(comm) == [{"type": "websocket.close", "code": 1012}]
-    assert 0.25 < time.monotonic() - began < 1
-    assert "EchoConsumer.shutting_down (WS /ws/echo/) did not finish within 0.3 s" in caplog.text
+    assert 0.25 < time.monotonic() - began < bound
+    if logged is not None:
+        assert logged in caplog.text
     await comm.wait(2)
     assert len(recorded("ws-hook-cancelled")) == 1
     assert [e["code"] for e in recorded("ws-disconnect")] == [1012]
-    await stop(lifespan)
-
-
-async def test_at_cancelling_a_hook_still_running_is_cut_short_and_the_close_sent(
-    channels_app: GracefulASGI, recorded: Events, settings: Any
-) -> None:
-    settings.GRACEFUL = {**FAST, "GRACE_PERIOD": 0.3, "HOOK_TIMEOUT": 5}
-    lifespan, _ = await start(channels_app)
-    comm = await connect(channels_app, "/ws/echo/", "hook=600")
-    began = time.monotonic()
-    channels_app.lifecycle.begin_shutdown("test")
-    assert await outputs_until_close(comm) == [{"type": "websocket.close", "code": 1012}]
-    assert 0.25 < time.monotonic() - began < 0.8  # at the end of the grace, not HOOK_TIMEOUT
-    await comm.wait(2)
-    assert len(recorded("ws-hook-cancelled")) == 1
-    assert [e["code"] for e in recorded("ws-disconnect")] == [1012]
-    await stop(lifespan)
+    await stop(lifespan, 10)
     assert len(channels_app.lifecycle.registry) == 0
 
 
@@ -204,7 +176,7 @@ async def test_a_slow_disconnect_is_cancelled_after_the_grace(
     assert await outputs_until_close(comm) == [{"type": "websocket.close", "code": 1012}]
     assert time.monotonic() - began < 0.2  # closed at CLOSING, not after the grace
     await wait_for(recorded, "ws-disconnect-cancelled")
-    await stop(lifespan)
+    await stop(lifespan, 10)
     assert 0.3 < time.monotonic() - began < 1.2
     assert len(channels_app.lifecycle.registry) == 0
     await comm.wait(1)
@@ -221,7 +193,7 @@ async def test_a_disconnect_that_swallows_cancels_is_reported_and_does_not_hold_
     with caplog.at_level(logging.WARNING, "django_graceful"):
         channels_app.lifecycle.begin_shutdown("test")
         assert await outputs_until_close(comm) == [{"type": "websocket.close", "code": 1012}]
-        await stop(lifespan)
+        await stop(lifespan, 10)
     assert time.monotonic() - began < 0.3 + 0.3 + 0.5
     assert "hung at shutdown: websocket WS /ws/plain/ (cancelled" in caplog.text
     assert "in disconnect" in caplog.text  # where it hangs
@@ -232,14 +204,22 @@ async def test_a_disconnect_that_swallows_cancels_is_reported_and_does_not_hold_
 
 
 class Bare:
-    """A websocket app without Channels; ``accept_gate`` holds its accept back."""
+    """A websocket app without Channels; ``accept_gate`` holds its accept back (``hold_accept``
+    until it is set), ``close_itself`` closes it right after the accept."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, hold_accept: bool = False, close_itself: bool = False) -> None:
         self.accept_gate = asyncio.Event()
-        self.accept_gate.set()
+        if not hold_accept:
+            self.accept_gate.set()
         self.received: list[Any] = []
         self.late_send_error: BaseException | None = None
-        self.close_itself = False
+        self.close_itself = close_itself
+
+    async def serve(self, lifecycle: Lifecycle) -> tuple[GracefulASGI, ApplicationCommunicator]:
+        """This app under GracefulASGI with ``lifecycle``; it and its started lifespan."""
+        app = GracefulASGI(self, lifecycle=lifecycle)
+        lifespan, _ = await start(app)
+        return app, lifespan
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         assert (await receive())["type"] == "websocket.connect"
@@ -264,8 +244,7 @@ async def test_any_asgi_websocket_app_gets_a_disconnect_and_its_late_sends_are_d
 ) -> None:
     settings.GRACEFUL = FAST
     bare = Bare()
-    app = GracefulASGI(bare, lifecycle=lifecycle)
-    lifespan, _ = await start(app)
+    app, lifespan = await bare.serve(lifecycle)
     comm = await connect(app, "/ws/")
     lifecycle.begin_shutdown("test")
     assert await outputs_until_close(comm) == [{"type": "websocket.close", "code": 1012}]
@@ -273,7 +252,7 @@ async def test_any_asgi_websocket_app_gets_a_disconnect_and_its_late_sends_are_d
     assert bare.received == [{"type": "websocket.disconnect", "code": 1012}]
     assert bare.late_send_error is None
     assert await comm.receive_nothing(0.1)
-    await stop(lifespan)
+    await stop(lifespan, 10)
 
 
 async def test_a_closed_websocket_stays_registered_until_the_server_confirms_bounded(
@@ -283,8 +262,7 @@ async def test_a_closed_websocket_stays_registered_until_the_server_confirms_bou
     """Until the server's own disconnect the close frame may sit in a buffer that a
     stopping server drops (Daphne): the shutdown waits for it, at most CLOSE_HANDSHAKE."""
     settings.GRACEFUL = FAST
-    app = GracefulASGI(Bare(), lifecycle=lifecycle)
-    lifespan, _ = await start(app)
+    app, lifespan = await Bare().serve(lifecycle)
     confirmed = await connect(app, "/ws/")
     silent = await connect(app, "/ws/")
     began = time.monotonic()
@@ -299,7 +277,7 @@ async def test_a_closed_websocket_stays_registered_until_the_server_confirms_bou
     await silent.wait(2)
     assert 0.9 < time.monotonic() - began < 1.5  # CLOSE_HANDSHAKE
     assert len(lifecycle.registry) == 0
-    await stop(lifespan)
+    await stop(lifespan, 10)
 
 
 async def test_a_websocket_accepted_during_closing_is_closed_once_accepted(
@@ -307,10 +285,8 @@ async def test_a_websocket_accepted_during_closing_is_closed_once_accepted(
     settings: Any,
 ) -> None:
     settings.GRACEFUL = FAST
-    bare = Bare()
-    bare.accept_gate.clear()
-    app = GracefulASGI(bare, lifecycle=lifecycle)
-    lifespan, _ = await start(app)
+    bare = Bare(hold_accept=True)
+    app, lifespan = await bare.serve(lifecycle)
     comm = ApplicationCommunicator(app, ws_scope("/ws/"))
     await comm.send_input({"type": "websocket.connect"})
     await asyncio.sleep(0.05)
@@ -321,7 +297,7 @@ async def test_a_websocket_accepted_during_closing_is_closed_once_accepted(
     assert await comm.receive_output(2) == {"type": "websocket.accept"}
     assert await outputs_until_close(comm) == [{"type": "websocket.close", "code": 1012}]
     await comm.wait(2)
-    await stop(lifespan)
+    await stop(lifespan, 10)
 
 
 async def test_a_websocket_the_app_closed_itself_is_left_to_the_server(
@@ -329,10 +305,8 @@ async def test_a_websocket_the_app_closed_itself_is_left_to_the_server(
     settings: Any,
 ) -> None:
     settings.GRACEFUL = FAST
-    bare = Bare()
-    bare.close_itself = True
-    app = GracefulASGI(bare, lifecycle=lifecycle)
-    lifespan, _ = await start(app)
+    bare = Bare(close_itself=True)
+    app, lifespan = await bare.serve(lifecycle)
     comm = await connect(app, "/ws/")
     assert await comm.receive_output(2) == {"type": "websocket.close", "code": 1000}
     lifecycle.begin_shutdown("test")
@@ -340,7 +314,7 @@ async def test_a_websocket_the_app_closed_itself_is_left_to_the_server(
     await comm.send_input({"type": "websocket.disconnect", "code": 1000})  # the server's
     await comm.wait(2)
     assert bare.received == [{"type": "websocket.disconnect", "code": 1000}]
-    await stop(lifespan)
+    await stop(lifespan, 10)
 
 
 async def test_a_client_that_leaves_during_the_hook_ends_it(
@@ -356,7 +330,7 @@ async def test_a_client_that_leaves_during_the_hook_ends_it(
     await wait_for(recorded, "ws-hook-cancelled")
     assert [e["code"] for e in recorded("ws-disconnect")] == [1001]
     assert await comm.receive_nothing(0.1)  # no close frame to a client that left
-    await stop(lifespan)
+    await stop(lifespan, 10)
 
 
 async def test_a_second_signal_skips_the_hooks(
@@ -372,7 +346,7 @@ async def test_a_second_signal_skips_the_hooks(
     assert await outputs_until_close(comm) == [{"type": "websocket.close", "code": 1012}]
     assert time.monotonic() - began < 0.5
     await comm.wait(2)
-    await stop(lifespan)
+    await stop(lifespan, 10)
 
 
 async def test_the_session_is_in_the_scope_only_under_graceful_asgi(
