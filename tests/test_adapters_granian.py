@@ -7,9 +7,7 @@ runs another serve function for each, whose stop the adapter must find.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 import os
 import re
 import signal
@@ -23,7 +21,6 @@ from django.test import override_settings
 
 from django_graceful._core.lifecycle import Lifecycle
 from django_graceful._core.phases import EXIT_SLACK
-from django_graceful._core.signal_chain import SIGNALS
 from django_graceful.adapters import granian
 
 from .servers import (
@@ -253,30 +250,9 @@ def test_a_sigterm_while_the_worker_imports_the_app_is_not_lost(granian_server: 
         srv.kill()
 
 
-@pytest.fixture
-def restore_handlers() -> Iterator[None]:
-    saved = {s: signal.getsignal(s) for s in SIGNALS}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
-
-
 def test_the_driver_is_chosen_only_where_granian_runs() -> None:
     assert not granian.running({})
     assert granian.running({"granian.server.common": granian})  # type: ignore[dict-item]
-
-
-async def test_without_granian_internals_it_warns_once_and_chains_signals_generically(
-    lifecycle: Lifecycle, caplog: pytest.LogCaptureFixture, restore_handlers: None
-) -> None:
-    lifecycle.loop = asyncio.get_running_loop()
-    driver = granian.GranianDriver()
-    with caplog.at_level(logging.WARNING, logger="django_graceful"):
-        lifecycle.attach(driver)
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "Granian" in warnings[0].getMessage()
-    assert driver.worker is None
-    assert driver.chain is not None  # the generic driver's chained handlers
 
 
 @server
