@@ -73,6 +73,8 @@ class Load:
 
     def __init__(self, srv: Server, clients: int = 3, path: str = "/slow/?s=0.05") -> None:
         self.results: list[Any] = []
+        #: When each result came (``time.monotonic()``), in the order of ``results``.
+        self.times: list[float] = []
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._run, args=(srv, path), daemon=True)
@@ -83,7 +85,16 @@ class Load:
 
     def _run(self, srv: Server, path: str) -> None:
         while not self._stop.is_set():
-            self.results.append(get_or_error(srv, path, timeout=15))
+            result = get_or_error(srv, path, timeout=15)
+            self.results.append(result)
+            self.times.append(time.monotonic())
+
+    def wait_answers_after(self, moment: float, count: int, timeout: float = 10) -> None:
+        """Until ``count`` results came after ``moment`` (the load goes on)."""
+        deadline = time.monotonic() + timeout
+        while sum(t > moment for t in list(self.times)) < count:
+            assert time.monotonic() < deadline, f"fewer than {count} answers in {timeout} s"
+            time.sleep(0.05)
 
     def stop(self) -> list[Any]:
         self._stop.set()
@@ -262,12 +273,11 @@ def test_reload_and_fewer_workers_refuse_nothing_and_finish_what_the_old_workers
         srv.signal(getattr(signal, signame))
         stopping = 2 if signame == "SIGHUP" else 1
         srv.wait_event("shutdown", count=stopping, timeout=15)
-        time.sleep(0.5)  # the load goes on after the old workers left
+        load.wait_answers_after(time.monotonic(), count=5)  # after the old workers left
         results = load.stop()
         log = srv.log()
         assert statuses([f.result(timeout=10) for f in held]) == [200] * 4, log
         assert set(statuses(results)) == {200}, (statuses(results), log)
-        assert len(results) > 10
         stopped = srv.events("shutdown-started")
         assert {e["pid"] for e in stopped} <= old and len(stopped) == stopping
         assert {e["trigger"] for e in stopped} == {"SIGTERM"}
