@@ -30,6 +30,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVERS = tuple(KINDS)
 #: Servers with a --workers option that runs one lifecycle per worker process.
 WORKER_SERVERS = tuple(name for name, kind in KINDS.items() if kind.has_workers)
+#: Three servers that deliver a client's leaving, and hold a response, each in a way of its
+#: own: uvicorn's protocols (Gunicorn's Uvicorn worker runs them too), Twisted's (Daphne),
+#: and Granian's through our RSGI bridge. What only needs that delivery (a shield, a view's
+#: timeout, the hang report) runs on these; the delivery itself runs on every server.
+DELIVERY_SERVERS = ("uvicorn", "daphne", "granian-rsgi")
 #: Gunicorn's flags beyond the user's line: no control socket (by default one path per user,
 #: $XDG_RUNTIME_DIR/gunicorn.ctl, for every server at once), and a graceful_timeout above
 #: every budget the tests set (the test project's hooks alone take 21.5 s); a test that

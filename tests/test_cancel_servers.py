@@ -11,7 +11,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from .servers import SERVERS, Server, answered, get_or_error, in_background, running
+from .servers import (
+    DELIVERY_SERVERS,
+    SERVERS,
+    Server,
+    answered,
+    get_or_error,
+    in_background,
+    running,
+)
 
 pytestmark = pytest.mark.server
 
@@ -177,7 +185,7 @@ def test_a_client_that_hangs_up_stops_the_view_with_reason_disconnect_once(
         assert [s["reason"] for s in srv.events(held.stopped)] == ["disconnect"]  # once
 
 
-@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("server", DELIVERY_SERVERS)
 def test_shield_finishes_its_body_despite_a_hang_up_then_delivers_the_cancel(server: str) -> None:
     body = 0.5
     with started(server, GRACE_PERIOD=HOLDING_GRACE) as srv:
@@ -193,7 +201,7 @@ def test_shield_finishes_its_body_despite_a_hang_up_then_delivers_the_cancel(ser
         stop_with_nothing_in_flight(srv)
 
 
-@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("server", DELIVERY_SERVERS)
 def test_a_shield_that_overruns_its_timeout_is_cancelled_after_a_hang_up(server: str) -> None:
     shield_timeout = 0.3
     with started(server, GRACE_PERIOD=HOLDING_GRACE) as srv:
@@ -226,7 +234,7 @@ def test_an_event_stream_closes_its_generator_when_the_client_hangs_up(server: s
 # -- the view's own timeout -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("server", DELIVERY_SERVERS)
 def test_a_view_timeout_answers_504_with_reason_timeout(server: str) -> None:
     with running(server) as srv, srv.client() as client:  # one keep-alive connection
         assert client.get("/pid/").status_code == 200
@@ -316,7 +324,7 @@ def test_shutdown_streams_an_event_stream_through_the_grace_then_closes_its_gene
         assert "hung at shutdown" not in log, log
 
 
-@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("server", DELIVERY_SERVERS)
 def test_shutdown_lets_a_shielded_block_finish_past_the_grace_then_cancels(server: str) -> None:
     body = 2.0  # ends a second after the grace: the shutdown cancel is held meanwhile
     with started(server, GRACE_PERIOD=GRACE, CANCEL_TIMEOUT=2.0) as srv:

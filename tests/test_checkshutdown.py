@@ -18,18 +18,16 @@ import pytest
 from tests.project import views_hangs
 
 from .markers import marked
-from .servers import ROOT, Server, in_background, running
+from .servers import DELIVERY_SERVERS, ROOT, Server, in_background, running
 
 pytestmark = pytest.mark.server
 
 SWALLOWER = "tests.project.views_hangs.swallower"
 VIEWS = Path(views_hangs.__file__)
 
-#: The report is the worker's own (its snapshot), whatever the server: the servers that
-#: deliver a client's leaving each in their own way are Daphne (the case that made
-#: django_graceful), Hypercorn and Granian over RSGI (our bridge). That every server
-#: delivers it to the view is tests/test_cancel_servers.py's.
-REPORTED_ON = ("daphne", "hypercorn", "granian-rsgi")
+#: The report is the worker's own (its snapshot), whatever the server; that every server
+#: delivers a client's leaving to the view is tests/test_cancel_servers.py's.
+REPORTED_ON = DELIVERY_SERVERS
 
 
 def settings(tmp_path: Path, **values: Any) -> dict[str, Any]:
