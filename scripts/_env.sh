@@ -20,16 +20,37 @@ find_python() {  # find_python 3.13 -> prints a command that runs that Python
   return 1
 }
 
-ensure_venv() {  # ensure_venv DIR PYTHON "pip requirement args..."
-  local dir=$1 python=$2 reqs=$3 stamp
-  stamp=$(cat pyproject.toml; echo "$python $reqs")
+ensure_venv() {  # ensure_venv DIR PYTHON "pip requirement args..." [CONSTRAINTS_FILE]
+  local dir=$1 python=$2 reqs=$3 constraints=${4:-} stamp
+  stamp=$(cat pyproject.toml; echo "$python $reqs"; [ -z "$constraints" ] || cat "$constraints")
   stamp=$(printf '%s' "$stamp" | sha1sum | cut -c1-16)
   if [ ! -x "$dir/bin/python" ] || [ "$(cat "$dir/.stamp" 2>/dev/null)" != "$stamp" ]; then
-    echo "==> preparing $dir ($("$python" --version 2>&1); $reqs)"
-    "$python" -m venv "$dir"
+    echo "==> preparing $dir ($("$python" --version 2>&1); $reqs${constraints:+ -c $constraints})"
+    rm -f "$dir/.stamp"
+    "$python" -m venv --clear "$dir"
     "$dir/bin/python" -m pip install -q --disable-pip-version-check -U pip
     # shellcheck disable=SC2086
-    "$dir/bin/python" -m pip install -q --disable-pip-version-check $reqs
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check $reqs ${constraints:+-c "$constraints"}
     echo "$stamp" > "$dir/.stamp"
   fi
+}
+
+floor_constraints() {  # floor_constraints PYTHON FILE EXTRA... -> FILE pins pyproject's floors
+  local python=$1 file=$2; shift 2
+  mkdir -p "$(dirname "$file")"
+  "$python" scripts/_floors.py "$@" > "$file.tmp" && mv "$file.tmp" "$file"
+}
+
+show_versions() {  # show_versions PYTHON -> one line: the installed servers and libraries
+  "$1" - <<'PY'
+import importlib.metadata as m
+names = ["django", "asgiref", "channels", "channels-redis", "psycopg", "uvicorn", "hypercorn",
+         "granian", "daphne", "twisted", "gunicorn", "uvicorn-worker", "pytest"]
+def version(name):
+    try:
+        return m.version(name)
+    except m.PackageNotFoundError:
+        return "-"
+print(", ".join(f"{name} {version(name)}" for name in names))
+PY
 }
