@@ -25,7 +25,7 @@ the worker's own ``timeout``), so that a request longer than ``timeout`` gets it
 rather than a SIGABRT.
 
 What it reads of gunicorn that gunicorn does not document is all in :class:`Gunicorn`
-(the probe), checked against 27.0.0 and 27.0.1.
+(the probe), checked against 27.0.1.
 """
 
 from __future__ import annotations

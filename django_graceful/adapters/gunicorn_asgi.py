@@ -21,7 +21,8 @@ Besides gunicorn's shared stops (``adapters/gunicorn.py``), this driver:
   bounds that wait to 1 s in a task of its own: only our hung work is waited for then).
 
 What it reads of the asgi worker that gunicorn does not document is all in :class:`Gasgi`
-(the probe), checked against 27.0.0 and 27.0.1.
+(the probe), checked against 27.0.1 (27.0.0's protocol keeps no ``_awaiting_request``:
+an idle keep-alive connection there held the exit until its keep-alive timeout).
 """
 
 from __future__ import annotations
