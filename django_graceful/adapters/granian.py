@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("django_graceful")
 
 #: The Granian versions whose worker internals this adapter knows.
-MIN_VERSION, BELOW_VERSION = (2,), (3,)
+MIN_VERSION, BELOW_VERSION = (2, 8, 6), (3,)
 #: The functions of granian/server/mp.py that run a worker's event loop; their locals
 #: ``loop``, ``shutdown_event`` (the WorkerSignal) and ``evp`` (ends the serve loop).
 WORKER_FUNCTIONS = frozenset(

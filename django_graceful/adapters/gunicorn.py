@@ -72,7 +72,7 @@ logger = logging.getLogger("django_graceful")
 
 #: The gunicorn versions whose Worker this module was read against (27.0.1 tested); a
 #: newer one is used with a warning when its internals are where these have them.
-MIN_VERSION, BELOW_VERSION = (23,), (28,)
+MIN_VERSION, BELOW_VERSION = (27,), (28,)
 #: What a worker needs after our STOPPED to be gone (the server's own stop, and the
 #: teardown guard's wait for tasks that ignore the last cancel): kept out of the budget.
 EXIT_MARGIN = 1.0

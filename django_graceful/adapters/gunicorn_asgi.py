@@ -43,8 +43,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_graceful")
 
-#: The first gunicorn with the native asgi worker.
-MIN_VERSION = (24,)
+#: The oldest gunicorn tested with the native asgi worker (it first shipped in 24).
+MIN_VERSION = (27,)
 #: Seconds the other tasks get to honour gunicorn's last cancel before the worker exits.
 TEARDOWN_GRACE = 0.5
 

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("django_graceful")
 
 #: gunicorn's Worker as uvicorn-worker 0.4 uses it (older gunicorn works the same way).
-MIN_VERSION = (23,)
+MIN_VERSION = (27,)
 
 
 def running(modules: dict[str, ModuleType]) -> bool:

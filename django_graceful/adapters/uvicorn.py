@@ -42,7 +42,7 @@ logger = logging.getLogger("django_graceful")
 
 #: The oldest uvicorn whose internals this adapter relies on (signal.signal handlers,
 #: ``Server.server_state``, ``config.timeout_graceful_shutdown``); read up to 0.54.
-MIN_VERSION = (0, 30)
+MIN_VERSION = (0, 41)
 #: Seconds uvicorn may still wait for connections after our STOPPED.
 SERVER_WAIT = 0.5
 #: Seconds the other tasks get to honour the event loop's last cancel before we end
