@@ -158,6 +158,6 @@ def test_an_old_uvicorn_is_not_relied_on() -> None:
     server = UvicornServer(Config(app=lambda *a: None))
     found = adapter.Uvicorn(server)
     assert adapter.Uvicorn.problem(found, (0, 54)) is None
-    assert "older than 0.30" in (adapter.Uvicorn.problem(found, (0, 29)) or "")
+    assert "older than 0.41" in (adapter.Uvicorn.problem(found, (0, 40)) or "")
     del server.server_state
     assert adapter.Uvicorn.problem(found, (0, 54)) is not None

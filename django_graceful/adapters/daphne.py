@@ -39,7 +39,7 @@ from ._versions import fall_back, installed_version, version_problem
 logger = logging.getLogger("django_graceful")
 
 #: The Daphne versions whose internals (server.py, http_protocol.py) the probe knows.
-MIN_VERSION, BELOW_VERSION = (4,), (5,)
+MIN_VERSION, BELOW_VERSION = (4, 1), (5,)
 #: How long the final cancel of leftover application instances may take before Twisted
 #: closes every connection and the process exits (Daphne's own waits forever).
 LEFTOVER_WAIT = 0.1

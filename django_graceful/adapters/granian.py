@@ -21,7 +21,7 @@ connection with no timeout (a hung request holds the exit forever), and a third
   as it does with ``asgi``.
 
 What it reads of Granian that Granian does not document is all in the probe
-(:class:`Worker` and :class:`MainProcess`), checked against 2.8.0 and 2.8.9: if it is not
+(:class:`Worker` and :class:`MainProcess`), checked against 2.8.6 and 2.8.9: if it is not
 where we expect, one warning says so and the generic driver takes over.
 """
 
@@ -49,9 +49,9 @@ logger = logging.getLogger("django_graceful")
 
 #: The Granian versions whose worker internals the probe knows: 2.8 is the first whose
 #: worker's serve loop ends on an event of its own (``evp``), which the driver sets when
-#: hung work would hold a connection for ever; 2.7 and older end it only once every
-#: connection is done.
-MIN_VERSION, BELOW_VERSION = (2, 8), (3,)
+#: hung work would hold a connection for ever (2.7 and older end it only once every
+#: connection is done); the real-server tests pass from 2.8.6, pyproject's floor.
+MIN_VERSION, BELOW_VERSION = (2, 8, 6), (3,)
 #: The functions of granian/server/mp.py that run a worker's event loop; their locals
 #: ``loop``, ``shutdown_event`` (the WorkerSignal) and ``evp`` (ends the serve loop).
 WORKER_FUNCTIONS = frozenset(

@@ -49,7 +49,7 @@ logger = logging.getLogger("django_graceful")
 
 #: The gunicorn versions whose Worker the probe was read against (27.0.1 tested); a
 #: newer one is used with a warning when its internals are where these have them.
-MIN_VERSION, BELOW_VERSION = (23,), (28,)
+MIN_VERSION, BELOW_VERSION = (27,), (28,)
 #: Seconds between two heartbeats while our shutdown runs (at most).
 HEARTBEAT_INTERVAL = 1.0
 #: How often a serving worker looks whether gunicorn stopped it without a signal.

@@ -42,8 +42,8 @@ from .gunicorn import Gunicorn, GunicornStops, gunicorn_version
 if TYPE_CHECKING:
     from .._core.registry import Tracked
 
-#: The first gunicorn with the native asgi worker.
-MIN_VERSION = (24,)
+#: The oldest gunicorn tested with the native asgi worker (it first shipped in 24).
+MIN_VERSION = (27,)
 
 
 def running(modules: dict[str, ModuleType]) -> bool:

@@ -38,7 +38,7 @@ from .uvicorn import UvicornDriver
 from .uvicorn import running as uvicorn_running
 
 #: gunicorn's Worker as uvicorn-worker 0.4 uses it (older gunicorn works the same way).
-MIN_VERSION = (23,)
+MIN_VERSION = (27,)
 
 
 def running(modules: dict[str, ModuleType]) -> bool:

@@ -17,7 +17,7 @@ and hands the first one to ``handle_exit`` at release; this one adds, at STOPPED
   ended by the signal that stopped it, as uvicorn itself does for SIGTERM.
 
 What it reads of uvicorn that uvicorn does not document is all in :class:`Uvicorn` (the
-probe), checked against 0.36.0 (the floor) and 0.55.0.
+probe), checked against 0.41.0 (the floor) and 0.55.0.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_graceful")
 
-#: The oldest uvicorn whose internals the probe knows.
-MIN_VERSION = (0, 30)
+#: The oldest uvicorn whose internals the probe knows (pyproject's floor).
+MIN_VERSION = (0, 41)
 #: Seconds uvicorn may still wait for connections after our STOPPED.
 SERVER_WAIT = 0.5
 
