@@ -82,45 +82,49 @@ def folder_with(tmp_path: Path, *documents: dict[str, Any], name: str = "live") 
 # -- parsing --------------------------------------------------------------------------
 
 
+UNUSABLE = [
+    ("", "empty file"),
+    ("  \n", "empty file"),
+    ("{", "not JSON"),
+    ("[" * 100_000, "not JSON"),
+    ("[1, 2]", "not a django_graceful snapshot"),
+    ('{"format": "someone.else"}', "not a django_graceful snapshot"),
+    (json.dumps(snapshot(version=2)), "snapshot format 2 (this django_graceful reads 1)"),
+    (json.dumps(snapshot(pid="12")), "malformed snapshot: bad pid"),
+    (json.dumps(snapshot(pid=True)), "malformed snapshot: bad pid"),
+    (json.dumps(snapshot(host="")), "malformed snapshot: bad host"),
+    (json.dumps(snapshot(report="other")), "malformed snapshot: bad report"),
+    (json.dumps(snapshot(time=float("nan"))), "malformed snapshot: bad time"),
+    (json.dumps(snapshot(items=[])), "malformed snapshot: bad items"),
+    (json.dumps(snapshot(items={"what": ["GET /"]})), "malformed snapshot: bad items.kind"),
+    (json.dumps(snapshot(kinds="request")), "malformed snapshot: bad kinds"),
+    (json.dumps(snapshot(views=[1])), "malformed snapshot: bad views"),
+    (
+        json.dumps({**ONE, "items": {**ONE["items"], "what": []}}),
+        "malformed snapshot: bad items.what (length)",
+    ),
+    (
+        json.dumps({**ONE, "items": {**ONE["items"], "view": [7]}}),
+        "malformed snapshot: bad items.view (index)",
+    ),
+    (json.dumps({**ONE, "details": {"1": {}}}), "bad details key '1'"),
+    (json.dumps({**ONE, "details": {"x": {}}}), "bad details key 'x'"),
+    (
+        json.dumps(snapshot(work=[("request", "GET /", None, "5")])),
+        "malformed snapshot: bad items.age_ms",
+    ),
+    (json.dumps({**ONE, "details": {"0": {"hang": "bored"}}}), "bad details.0.hang"),
+    (json.dumps({**ONE, "details": {"0": {"told_ms": 1.5}}}), "bad details.0.told_ms"),
+    (json.dumps({**ONE, "details": {"0": {"where": {"file": 1}}}}), "bad details.0.where"),
+    (json.dumps({**ONE, "details": {"0": []}}), "bad details.0"),
+    (json.dumps(snapshot(loop={"blocked_ms": 5})), "bad loop.since"),
+]
+
+
+# Named by number and reason: the documents hold this process's pid, and each pytest-xdist
+# worker must collect the same ids.
 @pytest.mark.parametrize(
-    ("text", "reason"),
-    [
-        ("", "empty file"),
-        ("  \n", "empty file"),
-        ("{", "not JSON"),
-        ("[" * 100_000, "not JSON"),
-        ("[1, 2]", "not a django_graceful snapshot"),
-        ('{"format": "someone.else"}', "not a django_graceful snapshot"),
-        (json.dumps(snapshot(version=2)), "snapshot format 2 (this django_graceful reads 1)"),
-        (json.dumps(snapshot(pid="12")), "malformed snapshot: bad pid"),
-        (json.dumps(snapshot(pid=True)), "malformed snapshot: bad pid"),
-        (json.dumps(snapshot(host="")), "malformed snapshot: bad host"),
-        (json.dumps(snapshot(report="other")), "malformed snapshot: bad report"),
-        (json.dumps(snapshot(time=float("nan"))), "malformed snapshot: bad time"),
-        (json.dumps(snapshot(items=[])), "malformed snapshot: bad items"),
-        (json.dumps(snapshot(items={"what": ["GET /"]})), "malformed snapshot: bad items.kind"),
-        (json.dumps(snapshot(kinds="request")), "malformed snapshot: bad kinds"),
-        (json.dumps(snapshot(views=[1])), "malformed snapshot: bad views"),
-        (
-            json.dumps({**ONE, "items": {**ONE["items"], "what": []}}),
-            "malformed snapshot: bad items.what (length)",
-        ),
-        (
-            json.dumps({**ONE, "items": {**ONE["items"], "view": [7]}}),
-            "malformed snapshot: bad items.view (index)",
-        ),
-        (json.dumps({**ONE, "details": {"1": {}}}), "bad details key '1'"),
-        (json.dumps({**ONE, "details": {"x": {}}}), "bad details key 'x'"),
-        (
-            json.dumps(snapshot(work=[("request", "GET /", None, "5")])),
-            "malformed snapshot: bad items.age_ms",
-        ),
-        (json.dumps({**ONE, "details": {"0": {"hang": "bored"}}}), "bad details.0.hang"),
-        (json.dumps({**ONE, "details": {"0": {"told_ms": 1.5}}}), "bad details.0.told_ms"),
-        (json.dumps({**ONE, "details": {"0": {"where": {"file": 1}}}}), "bad details.0.where"),
-        (json.dumps({**ONE, "details": {"0": []}}), "bad details.0"),
-        (json.dumps(snapshot(loop={"blocked_ms": 5})), "bad loop.since"),
-    ],
+    ("text", "reason"), UNUSABLE, ids=[f"{n}-{reason}" for n, (_, reason) in enumerate(UNUSABLE)]
 )
 def test_an_unusable_document_gets_a_one_line_reason(text: str, reason: str) -> None:
     with pytest.raises(Unreadable) as caught:
