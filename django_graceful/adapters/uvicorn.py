@@ -75,9 +75,8 @@ class Uvicorn:
     - a connection's ``cycle`` (``response_started``, ``response_complete``,
       ``disconnected``, ``keep_alive``, ``scope``, ``send``, ``flow.write_paused``) and
       ``transport``;
-    - ``Server.servers``, ``should_exit``, ``limit_max_requests`` (a ``cached_property``;
-      ``config.limit_max_requests`` in older releases) and ``server_state.total_requests``, for
-      Gunicorn's Uvicorn worker.
+    - ``Server.servers``, ``should_exit``, ``limit_max_requests`` (a ``cached_property``)
+      and ``server_state.total_requests``, for Gunicorn's Uvicorn worker.
     """
 
     def __init__(self, server: Any) -> None:
@@ -171,18 +170,17 @@ class Uvicorn:
         self.server.should_exit = True
 
     def take_request_limit(self) -> int | None:
-        """Turn off uvicorn's own ``max_requests`` count; the limit it had, or None: newer
-        releases keep it in ``Server.limit_max_requests`` (a cached property, the limit with
-        its jitter; 0.45 has it), older ones in ``config.limit_max_requests`` (0.40 has)."""
-        server = self.server
-        if isinstance(type(server).__dict__.get("limit_max_requests"), functools.cached_property):
-            limit = server.limit_max_requests
-            server.__dict__["limit_max_requests"] = None  # its own check never fires
-        else:
-            limit = getattr(server.config, "limit_max_requests", None)
-            if isinstance(limit, int):
-                server.config.limit_max_requests = None
-        return limit if isinstance(limit, int) else None
+        """Turn off uvicorn's own ``max_requests`` count; the limit it had (with its
+        jitter), or None. ``Server.limit_max_requests`` is a cached property from 0.41 on
+        (before, uvicorn read its config each time: the floor is 0.41)."""
+        limit = getattr(self.server, "limit_max_requests", None)
+        if not isinstance(limit, int):
+            return None
+        if isinstance(
+            type(self.server).__dict__.get("limit_max_requests"), functools.cached_property
+        ):
+            self.server.__dict__["limit_max_requests"] = None  # its own check never fires
+        return limit
 
     @property
     def total_requests(self) -> int:
