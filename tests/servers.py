@@ -167,7 +167,7 @@ class Server:
         return [r for r in rows if name is None or r["event"] == name]
 
     def wait_engaged(self, count: int = 1, timeout: float = 20) -> None:
-        """Until ``count`` workers have finished starting (their adapter took the signals:
+        """Until ``count`` workers have finished starting (their driver took the signals:
         a signal before that meets the server's own handling, or none)."""
         deadline = time.monotonic() + timeout
         while self.log().count("django_graceful started (server:") < count:

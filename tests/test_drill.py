@@ -94,7 +94,7 @@ def last_line(result: subprocess.CompletedProcess[str]) -> str:
 def test_a_view_that_swallows_the_cancel_fails_the_drill(drilled: str, tmp_path: Path) -> None:
     """The verdict is read from the drilled worker's last report, whatever the server (that
     each server is drilled is the next test's; that each reports a view swallowing its
-    cancel, its adapter tests')."""
+    cancel, its driver's tests')."""
     flags, name = DRILLED[drilled]
     documents = others_state(tmp_path)
     began = time.monotonic()

@@ -72,7 +72,7 @@ async def test_an_ignored_signal_stays_ignored() -> None:
     assert we_saw == []
 
 
-async def test_an_adapter_may_take_an_ignored_signal_and_hand_on_nothing() -> None:
+async def test_a_driver_may_take_an_ignored_signal_and_hand_on_nothing() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     we_saw: list[int] = []
     chained = ChainedSignals(asyncio.get_running_loop(), we_saw.append, chain_ignored=True)

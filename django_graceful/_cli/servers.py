@@ -190,7 +190,7 @@ def command(
         assert kind.worker_class is not None
         worker = ["--worker-class", GUNICORN_WORKERS[kind.worker_class]]
         return [*head, app, "--bind", bind(host, port), *worker, *limits, *more]
-    # Daphne: the drain is done by django_graceful's Daphne adapter.
+    # Daphne: the drain is done by django_graceful's Daphne driver.
     return [*head, "-b", host, "-p", str(port), app]
 
 
@@ -202,7 +202,7 @@ def backstop(kind: ServerKind, budget: float) -> list[str]:
     workers at ``--workers-kill-timeout``; Gunicorn's arbiter SIGKILLs the workers
     ``--graceful-timeout`` s after it passed them the signal, and any worker silent for
     ``--timeout`` s (kept at Gunicorn's default unless the budget is longer). Daphne has
-    none: its adapter drains.
+    none: its driver drains.
     """
     seconds = math.ceil(budget) + SERVER_MARGIN
     if kind.server == "uvicorn":

@@ -29,7 +29,7 @@ class ChainedSignals:
     A signal this process ignores (``SIG_IGN``: SIGINT in a background job, or a server
     that leaves the signal to a parent process) stays ignored unless ``chain_ignored``:
     otherwise the drain would start and end in a refusal of every request, with no
-    server handler to stop the process afterwards. An adapter that can stop its server
+    server handler to stop the process afterwards. A driver that can stop its server
     without the server's handler (Daphne) chains them.
 
     ``restore()`` puts back what ``install()`` replaced, once the lifecycle's cycle is
