@@ -28,13 +28,16 @@ import logging
 import sys
 import time
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._core.driver import Control, Driver
 from .._core.phases import EXIT_SLACK, Phase
 from .._core.process import in_loop_thread
 from .._serving.protocol import SHUTTING_DOWN_BODY, refuse_http
 from ._versions import fall_back, installed_version, version_problem
+
+if TYPE_CHECKING:
+    from .._core.registry import Tracked
 
 logger = logging.getLogger("django_graceful")
 
@@ -219,7 +222,7 @@ class DaphneDriver(Driver):
             extra = self.control.exit_deadline() + EXIT_SLACK / 2 - time.monotonic()
             self.daphne.lift_close_timeout(extra)
 
-    def release(self, signum: int | None, *, quick: bool, hung: list[Any]) -> None:
+    def release(self, signum: int | None, *, quick: bool, hung: list[Tracked]) -> None:
         if self.daphne is None:
             super().release(signum, quick=quick, hung=hung)
         else:

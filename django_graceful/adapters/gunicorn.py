@@ -39,11 +39,14 @@ import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType, ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._core.driver import Control, Driver
 from .._core.phases import Phase
 from ._versions import Version, installed_version, version_problem
+
+if TYPE_CHECKING:
+    from .._core.registry import Tracked
 
 logger = logging.getLogger("django_graceful")
 
@@ -275,7 +278,7 @@ class GunicornStops(Driver):
         self._close_listeners()
         self._start_heartbeat()
 
-    def release(self, signum: int | None, *, quick: bool, hung: list[Any]) -> None:
+    def release(self, signum: int | None, *, quick: bool, hung: list[Tracked]) -> None:
         if self.gunicorn is None:
             super().release(signum, quick=quick, hung=hung)
             return

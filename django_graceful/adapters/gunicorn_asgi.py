@@ -198,13 +198,14 @@ class GunicornAsgiDriver(GunicornStops, Driver):
         found = Gasgi.find(worker) if worker is not None else None
         problem = Gasgi.problem(worker, found)
         super().attach(control, handle_signals=handle_signals)
-        if problem is not None or found is None:
+        if problem is not None:
             fall_back(
                 "gunicorn (asgi worker)",
-                problem or "",
+                problem,
                 "gunicorn waits for hung requests until its SIGKILL after graceful_timeout",
             )
             return
+        assert found is not None  # Gasgi.problem says why where it is None
         self.gasgi = found
         self.attach_gunicorn(control, Gunicorn(worker))
         self.guards_teardown = True
