@@ -46,14 +46,17 @@ if _postgres_listening():
     }
 
 #: Channels: the in-memory layer, or channels_redis when GRACEFUL_TEST_REDIS holds a URL
-#: (GRACEFUL_TEST_REDIS_PREFIX keeps each test's groups apart).
+#: (GRACEFUL_TEST_REDIS_PREFIX keeps each test's groups apart). Its socket timeout is above
+#: the 5 s that channels_redis blocks in BZPOPMIN waiting for a message: redis-py 8 times
+#: every read out after 5 s by default, and a consumer idle for 5 s then died now and then
+#: with "Timeout reading from 127.0.0.1:6379" (its websocket closed without a frame).
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 if os.environ.get("GRACEFUL_TEST_REDIS"):
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [os.environ["GRACEFUL_TEST_REDIS"]],
+                "hosts": [{"address": os.environ["GRACEFUL_TEST_REDIS"], "socket_timeout": 10}],
                 "prefix": os.environ.get("GRACEFUL_TEST_REDIS_PREFIX", "graceful-tests"),
             },
         }
