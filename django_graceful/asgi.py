@@ -27,7 +27,6 @@ from ._serving.protocol import (
     WS_SERVICE_RESTART,
     Send,
     refuse,
-    refuse_http,
 )
 from ._serving.rsgi import HTTPConnection, WebsocketConnection, http_scope, websocket_scope
 from ._serving.threads import ReusedThreadContext, SyncThreads
@@ -172,6 +171,7 @@ class GracefulASGI:
         lifecycle.registry.add(item)
         tracking_send = TrackingSend(send, lifecycle)
         interruptible.response = tracking_send
+        item.answer = tracking_send.refuse
         reuse = lifecycle.settings.REUSE_SYNC_THREADS
         try:
             async with ReusedThreadContext(self._sync_threads) if reuse else _NO_CONTEXT:
@@ -216,7 +216,7 @@ class GracefulASGI:
         """A request we cancelled before its response began still gets an answer: 503."""
         if item.cancel_count and not sent.started:
             with contextlib.suppress(Exception):
-                await refuse_http(sent, SHUTTING_DOWN_BODY)
+                await sent.refuse()
 
     async def _lifespan(self, scope: Scope, receive: ASGIReceiveCallable, send: Send) -> None:
         """The ASGI lifespan protocol, answered here and never passed to the wrapped app.

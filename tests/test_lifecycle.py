@@ -71,4 +71,3 @@ def test_hooks_longer_than_the_limit_cannot_fit(caplog: pytest.LogCaptureFixture
     s = it.settings
     assert (s.DRAIN_DELAY, s.GRACE_PERIOD, s.CANCEL_TIMEOUT) == (0, 0, 0)
     assert "it still does not fit" in caplog.records[0].getMessage()
-

@@ -152,7 +152,10 @@ def test_the_other_servers_command_lines_exactly() -> None:
         *[PYTHON, "-m", "granian", "--interface", "rsgi", "--host", "127.0.0.1"],
         *["--port", "8000", "--workers-kill-timeout", "15", "--workers", "2", "p.asgi:app"],
     ]
-    assert line("daphne") == [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", "8000", "p.asgi:app"]
+    assert line("daphne") == [
+        *[PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", "8000"],
+        *["--application-close-timeout", "15", "p.asgi:app"],
+    ]
 
 
 @pytest.mark.parametrize("server", ["uvicorn", "hypercorn", "granian", "daphne"])

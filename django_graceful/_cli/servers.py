@@ -190,8 +190,7 @@ def command(
         assert kind.worker_class is not None
         worker = ["--worker-class", GUNICORN_WORKERS[kind.worker_class]]
         return [*head, app, "--bind", bind(host, port), *worker, *limits, *more]
-    # Daphne: the drain is done by django_graceful's Daphne driver.
-    return [*head, "-b", host, "-p", str(port), app]
+    return [*head, "-b", host, "-p", str(port), *limits, app]
 
 
 def backstop(kind: ServerKind, budget: float) -> list[str]:
@@ -201,8 +200,9 @@ def backstop(kind: ServerKind, budget: float) -> list[str]:
     Uvicorn and Hypercorn cut connections at their graceful timeout, Granian kills its
     workers at ``--workers-kill-timeout``; Gunicorn's arbiter SIGKILLs the workers
     ``--graceful-timeout`` s after it passed them the signal, and any worker silent for
-    ``--timeout`` s (kept at Gunicorn's default unless the budget is longer). Daphne has
-    none: its driver drains.
+    ``--timeout`` s (kept at Gunicorn's default unless the budget is longer). Daphne cancels
+    an app that outlives its closed connection by ``--application-close-timeout`` (10 s by
+    default), which during a stop would cut short work our phases still wait for.
     """
     seconds = math.ceil(budget) + SERVER_MARGIN
     if kind.server == "uvicorn":
@@ -214,7 +214,7 @@ def backstop(kind: ServerKind, budget: float) -> list[str]:
     if kind.server == "gunicorn":
         timeout = max(GUNICORN_TIMEOUT, seconds)
         return ["--graceful-timeout", str(seconds), "--timeout", str(timeout)]
-    return []
+    return ["--application-close-timeout", str(seconds)]
 
 
 def bind(host: str, port: int) -> str:

@@ -17,7 +17,9 @@ through the methods below, for the part that differs from server to server:
   whether it waits for hung work for ever (``holds_hung_work``), and how it ends the
   process when it would hang for ever (``forced_ending()``);
 - ``stop_accepting()`` while sibling workers serve on; ``open_requests(hung)`` and
-  ``answer_and_close(request)`` for hung requests the server would wait for;
+  ``close_request(request)`` for the connections of hung requests the server would wait
+  for (their clients got their 503 from the lifecycle already, through the ``send`` the
+  server gave the app, where the response had not begun);
   ``finish(hung)`` at STOPPED, so that it waits for nothing hung; ``release(...)``: let
   the server stop in its own way, once; ``hurry()`` when the operator
   insists after that; ``detach()`` at the end of the cycle;
@@ -196,14 +198,13 @@ class Driver:
         """Close this worker's listening sockets: its siblings take the new connections."""
 
     def open_requests(self, hung: list[Tracked]) -> list[Any]:
-        """The server's handles on the open requests of ``hung`` work, which it would wait
-        for; each is given to ``answer_and_close``."""
+        """The server's handles on the connections of ``hung`` requests whose response did
+        not end (a 503 ends it), which it would wait for; each is given to
+        ``close_request``."""
         return []
 
-    async def answer_and_close(self, request: Any) -> bool:
-        """503 + ``Connection: close`` if its response had not begun, then close its
-        connection; True if the 503 was sent."""
-        return False
+    def close_request(self, request: Any) -> None:
+        """Close the connection of one of ``open_requests``."""
 
     def release(self, signum: int | None, *, quick: bool, hung: list[Tracked]) -> None:
         """Let the server stop in its own way, once: as after ``signum``, the first signal

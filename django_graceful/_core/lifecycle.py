@@ -479,6 +479,7 @@ class Lifecycle:
     def _wake_up(self) -> None:
         self._wake.set()
 
+
 def _tell_server_startup_failed(find_driver: FindDriver, failure: StartupFailed) -> None:
     """Let the server's driver make the failure visible (e.g. in the exit status)."""
     try:
@@ -519,4 +520,3 @@ def reset_lifecycle(*, settings: GracefulSettings | None = None) -> Lifecycle:
 def is_shutting_down() -> bool:
     """True from the shutdown signal on (DRAINING and later)."""
     return get_lifecycle().shutting_down
-

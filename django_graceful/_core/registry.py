@@ -8,7 +8,7 @@ import enum
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -84,6 +84,9 @@ class Tracked:
     #: Called when CLOSING begins: work that can wind down by itself is told to
     #: (a thread's stop event is set; a websocket is closed).
     on_closing: Callable[[], None] | None = None
+    #: For a request: answers its client 503 with ``Connection: close`` if its response
+    #: has not begun, True if it did (at STOPPED, for work that ignored every cancel).
+    answer: Callable[[], Awaitable[bool]] | None = None
     #: The thread of a ``start_thread`` item (its stack is read from another thread).
     thread: threading.Thread | None = None
     #: The view's dotted path (set by GracefulMiddleware once the URL is resolved).

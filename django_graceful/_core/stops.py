@@ -13,8 +13,9 @@ It decides, for the lifecycle:
   signal hurries it (``Driver.hurry``);
 - the budget fitted to the time the server gives a stopping worker (``server_limit``), and
   a quick stop's short window (``quick_limit``);
-- when the server may stop (``release``, once): at STOPPED, after hung requests it would
-  wait for are answered and closed (``hand_over``); at once for a worker stopping alone;
+- when the server may stop (``release``, once): at STOPPED, after the clients of hung
+  requests are answered 503 and the connections the server would wait for closed
+  (``hand_over``); at once for a worker stopping alone;
 - when the process must end instead, in one place (``last_resort``): a watchdog past
   the budget, a server teardown hung by tasks that ignore cancellation, a server that
   would wait for hung work for ever.
@@ -50,6 +51,10 @@ SAME_SIGNAL_WINDOW = 1.0
 #: When this worker stops alone (its siblings serve on), how long it still serves the
 #: connections it accepted just before it stopped accepting, before CLOSING answers 503.
 SETTLE = 0.2
+
+#: Seconds the 503s to the clients of hung requests may take to go out, all of them
+#: together (a client that reads nothing does not hold the stop).
+ANSWER_WAIT = 1.0
 
 #: Seconds the tasks get to honour the last cancel of the server's teardown of its event
 #: loop before the process is ended instead (``Driver.forced_ending``).
@@ -224,42 +229,42 @@ class ServerStops:
         self._driver.release(self._first_signal, quick=self._quick, hung=self.hung())
 
     def hand_over(self) -> None:
-        """STOPPED: the server stops now, and waits for nothing hung. Hung requests it
-        would wait for are answered (503, if their response had not begun) and their
-        connections closed first; a server that would wait for hung work for ever
-        (``holds_hung_work``) is not waited for: the process ends."""
-        driver = self._driver
+        """STOPPED: the server stops now, and waits for nothing hung. Hung requests are
+        answered first (503 + ``Connection: close``, where their response had not begun)
+        and the connections the server would wait for closed; a server that would wait for
+        hung work for ever (``holds_hung_work``) is not waited for: the process ends."""
         hung = self.hung()
-        if hung and driver.holds_hung_work:
+        if not hung:
+            self._driver.finish(hung)
+            self._release()
+            return
+        self._driver.keep(self.loop.create_task(self._answer_then_release(hung)))
+
+    async def _answer_then_release(self, hung: list[Tracked]) -> None:
+        driver = self._driver
+        answered = await answer_hung(hung)
+        if driver.holds_hung_work:
             self.last_resort(
                 f"{len(hung)} task(s) still running at STOPPED would keep {driver.name} from "
                 f"ever exiting",
                 driver.forced_ending(self._first_signal) or Ending(1),
             )
             return
-        requested = self._first_signal is not None or self._alone
-        requests = driver.open_requests(hung) if hung and requested else []
-        if not requests:
-            driver.finish(hung)
-            self._release()
-            return
-        driver.keep(self.loop.create_task(self._answer_then_release(requests, hung)))
-
-    async def _answer_then_release(self, requests: list[Any], hung: list[Tracked]) -> None:
-        driver = self._driver
-        answered = 0
         try:
+            requested = self._first_signal is not None or self._alone
+            requests = driver.open_requests(hung) if requested else []
             for request in requests:
                 try:
-                    answered += await driver.answer_and_close(request)
+                    driver.close_request(request)
                 except Exception:
-                    logger.debug("could not answer a hung request", exc_info=True)
-            logger.warning(
-                "%s: closed the connection of %d hung request(s), %d of them after a 503",
-                driver.name,
-                len(requests),
-                answered,
-            )
+                    logger.debug("could not close a hung request's connection", exc_info=True)
+            if answered or requests:
+                logger.warning(
+                    "%s: answered %d hung request(s) 503, closed %d connection(s)",
+                    driver.name,
+                    answered,
+                    len(requests),
+                )
             driver.finish(hung)
         finally:
             self._release()
@@ -336,3 +341,24 @@ class ServerStops:
             stack,
         )
         end_process(1)
+
+
+async def answer_hung(hung: list[Tracked]) -> int:
+    """Answer the client of each hung request whose response had not begun: 503 +
+    ``Connection: close`` through the server's ``send`` (``Tracked.answer``), within
+    ``ANSWER_WAIT``; how many were answered."""
+    answers = [item.answer() for item in hung if item.answer is not None]
+    if not answers:
+        return 0
+    done, pending = await asyncio.wait(
+        [asyncio.ensure_future(answer) for answer in answers], timeout=ANSWER_WAIT
+    )
+    for task in pending:
+        task.cancel()
+    answered = 0
+    for task in done:
+        if task.exception() is not None:
+            logger.debug("could not answer a hung request", exc_info=task.exception())
+        else:
+            answered += bool(task.result())
+    return answered

@@ -11,7 +11,7 @@ from asgiref.typing import ASGIReceiveCallable
 from .._core.cancellation import CancelReason
 from .._core.phases import Phase
 from .._core.registry import Tracked
-from .protocol import Message, Send
+from .protocol import SHUTTING_DOWN_BODY, Message, Send, refuse_http
 
 if TYPE_CHECKING:
     from .._core.lifecycle import Lifecycle
@@ -89,17 +89,20 @@ class InterruptibleReceive:
 
 class TrackingSend:
     """``send()`` that notes whether the response began, and adds ``Connection: close``
-    to responses that begin from CLOSING on."""
+    to responses that begin from CLOSING on; ``refuse()`` answers 503 in the app's place."""
 
-    __slots__ = ("_lifecycle", "_send", "finished", "started")
+    __slots__ = ("_lifecycle", "_refused", "_send", "finished", "started")
 
     def __init__(self, send: Send, lifecycle: Lifecycle) -> None:
         self._send = send
         self._lifecycle = lifecycle
         self.started = False
         self.finished = False
+        self._refused = False
 
     async def __call__(self, message: Any) -> None:
+        if self._refused:
+            return  # the client has its 503 already; what the app sends after it is dropped
         kind = message["type"]
         if (kind == "http.response.body" and not message.get("more_body", False)) or (
             kind == "http.response.pathsend"
@@ -113,3 +116,13 @@ class TrackingSend:
                 ]
                 message = {**message, "headers": [*headers, (b"connection", b"close")]}
         await self._send(message)
+
+    async def refuse(self) -> bool:
+        """503 + ``Connection: close`` through the server's ``send`` if the response has
+        not begun (the app's own later messages are dropped); True if it was sent."""
+        if self.started:
+            return False
+        self.started = self._refused = True
+        await refuse_http(self._send, SHUTTING_DOWN_BODY)
+        self.finished = True
+        return True

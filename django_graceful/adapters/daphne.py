@@ -10,8 +10,8 @@ release it at STOPPED) and replaces that trigger with one that:
 - runs our shutdown to STOPPED first (bounded), if anyone but us stopped the reactor (a
   signal we could not chain, an app raising KeyboardInterrupt, an embedding program);
 - then cancels the application instances left, waiting at most ``LEFTOVER_WAIT``, and
-  answers 503 where the app never began a response, before Twisted drops every
-  connection.
+  lets the last bytes (the 503s the lifecycle answered hung requests with) leave before
+  Twisted drops every connection.
 
 From DRAINING on it also lifts Daphne's ``application_close_timeout`` by the budget (while
 we shut down, our phases decide, and name what hangs), and it closes websockets with the
@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 from .._core.driver import Control, Driver
 from .._core.phases import EXIT_SLACK, Phase
 from .._core.process import in_loop_thread
-from .._serving.protocol import SHUTTING_DOWN_BODY, refuse_http
 from ._versions import fall_back, installed_version, version_problem
 
 if TYPE_CHECKING:
@@ -140,36 +139,10 @@ class Daphne:
         if pending:
             logger.warning("%d application instance(s) ignored the cancel: abandoned", len(pending))
 
-    @staticmethod
-    async def answer_unanswered(server: Any) -> list[Any]:
-        """Answer 503 where the app was called but never began a response (it swallowed
-        every cancel), rather than leave the client to Twisted's dropped connection.
-
-        Returns the transports written to.
-        """
-        answered = []
-        for protocol, details in list(server.connections.items()):
-            if (
-                "disconnected" in details
-                or getattr(protocol, "application_queue", None) is None  # still uploading
-                or getattr(protocol, "_response_started", True)  # also: not an HTTP request
-                or getattr(protocol, "finished", True)
-            ):
-                continue
-
-            async def send(message: Any, protocol: Any = protocol) -> None:
-                protocol.handle_reply(message)
-
-            try:
-                await refuse_http(send, SHUTTING_DOWN_BODY)
-            except Exception:
-                logger.debug("could not answer %r", protocol, exc_info=True)
-            else:
-                answered.append(getattr(protocol, "transport", None))
-        return answered
-
-    def still_writing(self, transports: list[Any]) -> bool:
-        return bool(set(transports) & set(self.reactor.getWriters()))
+    def still_writing(self, server: Any) -> bool:
+        """Whether a connection still has bytes to send (a last 503)."""
+        transports = {getattr(protocol, "transport", None) for protocol in server.connections}
+        return bool(transports & set(self.reactor.getWriters()))
 
     @staticmethod
     def websocket_protocol(send: Any) -> Any:
@@ -259,10 +232,9 @@ class DaphneDriver(Driver):
             logger.exception("shutdown failed; Daphne stops now")
         try:
             await Daphne.cancel_leftovers(server)
-            answered = await Daphne.answer_unanswered(server)
             # Twisted drops every connection next, unflushed bytes included.
             for _ in range(FLUSH_CHECKS):
-                if not self.daphne.still_writing(answered):
+                if not self.daphne.still_writing(server):
                     break
                 await asyncio.sleep(0.01)
         except Exception:

@@ -11,11 +11,11 @@ until the arbiter's SIGKILL. ``max_requests`` sets ``alive = False`` from a conn
 
 Besides gunicorn's shared stops (``adapters/gunicorn.py``), this driver:
 
-- at STOPPED answers each request that ignored every cancel with a 503 (through the
-  ``send`` of gunicorn's ``ASGIProtocol._handle_http_request`` running it, when its
-  response had not begun) and closes its connection, closes idle keep-alive connections
-  (``ASGIProtocol._keepalive_timeout``), then hands the stop to gunicorn and wakes its main
-  loop (the ``asyncio.sleep`` in ``_serve``) rather than letting it sleep out its second;
+- at STOPPED closes the connection of each request that ignored every cancel (its client
+  answered 503 by the lifecycle, where its response had not begun) and the idle keep-alive
+  connections (``ASGIProtocol._keepalive_timeout``), then hands the stop to gunicorn and
+  wakes its main loop (the ``asyncio.sleep`` in ``_serve``) rather than letting it sleep
+  out its second;
 - has ``_cleanup`` guarded: if tasks still ignore their cancel, the worker exits with
   status 0, as gunicorn's own exit (after a quick stop, ``_quick_shutdown``, gunicorn
   bounds that wait to 1 s in a task of its own: only our hung work is waited for then).
@@ -30,12 +30,10 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from types import CodeType, FrameType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .._core.driver import Control, Driver, Ending
-from .._serving.protocol import SHUTTING_DOWN_BODY, refuse_http
 from ._versions import fall_back
 from .gunicorn import Gunicorn, GunicornStops, gunicorn_version
 
@@ -52,21 +50,12 @@ def running(modules: dict[str, ModuleType]) -> bool:
     return worker_class is not None and isinstance(Gunicorn.find(modules), worker_class)
 
 
-@dataclass
-class OpenRequest:
-    """A hung request's connection, as gunicorn's protocol holds it."""
-
-    protocol: Any
-    #: The ``send`` of the request's ``_handle_http_request``, if its response had not begun.
-    send: Any = None
-
-
 class Gasgi:
     """The probe: every private thing this package reads or changes of the asgi worker.
 
     - the code objects of ``ASGIWorker._serve`` and ``ASGIProtocol._handle_connection`` /
       ``_handle_http_request``, looked for in the frames of the loop's tasks;
-    - those frames' locals ``self`` (the protocol), ``send`` and ``response_started``;
+    - those frames' local ``self`` (the protocol);
     - the protocol's ``_closed``, ``_close_transport()``, ``_awaiting_request``,
       ``_finishing_calls`` and ``_keepalive_timeout()``;
     - the worker's ``servers``, ``handle_quit_signal()`` and ``_quick_shutdown``, and the
@@ -110,7 +99,8 @@ class Gasgi:
             )
         return None
 
-    def open_requests(self, hung: list[Tracked]) -> list[OpenRequest]:
+    def open_requests(self, hung: list[Tracked]) -> list[Any]:
+        """The protocols (connections) of the hung requests."""
         found = []
         for item in hung:
             task = item.task
@@ -119,18 +109,14 @@ class Gasgi:
             frame = _frame_of(task, self._request) or _frame_of(task, self._connection)
             if frame is None:
                 continue
-            local = frame.f_locals
-            protocol = local.get("self")
-            if protocol is None or getattr(protocol, "_closed", True):
-                continue
-            send = local.get("send")
-            unanswered = frame.f_code is self._request and not local.get("response_started", True)
-            found.append(OpenRequest(protocol, send if unanswered and callable(send) else None))
+            protocol = frame.f_locals.get("self")
+            if protocol is not None and not getattr(protocol, "_closed", True):
+                found.append(protocol)
         return found
 
     @staticmethod
-    def close(request: OpenRequest) -> None:
-        close = getattr(request.protocol, "_close_transport", None)
+    def close(protocol: Any) -> None:
+        close = getattr(protocol, "_close_transport", None)
         if callable(close):
             close()
 
@@ -219,16 +205,8 @@ class GunicornAsgiDriver(GunicornStops, Driver):
     def open_requests(self, hung: list[Tracked]) -> list[Any]:
         return self.gasgi.open_requests(hung) if self.gasgi is not None else []
 
-    async def answer_and_close(self, request: Any) -> bool:
-        assert isinstance(request, OpenRequest)
-        answered = False
-        try:
-            if request.send is not None:
-                await refuse_http(request.send, SHUTTING_DOWN_BODY)
-                answered = True
-        finally:
-            Gasgi.close(request)
-        return answered
+    def close_request(self, request: Any) -> None:
+        Gasgi.close(request)
 
     def finish(self, hung: list[Tracked]) -> None:
         if self.gasgi is not None:

@@ -7,8 +7,9 @@ and hands the first one to ``handle_exit`` at release; this one adds, at STOPPED
 
 - uvicorn's wait is cut to ``SERVER_WAIT`` (what is left to wait for closes by itself:
   idle connections, 503 refusals, websocket close handshakes);
-- a request that ignored every cancel gets a 503 and its connection is closed, and its
-  task is taken off uvicorn's list, so uvicorn neither waits for it nor cancels it again
+- a request that ignored every cancel (its client answered 503 by the lifecycle, where
+  its response had not begun) has its connection closed, and its task is taken off
+  uvicorn's list, so uvicorn neither waits for it nor cancels it again
   (our REPORTING phase already logged it); uvicorn's ``lifespan.shutdown`` still runs,
   and finds our sequence done;
 - after a signal, the event loop's teardown is guarded: uvicorn turns a SIGINT into
@@ -30,7 +31,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .._core.driver import Control, Driver, Ending
-from .._serving.protocol import SHUTTING_DOWN_BODY, TRACKED_KEY, refuse_http
+from .._serving.protocol import TRACKED_KEY
 from ._versions import Version, fall_back, installed_version, version_problem
 
 if TYPE_CHECKING:
@@ -72,9 +73,7 @@ class Uvicorn:
       (``handle_exit.__self__``);
     - ``Server.config.timeout_graceful_shutdown`` (written: the wait after STOPPED);
     - ``Server.server_state.connections`` and ``.tasks`` (a hung request's task taken off);
-    - a connection's ``cycle`` (``response_started``, ``response_complete``,
-      ``disconnected``, ``keep_alive``, ``scope``, ``send``, ``flow.write_paused``) and
-      ``transport``;
+    - a connection's ``cycle`` (``response_complete``, ``scope``) and ``transport``;
     - ``Server.servers``, ``should_exit``, ``limit_max_requests`` (a ``cached_property``)
       and ``server_state.total_requests``, for Gunicorn's Uvicorn worker.
     """
@@ -125,7 +124,9 @@ class Uvicorn:
             tasks.discard(item.task)
 
     def open_requests(self, hung: list[Tracked]) -> list[tuple[Any, Any]]:
-        """(connection, cycle) of each hung request whose response is not complete."""
+        """(connection, cycle) of each hung request whose response is not complete (one
+        that began streaming: a 503 completes the others, and uvicorn closes the connection
+        after a response that says ``Connection: close``)."""
         found = []
         for conn in list(self.server.server_state.connections):
             cycle = getattr(conn, "cycle", None)
@@ -138,23 +139,11 @@ class Uvicorn:
         return found
 
     @staticmethod
-    async def answer_and_close(request: tuple[Any, Any]) -> bool:
-        """503 + Connection: close if no response started; close the connection."""
-        conn, cycle = request
-        answered = False
-        flow = getattr(cycle, "flow", None)
-        if not (
-            getattr(cycle, "response_started", True)
-            or getattr(cycle, "disconnected", True)
-            or getattr(flow, "write_paused", False)
-        ):
-            cycle.keep_alive = False
-            await refuse_http(cycle.send, SHUTTING_DOWN_BODY)
-            answered = True
+    def close_request(request: tuple[Any, Any]) -> None:
+        conn, _ = request
         transport = getattr(conn, "transport", None)
         if transport is not None and not transport.is_closing():
             transport.close()
-        return answered
 
     # -- Gunicorn's Uvicorn worker ----------------------------------------------------------
 
@@ -225,8 +214,8 @@ class UvicornDriver(Driver):
     def open_requests(self, hung: list[Tracked]) -> list[Any]:
         return self.uvicorn.open_requests(hung) if self.uvicorn is not None else []
 
-    async def answer_and_close(self, request: Any) -> bool:
-        return await Uvicorn.answer_and_close(request)
+    def close_request(self, request: Any) -> None:
+        Uvicorn.close_request(request)
 
     def finish(self, hung: list[Tracked]) -> None:
         if self.uvicorn is not None:
