@@ -20,7 +20,6 @@ import pytest
 from django.test import override_settings
 
 from django_graceful._core.lifecycle import Lifecycle
-from django_graceful._core.phases import EXIT_SLACK
 from django_graceful.adapters import granian
 
 from .servers import (
@@ -28,8 +27,6 @@ from .servers import (
     answered,
     get_or_error,
     in_background,
-    lifespan_complaints,
-    stop_holding_a_stubborn_request,
 )
 
 server = pytest.mark.server
@@ -117,23 +114,6 @@ def test_a_request_sent_while_closing_gets_503_because_granian_still_accepts(
         assert in_flight.result(timeout=10).status_code == 200
         assert srv.wait_exit(10) == 0
         assert srv.exit_after < 3, srv.log()
-
-
-@server
-@granians
-def test_a_request_that_swallows_every_cancel_does_not_hold_the_exit(granian_server: str) -> None:
-    graceful = {"GRACE_PERIOD": 1, "CANCEL_TIMEOUT": 1}
-    budget = budget_of(graceful)
-    with started(Server(granian_server, graceful=graceful)) as srv:
-        code, log, response = stop_holding_a_stubborn_request(srv, timeout=budget + EXIT_SLACK + 5)
-        assert srv.exit_after < budget + EXIT_SLACK, log
-        # STOPPED at grace + cancel (the hooks are instant here), then Granian is let go.
-        assert srv.exit_after < 1 + 1 + 1.5, log
-        assert code == 0, log
-        assert srv.events("stubborn-swallowed")
-        assert "leaving its serve loop" in log
-        assert lifespan_complaints(log) == []
-        response.result(timeout=5)  # the connection ends with the process
 
 
 @server

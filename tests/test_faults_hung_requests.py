@@ -12,7 +12,14 @@ import pytest
 
 from django_graceful._core.phases import EXIT_SLACK
 
-from .servers import SERVERS, Server, answered, start_with, stop_holding_a_stubborn_request
+from .servers import (
+    SERVERS,
+    Server,
+    answered,
+    lifespan_complaints,
+    start_with,
+    stop_holding_a_stubborn_request,
+)
 
 GRACEFUL = {"GRACE_PERIOD": 1, "CANCEL_TIMEOUT": 1}
 #: Grace + cancel (the hooks return at once): when the hung request is answered.
@@ -29,5 +36,6 @@ def test_a_view_that_swallows_every_cancel_gets_a_whole_503(server: str) -> None
         assert reply.headers["connection"] == "close"
         assert reply.text == "Service is shutting down.\n"
         assert srv.exit_after < STOPPED_AFTER + EXIT_SLACK, log
+        assert lifespan_complaints(log) == []
     finally:
         srv.kill()
