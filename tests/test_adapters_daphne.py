@@ -64,8 +64,10 @@ def test_a_request_still_uploading_at_sigterm_does_not_cost_the_others_their_res
         head = finishing.recv(65536)
         assert len(answered(slow, 200, timeout=10).content) == 100000
         assert head.startswith(b"HTTP/1.1 200"), head
-        assert srv.wait_exit(10) == 0
-        assert srv.exit_after < 3.5
+        assert srv.wait_exit(15) == 0
+        # The stalled upload is work in flight: the grace waits for it, as on every server.
+        drain, grace = graceful["DRAIN_DELAY"], graceful["GRACE_PERIOD"]
+        assert drain + grace < srv.exit_after < drain + grace + 1.5
         assert b"HTTP/" not in read_all(stalled)  # closed at exit, not left hanging
         log = srv.log()
         assert "KeyError" not in log and "Unhandled" not in log, log

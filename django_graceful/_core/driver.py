@@ -16,6 +16,8 @@ through the methods below, for the part that differs from server to server:
   (``server_limit()``, ``quick_limit()``), whether it is one process (``one_process``),
   whether it waits for hung work for ever (``holds_hung_work``), and how it ends the
   process when it would hang for ever (``forced_ending()``);
+- ``reading_requests()`` and ``read_before_closing()`` where the server reads a request's
+  whole body before it calls the app;
 - ``stop_accepting()`` while sibling workers serve on; ``open_requests(hung)`` and
   ``close_request(request)`` for the connections of hung requests the server would wait
   for (their clients got their 503 from the lifecycle already, through the ``send`` the
@@ -205,6 +207,17 @@ class Driver:
 
     def close_request(self, request: Any) -> None:
         """Close the connection of one of ``open_requests``."""
+
+    def reading_requests(self) -> int:
+        """Requests the server accepted but calls the app for only once it has read their
+        whole body (Daphne): the grace waits for them as for work in flight."""
+        return 0
+
+    def read_before_closing(self) -> bool:
+        """Called in the app's task for a request that reaches the app from CLOSING on:
+        whether the server was already reading it when CLOSING began (``reading_requests``),
+        so that it is served as work in flight rather than refused."""
+        return False
 
     def release(self, signum: int | None, *, quick: bool, hung: list[Tracked]) -> None:
         """Let the server stop in its own way, once: as after ``signum``, the first signal

@@ -36,6 +36,10 @@ DOOR_TIMEOUT = 0.3
 #: Places (what, stack) the hung-work report logs one by one; the rest are counted.
 MAX_HUNG_PLACES = 20
 
+#: How often (seconds) the grace looks again at requests the server is still reading
+#: before it calls the app (``Driver.reading_requests``): nothing wakes it when one ends.
+READING_POLL = 0.05
+
 #: Finds the driver for the server this process runs under (``adapters.detect``).
 FindDriver = Callable[[], Driver]
 
@@ -369,15 +373,45 @@ class Lifecycle:
             logger.info("listening sockets: %s", door.value)
 
     async def _hold(self, seconds: float, *, until_idle: bool, unless_escalated: int) -> None:
-        """Wait ``seconds``; return early when idle (if asked) or escalated past this phase."""
+        """Wait ``seconds``; return early when idle (if asked) or escalated past this phase.
+        Idle: no work in flight, and no request the server is still reading before it calls
+        the app (``Driver.reading_requests``, looked at every ``READING_POLL`` s)."""
         deadline = time.monotonic() + seconds
-        while self._escalation < unless_escalated and not (until_idle and not self.registry):
+        while self._escalation < unless_escalated:
+            reading = until_idle and not self.registry and self._reading_requests()
+            if until_idle and not self.registry and not reading:
+                return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), remaining)
+                await asyncio.wait_for(
+                    self._wake.wait(), min(remaining, READING_POLL) if reading else remaining
+                )
+
+    def _reading_requests(self) -> int:
+        driver = self.driver
+        if driver is None:
+            return 0
+        try:
+            return driver.reading_requests()
+        except Exception:
+            logger.debug("could not count the requests %s is reading", driver.name, exc_info=True)
+            return 0
+
+    def read_before_closing(self) -> bool:
+        """Whether the request now reaching the app (in its task) is one the server was
+        already reading when CLOSING began (``Driver.read_before_closing``): served as work
+        in flight during CLOSING, not refused."""
+        driver = self.driver
+        if self.phase != Phase.CLOSING or driver is None:
+            return False
+        try:
+            return driver.read_before_closing()
+        except Exception:
+            logger.debug("could not ask %s about a late request", driver.name, exc_info=True)
+            return False
 
     async def _cancel_remaining(self, timeout: float) -> None:
         """Cancel what is left with reason SHUTDOWN; re-cancel what swallows it."""

@@ -13,6 +13,10 @@ release it at STOPPED) and replaces that trigger with one that:
   lets the last bytes (the 503s the lifecycle answered hung requests with) leave before
   Twisted drops every connection.
 
+Daphne calls the app only once it has read a request's whole body: from CLOSING on, the
+requests it was still reading count as work in flight (the grace waits for them, and
+they are served, not refused), as on the servers that hand an upload to the app at once.
+
 From DRAINING on it also lifts Daphne's ``application_close_timeout`` by the budget (while
 we shut down, our phases decide, and name what hangs), and it closes websockets with the
 codes Daphne's ASGI ``send`` refuses (1001, 1012).
@@ -69,8 +73,8 @@ class Daphne:
       ``reactor._asyncioEventloop`` (in ``running``);
     - ``Server.connections`` (each connection's ``application_instance`` and
       ``disconnected``) and ``Server.application_close_timeout`` (raised while we stop);
-    - an HTTP protocol's ``application_queue``, ``_response_started``, ``finished``,
-      ``handle_reply()`` and ``transport``; ``reactor.getWriters()``;
+    - an HTTP request as a ``daphne.http_protocol.WebRequest`` (still being read while
+      it has no ``application_instance``) and its ``transport``; ``reactor.getWriters()``;
     - a websocket's ``send`` as ``partial(Server.handle_reply, protocol)``, and autobahn's
       ``sendCloseFrame()``.
     """
@@ -114,6 +118,29 @@ class Daphne:
         ``application_close_timeout`` ("took too long to shut down and was killed")."""
         for server in self.servers:
             server.application_close_timeout += seconds
+
+    def reading(self) -> list[Any]:
+        """The HTTP requests whose body Daphne is still reading: it calls the app only
+        once it has read the whole body."""
+        from daphne.http_protocol import WebRequest
+
+        return [
+            protocol
+            for server in self.servers
+            for protocol, details in list(server.connections.items())
+            if isinstance(protocol, WebRequest)
+            and "disconnected" not in details
+            and "application_instance" not in details
+        ]
+
+    def called_for(self, protocols: set[Any], task: asyncio.Task[Any] | None) -> Any:
+        """Which of ``protocols`` Daphne runs the app for in ``task``, or None."""
+        for server in self.servers:
+            for protocol in protocols:
+                details = server.connections.get(protocol)
+                if details is not None and details.get("application_instance") is task:
+                    return protocol
+        return None
 
     def stop_reactor(self) -> None:
         """What Twisted's SIGTERM/SIGINT handler does, also when Twisted installed none
@@ -172,6 +199,9 @@ class DaphneDriver(Driver):
     def __init__(self) -> None:
         super().__init__()
         self.daphne: Daphne | None = None
+        #: The requests Daphne was still reading when CLOSING began: served when their
+        #: body is in, as work in flight (other servers call the app before the body).
+        self._read_at_closing: set[Any] = set()
 
     def attach(self, control: Control, *, handle_signals: bool) -> None:
         super().attach(control, handle_signals=handle_signals)
@@ -190,10 +220,24 @@ class DaphneDriver(Driver):
         self.daphne = found
 
     def phase_changed(self, phase: Phase) -> None:
-        if phase == Phase.DRAINING and self.daphne is not None and self.control is not None:
+        if self.daphne is None or self.control is None:
+            return
+        if phase == Phase.DRAINING:
             # Until the watchdog's bound, a half EXIT_SLACK after the exit deadline.
             extra = self.control.exit_deadline() + EXIT_SLACK / 2 - time.monotonic()
             self.daphne.lift_close_timeout(extra)
+        elif phase == Phase.CLOSING:
+            self._read_at_closing = set(self.daphne.reading())
+
+    def reading_requests(self) -> int:
+        return len(self.daphne.reading()) if self.daphne is not None else 0
+
+    def read_before_closing(self) -> bool:
+        if self.daphne is None or not self._read_at_closing:
+            return False
+        protocol = self.daphne.called_for(self._read_at_closing, asyncio.current_task())
+        self._read_at_closing.discard(protocol)
+        return protocol is not None
 
     def release(self, signum: int | None, *, quick: bool, hung: list[Tracked]) -> None:
         if self.daphne is None:
