@@ -94,7 +94,7 @@ class GracefulASGI:
             # The server sent no lifespan (Daphne, Granian asginl, --lifespan off); or a
             # test client without one, on a new event loop.
             try:
-                await lifecycle.startup(self, detect)
+                await lifecycle.startup(self, detect, lazy=True)
             except StartupFailed:
                 await refuse(scope, receive, send, UNAVAILABLE_BODY, WS_INTERNAL_ERROR)
                 return

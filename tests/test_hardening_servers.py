@@ -5,18 +5,12 @@ from __future__ import annotations
 
 import signal
 
-import httpx
 import pytest
 
-from django_graceful._serving.protocol import SHUTTING_DOWN_BODY
-
 from .servers import (
-    Server,
-    get_or_error,
     in_background,
     lifespan_complaints,
     running,
-    start_with,
 )
 
 pytestmark = pytest.mark.server
@@ -54,20 +48,3 @@ def test_while_closing_liveness_answers_200_and_readiness_its_own_503() -> None:
     assert (live.status_code, live.json()) == (200, {"phase": "closing"})
     assert (ready.status_code, ready.json()) == (503, {"phase": "closing"})
     assert other.status_code == 503 and other.headers["connection"] == "close"
-
-
-def test_sigterm_during_daphnes_lazy_startup_answers_the_waiting_request_503() -> None:
-    # Daphne sends no lifespan: the first request runs the startup (a 1 s hook here).
-    srv = start_with(Server("daphne", app="tests.project.asgi_slow_startup:application"))
-    try:
-        first = in_background(get_or_error, srv, "/pid/", 10)
-        srv.wait_event("slow-startup-begin")
-        srv.signal()
-        response = first.result(timeout=15)
-        srv.wait_exit(15)
-        log = srv.log()
-    finally:
-        srv.kill()
-    assert isinstance(response, httpx.Response), f"{response!r}\n{log}"
-    assert response.status_code == 503 and response.content == SHUTTING_DOWN_BODY, log
-    assert "startup" in log and "503" in log, log

@@ -112,12 +112,17 @@ class Lifecycle:
 
     # -- startup ----------------------------------------------------------------------
 
-    async def startup(self, app: Any, find_driver: FindDriver | None = None) -> None:
+    async def startup(
+        self, app: Any, find_driver: FindDriver | None = None, *, lazy: bool = False
+    ) -> None:
         """Start the cycle once; concurrent and later callers wait for the same start.
 
         ``find_driver`` gives the driver for the running server, asked once startup
         has completed (or failed: the driver may make the failure visible). Without
-        one, nothing but the lifespan protocol stops this lifecycle.
+        one, nothing but the lifespan protocol stops this lifecycle. ``lazy``: the server
+        sent no lifespan and serves already (the first request starts the cycle): the
+        driver is attached before the hooks run, so that a stop signal during the startup
+        is ours too, and the shutdown follows the startup.
         Raises :class:`StartupFailed` (every time) if it failed, and while a shutdown is
         under way. Once the cycle is STOPPED (or its loop closed: ``stale``), a startup
         begins the next cycle: hooks, LIFESPAN managers and state anew.
@@ -131,7 +136,7 @@ class Lifecycle:
             )
         if self._startup_task is None:
             self.loop = asyncio.get_running_loop()
-            self._startup_task = asyncio.ensure_future(self._startup(app, find_driver))
+            self._startup_task = asyncio.ensure_future(self._startup(app, find_driver, lazy))
         await asyncio.shield(self._startup_task)
 
     def _next_cycle(self) -> None:
@@ -146,8 +151,10 @@ class Lifecycle:
         self._next_cycle_began.set()
         self._fresh_cycle()
 
-    async def _startup(self, app: Any, find_driver: FindDriver | None) -> None:
+    async def _startup(self, app: Any, find_driver: FindDriver | None, lazy: bool) -> None:
         self._enter(Phase.STARTING)
+        if lazy and find_driver is not None:
+            self.attach(find_driver())
         reopened = reopen()
         if reopened:
             logger.warning(
@@ -180,11 +187,12 @@ class Lifecycle:
                 "startup failed: %s", failure, exc_info=cause if cause is not failure else None
             )
             await self._close_lifespan()
+            self._detach_after_failed_startup()
             self._enter(Phase.STOPPED)
             if find_driver is not None:
                 _tell_server_startup_failed(find_driver, failure)
             raise failure from exc
-        if find_driver is not None:
+        if find_driver is not None and self.driver is None:
             self.attach(find_driver())
         self._enter(Phase.SERVING)
         logger.info(
@@ -200,6 +208,19 @@ class Lifecycle:
         self.driver = driver
         self.stops = ServerStops(self, driver, self.loop, self._next_cycle_began)
         self.stops.attach(handle_signals=self.settings.HANDLE_SIGNALS)
+
+    def _detach_after_failed_startup(self) -> None:
+        """A lazy startup failed: the server serves on (answering 503), so the driver
+        attached for it lets go, without handing the server a stop, unless one came (then
+        STOPPED hands it over, and the server stops)."""
+        if self.stops is None or self.stops.stopping:
+            return
+        driver, self.driver, self.stops = self.driver, None, None
+        if driver is not None:
+            try:
+                driver.detach()
+            except Exception:
+                logger.exception("could not put back the signal handlers")
 
     async def _enter_lifespan(self, path: str, app: Any, timeout: float) -> None:
         manager = import_string(path)(app)
@@ -317,6 +338,13 @@ class Lifecycle:
 
     async def _shutdown(self, trigger: str, drain: bool) -> None:
         """The phases (``phases.py``), top to bottom; every wait has its deadline."""
+        if self._startup_task is not None and not self._startup_task.done():
+            # A stop during a lazy startup: the startup ends first (its hooks are bounded).
+            logger.info("%s received during the startup: the shutdown follows it", trigger)
+            with contextlib.suppress(StartupFailed):
+                await asyncio.shield(self._startup_task)
+        if self.phase != Phase.SERVING:
+            return  # the startup failed: STOPPED already
         s = self.settings
         logger.info(
             "shutdown (%s): drain %gs, grace %gs, cancel %gs; %d in flight",

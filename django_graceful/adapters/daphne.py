@@ -122,7 +122,7 @@ class Daphne:
     def reading(self) -> list[Any]:
         """The HTTP requests whose body Daphne is still reading: it calls the app only
         once it has read the whole body."""
-        from daphne.http_protocol import WebRequest
+        from daphne.http_protocol import WebRequest  # type: ignore[import-untyped]
 
         return [
             protocol
