@@ -7,9 +7,11 @@ file names, line numbers and function names leave this module: never local varia
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import sysconfig
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import CodeType, FrameType
@@ -164,9 +166,27 @@ def label(frame: FrameType) -> str:
     return text
 
 
+#: Held while ``sys._current_frames()`` runs with the garbage collector off.
+_frames_lock = threading.Lock()
+
+
 def thread_frames() -> dict[int, FrameType]:
-    """Every thread's innermost frame, by thread id."""
-    return sys._current_frames()
+    """Every thread's innermost frame, by thread id.
+
+    ``sys._current_frames()`` holds the interpreter's lock on its list of threads while it
+    builds the dict; a garbage collection there runs weakref callbacks, which can hand the
+    GIL to a thread that is starting and waits for that very lock: the whole process
+    deadlocks (CPython gh-106883; Python 3.11 has no fix). So it runs with the collector
+    off, one call at a time.
+    """
+    with _frames_lock:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return sys._current_frames()
+        finally:
+            if enabled:
+                gc.enable()
 
 
 # -- sync code awaited by a task ------------------------------------------------------

@@ -28,7 +28,6 @@ import contextvars
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 import traceback
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from .driver import Driver, Ending
 from .phases import EXIT_SLACK, MIN_CANCEL, Phase
 from .process import end_process
+from .stacks import thread_frames
 
 if TYPE_CHECKING:
     from .lifecycle import Lifecycle
@@ -328,7 +328,7 @@ class ServerStops:
         # the process starts another cycle (it lives on, as a test process does).
         if self._next_cycle_began.wait(deadline):
             return
-        main = sys._current_frames().get(threading.main_thread().ident or 0)
+        main = thread_frames().get(threading.main_thread().ident or 0)
         stack = "".join(traceback.format_stack(main)) if main is not None else "?"
         still = "; ".join(item.describe() for item in self.hung()) or "no tracked work"
         logger.critical(

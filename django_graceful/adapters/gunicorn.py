@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._core.driver import Control, Driver
 from .._core.phases import Phase
+from .._core.stacks import thread_frames
 from ._versions import Version, installed_version, version_problem
 
 if TYPE_CHECKING:
@@ -175,7 +176,7 @@ def _main_thread_frames() -> Iterator[FrameType]:
     if threading.current_thread() is threading.main_thread():
         frame: FrameType | None = sys._getframe(1)
     else:
-        frame = sys._current_frames().get(threading.main_thread().ident or 0)
+        frame = thread_frames().get(threading.main_thread().ident or 0)
     while frame is not None:
         yield frame
         frame = frame.f_back
