@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 
@@ -24,6 +27,7 @@ from django_graceful.adapters import (
     hypercorn,
     uvicorn,
 )
+from django_graceful.adapters.gunicorn import Gunicorn
 
 #: Each driver, and the name its one warning gives the server. Gunicorn's Uvicorn worker
 #: says what its Uvicorn driver says: that finds nothing first.
@@ -71,3 +75,19 @@ async def test_a_driver_that_cannot_find_its_server_warns_once_and_stays_generic
 
 def test_where_no_server_runs_the_generic_driver_is_chosen() -> None:
     assert type(detect()) is Driver
+
+
+def test_an_arbiter_gunicorn_cannot_see_is_neither_listening_nor_stopping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without /proc (macOS) the probe cannot tell a reload from a stop: a SIGTERM stops
+    the whole server, and a worker that starts is never taken for one its arbiter stops."""
+
+    def no_proc(path: str) -> list[str]:
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(os, "listdir", no_proc)
+    with socket.socket() as sock:
+        probe = Gunicorn(SimpleNamespace(sockets=[sock]))
+        assert probe.arbiter_holds_sockets() is None
+        assert not probe.arbiter_listens() and not probe.arbiter_stopping()

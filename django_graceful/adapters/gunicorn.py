@@ -75,7 +75,9 @@ class Gunicorn:
     - its ``cfg.graceful_timeout`` and ``cfg.timeout``, ``max_requests``, ``nr``,
       ``alive``, ``ppid``, ``sockets`` and ``notify()`` (the heartbeat);
     - on Linux, ``/proc/<arbiter>/fd``: whether the arbiter still holds the listening
-      sockets (a reload or TTOU) or has closed them (a stop).
+      sockets (a reload or TTOU) or has closed them (a stop);
+    - ``alive`` written back to True where the arbiter stops while this worker starts
+      (its SIGTERM came before our handler was in front of gunicorn's).
     """
 
     def __init__(self, worker: Any) -> None:
@@ -156,6 +158,22 @@ class Gunicorn:
         """Does the arbiter still hold one of this worker's listening sockets? Yes during a
         reload or TTOU (other workers serve on); no once it stops (it closes them first).
         False where it cannot be seen (no /proc): the behaviour of a full stop."""
+        return self.arbiter_holds_sockets() is True
+
+    def arbiter_stopping(self) -> bool:
+        """Has the arbiter closed its listening sockets (it stops)? False where it cannot
+        be seen (no /proc)."""
+        return self.arbiter_holds_sockets() is False
+
+    def take_back_stop(self) -> None:
+        """Gunicorn's handler took the arbiter's SIGTERM while this worker was starting,
+        before ours was in front of it, and set ``alive = False``: set it back, so that the
+        worker serves until our STOPPED (then the signal reaches gunicorn again)."""
+        self.worker.alive = True
+
+    def arbiter_holds_sockets(self) -> bool | None:
+        """Whether the arbiter holds one of this worker's listening sockets; None where it
+        cannot be seen."""
         inodes = set()
         for sock in self.worker.sockets:
             with contextlib.suppress(OSError, ValueError, AttributeError):
@@ -164,7 +182,9 @@ class Gunicorn:
         try:
             fds = os.listdir(folder)
         except OSError:
-            return False
+            return None
+        if not inodes:
+            return None
         for fd in fds:
             with contextlib.suppress(OSError):
                 if os.readlink(os.path.join(folder, fd)) in inodes:
@@ -211,7 +231,22 @@ class GunicornStops(Driver):
         if self.chain is not None:
             # gunicorn's own SIGQUIT handler; its quick stop comes at release.
             control.loop.add_signal_handler(signal.SIGQUIT, self.signalled, signal.SIGQUIT)
+        if gunicorn.arbiter_stopping():
+            self._stop_begun_while_starting(control, gunicorn)
         self.keep(control.loop.create_task(self._watch(), name="django_graceful gunicorn watch"))
+
+    def _stop_begun_while_starting(self, control: Control, gunicorn: Gunicorn) -> None:
+        """The arbiter stops, and this worker is only now started: its SIGTERM reached
+        gunicorn's handler (which set ``alive = False``) or, in a worker forked just as the
+        arbiter stopped, the arbiter's own inherited handler, which only queues it. Either
+        way it is ours now: the connections queued for this worker are served (503 from
+        CLOSING on) before the door shuts, rather than reset when it exits."""
+        logger.info(
+            "gunicorn worker pid %d started while its arbiter stops: stopping now", os.getpid()
+        )
+        if not gunicorn.worker.alive:
+            gunicorn.take_back_stop()
+        control.loop.call_soon(self.signalled, signal.SIGTERM)
 
     def server_limit(self) -> tuple[float, str] | None:
         if self.gunicorn is None:

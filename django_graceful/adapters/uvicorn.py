@@ -74,7 +74,10 @@ class Uvicorn:
     - ``Server.config.timeout_graceful_shutdown`` (written: the wait after STOPPED);
     - ``Server.server_state.connections`` and ``.tasks`` (a hung request's task taken off);
     - a connection's ``cycle`` (``response_complete``, ``scope``) and ``transport``;
-    - ``Server.servers``, ``should_exit``, ``limit_max_requests`` (a ``cached_property``)
+    - ``Server.should_exit`` (written back to False where uvicorn took a stop signal
+      during the startup, before our handler was in front of its own) and its
+      ``_captured_signals``;
+    - ``Server.servers``, ``limit_max_requests`` (a ``cached_property``)
       and ``server_state.total_requests``, for Gunicorn's Uvicorn worker.
     """
 
@@ -158,6 +161,17 @@ class Uvicorn:
     def exit(self) -> None:
         self.server.should_exit = True
 
+    def take_back_stop(self) -> int | None:
+        """The stop signal uvicorn's own handler took during the startup, before ours was
+        in front of it (uvicorn would stop right after the startup, closing its listening
+        sockets on the connections queued for it), taken back: uvicorn serves until we
+        release it; None if it took none."""
+        if not self.server.should_exit:
+            return None
+        self.server.should_exit = False
+        captured = getattr(self.server, "_captured_signals", None)
+        return captured[-1] if isinstance(captured, list) and captured else signal.SIGTERM
+
     def take_request_limit(self) -> int | None:
         """Turn off uvicorn's own ``max_requests`` count; the limit it had (with its
         jitter), or None. ``Server.limit_max_requests`` is a cached property from 0.41 on
@@ -205,8 +219,15 @@ class UvicornDriver(Driver):
                 "default forever)",
             )
             return
+        assert found is not None  # Uvicorn.problem says why where it is None
         self.uvicorn = found
         self.guards_teardown = True
+        signum = found.take_back_stop()
+        if signum is not None:
+            logger.info(
+                "uvicorn took %s during the startup: stopping now", signal.Signals(signum).name
+            )
+            control.loop.call_soon(self.signalled, signum)
 
     def forced_ending(self, signum: int | None) -> Ending | None:
         return Ending(signal=signum) if signum is not None else None
