@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import pytest
 
-from django_graceful._core.phases import EXIT_SLACK
-
 from .servers import (
     SERVERS,
     Server,
@@ -24,6 +22,10 @@ from .servers import (
 GRACEFUL = {"GRACE_PERIOD": 1, "CANCEL_TIMEOUT": 1}
 #: Grace + cancel (the hooks return at once): when the hung request is answered.
 STOPPED_AFTER = 2
+#: Seconds the server may then take to exit on a busy machine: far below the watchdog's
+#: bound (the whole budget, with the hooks' timeouts, + 1 s), which a hung request that
+#: held the server would reach.
+EXIT_AFTER_STOPPED = 2.5
 
 
 @pytest.mark.server
@@ -35,7 +37,7 @@ def test_a_view_that_swallows_every_cancel_gets_a_whole_503(server: str) -> None
         reply = answered(response, 503, log)
         assert reply.headers["connection"] == "close"
         assert reply.text == "Service is shutting down.\n"
-        assert srv.exit_after < STOPPED_AFTER + EXIT_SLACK, log
+        assert srv.exit_after < STOPPED_AFTER + EXIT_AFTER_STOPPED, log
         assert lifespan_complaints(log) == []
     finally:
         srv.kill()
