@@ -121,7 +121,9 @@ class Daphne:
 
     def reading(self) -> list[Any]:
         """The HTTP requests whose body Daphne is still reading: it calls the app only
-        once it has read the whole body."""
+        once it has read the whole body. A request whose headers are not all in yet
+        (Twisted's ``Request.content`` is still None) is not one: a client trickling its
+        headers has sent no request."""
         from daphne.http_protocol import WebRequest  # type: ignore[import-untyped]
 
         return [
@@ -129,6 +131,7 @@ class Daphne:
             for server in self.servers
             for protocol, details in list(server.connections.items())
             if isinstance(protocol, WebRequest)
+            and getattr(protocol, "content", None) is not None
             and "disconnected" not in details
             and "application_instance" not in details
         ]
