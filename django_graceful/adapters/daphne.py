@@ -73,8 +73,9 @@ class Daphne:
       ``reactor._asyncioEventloop`` (in ``running``);
     - ``Server.connections`` (each connection's ``application_instance`` and
       ``disconnected``) and ``Server.application_close_timeout`` (raised while we stop);
-    - an HTTP request as a ``daphne.http_protocol.WebRequest`` (still being read while
-      it has no ``application_instance``) and its ``transport``; ``reactor.getWriters()``;
+    - an HTTP request as a ``daphne.http_protocol.WebRequest`` (its body still being read
+      while it has Twisted's ``content`` but no ``application_instance``) and its
+      ``transport``; ``reactor.getWriters()``;
     - a websocket's ``send`` as ``partial(Server.handle_reply, protocol)``, and autobahn's
       ``sendCloseFrame()``.
     """
