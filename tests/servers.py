@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -242,6 +243,14 @@ def answered(future: Future[Any], status: int, log: str = "", timeout: float = 5
 
 #: What the watchdog logs when the shutdown overran its budget and it ended the process.
 WATCHDOG_LINE = "process still alive"
+
+
+def budget_of(srv: Server) -> float:
+    """The shutdown budget the (first) worker of ``srv`` announced when it started."""
+    started = r"django_graceful started \(server: .*shutdown budget ([\d.]+) s\)"
+    found = re.search(started, srv.log())
+    assert found, srv.log()
+    return float(found[1])
 
 
 def stop_holding_a_stubborn_request(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +15,7 @@ from typing import Any, Protocol, TypeVar, overload
 from django.dispatch import Signal
 
 from .. import signals
-from .deadlines import Outcome, bounded_call
+from .deadlines import UNWIND, Outcome, bounded_call
 
 logger = logging.getLogger("django_graceful")
 
@@ -70,6 +72,41 @@ on_shutdown = _decorator(signals.shutdown, "on_shutdown")
 
 
 @dataclass(frozen=True, slots=True)
+class RunningHook:
+    """A hook :func:`send_bounded` is running: since when (``time.monotonic()``), and its
+    bound."""
+
+    name: str
+    since: float
+    timeout: float
+
+    def overran(self, now: float) -> bool:
+        """Whether it still runs past its bound and the moment a cancelled hook gets to
+        unwind: then it holds the event loop (else it would have been abandoned)."""
+        return now - self.since > self.timeout + UNWIND
+
+    def describe(self, now: float) -> str:
+        """``hook <name> has blocked the event loop for 5.2 s (its bound: 0.5 s)``, or
+        ``has run`` while within its bound."""
+        did = "has blocked the event loop" if self.overran(now) else "has run"
+        took = now - self.since
+        return f"hook {self.name} {did} for {took:.1f} s (its bound: {self.timeout:g} s)"
+
+
+#: The hooks running now, for the watchdog (another thread): an async hook that blocks
+#: the event loop never returns to :func:`send_bounded`, and is named by what it finds
+#: here. The lock: it is read from the watchdog's thread.
+_running: dict[int, RunningHook] = {}
+_running_lock = threading.Lock()
+
+
+def running_hooks() -> list[RunningHook]:
+    """The hooks :func:`send_bounded` is running now (from any thread), oldest first."""
+    with _running_lock:
+        return sorted(_running.values(), key=lambda hook: hook.since)
+
+
+@dataclass(frozen=True, slots=True)
 class HookResult:
     name: str
     timeout: float
@@ -110,7 +147,14 @@ async def send_bounded(
         timeout = _timeout_of(receiver, default_timeout)
         name = hook_name(receiver)
         call = partial(receiver, signal=signal, sender=sender, **kwargs)
-        outcome = await bounded_call(call, timeout, name)
+        running = RunningHook(name, time.monotonic(), timeout)
+        with _running_lock:
+            _running[id(running)] = running
+        try:
+            outcome = await bounded_call(call, timeout, name)
+        finally:
+            with _running_lock:
+                del _running[id(running)]
         if log:
             log_failure(outcome, f"hook {name}", timeout, "moving on")
         results.append(HookResult(name, timeout, outcome))

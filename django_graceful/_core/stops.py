@@ -34,6 +34,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from .driver import Driver, Ending
+from .hooks import running_hooks
 from .phases import EXIT_SLACK, MIN_CANCEL, Phase
 from .process import end_process
 from .stacks import thread_frames
@@ -55,6 +56,11 @@ SETTLE = 0.2
 #: Seconds the 503s to the clients of hung requests may take to go out, all of them
 #: together (a client that reads nothing does not hold the stop).
 ANSWER_WAIT = 1.0
+
+#: The status the watchdog ends the process with. A server whose worker processes are
+#: supervised by a parent of its own (Granian, Gunicorn, Hypercorn with workers) decides
+#: what status the server exits with; none of them passes this one on (README).
+WATCHDOG_STATUS = 1
 
 #: Seconds the tasks get to honour the last cancel of the server's teardown of its event
 #: loop before the process is ended instead (``Driver.forced_ending``).
@@ -331,16 +337,20 @@ class ServerStops:
         main = thread_frames().get(threading.main_thread().ident or 0)
         stack = "".join(traceback.format_stack(main)) if main is not None else "?"
         still = "; ".join(item.describe() for item in self.hung()) or "no tracked work"
+        now = time.monotonic()
+        hooks = "; ".join(hook.describe(now) for hook in running_hooks())
         logger.critical(
-            "process still alive %.1f s after the shutdown signal (budget %.1f s), phase %s; "
-            "exiting now. Still running: %s. Main thread:\n%s",
+            "process still alive %.1f s after the shutdown signal (budget %.1f s), phase %s%s; "
+            "exiting now with status %d. Still running: %s. Main thread:\n%s",
             deadline,
             deadline - EXIT_SLACK,
             self._lifecycle.phase.name,
+            f": {hooks}" if hooks else "",
+            WATCHDOG_STATUS,
             still,
             stack,
         )
-        end_process(1)
+        end_process(WATCHDOG_STATUS)
 
 
 async def answer_hung(hung: list[Tracked]) -> int:

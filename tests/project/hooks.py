@@ -50,6 +50,26 @@ async def hanging_hook() -> None:
         await asyncio.sleep(3600)
 
 
+#: ``GRACEFUL_TEST_BLOCK_HOOK``: a shutdown hook that never returns, "sync" (its thread
+#: sleeps for ever) or "loop" (an async hook that calls ``time.sleep``: it blocks the
+#: event loop). Registered only then, so that other tests keep the project's budget.
+BLOCK_HOOK = os.environ.get("GRACEFUL_TEST_BLOCK_HOOK", "")
+
+if BLOCK_HOOK == "sync":
+
+    @on_shutdown(timeout=0.5)
+    def frozen_hook() -> None:
+        record("blocking-hook")
+        time.sleep(3600)
+
+elif BLOCK_HOOK == "loop":
+
+    @on_shutdown(timeout=0.5)
+    async def loop_blocking_hook() -> None:
+        record("blocking-hook")
+        time.sleep(3600)  # noqa: ASYNC251  # blocks the loop
+
+
 def flusher(stop: threading.Event) -> None:
     """Batches 'messages' and flushes them the way a Kafka producer does."""
     produced = flushed = 0

@@ -1,0 +1,73 @@
+"""Under faults: when the watchdog must end a worker, what the log names and what the
+server exits with.
+
+A shutdown hook that blocks the event loop (``time.sleep`` in an async hook) holds the
+worker past its budget; the watchdog ends the worker with ``WATCHDOG_STATUS`` and its line
+names the hook. What a process manager sees is the status of the process it started: the
+worker itself (Uvicorn, Daphne, Hypercorn with ``--workers 0``, what ``manage.py serve``
+runs), or a parent that supervises the workers and decides the status on its own:
+Granian's main process and Gunicorn's arbiter exit 0 once they stopped their workers,
+whatever those exit with (Gunicorn's logs the worker's status), and so does Hypercorn's
+parent for one worker (hypercorn#269).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from django_graceful._core.phases import EXIT_SLACK
+from django_graceful._core.stops import WATCHDOG_STATUS
+
+from .servers import SERVERS, WATCHDOG_LINE, Server, budget_of
+
+pytestmark = pytest.mark.server
+
+#: Short phases and hook bounds: the watchdog acts a few seconds after the signal.
+SHORT = {"GRACE_PERIOD": 0.5, "CANCEL_TIMEOUT": 0.5, "HOOK_TIMEOUT": 0.2}
+#: The exit status of the process the test started, once the watchdog ended its worker.
+EXIT_STATUS = {
+    "uvicorn": WATCHDOG_STATUS,
+    "hypercorn": WATCHDOG_STATUS,  # one in-process worker (--workers 0)
+    "daphne": WATCHDOG_STATUS,
+    "granian": 0,  # Granian's main process ignores how a worker it stopped exits
+    "granian-rsgi": 0,
+    "gunicorn-uvicorn": 0,  # the arbiter logs the worker's status, and exits 0
+    "gunicorn-asgi": 0,
+}
+#: What the watchdog's line says of the hook that blocks the loop.
+BLOCKING_HOOK = (
+    "phase REPORTING: hook tests.project.hooks.loop_blocking_hook has blocked the event loop for "
+)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_hook_that_blocks_the_loop_is_named_by_the_watchdog_which_ends_the_worker_non_zero(
+    server: str,
+) -> None:
+    srv = Server(
+        server,
+        graceful=SHORT,
+        env={"GRACEFUL_TEST_BLOCK_HOOK": "loop"},
+        workers=0 if server == "hypercorn" else None,
+    )
+    try:
+        srv.start()
+        srv.get("/pid/")  # Daphne starts the app at its first request
+        srv.wait_engaged()
+        budget = budget_of(srv)
+        srv.signal()
+        code = srv.wait_exit(budget + EXIT_SLACK + 10)
+        log = srv.log()
+        [line] = [line for line in log.splitlines() if WATCHDOG_LINE in line]
+        assert BLOCKING_HOOK in line, line
+        assert f"(its bound: 0.5 s); exiting now with status {WATCHDOG_STATUS}." in line, line
+        assert srv.events("blocking-hook")
+        # The watchdog ended it, at budget + EXIT_SLACK: not before, and not much after.
+        assert budget + EXIT_SLACK - 0.3 < srv.exit_after < budget + EXIT_SLACK + 3, log
+        if server.startswith("gunicorn"):
+            assert re.search(rf"Worker \(pid:\d+\) exited with code {WATCHDOG_STATUS}\.", log)
+        assert code == EXIT_STATUS[server], log
+    finally:
+        srv.kill()
