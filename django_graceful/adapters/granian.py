@@ -37,6 +37,7 @@ import time
 from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, Any
 
+from .._core import quiet_connections
 from .._core.driver import Control, Driver
 from .._core.process import in_main_thread
 from .._core.signal_chain import SIGNALS
@@ -63,6 +64,9 @@ WORKER_MODULE = os.path.join("granian", "server", "mp.py")
 #: What the process may take after STOPPED (the exit bound: budget + ~0.5 s), and so how
 #: long Granian gets to finish connections when hung work still holds one of them.
 EXIT_GRACE = 0.5
+#: How often, once Granian is stopped with nothing in flight, the driver looks for the
+#: connections it waits for that hold no request; one found in two looks is closed.
+QUIET_LOOK = 0.1
 #: How often a draining worker looks at Granian's main process for further signals.
 MAIN_PROCESS_POLL = 0.1
 #: How long after a worker exits the main process's wake-ups are taken for that exit.
@@ -155,13 +159,42 @@ class GranianDriver(Driver):
     def _stop_granian(self, deadline: float) -> None:
         """Granian stops accepting and finishes the connections whose responses are done;
         where hung work holds a connection it would wait for ever, so it gets only
-        ``EXIT_GRACE`` before we end its serve loop, and otherwise until the exit bound."""
+        ``EXIT_GRACE`` before we end its serve loop, and otherwise until the exit bound.
+        Meanwhile connections that hold no request are closed (``_close_quiet``)."""
         assert self.worker is not None and self.control is not None
+        # Where Granian accepts (its listeners, made when it began to serve, close now).
+        ports = quiet_connections.listening_ports()
         self.worker.stop()
         wait = deadline - time.monotonic()
         if self.control.hung():
             wait = min(wait, EXIT_GRACE)
+        elif ports:
+            self.keep(self.control.loop.create_task(self._close_quiet(ports, deadline)))
         self.control.loop.call_later(max(0.0, wait), self.hurry)
+
+    async def _close_quiet(self, ports: set[int], deadline: float) -> None:
+        """Close the connections Granian waits for that hold no request: a client that
+        never sent a whole one (Granian would wait for its headers until its own header
+        timeout, 30 s by default). While nothing is in flight here, a connection with
+        nothing left to send holds no response; found so in two looks in a row, it is
+        closed (``quiet_connections``)."""
+        assert self.worker is not None and self.control is not None
+        seen: set[int] = set()
+        while self.worker.serving and time.monotonic() < deadline:
+            await asyncio.sleep(QUIET_LOOK)
+            if self.control.hung():
+                seen = set()
+                continue
+            now_quiet = quiet_connections.quiet(ports)
+            settled = now_quiet & seen
+            if settled:
+                closed = quiet_connections.close(settled, ports)
+                if closed:
+                    logger.info(
+                        "Granian waited for %d connection(s) with no request; closed them",
+                        closed,
+                    )
+            seen = now_quiet - settled
 
     def hurry(self) -> None:
         """Past STOPPED, stop waiting for Granian's connections: leave its serve loop."""
@@ -258,6 +291,12 @@ class Worker:
         if not self._stopped:
             self._stopped = True
             self._stop_signal.set()
+
+    @property
+    def serving(self) -> bool:
+        """Whether Granian's serve loop still runs (it ends once every connection is done,
+        or when ``leave`` ends it)."""
+        return not self._serve_done.is_set()
 
     def leave(self) -> bool:
         """End the serve loop now (Granian then sends ``lifespan.shutdown``); False if

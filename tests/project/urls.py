@@ -23,6 +23,7 @@ urlpatterns = [
     path("sql/pg-timed/", views.sql_pg_timed),
     path("sql/ping/", views.sql_ping),
     path("download/", views.download),
+    path("bulk/", views.bulk),
     path("thread/", views.sync_thread),
     path("leaves-a-task/", views.leaves_a_task),
     path("health/", include("django_graceful.urls")),

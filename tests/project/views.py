@@ -229,6 +229,14 @@ def download(request: HttpRequest) -> FileResponse:
     return response
 
 
+def bulk(request: HttpRequest) -> HttpResponse:
+    """``?mb=`` megabytes in one body: more than the kernel's socket buffers hold, so a
+    client that reads slowly keeps the server writing it after the view returned."""
+    body = b"x" * int(float(request.GET.get("mb", "1")) * 2**20)
+    record("bulk-sent")
+    return HttpResponse(body, headers={"Content-Length": str(len(body))})
+
+
 #: The file ``download`` sends: this module's own source.
 DOWNLOAD = __file__
 
