@@ -1,11 +1,11 @@
 """Under faults: slow clients at shutdown.
 
-A client that trickles its request headers (slowloris) has no request in flight: every
+A client that trickles its request headers (slowloris) has no request in flight: the
 server closes its connection once the shutdown reaches the server's own stop, and exits
 within seconds, not at the end of the budget. Granian would wait for the headers until
-its own header timeout (30 s); its driver closes such connections (``quiet_connections``).
-A client that reads a large response slowly is not such a connection: its response is
-written whole.
+its own header timeout (30 s); its driver closes such connections
+(``quiet_connections``). A client that reads a large response slowly is not such a
+connection: its response is written whole (but on Daphne, ``DAPHNE_CUTS``).
 """
 
 from __future__ import annotations
