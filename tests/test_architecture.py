@@ -28,6 +28,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "_core.stacks": (),
     "_core.signal_chain": (),
     "_core.door": (),
+    "_core.quiet_connections": (),
     "_core.safetext": (),
     # the per-worker runtime: itself, the settings and the signals it sends
     "_core": ("_core", "conf", "signals"),

@@ -12,7 +12,7 @@ import pytest
 from django.dispatch import Signal
 
 from django_graceful import on_shutdown
-from django_graceful._core.hooks import budget, send_bounded
+from django_graceful._core.hooks import budget, running_hooks, send_bounded
 
 
 @pytest.fixture
@@ -160,3 +160,25 @@ def test_bad_hook_timeouts_are_rejected() -> None:
         on_shutdown(timeout=-1)
     with pytest.raises(TypeError, match="decorates a function"):
         on_shutdown(timeout=1)(42)  # type: ignore[arg-type]
+
+
+async def test_the_hook_running_now_is_listed_and_said_to_block_the_loop_past_its_bound(
+    signal: Signal,
+) -> None:
+    """What the watchdog's line names: a hook that never gives the loop back is still
+    running past its bound (one that does is abandoned at it)."""
+    seen: list[str] = []
+
+    def blocking(sender: object, **kwargs: object) -> None:
+        [hook] = running_hooks()
+        seen.append(hook.describe(hook.since + 0.1))
+        seen.append(hook.describe(hook.since + 5))
+
+    signal.connect(blocking)
+    await send_bounded(signal, object, 0.2)
+    name = f"tests.test_hooks.{blocking.__qualname__}"
+    assert seen == [
+        f"hook {name} has run for 0.1 s (its bound: 0.2 s)",
+        f"hook {name} has blocked the event loop for 5.0 s (its bound: 0.2 s)",
+    ]
+    assert running_hooks() == []
