@@ -13,6 +13,10 @@ connection with no timeout (a hung request holds the exit forever), and a third
 - at STOPPED we call ``WorkerSignal.set()`` once (Granian stops accepting, finishes
   the connections whose responses are done), and if connections still hold it past
   the exit bound we end its serve loop ourselves (``lifespan.shutdown`` follows);
+- meanwhile, with nothing in flight, the connections Granian waits for that have
+  nothing left to send (a client that never sent a whole request: Granian would wait
+  for its headers until its 30 s header timeout) are shut down at the socket
+  (``_core/quiet_connections.py``: ``/proc/self/fd``, ``SIOCOUTQ``; no read of Granian);
 - the main process forwards only the first signal: later ones are seen as wake-ups
   of its main thread, which sits in ``waitpid()`` meanwhile (see ``MainProcess``);
 - a SIGTERM that reached the worker while it imported the app (Granian loses it) is
