@@ -71,3 +71,23 @@ def test_a_hook_that_blocks_the_loop_is_named_by_the_watchdog_which_ends_the_wor
         assert code == EXIT_STATUS[server], log
     finally:
         srv.kill()
+
+
+def test_a_lifespan_exit_that_blocks_the_loop_is_named_by_the_watchdog() -> None:
+    """The same for a LIFESPAN manager whose exit blocks the loop (one server: the naming
+    is the lifecycle's, alike on every server)."""
+    lifespan = "tests.project.lifespan.blocks_on_exit"
+    srv = Server("uvicorn", graceful={**SHORT, "LIFESPAN": [lifespan]})
+    try:
+        srv.start()
+        budget = budget_of(srv)
+        srv.signal()
+        code = srv.wait_exit(budget + EXIT_SLACK + 10)
+        log = srv.log()
+        [line] = [line for line in log.splitlines() if WATCHDOG_LINE in line]
+        expected = f"phase REPORTING: LIFESPAN {lifespan} (on exit) has blocked the event loop"
+        assert expected in line, line
+        assert srv.events("blocking-lifespan-exit")
+        assert code == WATCHDOG_STATUS, log
+    finally:
+        srv.kill()

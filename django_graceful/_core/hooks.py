@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, TypeVar, overload
@@ -73,10 +74,10 @@ on_shutdown = _decorator(signals.shutdown, "on_shutdown")
 
 @dataclass(frozen=True, slots=True)
 class RunningHook:
-    """A hook :func:`send_bounded` is running: since when (``time.monotonic()``), and its
-    bound."""
+    """A hook (or a LIFESPAN manager's entry or exit) running now, as logs name it
+    (``hook <module.qualname>``); since when (``time.monotonic()``), and its bound."""
 
-    name: str
+    what: str
     since: float
     timeout: float
 
@@ -90,18 +91,31 @@ class RunningHook:
         ``has run`` while within its bound."""
         did = "has blocked the event loop" if self.overran(now) else "has run"
         took = now - self.since
-        return f"hook {self.name} {did} for {took:.1f} s (its bound: {self.timeout:g} s)"
+        return f"{self.what} {did} for {took:.1f} s (its bound: {self.timeout:g} s)"
 
 
 #: The hooks running now, for the watchdog (another thread): an async hook that blocks
-#: the event loop never returns to :func:`send_bounded`, and is named by what it finds
-#: here. The lock: it is read from the watchdog's thread.
+#: the event loop never returns, and is named by what the watchdog finds here. The lock:
+#: it is read from the watchdog's thread.
 _running: dict[int, RunningHook] = {}
 _running_lock = threading.Lock()
 
 
+@contextlib.contextmanager
+def running(what: str, timeout: float) -> Iterator[None]:
+    """List ``what`` (bounded by ``timeout``) in :func:`running_hooks` while it runs."""
+    hook = RunningHook(what, time.monotonic(), timeout)
+    with _running_lock:
+        _running[id(hook)] = hook
+    try:
+        yield
+    finally:
+        with _running_lock:
+            del _running[id(hook)]
+
+
 def running_hooks() -> list[RunningHook]:
-    """The hooks :func:`send_bounded` is running now (from any thread), oldest first."""
+    """The hooks running now (from any thread), oldest first."""
     with _running_lock:
         return sorted(_running.values(), key=lambda hook: hook.since)
 
@@ -147,14 +161,8 @@ async def send_bounded(
         timeout = _timeout_of(receiver, default_timeout)
         name = hook_name(receiver)
         call = partial(receiver, signal=signal, sender=sender, **kwargs)
-        running = RunningHook(name, time.monotonic(), timeout)
-        with _running_lock:
-            _running[id(running)] = running
-        try:
+        with running(f"hook {name}", timeout):
             outcome = await bounded_call(call, timeout, name)
-        finally:
-            with _running_lock:
-                del _running[id(running)]
         if log:
             log_failure(outcome, f"hook {name}", timeout, "moving on")
         results.append(HookResult(name, timeout, outcome))

@@ -23,7 +23,7 @@ from .cancellation import CancelReason
 from .deadlines import bounded
 from .door import Door, reopen, shut_the_door
 from .driver import Driver
-from .hooks import budget, log_failure, send_bounded
+from .hooks import budget, log_failure, running, send_bounded
 from .phases import MIN_CANCEL, Phase
 from .process import in_loop_thread
 from .registry import Registry, Tracked
@@ -225,7 +225,8 @@ class Lifecycle:
     async def _enter_lifespan(self, path: str, app: Any, timeout: float) -> None:
         manager = import_string(path)(app)
         stack = contextlib.AsyncExitStack()
-        outcome = await bounded(stack.enter_async_context(manager), timeout)
+        with running(f"LIFESPAN {path}", timeout):
+            outcome = await bounded(stack.enter_async_context(manager), timeout)
         if outcome.ok:
             self._lifespans.append((path, stack))
         if not outcome.finished:
@@ -515,7 +516,8 @@ class Lifecycle:
         timeout = self.settings.HOOK_TIMEOUT
         while self._lifespans:
             path, stack = self._lifespans.pop()
-            outcome = await bounded(stack.aclose(), timeout)
+            with running(f"LIFESPAN {path} (on exit)", timeout):
+                outcome = await bounded(stack.aclose(), timeout)
             log_failure(outcome, f"LIFESPAN {path} (on exit)", timeout, "moving on")
 
     def _enter(self, phase: Phase) -> None:

@@ -1,6 +1,7 @@
 """LIFESPAN managers of the test project."""
 
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,3 +29,11 @@ async def broken(app: Any) -> AsyncIterator[dict[str, Any]]:
 @asynccontextmanager
 async def not_a_dict(app: Any) -> AsyncIterator[Any]:
     yield ["pool"]
+
+
+@asynccontextmanager
+async def blocks_on_exit(app: Any) -> AsyncIterator[None]:
+    """Its exit blocks the event loop (``time.sleep`` in async code) for an hour."""
+    yield
+    record("blocking-lifespan-exit")
+    time.sleep(3600)  # noqa: ASYNC251  # blocks the loop
