@@ -5,10 +5,10 @@ sent a whole request (a slow client trickling its headers, or one that sends not
 holds that wait until the server's own header timeout, though no work is in flight on
 it. Where nothing is in flight, a server's driver looks for such connections: the TCP
 connections of this process whose local port is one its listening sockets had (looked
-at while it served), in ``ESTABLISHED``, with an empty send queue (``SIOCOUTQ``: no response is
-being flushed to a slow reader). A connection found quiet twice in a row is closed with
-``shutdown()`` on a duplicate of its descriptor: the server reads the end of its stream
-and ends the connection itself; the descriptor stays the server's.
+at while it served), in ``ESTABLISHED``, with an empty send queue (``SIOCOUTQ``: no
+response is being flushed to a slow reader). A connection found quiet twice in a row is
+closed with ``shutdown()`` on a duplicate of its descriptor: the server reads the end of
+its stream and ends the connection itself; the descriptor stays the server's.
 
 Imports nothing of django_graceful. Off Linux (no ``/proc/self/fd``) it finds nothing.
 """
