@@ -42,6 +42,22 @@ BLOCKING_HOOK = (
 )
 
 
+def stopped_by_the_watchdog(srv: Server) -> tuple[int, str, str]:
+    """Start ``srv``, signal it and wait for its exit; its status, its log and the
+    watchdog's line. The watchdog ended it at budget + EXIT_SLACK: not before, and not
+    much after."""
+    srv.start()
+    srv.get("/pid/")  # Daphne starts the app at its first request
+    srv.wait_engaged()
+    budget = budget_of(srv)
+    srv.signal()
+    code = srv.wait_exit(budget + EXIT_SLACK + 10)
+    log = srv.log()
+    [line] = [line for line in log.splitlines() if WATCHDOG_LINE in line]
+    assert budget + EXIT_SLACK - 0.3 < srv.exit_after < budget + EXIT_SLACK + 3, log
+    return code, log, line
+
+
 @pytest.mark.parametrize("server", SERVERS)
 def test_a_hook_that_blocks_the_loop_is_named_by_the_watchdog_which_ends_the_worker_non_zero(
     server: str,
@@ -53,19 +69,10 @@ def test_a_hook_that_blocks_the_loop_is_named_by_the_watchdog_which_ends_the_wor
         workers=0 if server == "hypercorn" else None,
     )
     try:
-        srv.start()
-        srv.get("/pid/")  # Daphne starts the app at its first request
-        srv.wait_engaged()
-        budget = budget_of(srv)
-        srv.signal()
-        code = srv.wait_exit(budget + EXIT_SLACK + 10)
-        log = srv.log()
-        [line] = [line for line in log.splitlines() if WATCHDOG_LINE in line]
+        code, log, line = stopped_by_the_watchdog(srv)
         assert BLOCKING_HOOK in line, line
         assert f"(its bound: 0.5 s); exiting now with status {WATCHDOG_STATUS}." in line, line
         assert srv.events("blocking-hook")
-        # The watchdog ended it, at budget + EXIT_SLACK: not before, and not much after.
-        assert budget + EXIT_SLACK - 0.3 < srv.exit_after < budget + EXIT_SLACK + 3, log
         if server.startswith("gunicorn"):
             assert re.search(rf"Worker \(pid:\d+\) exited with code {WATCHDOG_STATUS}\.", log)
         assert code == EXIT_STATUS[server], log
@@ -79,12 +86,7 @@ def test_a_lifespan_exit_that_blocks_the_loop_is_named_by_the_watchdog() -> None
     lifespan = "tests.project.lifespan.blocks_on_exit"
     srv = Server("uvicorn", graceful={**SHORT, "LIFESPAN": [lifespan]})
     try:
-        srv.start()
-        budget = budget_of(srv)
-        srv.signal()
-        code = srv.wait_exit(budget + EXIT_SLACK + 10)
-        log = srv.log()
-        [line] = [line for line in log.splitlines() if WATCHDOG_LINE in line]
+        code, log, line = stopped_by_the_watchdog(srv)
         expected = f"phase REPORTING: LIFESPAN {lifespan} (on exit) has blocked the event loop"
         assert expected in line, line
         assert srv.events("blocking-lifespan-exit")
