@@ -1,4 +1,5 @@
-"""The Django app: system checks, settings re-read in tests, SQL interrupts, snapshots."""
+"""The Django app: system checks, settings re-read in tests, SQL interrupts, snapshots,
+connections left clean at the end of each request."""
 
 from django.apps import AppConfig
 
@@ -9,11 +10,12 @@ class GracefulConfig(AppConfig):
 
     def ready(self) -> None:
         from django.core import checks
-        from django.core.signals import setting_changed
+        from django.core.signals import request_finished, setting_changed
 
         from . import checks as graceful_checks
         from ._cancel import sql
         from ._diagnosis import publisher
+        from ._serving.threads import leave_connections_clean
         from .conf import reset
 
         checks.register(graceful_checks.check_settings)
@@ -21,5 +23,8 @@ class GracefulConfig(AppConfig):
         checks.register(graceful_checks.check_state_cache)
         checks.register(graceful_checks.check_views, checks.Tags.urls)
         setting_changed.connect(reset, dispatch_uid="django_graceful.conf.reset")
+        request_finished.connect(
+            leave_connections_clean, dispatch_uid="django_graceful.leave_connections_clean"
+        )
         sql.install()
         publisher.install()

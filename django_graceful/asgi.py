@@ -14,7 +14,14 @@ from asgiref.typing import ASGIReceiveCallable, Scope
 from ._core.deadlines import bounded
 from ._core.lifecycle import Lifecycle, StartupFailed, get_lifecycle
 from ._core.phases import Phase
-from ._core.registry import CANCEL_MESSAGE_PREFIX, Tracked, WorkKind, request_label
+from ._core.registry import (
+    CANCEL_MESSAGE_PREFIX,
+    Tracked,
+    WorkKind,
+    request_label,
+    reset_item,
+    use_item,
+)
 from ._serving.connection import InterruptibleReceive, TrackingSend
 from ._serving.protocol import (
     BODY_DRAIN_SECONDS,
@@ -173,6 +180,9 @@ class GracefulASGI:
         interruptible.response = tracking_send
         item.answer = tracking_send.refuse
         reuse = lifecycle.settings.REUSE_SYNC_THREADS
+        # The request's work for code that runs for it outside the view too (its
+        # request_finished receivers: leave_connections_clean names the view).
+        previous_item = use_item(item)
         try:
             async with ReusedThreadContext(self._sync_threads) if reuse else _NO_CONTEXT:
                 await self.app(scope, interruptible, tracking_send)
@@ -188,6 +198,7 @@ class GracefulASGI:
         else:
             await self._answer_cancelled(item, tracking_send)
         finally:
+            reset_item(previous_item)
             lifecycle.registry.discard(item)
 
     async def _websocket(self, scope: Scope, receive: ASGIReceiveCallable, send: Send) -> None:

@@ -36,8 +36,8 @@ BOOLEANS: dict[str, tuple[str, str]] = {
     ),
     "REUSE_SYNC_THREADS": (
         "graceful.E010",
-        "Write REUSE_SYNC_THREADS: True to run each request's sync code on a reused "
-        "thread rather than one started for the request.",
+        "Write REUSE_SYNC_THREADS: True (the default: each request's sync code on a "
+        "reused thread) or False (a thread started for each request, as Django does).",
     ),
 }
 KNOWN_KEYS = frozenset(
@@ -89,7 +89,7 @@ class GracefulSettings:
     REDACT_PATHS: bool = False
     #: Run each request's sync code on a thread reused from request to request
     #: (``_serving/threads.py``), not on one asgiref starts and joins per request.
-    REUSE_SYNC_THREADS: bool = False
+    REUSE_SYNC_THREADS: bool = True
 
 
 def raw_settings() -> Any:

@@ -69,10 +69,12 @@ async def open_request(app: GracefulASGI, path: str) -> ApplicationCommunicator:
 
 
 async def request(app: GracefulASGI, path: str, timeout: float = 5) -> tuple[int, dict, bytes]:
-    """A whole GET: status, headers (a dict) and body."""
+    """A whole GET: status, headers (a dict) and body, once the app has ended, as a
+    server waits for it (its ``request_finished`` receivers have run)."""
     comm = await open_request(app, path)
     start_message = await comm.receive_output(timeout)
     body = await comm.receive_output(timeout)
+    await comm.wait(timeout)
     return start_message["status"], dict(start_message["headers"]), body["body"]
 
 

@@ -17,6 +17,7 @@ from .inprocess import NO_SIGNALS, Events, request, wait_for
 from .servers import in_background, running
 
 REUSE = {**NO_SIGNALS, "REUSE_SYNC_THREADS": True}
+NO_REUSE = {**NO_SIGNALS, "REUSE_SYNC_THREADS": False}
 
 
 async def thread_of(app: GracefulASGI, path: str = "/thread/") -> str:
@@ -38,10 +39,10 @@ async def test_sync_views_one_after_another_run_on_reused_threads(
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_without_the_setting_each_request_gets_the_thread_django_starts(
+async def test_turned_off_each_request_gets_the_thread_django_starts(
     app: GracefulASGI, settings: Any
 ) -> None:
-    settings.GRACEFUL = NO_SIGNALS
+    settings.GRACEFUL = NO_REUSE
     names = [await thread_of(app) for _ in range(3)]
     assert len(set(names)) == 3
     assert not any(name.startswith("django_graceful-sync") for name in names)
@@ -131,3 +132,18 @@ def test_a_server_reuses_threads_and_still_drains_a_sync_view_at_sigterm(server:
         assert answer.json()["thread"].startswith("django_graceful-sync")
         srv.wait_exit(WIRE["GRACE_PERIOD"] + WIRE["CANCEL_TIMEOUT"] + 3)
         assert "shutdown complete" in srv.log()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_transaction_left_open_is_closed_before_the_thread_serves_again(
+    app: GracefulASGI, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under a WSGI server's threads every later query on that thread would fail ("Cannot
+    operate on a closed database"): here the next requests there run their queries."""
+    settings.GRACEFUL = REUSE
+    left_on = await thread_of(app, "/thread/?leave-transaction")
+    later = [await thread_of(app, "/thread/?query") for _ in range(6)]
+    assert left_on in later, (left_on, later)  # the same thread served again, cleanly
+    assert "tests.project.views.sync_thread left a transaction open on database 'default'" in (
+        caplog.text
+    )

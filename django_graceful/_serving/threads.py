@@ -20,12 +20,17 @@ makes a thread-sensitive call gets a thread of its own, as with Django's context
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext
+
+from .._core.registry import current_item
+
+logger = logging.getLogger("django_graceful")
 
 #: Idle threads kept; more are ended as they come back (the pool's size follows the
 #: number of requests in flight at once, as the threads Django starts do).
@@ -134,3 +139,35 @@ class ReusedThreadContext(ThreadSensitiveContext):
             SyncToAsync.context_to_thread_executor.pop(self, None)
             self._threads.give_back(thread)
         await super().__aexit__(*exc)
+
+
+def leave_connections_clean(**_: Any) -> None:
+    """``request_finished``, on the request's thread, after Django's own receiver: a
+    database connection still inside an atomic block (entered and never left) is closed,
+    which rolls its transaction back, with a warning naming the view, so that the next
+    request on this thread starts clean. Django's receiver closes such a connection but
+    leaves it marked as inside the block: on a thread that serves on (reused here, or a
+    WSGI server's), every later query there would fail with "Cannot operate on a closed
+    database"."""
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            continue
+        request = current_item()
+        logger.warning(
+            "%s left a transaction open on database %r (an atomic block it never left): "
+            "rolled back and closed",
+            (request.view or request.what) if request is not None else "a request",
+            connection.alias,
+        )
+        # Out of the block Django still counts, so that close() closes; the next
+        # connect() resets the rest of the transaction state.
+        connection.in_atomic_block = False
+        connection.closed_in_transaction = False
+        try:
+            connection.close()
+        except Exception:
+            logger.debug("could not close database %r", connection.alias, exc_info=True)
+        finally:
+            connection.connection = None

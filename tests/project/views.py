@@ -242,8 +242,14 @@ DOWNLOAD = __file__
 
 
 def sync_thread(request: HttpRequest) -> JsonResponse:
-    """The thread this sync view runs on, after ``?s=`` seconds."""
+    """The thread this sync view runs on, after ``?s=`` seconds; ``?query`` runs a
+    statement on it, ``?leave-transaction`` enters an atomic block it never leaves."""
     time.sleep(float(request.GET.get("s", "0")))  # graceful: ignore[W006]
+    if "leave-transaction" in request.GET:
+        transaction.atomic().__enter__()
+    if "query" in request.GET or "leave-transaction" in request.GET:
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT 1")
     return JsonResponse({"thread": threading.current_thread().name})
 
 
