@@ -179,7 +179,14 @@ class GracefulASGI:
         tracking_send = TrackingSend(send, lifecycle)
         interruptible.response = tracking_send
         item.answer = tracking_send.refuse
-        reuse = lifecycle.settings.REUSE_SYNC_THREADS
+        settings = lifecycle.settings
+        reuse = settings.REUSE_SYNC_THREADS
+        if reuse:
+            threads = self._sync_threads
+            threads.max_idle = settings.IDLE_SYNC_THREADS
+            if not threads.watching:
+                threads.watching = True
+                lifecycle.on_phase(threads.close_when_stopped, this_cycle=True)
         # The request's work for code that runs for it outside the view too (its
         # request_finished receivers: leave_connections_clean names the view).
         previous_item = use_item(item)

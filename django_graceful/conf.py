@@ -41,7 +41,15 @@ BOOLEANS: dict[str, tuple[str, str]] = {
     ),
 }
 KNOWN_KEYS = frozenset(
-    [*DURATIONS, *BOOLEANS, "LIFESPAN", "STATE_BACKEND", "STATE_DIR", "STATE_CACHE"]
+    [
+        *DURATIONS,
+        *BOOLEANS,
+        "LIFESPAN",
+        "STATE_BACKEND",
+        "STATE_DIR",
+        "STATE_CACHE",
+        "IDLE_SYNC_THREADS",
+    ]
 )
 #: Durations that must be strictly positive (a zero heartbeat would spin).
 POSITIVE = frozenset({"HEARTBEAT"})
@@ -90,6 +98,9 @@ class GracefulSettings:
     #: Run each request's sync code on a thread reused from request to request
     #: (``_serving/threads.py``), not on one asgiref starts and joins per request.
     REUSE_SYNC_THREADS: bool = True
+    #: Idle reused threads kept for the next requests; a thread that comes back to a full
+    #: pool ends (after a burst, the pool shrinks back to this).
+    IDLE_SYNC_THREADS: int = 8
 
 
 def raw_settings() -> Any:
@@ -140,6 +151,16 @@ def validate(raw: Any) -> list[Error]:
                     id="graceful.E004",
                 )
             )
+    idle = raw.get("IDLE_SYNC_THREADS", 0)
+    if isinstance(idle, bool) or not isinstance(idle, int) or idle < 0:
+        errors.append(
+            Error(
+                f"GRACEFUL['IDLE_SYNC_THREADS'] must be a whole number, 0 or more, not {idle!r}.",
+                hint="How many idle threads REUSE_SYNC_THREADS keeps for the next requests, "
+                "e.g. 8.",
+                id="graceful.E011",
+            )
+        )
     errors.extend(_validate_lifespan(raw.get("LIFESPAN", [])))
     errors.extend(_validate_state(raw))
     for key, (error_id, hint) in BOOLEANS.items():
@@ -258,6 +279,7 @@ def settings_from(raw: dict[str, Any]) -> GracefulSettings:
         STATE_CACHE=raw.get("STATE_CACHE", default.STATE_CACHE),
         REDACT_PATHS=raw.get("REDACT_PATHS", default.REDACT_PATHS),
         REUSE_SYNC_THREADS=raw.get("REUSE_SYNC_THREADS", default.REUSE_SYNC_THREADS),
+        IDLE_SYNC_THREADS=raw.get("IDLE_SYNC_THREADS", default.IDLE_SYNC_THREADS),
     )
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from django_graceful._serving.threads import MAX_IDLE, RequestThread, SyncThreads
@@ -110,6 +113,21 @@ def test_a_request_thread_knows_when_it_runs_something() -> None:
         thread.shutdown(wait=True)
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_a_transaction_left_open_is_closed_before_the_thread_serves_again(
+    app: GracefulASGI, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under a WSGI server's threads every later query on that thread would fail ("Cannot
+    operate on a closed database"): here the next requests there run their queries."""
+    settings.GRACEFUL = REUSE
+    left_on = await thread_of(app, "/thread/?leave-transaction")
+    later = [await thread_of(app, "/thread/?query") for _ in range(6)]
+    assert left_on in later, (left_on, later)  # the same thread served again, cleanly
+    assert "tests.project.views.sync_thread left a transaction open on database 'default'" in (
+        caplog.text
+    )
+
+
 # -- on the wire --------------------------------------------------------------------------
 
 #: Short phases: the exit is bounded by GRACE_PERIOD + CANCEL_TIMEOUT (+ margin).
@@ -134,16 +152,51 @@ def test_a_server_reuses_threads_and_still_drains_a_sync_view_at_sigterm(server:
         assert "shutdown complete" in srv.log()
 
 
-@pytest.mark.django_db(transaction=True)
-async def test_a_transaction_left_open_is_closed_before_the_thread_serves_again(
-    app: GracefulASGI, settings: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Under a WSGI server's threads every later query on that thread would fail ("Cannot
-    operate on a closed database"): here the next requests there run their queries."""
-    settings.GRACEFUL = REUSE
-    left_on = await thread_of(app, "/thread/?leave-transaction")
-    later = [await thread_of(app, "/thread/?query") for _ in range(6)]
-    assert left_on in later, (left_on, later)  # the same thread served again, cleanly
-    assert "tests.project.views.sync_thread left a transaction open on database 'default'" in (
-        caplog.text
-    )
+#: Concurrent requests in the burst, and how long each holds its thread.
+BURST, BURST_SECONDS = 500, 0.5
+
+
+def threads_of(pid: int) -> int:
+    """How many threads the process ``pid`` has (``/proc/<pid>/status``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Threads in /proc/{pid}/status")
+
+
+async def burst(url: str) -> list[int]:
+    limits = httpx.Limits(max_connections=BURST, max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        answers = await asyncio.gather(
+            *(client.get(f"/thread/?s={BURST_SECONDS}") for _ in range(BURST))
+        )
+    return [answer.status_code for answer in answers]
+
+
+@pytest.mark.server
+def test_after_a_burst_the_idle_threads_shrink_back_to_their_bound() -> None:
+    idle = 4
+    with running("uvicorn", graceful={"IDLE_SYNC_THREADS": idle}) as srv:
+        pid = int(srv.get("/pid/").json()["pid"])
+        srv.get("/thread/")
+        before, peak = threads_of(pid), 0
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.wait(0.02):
+                peak = max(peak, threads_of(pid))
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            statuses = asyncio.run(burst(srv.url))
+        finally:
+            done.set()
+            sampler.join(5)
+        assert statuses == [200] * BURST
+        assert peak >= before + BURST // 2, (before, peak)  # a thread per request in flight
+        deadline = time.monotonic() + 5
+        while (now := threads_of(pid)) > before + idle:
+            assert time.monotonic() < deadline, f"{before} -> {peak} -> {now} threads"
+            time.sleep(0.05)

@@ -28,13 +28,15 @@ from typing import Any
 
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext
 
+from .._core.phases import Phase
 from .._core.registry import current_item
 
 logger = logging.getLogger("django_graceful")
 
-#: Idle threads kept; more are ended as they come back (the pool's size follows the
-#: number of requests in flight at once, as the threads Django starts do).
-MAX_IDLE = 64
+#: Idle threads kept unless told (``IDLE_SYNC_THREADS``); more are ended as they come
+#: back: the pool grows with the requests in flight at once, as the threads Django starts
+#: do, and shrinks back after a burst.
+MAX_IDLE = 8
 #: Tells the threads apart in logs and stacks: django_graceful-sync-<n>_0.
 _numbers = itertools.count(1)
 
@@ -88,7 +90,10 @@ class SyncThreads:
     def __init__(self, max_idle: int = MAX_IDLE) -> None:
         self._idle: list[RequestThread] = []
         self._lock = threading.Lock()
-        self._max_idle = max_idle
+        #: How many idle threads are kept (``IDLE_SYNC_THREADS``).
+        self.max_idle = max_idle
+        #: Whether ``close_when_stopped`` listens to this cycle's phases.
+        self.watching = False
 
     def take(self) -> RequestThread:
         with self._lock:
@@ -102,15 +107,24 @@ class SyncThreads:
 
     def _put_back(self, thread: RequestThread) -> None:
         with self._lock:
-            if len(self._idle) < self._max_idle:
+            if len(self._idle) < self.max_idle:
                 self._idle.append(thread)
                 return
         thread.shutdown(wait=False)
 
+    def close_when_stopped(self, phase: Phase) -> None:
+        """A lifecycle phase listener: ``close()`` at STOPPED."""
+        if phase == Phase.STOPPED:
+            self.watching = False
+            self.close()
+
     def close(self) -> None:
+        """End the idle threads, each once it has closed its database connections (a
+        persistent one, ``CONN_MAX_AGE``, would otherwise just drop at the process's end)."""
         with self._lock:
             idle, self._idle = self._idle, []
         for thread in idle:
+            thread.submit(close_connections)
             thread.shutdown(wait=False)
 
     def __len__(self) -> int:
@@ -139,6 +153,13 @@ class ReusedThreadContext(ThreadSensitiveContext):
             SyncToAsync.context_to_thread_executor.pop(self, None)
             self._threads.give_back(thread)
         await super().__aexit__(*exc)
+
+
+def close_connections() -> None:
+    """Close this thread's database connections."""
+    from django.db import connections
+
+    connections.close_all()
 
 
 def leave_connections_clean(**_: Any) -> None:
