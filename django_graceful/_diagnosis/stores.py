@@ -64,6 +64,8 @@ class Skipped:
 
 class Store(Protocol):
     description: str
+    #: Seconds a live snapshot is kept after it was written (None: until removed).
+    live_expires: float | None
 
     def prepare(self) -> None: ...
     def write(self, text: str, *, last: bool = False) -> None: ...
@@ -104,6 +106,7 @@ class FileStore:
         self.host = host
         self.pid = pid
         self.description = f"folder {folder}"
+        self.live_expires: float | None = None
 
     def _name(self, kind: str, pid: int | None = None) -> str:
         return f"{kind}-{safe_name(self.host)}-{pid or self.pid}.json"
@@ -355,6 +358,7 @@ class CacheStore:
         self.pid = pid
         self.heartbeat = heartbeat
         self.description = f"cache {alias!r}"
+        self.live_expires: float | None = live_timeout(heartbeat)
         self._prefix = f"{PREFIX}{namespace}:" if namespace else PREFIX
         self.index_key = f"{self._prefix}index"
         self._stamped: dict[str, float] = {}
