@@ -33,9 +33,16 @@ class Command(BaseCommand):
         parser.add_argument("--pid", type=positive_int, help="Only the worker with this pid.")
         group = parser.add_mutually_exclusive_group()
         group.add_argument(
-            "--last", action="store_true", help="Only the workers' last shutdown reports."
+            "--last",
+            action="store_true",
+            help="Only the workers' last shutdown reports (and the last snapshots of workers "
+            "that died without one).",
         )
-        group.add_argument("--live", action="store_true", help="Only the running workers.")
+        group.add_argument(
+            "--live",
+            action="store_true",
+            help="Only the running workers (and those that died without a shutdown report).",
+        )
         group.add_argument(
             "--static",
             action="store_true",
