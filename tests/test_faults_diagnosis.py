@@ -16,6 +16,7 @@ import contextlib
 import errno
 import json
 import os
+import pickle
 import re
 import signal
 import socket
@@ -40,6 +41,7 @@ from django_graceful._diagnosis.stores import (
     Document,
     FileStore,
     StoreError,
+    live_timeout,
     pid_alive,
     safe_name,
 )
@@ -168,7 +170,6 @@ class Silent:
     """A store whose reads never answer (until released)."""
 
     description = "cache 'state'"
-    live_expires = 5.0
 
     def __init__(self) -> None:
         self.release = threading.Event()
@@ -216,17 +217,84 @@ def test_the_timeout_option(settings: Any, tmp_path: Path) -> None:
 
 # -- on real servers --------------------------------------------------------------------
 
-#: How each server ran when one of its workers was killed: (server, --workers). With two,
-#: the server starts a new worker, which keeps the dead one's live snapshot as its last
-#: report; alone, the snapshot stays as it was.
-KILLED = {
-    "gunicorn-uvicorn -w 2": ("gunicorn-uvicorn", 2),
-    "gunicorn-asgi -w 2": ("gunicorn-asgi", 2),
-    "uvicorn --workers 2": ("uvicorn", 2),
-    "uvicorn alone": ("uvicorn", None),
-}
 #: Requests sent at once: the worker that holds the most holds at least half of them.
 SENT = 24
+HEARTBEAT = 0.5
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+def redis_listening() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+class Folder:
+    """Workers' state in files: a new worker keeps a dead one's live snapshot as its
+    last report; a dead worker of a server that starts none leaves it as it was."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.folder = tmp_path / "state"
+        self.graceful: dict[str, Any] = {"STATE_DIR": str(self.folder)}
+        self.env: dict[str, str] = {}
+
+    def live_items(self, pid: int) -> list[str]:
+        return live_items(self.folder, pid)
+
+    def wait_gone(self, srv: Server, pid: int, replaced: bool) -> None:
+        if replaced:
+            kept = self.folder / f"last-{safe_name(host_id())}-{pid}.json"
+            wait_for(kept.exists, 30, f"the new worker to keep {pid}'s snapshot")
+        else:
+            assert srv.wait_exit(10) == -signal.SIGKILL
+
+    def close(self) -> None:
+        pass
+
+
+class Cache:
+    """Workers' state in Redis (STATE_BACKEND "cache"), under a key prefix of its own."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        if not redis_listening():
+            pytest.skip("no Redis at 127.0.0.1:6379")
+        import redis
+
+        self.prefix = f"graceful-faults-{tmp_path.name}-{os.getpid()}"
+        self.client = redis.Redis.from_url(REDIS)
+        self.graceful = {"STATE_BACKEND": "cache", "STATE_CACHE": "state"}
+        self.env = {"GRACEFUL_TEST_CACHE": REDIS, "GRACEFUL_TEST_CACHE_PREFIX": self.prefix}
+
+    def live_items(self, pid: int) -> list[str]:
+        for key in self.client.scan_iter(f"{self.prefix}:*:live:*:{pid}"):
+            value = self.client.get(key)
+            if value is not None:  # Django's RedisCache pickles a str
+                return list(json.loads(pickle.loads(value))["items"]["what"])
+        return []
+
+    def wait_gone(self, srv: Server, pid: int, replaced: bool) -> None:
+        # No event says a cache entry did not expire: wait past the time a dead worker's
+        # live snapshot used to live in the cache (it then vanished, and with it the worker).
+        time.sleep(live_timeout(HEARTBEAT) + 1)
+
+    def close(self) -> None:
+        keys = list(self.client.scan_iter(f"{self.prefix}:*"))
+        if keys:
+            self.client.delete(*keys)
+
+
+#: How each server ran when one of its workers was killed: (server, --workers, store).
+#: With two, the server starts a new worker (which, with files, keeps the dead one's live
+#: snapshot as its last report); alone, the snapshot stays as it was.
+KILLED: dict[str, tuple[str, int | None, type[Folder | Cache]]] = {
+    "gunicorn-uvicorn -w 2": ("gunicorn-uvicorn", 2, Folder),
+    "gunicorn-asgi -w 2": ("gunicorn-asgi", 2, Folder),
+    "uvicorn --workers 2": ("uvicorn", 2, Folder),
+    "uvicorn alone": ("uvicorn", None, Folder),
+    "gunicorn-uvicorn -w 2, cache": ("gunicorn-uvicorn", 2, Cache),
+}
 
 
 @pytest.mark.server
@@ -234,10 +302,10 @@ SENT = 24
 def test_a_worker_killed_with_requests_in_flight_is_named_in_every_mode(
     case: str, tmp_path: Path
 ) -> None:
-    server, workers = KILLED[case]
-    folder = tmp_path / "state"
-    graceful = {"STATE_DIR": str(folder), "HEARTBEAT": 0.5, **QUICK}
-    srv = Server(server, graceful=graceful, workers=workers)
+    server, workers, kind = KILLED[case]
+    state = kind(tmp_path)
+    graceful = {**state.graceful, "HEARTBEAT": HEARTBEAT, **QUICK}
+    srv = Server(server, graceful=graceful, workers=workers, env=state.env)
     socks: list[socket.socket] = []
     try:
         srv.start()
@@ -248,23 +316,20 @@ def test_a_worker_killed_with_requests_in_flight_is_named_in_every_mode(
         victim, count = held.most_common(1)[0]
         assert count >= SENT // 2
         wait_for(
-            lambda: live_items(folder, victim).count("GET /slow/") == count,
+            lambda: state.live_items(victim).count("GET /slow/") == count,
             10,
             f"a heartbeat of worker {victim} with its {count} requests",
         )
         os.kill(victim, signal.SIGKILL)
         killed = time.time()
-        kept = folder / f"last-{safe_name(host_id())}-{victim}.json"
-        if workers:  # the new worker keeps the dead one's last word
-            wait_for(kept.exists, 30, f"the new worker to keep {victim}'s snapshot")
-        else:
-            assert srv.wait_exit(10) == -signal.SIGKILL
+        state.wait_gone(srv, victim, replaced=workers is not None)
         results = [checkshutdown(srv.env, *mode)[0] for mode in READING_MODES]
         as_json = json.loads(checkshutdown(srv.env, "--json")[0].stdout)
     finally:
         for sock in socks:
             sock.close()
         srv.kill()
+        state.close()
 
     for mode, result in zip(READING_MODES, results, strict=True):
         said = f"checkshutdown {' '.join(mode)}:\n{result.stdout}{result.stderr}"

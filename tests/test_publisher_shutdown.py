@@ -36,7 +36,6 @@ class SilentCache:
     """A cache that accepts the connection and never answers (until the test ends)."""
 
     description = "cache 'state'"
-    live_expires = 5.0
 
     def __init__(self) -> None:
         self.release = threading.Event()

@@ -204,12 +204,10 @@ class Publisher:
                 "no snapshot of this worker was ever written: checkshutdown cannot know "
                 "it ran nor what it held"
             )
-        seen = f"its live snapshot written {time.time() - written:.1f} s ago"
-        expires = self.store.live_expires
-        if expires is not None:
-            left = max(0.0, written + expires - time.time())
-            return f"{seen} is its last word, for {left:.0f} s more (then the store drops it)"
-        return f"{seen} stays as its last word (checkshutdown reports the worker as died)"
+        return (
+            f"its live snapshot written {time.time() - written:.1f} s ago stays as its last "
+            "word (checkshutdown reports the worker as died)"
+        )
 
     # -- the heartbeat thread ---------------------------------------------------------
 

@@ -68,8 +68,6 @@ class Skipped:
 
 class Store(Protocol):
     description: str
-    #: Seconds a live snapshot is kept after it was written (None: until removed).
-    live_expires: float | None
 
     def prepare(self) -> None: ...
     def write(self, text: str, *, last: bool = False) -> None: ...
@@ -110,7 +108,6 @@ class FileStore:
         self.host = host
         self.pid = pid
         self.description = f"folder {folder}"
-        self.live_expires: float | None = None
 
     def _name(self, kind: str, pid: int | None = None) -> str:
         return f"{kind}-{safe_name(self.host)}-{pid or self.pid}.json"
@@ -328,23 +325,25 @@ def _read_text(name: str, folder: int) -> str:
 
 PREFIX = "django_graceful:"
 INDEX_KEY = PREFIX + "index"
-#: A live entry not refreshed for this long is dropped from the index.
-INDEX_STALE = 600.0
 #: How often a worker re-stamps its live entry in the index.
 INDEX_REFRESH = 60.0
 
 
 def live_timeout(heartbeat: float) -> float:
-    """How long a live snapshot outlives its worker's last heartbeat."""
+    """How long a worker may go without a heartbeat before a reader on another host
+    counts it as gone."""
     return max(5.0, 3 * heartbeat)
 
 
 class CacheStore:
     """Snapshots in a Django cache (e.g. Redis) that several hosts share.
 
-    Live entries expire ``live_timeout(HEARTBEAT)`` after the last heartbeat; an index
-    entry lists the workers. Concurrent index updates may lose an entry: each worker
-    checks its own at every heartbeat and puts it back. Keys begin with ``namespace``
+    Every entry is kept ``LAST_TTL`` after it was written, a live one too: a worker gone
+    without its shutdown (killed) leaves its last live snapshot as its last word, as a
+    file would (a reader tells a dead worker by its pid on the same machine, elsewhere by
+    ``live_timeout`` without a heartbeat). An index entry lists the workers. Concurrent
+    index updates may lose an entry: each worker checks its own at every heartbeat and
+    puts it back. Keys begin with ``namespace``
     (``open_store``: the project's id), so that projects sharing one cache without a
     ``KEY_PREFIX`` never see each other's workers.
     """
@@ -362,7 +361,6 @@ class CacheStore:
         self.pid = pid
         self.heartbeat = heartbeat
         self.description = f"cache {alias!r}"
-        self.live_expires: float | None = live_timeout(heartbeat)
         self._prefix = f"{PREFIX}{namespace}:" if namespace else PREFIX
         self.index_key = f"{self._prefix}index"
         self._stamped: dict[str, float] = {}
@@ -381,8 +379,7 @@ class CacheStore:
 
     def write(self, text: str, *, last: bool = False) -> None:
         kind = LAST if last else LIVE
-        timeout = LAST_TTL if last else live_timeout(self.heartbeat)
-        self.cache.set(f"{self._prefix}{kind}:{self._name()}", text, timeout)
+        self.cache.set(f"{self._prefix}{kind}:{self._name()}", text, LAST_TTL)
         now = time.time()
         if last or now - self._stamped.get(kind, 0.0) > INDEX_REFRESH or not self._listed(kind):
 
@@ -403,8 +400,8 @@ class CacheStore:
         index = _parse_index(self.cache.get(self.index_key))
         change(index)
         now = time.time()
-        for kind, stale in ((LIVE, INDEX_STALE), (LAST, LAST_TTL)):
-            index[kind] = {k: t for k, t in index[kind].items() if now - t < stale}
+        for kind in (LIVE, LAST):
+            index[kind] = {k: t for k, t in index[kind].items() if now - t < LAST_TTL}
         newest = sorted(index[LAST].items(), key=lambda entry: entry[1], reverse=True)
         index[LAST] = dict(newest[:MAX_LAST_REPORTS])
         self.cache.set(self.index_key, json.dumps(index), LAST_TTL)
@@ -442,7 +439,7 @@ class CacheStore:
             value = values.get(key)
             source = f"cache {self.alias!r} key {key}"
             if value is None:
-                continue  # expired: the worker stopped heartbeating
+                continue  # expired (LAST_TTL), or removed meanwhile (a worker stopped)
             if not isinstance(value, str):
                 skipped.append(Skipped(source, f"not a snapshot (a {type(value).__name__})"))
                 continue
@@ -545,7 +542,6 @@ class BoundedStore:
         self.store = store
         self.timeout = timeout
         self.description = store.description
-        self.live_expires = store.live_expires
         #: Why the store is given up on (None: it answers).
         self.gave_up: str | None = None
         #: Held by a caller until its call is done or given up on (one call at a time).
