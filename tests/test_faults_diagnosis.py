@@ -150,6 +150,34 @@ def test_a_worker_that_died_holding_work_is_the_first_thing_said(
     assert len(checked.rows) == 12
 
 
+def test_what_a_dead_worker_held_is_counted_by_kind(tmp_path: Path) -> None:
+    """A frozen event loop is said too (a row), but it is not work the worker held."""
+    now = time.time()
+    loop = {
+        "blocked_ms": 2500,
+        "since": now - 2.5,
+        "location": None,
+        "where": None,
+        "chain": [],
+        "item": None,
+    }
+    work = [("request", "GET /a/", None, 10), ("request", "GET /b/", None, 10)]
+    work.append(("task", "flush", None, 90_000))
+    pid = dead_pid()
+    store = FileStore(str(tmp_path / "state"), host_id(), pid)
+    store.prepare()
+    store.write(json.dumps(snapshot(work, pid=pid, time=now, loop=loop)))
+    checked = report.check(FileStore(str(tmp_path / "state")))
+    found = DIED.match(checked.reason)
+    assert found is not None and found.group(3, 4) == ("3", "2 requests, 1 task"), checked.reason
+    assert sorted((row.kind, row.hang) for row in checked.rows) == [
+        ("loop", HangKind.BLOCKED_LOOP),
+        ("request", HangKind.LOST),
+        ("request", HangKind.LOST),
+        ("task", HangKind.LOST),
+    ]
+
+
 def test_a_worker_that_died_holding_nothing_is_unknown_never_ok(tmp_path: Path) -> None:
     pid = dead_worker(tmp_path / "state", 0, replaced=True)
     checked = report.check(FileStore(str(tmp_path / "state")))

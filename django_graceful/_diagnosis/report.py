@@ -214,6 +214,7 @@ def _died(worker: Worker, rows: list[Row], now: float) -> str:
         row.kind
         for row in rows
         if (row.host, row.pid, row.source) == (worker.host, worker.pid, SOURCE_DIED)
+        and row.kind != LOOP_KIND  # a frozen loop is not work it held
     )
     what = ", ".join(f"{n} {kind}{'s' * (n != 1)}" for kind, n in held.most_common())
     return (
