@@ -236,7 +236,13 @@ def many_workers(document: dict[str, Any], workers: int, folder: Path) -> list[s
     folder.mkdir(mode=0o700, exist_ok=True)
     for worker in range(workers):
         host = f"bench-host-{worker % 3}"  # other hosts: alive while they heartbeat
-        body = {**document, "host": host, "pid": 1000 + worker, "time": time.time() + 3600}
+        body = {
+            **document,
+            "host": host,
+            "machine": host,  # not this one: its pids are not looked up here (none is alive)
+            "pid": 1000 + worker,
+            "time": time.time() + 3600,
+        }
         (folder / f"live-{host}-{1000 + worker}.json").write_text(json.dumps(body))
 
     store = FileStore(str(folder))

@@ -244,8 +244,11 @@ def test_a_live_snapshot_is_aged_by_the_time_since_it_was_written(tmp_path: Path
     # the same snapshot left by a process that is gone: read as it was when written
     gone = folder_with(tmp_path / "gone", {**document, "pid": dead_pid()})
     checked = report.check(gone)
-    assert checked.status == report.OK and checked.workers[0].source == "died"
+    assert checked.workers[0].source == "died"
     assert "gone without a shutdown report" in (checked.workers[0].note or "")
+    (row,) = checked.rows
+    assert (row.source, row.hang, row.state) == ("died", HangKind.LOST, "cancelled 1x")
+    assert row.age == pytest.approx(2.6)
 
 
 def test_another_hosts_snapshot_is_live_while_it_heartbeats(tmp_path: Path) -> None:

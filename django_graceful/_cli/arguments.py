@@ -11,6 +11,14 @@ def seconds(value: str) -> float:
     return number
 
 
+def positive_seconds(value: str) -> float:
+    """A finite number of seconds, more than 0 (a timeout)."""
+    number = seconds(value)
+    if number <= 0:
+        raise ValueError(value)
+    return number
+
+
 def positive_int(value: str) -> int:
     """A pid, a count of workers or of requests: 1 or more."""
     number = int(value)

@@ -13,7 +13,10 @@ applies it again to a snapshot, with its own ``--threshold`` and the time since.
   and went on);
 - a request running past ``HANG_THRESHOLD`` without being told to stop: ``sync-thread``
   if it waits for a sync thread, else ``slow``. Websockets, spawned tasks and threads
-  may run for as long as the process does: age alone never makes them hang.
+  may run for as long as the process does: age alone never makes them hang;
+- ``lost``: work in flight when its worker was last seen, the worker gone without a
+  shutdown report (killed, crashed, or its report could not be written). Only a reader
+  names it, from the worker's last snapshot: ``classify`` never does.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class HangKind(enum.StrEnum):
     BLOCKED_LOOP = "blocked-loop"
     SYNC_THREAD = "sync-thread"
     STUCK_THREAD = "stuck-thread"
+    LOST = "lost"
 
 
 #: Seconds without an answer from the event loop after which it counts as blocked.

@@ -11,8 +11,10 @@ At shutdown no store I/O runs in the loop thread: the last report is built there
 I/O), then written, and the live snapshot removed, by a thread of their own; the loop
 waits for them at STOPPED, at most until the end of the shutdown budget (a store that
 does not answer is logged once and skipped, and the watchdog never has to act). When
-the last report cannot be written (a full disk), the live snapshot stays: it is the
-worker's last word, and ``checkshutdown`` reads it as such.
+the last report cannot be written (a full disk), the live snapshot stays: the last one
+written is the worker's last word, and ``checkshutdown`` reports the worker as died with
+what it held then; the warning says when that snapshot was written, or that none ever
+was (then nothing of the worker is left to read).
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ class Publisher:
         self._probe_sent: float | None = None
         self._blocked_reported = False
         self._failing = False
+        #: When (Unix time) a live snapshot was last written; None: never.
+        self._live_written: float | None = None
 
     @property
     def store(self) -> Store:
@@ -165,7 +169,7 @@ class Publisher:
         if not self._io.acquire(timeout=max(0.0, self._until() - time.monotonic())):
             self._failed(
                 "still busy with the previous write at the end of the shutdown budget: "
-                "the last report is not written, the live snapshot stays",
+                f"the last report is not written; {self._last_word()}",
                 force=True,
             )
             return
@@ -175,8 +179,8 @@ class Publisher:
                     self.store.write(text, last=True)
                 except Exception as exc:
                     self._failed(
-                        f"the last shutdown report is not written ({_reason(exc)}); the live "
-                        "snapshot stays as the worker's last word",
+                        f"the last shutdown report is not written ({_reason(exc)}); "
+                        f"{self._last_word()}",
                         force=True,
                         error=exc,
                     )
@@ -191,6 +195,19 @@ class Publisher:
                 self._failed(f"the live snapshot is not removed ({_reason(exc)})", error=exc)
         finally:
             self._io.release()
+
+    def _last_word(self) -> str:
+        """What is left of this worker for ``checkshutdown``, its last report lost."""
+        written = self._live_written
+        if written is None:
+            return (
+                "no snapshot of this worker was ever written: checkshutdown cannot know "
+                "it ran nor what it held"
+            )
+        return (
+            f"its live snapshot written {time.time() - written:.1f} s ago stays as its last "
+            "word (checkshutdown reports the worker as died)"
+        )
 
     # -- the heartbeat thread ---------------------------------------------------------
 
@@ -264,6 +281,8 @@ class Publisher:
             except Exception as exc:
                 self._failed(_reason(exc), error=exc)
                 return None
+            if not last:
+                self._live_written = document["time"]
         self._written()
         with self._building:
             # at REPORTING the lifecycle logs each hung item with its stack already

@@ -6,9 +6,15 @@ snapshots are classified again here (``--threshold``, and the time since they we
 written); a last shutdown report says what hung when its worker stopped. A live
 snapshot left by a worker that is gone (its process died, or it stopped heartbeating)
 is read as that worker's last word: ``died``; on this machine (the same process table,
-whatever the host id) as soon as its process is gone. A dead worker of an interrupted
-``checkshutdown --drill``, and one silent for longer than ``LAST_TTL``, are skipped with
-a one-line reason: nobody will write their last report any more.
+whatever the host id) as soon as its process is gone, and also once a new worker has
+kept it as the dead one's last report (``FileStore.tidy``). A worker that died is
+never OK: each piece of work it held when last seen is a problem (``lost``, unless it
+already hung), said first in the verdict with the worker's pid and when it was last
+seen; one that held nothing is unknown (what it did after its last heartbeat, its
+shutdown's report, is missing), exit status 2 unless problems were found. A dead
+worker of an interrupted ``checkshutdown --drill``, and one silent for longer than
+``LAST_TTL``, are skipped with a one-line reason: nobody will write their last report
+any more.
 """
 
 from __future__ import annotations
@@ -134,8 +140,8 @@ def check(
     readable = len(parsed)
     reported = {
         (snapshot["host"], snapshot["pid"]): snapshot["time"]
-        for snapshot, document in parsed
-        if document.kind == LAST or snapshot["report"] == LAST
+        for snapshot, _ in parsed
+        if snapshot["report"] == LAST  # written by the worker (not a dead one's, kept)
     }
     for snapshot, document in parsed:
         source = _source(snapshot, document, this_host, now)
@@ -150,18 +156,24 @@ def check(
             continue
         if pid is not None and snapshot["pid"] != pid:
             continue
-        if (last_only and source == SOURCE_LIVE) or (live_only and source != SOURCE_LIVE):
+        # a worker that died is news in every mode: its live snapshot is its last word
+        if (last_only and source == SOURCE_LIVE) or (live_only and source == SOURCE_LAST):
             continue
         report.workers.append(_worker(snapshot, source, document.source, now))
         report.rows.extend(_rows(snapshot, source, now, threshold))
     report.rows.sort(key=lambda row: row.since, reverse=True)
     report.workers.sort(key=lambda w: (w.source != SOURCE_LIVE, w.host, w.pid))
-    report.status, report.reason = _verdict(report, readable, pid, last_only, live_only)
+    report.status, report.reason = _verdict(report, readable, pid, last_only, live_only, now)
     return report
 
 
 def _verdict(
-    report: Report, readable: int, pid: int | None, last_only: bool, live_only: bool
+    report: Report,
+    readable: int,
+    pid: int | None,
+    last_only: bool,
+    live_only: bool,
+    now: float,
 ) -> tuple[int, str]:
     where = report.store
     if not readable:
@@ -174,18 +186,62 @@ def _verdict(
         what = "last shutdown reports" if last_only else "live workers" if live_only else "state"
         of = f" of pid {pid}" if pid is not None else ""
         return CANNOT_CHECK, f"cannot check: no {what}{of} in {where}"
-    live = sum(w.source == SOURCE_LIVE for w in report.workers)
-    gone = len(report.workers) - live
+    sources = Counter(w.source for w in report.workers)
+    live = sources[SOURCE_LIVE]
     in_flight = sum(w.in_flight for w in report.workers if w.source == SOURCE_LIVE)
     checked = f"{live} live worker{'s' * (live != 1)}, {in_flight} in flight"
-    if gone:
+    if gone := sources[SOURCE_LAST]:
         checked += f"; {gone} last report{'s' * (gone != 1)}"
+    if died := sources[SOURCE_DIED]:
+        checked += f"; {died} died"
+    dead = [w for w in report.workers if w.source == SOURCE_DIED]
+    unknown = [_unknown(w, now) for w in dead if not w.in_flight]
     if not report.rows:
+        if unknown:
+            return CANNOT_CHECK, f"cannot check: {'; '.join(unknown)} ({checked})"
         return OK, f"OK: nothing hangs ({checked})"
     kinds = Counter(row.hang for row in report.rows)
     listed = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
     n = len(report.rows)
-    return PROBLEMS, f"{n} problem{'s' * (n != 1)}: {listed} ({checked})"
+    problems = f"{n} problem{'s' * (n != 1)}: {listed} ({checked})"
+    lost = [_died(w, report.rows, now) for w in dead if w.in_flight]
+    return PROBLEMS, "; ".join([*lost, problems, *unknown])
+
+
+def _died(worker: Worker, rows: list[Row], now: float) -> str:
+    """The loudest words: a worker gone with work in flight, what it held, when seen."""
+    held = Counter(
+        row.kind
+        for row in rows
+        if (row.host, row.pid, row.source) == (worker.host, worker.pid, SOURCE_DIED)
+        and row.kind != LOOP_KIND  # a frozen loop is not work it held
+    )
+    what = ", ".join(f"{n} {kind}{'s' * (n != 1)}" for kind, n in held.most_common())
+    return (
+        f"worker {worker.pid} on {printable(worker.host)} died with {worker.in_flight} in "
+        f"flight ({what}), last seen {_seen(worker.time, now)}"
+    )
+
+
+def _unknown(worker: Worker, now: float) -> str:
+    return (
+        f"worker {worker.pid} on {printable(worker.host)} ended without a shutdown report, "
+        f"nothing in flight when last seen {_seen(worker.time, now)}: what it did after "
+        "is unknown"
+    )
+
+
+def _seen(when: float, now: float) -> str:
+    """``12 s ago (2026-12-07 03:50:01 UTC)``."""
+    ago = max(0.0, now - when)
+    span = (
+        f"{ago:.0f} s"
+        if ago < 120
+        else f"{ago / 60:.0f} min"
+        if ago < 7200
+        else f"{ago / 3600:.0f} h"
+    )
+    return f"{span} ago ({time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(when))})"
 
 
 #: Why the files of a drill that did not tidy up after itself are skipped.
@@ -209,8 +265,10 @@ def _stale(snapshot: dict[str, Any], now: float, this_host: str) -> str | None:
 
 
 def _source(snapshot: dict[str, Any], document: Document, this_host: str, now: float) -> str:
-    if document.kind == LAST or snapshot["report"] == LAST:
+    if snapshot["report"] == LAST:
         return SOURCE_LAST
+    if document.kind == LAST:
+        return SOURCE_DIED  # a dead worker's live snapshot, kept by a new worker
     if snapshot["host"] == this_host or snapshot.get("machine") == machine_id():
         return SOURCE_LIVE if pid_alive(snapshot["pid"]) else SOURCE_DIED
     fresh = now - snapshot["time"] < live_timeout(snapshot["heartbeat"])
@@ -248,6 +306,7 @@ def _rows(snapshot: dict[str, Any], source: str, now: float, threshold: float | 
     loop = snapshot["loop"]
     blocked_at = loop["item"] if loop is not None else None
     at = snapshot["time"] + elapsed
+    died = source == SOURCE_DIED
     rows = []
     empty: dict[str, Any] = {}
     for n, (kind_index, age_ms) in enumerate(zip(columns["kind"], columns["age_ms"], strict=True)):
@@ -263,7 +322,7 @@ def _rows(snapshot: dict[str, Any], source: str, now: float, threshold: float | 
             hang = None if written is None else HangKind(written)
         elif n == blocked_at:
             hang = HangKind.BLOCKED_LOOP
-        elif detail is empty and (kind != WorkKind.REQUEST or age < limit):
+        elif detail is empty and (kind != WorkKind.REQUEST or age < limit) and not died:
             continue  # the common case, without a call
         else:
             hang = classify(
@@ -275,6 +334,8 @@ def _rows(snapshot: dict[str, Any], source: str, now: float, threshold: float | 
                 threshold=limit,
                 cancel_timeout=cancel_timeout,
             )
+        if hang is None and died:
+            hang = HangKind.LOST  # it was in flight when its worker was last seen
         if hang is None:
             continue
         where = detail.get("where")
@@ -344,6 +405,8 @@ def _since(
     cancel_timeout: float,
 ) -> float:
     """When the problem began (wall clock), to list the newest first."""
+    if hang == HangKind.LOST:
+        return at  # when its worker was last seen
     if told is not None and hang != HangKind.SLOW:
         return at - told + cancel_timeout
     return at - age + min(threshold, age)

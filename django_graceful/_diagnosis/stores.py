@@ -4,18 +4,22 @@ Each worker has one *live* snapshot (rewritten every heartbeat, gone when it sto
 and, once it has shut down, one *last* shutdown report (kept ``LAST_TTL``). Stores
 hold JSON text only; reading it is ``report.py``'s business. The documents of one host
 id can be read, and removed, on their own (``checkshutdown --drill`` does, for the
-server it started): how a store names them is known here only.
+server it started): how a store names them is known here only. A reader asks a store
+through :class:`BoundedStore`, which gives up on a store that does not answer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
+import queue
 import re
 import secrets
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -321,23 +325,25 @@ def _read_text(name: str, folder: int) -> str:
 
 PREFIX = "django_graceful:"
 INDEX_KEY = PREFIX + "index"
-#: A live entry not refreshed for this long is dropped from the index.
-INDEX_STALE = 600.0
 #: How often a worker re-stamps its live entry in the index.
 INDEX_REFRESH = 60.0
 
 
 def live_timeout(heartbeat: float) -> float:
-    """How long a live snapshot outlives its worker's last heartbeat."""
+    """How long a worker may go without a heartbeat before a reader on another host
+    counts it as gone."""
     return max(5.0, 3 * heartbeat)
 
 
 class CacheStore:
     """Snapshots in a Django cache (e.g. Redis) that several hosts share.
 
-    Live entries expire ``live_timeout(HEARTBEAT)`` after the last heartbeat; an index
-    entry lists the workers. Concurrent index updates may lose an entry: each worker
-    checks its own at every heartbeat and puts it back. Keys begin with ``namespace``
+    Every entry is kept ``LAST_TTL`` after it was written, a live one too: a worker gone
+    without its shutdown (killed) leaves its last live snapshot as its last word, as a
+    file would (a reader tells a dead worker by its pid on the same machine, elsewhere by
+    ``live_timeout`` without a heartbeat). An index entry lists the workers. Concurrent
+    index updates may lose an entry: each worker checks its own at every heartbeat and
+    puts it back. Keys begin with ``namespace``
     (``open_store``: the project's id), so that projects sharing one cache without a
     ``KEY_PREFIX`` never see each other's workers.
     """
@@ -373,8 +379,7 @@ class CacheStore:
 
     def write(self, text: str, *, last: bool = False) -> None:
         kind = LAST if last else LIVE
-        timeout = LAST_TTL if last else live_timeout(self.heartbeat)
-        self.cache.set(f"{self._prefix}{kind}:{self._name()}", text, timeout)
+        self.cache.set(f"{self._prefix}{kind}:{self._name()}", text, LAST_TTL)
         now = time.time()
         if last or now - self._stamped.get(kind, 0.0) > INDEX_REFRESH or not self._listed(kind):
 
@@ -395,8 +400,8 @@ class CacheStore:
         index = _parse_index(self.cache.get(self.index_key))
         change(index)
         now = time.time()
-        for kind, stale in ((LIVE, INDEX_STALE), (LAST, LAST_TTL)):
-            index[kind] = {k: t for k, t in index[kind].items() if now - t < stale}
+        for kind in (LIVE, LAST):
+            index[kind] = {k: t for k, t in index[kind].items() if now - t < LAST_TTL}
         newest = sorted(index[LAST].items(), key=lambda entry: entry[1], reverse=True)
         index[LAST] = dict(newest[:MAX_LAST_REPORTS])
         self.cache.set(self.index_key, json.dumps(index), LAST_TTL)
@@ -434,7 +439,7 @@ class CacheStore:
             value = values.get(key)
             source = f"cache {self.alias!r} key {key}"
             if value is None:
-                continue  # expired: the worker stopped heartbeating
+                continue  # expired (LAST_TTL), or removed meanwhile (a worker stopped)
             if not isinstance(value, str):
                 skipped.append(Skipped(source, f"not a snapshot (a {type(value).__name__})"))
                 continue
@@ -491,6 +496,103 @@ def open_store(settings: Any, host: str = "", pid: int = 0) -> Store:
 
         return CacheStore(settings.STATE_CACHE, host, pid, settings.HEARTBEAT, project_id())
     return FileStore(settings.STATE_DIR, host, pid)
+
+
+# -- a store read by deadline ---------------------------------------------------------
+
+
+class _Call:
+    """One store call, run by :class:`BoundedStore`'s thread; its outcome once ``done``."""
+
+    __slots__ = ("action", "args", "done", "error", "result")
+
+    def __init__(self, action: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.action = action
+        self.args = args
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.action(*self.args)
+        except BaseException as exc:  # handed to the caller, who raises it
+            self.error = exc
+        finally:
+            self.done.set()
+
+
+#: How long ``checkshutdown`` waits for a store call by default (its ``--timeout``).
+READ_TIMEOUT = 5.0
+
+
+class BoundedStore:
+    """A store whose every call answers within ``timeout`` seconds, or fails.
+
+    A cache that accepts the connection and never answers (its client's socket timeout
+    may be minutes) must not hold a reader: each call runs in a daemon thread of the
+    reader's own and is waited for at most ``timeout`` seconds, then
+    :class:`StoreError` says the store did not answer. The thread stays stuck in that
+    call (it ends with the process), so every later call fails at once with the same
+    reason: one wait of ``timeout`` in all. The calls run one at a time, in that one
+    thread: a Django cache is opened once, for that thread.
+    """
+
+    def __init__(self, store: Store, timeout: float) -> None:
+        self.store = store
+        self.timeout = timeout
+        self.description = store.description
+        #: Why the store is given up on (None: it answers).
+        self.gave_up: str | None = None
+        #: Held by a caller until its call is done or given up on (one call at a time).
+        self._lock = threading.Lock()
+        self._calls: queue.SimpleQueue[_Call] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def _serve(self) -> None:
+        while True:
+            self._calls.get().run()
+
+    def _call(self, action: Callable[..., Any], *args: Any) -> Any:
+        with self._lock:
+            if self.gave_up is not None:
+                raise StoreError(self.gave_up)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._serve, name="graceful-store-reader", daemon=True
+                )
+                self._thread.start()
+            call = _Call(action, args)
+            self._calls.put(call)
+            if not call.done.wait(self.timeout):
+                self.gave_up = f"{self.description} did not answer within {self.timeout:g} s"
+                raise StoreError(self.gave_up)
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    def prepare(self) -> None:
+        self._call(self.store.prepare)
+
+    def write(self, text: str, *, last: bool = False) -> None:
+        self._call(functools.partial(self.store.write, last=last), text)
+
+    def remove_live(self) -> None:
+        self._call(self.store.remove_live)
+
+    def tidy(self, alive: Callable[[int], bool]) -> None:
+        self._call(self.store.tidy, alive)
+
+    def documents(self) -> tuple[list[Document], list[Skipped]]:
+        result: tuple[list[Document], list[Skipped]] = self._call(self.store.documents)
+        return result
+
+    def host_documents(self, host: str) -> tuple[list[Document], list[Skipped]]:
+        result: tuple[list[Document], list[Skipped]] = self._call(self.store.host_documents, host)
+        return result
+
+    def forget_host(self, host: str) -> None:
+        self._call(self.store.forget_host, host)
 
 
 def pid_alive(pid: int) -> bool:

@@ -63,7 +63,8 @@ if os.environ.get("GRACEFUL_TEST_REDIS"):
     }
 
 #: A Redis cache "state" for STATE_BACKEND "cache" when GRACEFUL_TEST_CACHE holds a URL
-#: (GRACEFUL_TEST_CACHE_PREFIX keeps each test's keys apart).
+#: (GRACEFUL_TEST_CACHE_PREFIX keeps each test's keys apart; GRACEFUL_TEST_CACHE_OPTIONS,
+#: JSON, is its OPTIONS, e.g. a long socket_timeout).
 if os.environ.get("GRACEFUL_TEST_CACHE"):
     CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
@@ -71,6 +72,7 @@ if os.environ.get("GRACEFUL_TEST_CACHE"):
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": os.environ["GRACEFUL_TEST_CACHE"],
             "KEY_PREFIX": os.environ.get("GRACEFUL_TEST_CACHE_PREFIX", "graceful-tests"),
+            "OPTIONS": json.loads(os.environ.get("GRACEFUL_TEST_CACHE_OPTIONS", "{}")),
         },
     }
 

@@ -23,7 +23,14 @@ from ..._core.lifecycle import get_lifecycle
 from ..._core.phases import EXIT_SLACK
 from ...conf import ImproperlyConfiguredGraceful, get_settings
 from ..status import CANNOT_CHECK
-from ..stores import DRILL_HOST, PROCESS_LOCAL_CACHES, Store, open_store
+from ..stores import (
+    DRILL_HOST,
+    PROCESS_LOCAL_CACHES,
+    READ_TIMEOUT,
+    BoundedStore,
+    Store,
+    open_store,
+)
 from . import client, live, output, processes
 from .model import DEFAULT_SERVER, Answer, Drill, DrillError
 from .render import show
@@ -99,7 +106,7 @@ def prepare(drill: Drill, options: dict[str, Any]) -> tuple[Store, str, dict[str
     except ValueError as exc:
         raise DrillError(str(exc)) from None
     drill.worker_class, drill.interface = kind.worker_class, kind.interface
-    store = _store()
+    store = _store(options.get("timeout") or READ_TIMEOUT)
     path = asgi_application_path()
     if path is None:
         raise DrillError("set ASGI_APPLICATION in settings (e.g. 'myproject.asgi.application')")
@@ -120,7 +127,9 @@ def prepare(drill: Drill, options: dict[str, Any]) -> tuple[Store, str, dict[str
     return store, target, env
 
 
-def _store() -> Store:
+def _store(timeout: float) -> Store:
+    """The state store, each read bounded by ``timeout`` (a store that does not answer
+    is given up on, once)."""
     try:
         settings = get_settings()
     except ImproperlyConfiguredGraceful as exc:
@@ -137,7 +146,7 @@ def _store() -> Store:
                 "read the server's report (graceful.W002); use a shared cache or "
                 "STATE_BACKEND 'file'"
             )
-    return open_store(settings)
+    return BoundedStore(open_store(settings), timeout)
 
 
 def start(

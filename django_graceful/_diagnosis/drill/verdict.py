@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from ..._core.phases import EXIT_SLACK
 from ..report import SOURCE_DIED, Report, check
 from ..status import CANNOT_CHECK, OK, PROBLEMS
-from ..stores import Store, StoreError
+from ..stores import BoundedStore, Store, StoreError
 from .model import Drill
 from .output import tail_of
 
@@ -45,11 +45,14 @@ def judge(drill: Drill, store: Store, seen_pids: set[int], output: str) -> None:
     how += f", budget {drill.budget:.1f} s"
     drill.problems = listed
     published = bool(report.workers or seen_pids)
+    gave_up = store.gave_up if isinstance(store, BoundedStore) else None
     if not published:
         drill.tail = tail_of(output)
         silent = (
             f"the server published no state in {report.store}: is the ASGI application "
             "wrapped in GracefulASGI?"
+            if gave_up is None
+            else f"{gave_up}: what the server published cannot be read"
         )
         drill.notes.append(silent)
     if listed:

@@ -6,12 +6,12 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ..._cli.arguments import positive_int, seconds
+from ..._cli.arguments import positive_int, positive_seconds, seconds
 from ..._cli.servers import GRANIAN_INTERFACES, GUNICORN_WORKERS, SERVERS
 from ..._core import safetext
 from ..._diagnosis.report import Report, check, notes, table
 from ..._diagnosis.status import CANNOT_CHECK
-from ..._diagnosis.stores import open_store
+from ..._diagnosis.stores import READ_TIMEOUT, BoundedStore, open_store
 from ...conf import ImproperlyConfiguredGraceful, get_settings, raw_settings
 
 
@@ -31,11 +31,25 @@ class Command(BaseCommand):
             help="Flag requests running longer than S seconds (default: HANG_THRESHOLD).",
         )
         parser.add_argument("--pid", type=positive_int, help="Only the worker with this pid.")
+        parser.add_argument(
+            "--timeout",
+            type=positive_seconds,
+            metavar="S",
+            help="Give up on a state store (a folder, a cache) that has not answered within "
+            f"S seconds, with exit status 2 (default: {READ_TIMEOUT:g}).",
+        )
         group = parser.add_mutually_exclusive_group()
         group.add_argument(
-            "--last", action="store_true", help="Only the workers' last shutdown reports."
+            "--last",
+            action="store_true",
+            help="Only the workers' last shutdown reports (and the last snapshots of workers "
+            "that died without one).",
         )
-        group.add_argument("--live", action="store_true", help="Only the running workers.")
+        group.add_argument(
+            "--live",
+            action="store_true",
+            help="Only the running workers (and those that died without a shutdown report).",
+        )
         group.add_argument(
             "--static",
             action="store_true",
@@ -92,6 +106,8 @@ class Command(BaseCommand):
         for name in ("threshold", "pid"):
             if mode and options[name] is not None:
                 raise CommandError(f"--{name} reads the workers' reports: not with {mode}")
+        if options["static"] and options["timeout"] is not None:
+            raise CommandError("--timeout bounds the reads of the state store: not with --static")
         if options["static"]:
             from ..._diagnosis.staticscan import main as static_main
 
@@ -114,7 +130,7 @@ class Command(BaseCommand):
         except ImproperlyConfiguredGraceful as exc:
             report = Report(CANNOT_CHECK, f"cannot check: GRACEFUL settings are invalid: {exc}")
         else:
-            store = open_store(settings)
+            store = BoundedStore(open_store(settings), options["timeout"] or READ_TIMEOUT)
             report = check(
                 store,
                 threshold=options["threshold"],
@@ -123,7 +139,9 @@ class Command(BaseCommand):
                 live_only=options["live"],
             )
             default_dir = settings.STATE_BACKEND == "file" and "STATE_DIR" not in raw_settings()
-            if report.status == CANNOT_CHECK and default_dir:
+            if store.gave_up is not None:
+                hint = "hint: --timeout S waits longer for the state store"
+            elif report.status == CANNOT_CHECK and default_dir:
                 hint = (
                     "hint: the default STATE_DIR depends on the user, XDG_RUNTIME_DIR, "
                     "DJANGO_SETTINGS_MODULE, SECRET_KEY and the working folder: run "
