@@ -14,6 +14,7 @@ parent for one worker (hypercorn#269).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,7 @@ from django_graceful._core.phases import EXIT_SLACK
 from django_graceful._core.stops import WATCHDOG_STATUS
 
 from .servers import SERVERS, WATCHDOG_LINE, Server, budget_of
+from .test_checkshutdown import checkshutdown
 
 pytestmark = pytest.mark.server
 
@@ -60,11 +62,11 @@ def stopped_by_the_watchdog(srv: Server) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize("server", SERVERS)
 def test_a_hook_that_blocks_the_loop_is_named_by_the_watchdog_which_ends_the_worker_non_zero(
-    server: str,
+    server: str, tmp_path: Path
 ) -> None:
     srv = Server(
         server,
-        graceful=SHORT,
+        graceful={**SHORT, "STATE_DIR": str(tmp_path / "state")},
         env={"GRACEFUL_TEST_BLOCK_HOOK": "loop"},
         workers=0 if server == "hypercorn" else None,
     )
@@ -76,6 +78,10 @@ def test_a_hook_that_blocks_the_loop_is_named_by_the_watchdog_which_ends_the_wor
         if server.startswith("gunicorn"):
             assert re.search(rf"Worker \(pid:\d+\) exited with code {WATCHDOG_STATUS}\.", log)
         assert code == EXIT_STATUS[server], log
+        # Its last report, written before the hooks ran, is written again: never OK.
+        report = checkshutdown(srv, "--last")
+        assert report.returncode == 1, (report.stdout, report.stderr)
+        assert "ended by the watchdog" in report.stdout and BLOCKING_HOOK in report.stdout
     finally:
         srv.kill()
 

@@ -58,6 +58,8 @@ class Lifecycle:
         """``settings``: these instead of the project's ``GRACEFUL`` (read when first needed)."""
         self._given_settings = settings
         self._phase_listeners: list[Callable[[Phase], None]] = []
+        #: Told why, just before the lifecycle ends the process itself (``last_words``).
+        self._last_words: list[Callable[[str], None]] = []
         self._fresh_cycle()
 
     def _fresh_cycle(self) -> None:
@@ -104,6 +106,21 @@ class Lifecycle:
         shutdown): the cycle is over whatever its phase, and the next startup, of a
         lifespan or of a first request, begins a fresh one."""
         return self.loop is not None and self.loop.is_closed()
+
+    def on_last_resort(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(why)`` just before the lifecycle ends the process itself (the
+        watchdog, a server that would never exit): from any thread, bounded by the
+        listener itself."""
+        self._last_words.append(listener)
+
+    def last_words(self, why: str) -> None:
+        """The process is about to be ended (``why``): tell the ``on_last_resort``
+        listeners."""
+        for listener in list(self._last_words):
+            try:
+                listener(why)
+            except Exception:
+                logger.exception("last-resort listener %r failed", listener)
 
     def on_phase(self, listener: Callable[[Phase], None], *, this_cycle: bool = False) -> None:
         """Call ``listener(phase)`` at every phase change (in the loop thread): of every

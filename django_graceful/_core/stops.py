@@ -280,6 +280,7 @@ class ServerStops:
     def last_resort(self, why: str, ending: Ending) -> None:
         """End the process now, saying why: the one way the lifecycle ends a process."""
         logger.error("%s; ending the process %s (pid %d)", why, ending, os.getpid())
+        self._lifecycle.last_words(f"the process was ended {ending}: {why}")
         end_process(ending.status, ending.signal)
 
     async def _guard_teardown(self) -> None:
@@ -349,6 +350,11 @@ class ServerStops:
             WATCHDOG_STATUS,
             still,
             stack,
+        )
+        self._lifecycle.last_words(
+            f"ended by the watchdog {deadline:.1f} s after the shutdown signal (budget "
+            f"{deadline - EXIT_SLACK:.1f} s), phase {self._lifecycle.phase.name}"
+            + (f": {hooks}" if hooks else f"; still running: {still}")
         )
         end_process(WATCHDOG_STATUS)
 

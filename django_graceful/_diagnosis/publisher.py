@@ -33,8 +33,9 @@ from typing import Any
 from .. import signals
 from .._core.lifecycle import Lifecycle, Phase, get_lifecycle
 from .._core.registry import Tracked
+from .._core.safetext import visible
 from .hangs import BLOCKED_AFTER
-from .snapshot import FoundHang, FrozenLoop, Header, build, host_id
+from .snapshot import MAX_ENDED, FoundHang, FrozenLoop, Header, build, host_id
 from .stores import Store, StoreError, open_store, pid_alive
 
 logger = logging.getLogger("django_graceful")
@@ -50,6 +51,8 @@ LOOP_WRITE_TIMEOUT = 2.0
 WRITE_FLOOR = 0.5
 #: How much longer than the closing thread the loop waits (it logs why it gave up).
 JOIN_MARGIN = 0.05
+#: The most the lifecycle's last resort waits for its last words to be written.
+LAST_WORDS_WAIT = 1.0
 
 
 class Publisher:
@@ -150,6 +153,34 @@ class Publisher:
             daemon=True,
         )
         self._closer.start()
+
+    def last_resort(self, why: str) -> None:
+        """The lifecycle ends the process itself (the watchdog, a server that would never
+        exit): the last report is written again, saying ``why`` (``ended``), so that
+        checkshutdown never reads this end as a clean one. Waited for ``LAST_WORDS_WAIT``
+        at most, from the thread that ends the process."""
+        if self._thread is None:
+            return  # never published: nothing of this worker to correct
+
+        def write() -> None:
+            if not self._building.acquire(timeout=LAST_WORDS_WAIT):
+                return
+            try:
+                document, _ = self.snapshot(last=True)
+            finally:
+                self._building.release()
+            document["ended"] = visible(why, MAX_ENDED)
+            if self._io.acquire(timeout=LAST_WORDS_WAIT):
+                try:
+                    self.store.write(json.dumps(document, separators=(",", ":")), last=True)
+                finally:
+                    self._io.release()
+
+        writer = threading.Thread(
+            target=self._guarded, args=(write,), name="graceful-last-words", daemon=True
+        )
+        writer.start()
+        writer.join(LAST_WORDS_WAIT)
 
     def _until(self) -> float:
         """When the loop stops waiting for the store: ``LOOP_WRITE_TIMEOUT`` from now at
@@ -434,5 +465,10 @@ def install() -> Callable[[Phase], None]:
             current[:] = [Publisher(lifecycle)]
         current[0].on_phase(phase)
 
+    def on_last_resort(why: str) -> None:
+        if current:
+            current[0].last_resort(why)
+
     lifecycle.on_phase(on_phase)
+    lifecycle.on_last_resort(on_last_resort)
     return on_phase

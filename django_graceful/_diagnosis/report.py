@@ -28,7 +28,7 @@ from .._core.registry import WorkKind
 from .hangs import HangKind, classify
 from .render import printable
 from .render import table as render_table
-from .snapshot import Unreadable, host_id, machine_id, parse
+from .snapshot import MAX_ENDED, Unreadable, host_id, machine_id, parse
 from .status import CANNOT_CHECK, OK, PROBLEMS
 from .stores import (
     DRILL_HOST,
@@ -59,6 +59,8 @@ class Worker:
     in_flight: int
     origin: str
     note: str | None = None
+    #: Why the lifecycle ended the process itself (the watchdog, another last resort).
+    ended: str | None = None
 
 
 @dataclass(slots=True)
@@ -196,7 +198,14 @@ def _verdict(
         checked += f"; {died} died"
     dead = [w for w in report.workers if w.source == SOURCE_DIED]
     unknown = [_unknown(w, now) for w in dead if not w.in_flight]
+    ended = [
+        f"worker {w.pid} on {printable(w.host)}: {printable(w.ended, MAX_ENDED)}"
+        for w in report.workers
+        if w.ended
+    ]
     if not report.rows:
+        if ended:
+            return PROBLEMS, "; ".join([*ended, *unknown, f"nothing else hangs ({checked})"])
         if unknown:
             return CANNOT_CHECK, f"cannot check: {'; '.join(unknown)} ({checked})"
         return OK, f"OK: nothing hangs ({checked})"
@@ -205,7 +214,7 @@ def _verdict(
     n = len(report.rows)
     problems = f"{n} problem{'s' * (n != 1)}: {listed} ({checked})"
     lost = [_died(w, report.rows, now) for w in dead if w.in_flight]
-    return PROBLEMS, "; ".join([*lost, problems, *unknown])
+    return PROBLEMS, "; ".join([*ended, *lost, problems, *unknown])
 
 
 def _died(worker: Worker, rows: list[Row], now: float) -> str:
@@ -282,6 +291,9 @@ def _worker(snapshot: dict[str, Any], source: str, origin: str, now: float) -> W
         note = f"no heartbeat for {silent:.0f} s"
     elif source == SOURCE_DIED:
         note = f"gone without a shutdown report; last heartbeat {silent:.0f} s ago"
+    ended = snapshot.get("ended")
+    if ended is not None:
+        note = ended
     return Worker(
         host=snapshot["host"],
         pid=snapshot["pid"],
@@ -292,6 +304,7 @@ def _worker(snapshot: dict[str, Any], source: str, origin: str, now: float) -> W
         in_flight=len(snapshot["items"]["what"]),
         origin=origin,
         note=note,
+        ended=ended,
     )
 
 

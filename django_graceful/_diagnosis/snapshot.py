@@ -39,6 +39,9 @@ from .hangs import WAIT_THREAD, HangKind, classify
 from .stores import LAST, LIVE
 
 FORMAT = "django_graceful.snapshot"
+#: The most characters of ``ended``: why the lifecycle ended the process itself (in a
+#: last report the watchdog, or another last resort, wrote again).
+MAX_ENDED = 2000
 VERSION = 1
 #: Columns of ``items``: ``kind`` and ``view`` index the ``kinds`` and ``views`` lists.
 COLUMNS = ("kind", "what", "view", "age_ms")
@@ -339,6 +342,10 @@ def parse(text: str) -> dict[str, Any]:
 
 def _check_snapshot(data: dict[str, Any]) -> None:
     _require(data.get("report") in (LIVE, LAST), "report")
+    _require(
+        "ended" not in data or (_is(data["ended"], str) and len(data["ended"]) <= MAX_ENDED),
+        "ended",
+    )
     _require(_is(data.get("host"), str) and 0 < len(data["host"]) <= 255, "host")
     _require(_is(data.get("pid"), int) and data["pid"] > 0, "pid")
     _require("machine" not in data or _is(data["machine"], str), "machine")
