@@ -43,6 +43,9 @@ if _postgres_listening():
         "NAME": "test",
         "USER": "postgres",
         "TEST": {"NAME": f"test_graceful_{os.getpid()}"},
+        # Persistent connections, where a test asks (GRACEFUL_TEST_PG_CONN_MAX_AGE).
+        "CONN_MAX_AGE": int(os.environ.get("GRACEFUL_TEST_PG_CONN_MAX_AGE", "0")),
+        "CONN_HEALTH_CHECKS": bool(os.environ.get("GRACEFUL_TEST_PG_HEALTH_CHECKS")),
     }
 
 #: Channels: the in-memory layer, or channels_redis when GRACEFUL_TEST_REDIS holds a URL

@@ -22,6 +22,7 @@ urlpatterns = [
     path("sql/sqlite-async-timed/", views.sql_sqlite_async_timed),
     path("sql/pg-timed/", views.sql_pg_timed),
     path("sql/ping/", views.sql_ping),
+    path("sql/pg-backend/", views.pg_backend),
     path("download/", views.download),
     path("bulk/", views.bulk),
     path("thread/", views.sync_thread),

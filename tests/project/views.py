@@ -216,6 +216,14 @@ def sql_ping(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"value": value, "pid": os.getpid()})
 
 
+def pg_backend(request: HttpRequest) -> JsonResponse:
+    """The PostgreSQL backend (its pid) that serves this sync view's one statement."""
+    with connections["pg"].cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (backend,) = cursor.fetchone()
+    return JsonResponse({"backend": backend})
+
+
 def gives_up(request: HttpRequest) -> HttpResponse:
     """A sync view whose own code raises RequestCancelled (as the SQL interrupt does)."""
     raise RequestCancelled(CancelReason(request.GET["reason"]))
