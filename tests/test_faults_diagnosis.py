@@ -55,6 +55,7 @@ from .servers import (
     get_or_error,
     in_background,
 )
+from .test_checkshutdown import REDIS, redis_listening
 from .test_report import dead_pid, snapshot
 
 #: A short budget: the test project's hooks bounded at 0.5 s each.
@@ -249,15 +250,6 @@ def test_the_timeout_option(settings: Any, tmp_path: Path) -> None:
 #: Requests sent at once: the worker that holds the most holds at least half of them.
 SENT = 24
 HEARTBEAT = 0.5
-REDIS = "redis://127.0.0.1:6379/0"
-
-
-def redis_listening() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.3):
-            return True
-    except OSError:
-        return False
 
 
 class Folder:
