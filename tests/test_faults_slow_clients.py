@@ -5,7 +5,8 @@ server closes its connection once the shutdown reaches the server's own stop, an
 within seconds, not at the end of the budget. Granian would wait for the headers until
 its own header timeout (30 s); its driver closes such connections
 (``quiet_connections``). A client that reads a large response slowly is not such a
-connection: its response is written whole (but on Daphne, ``DAPHNE_CUTS``).
+connection: its response is written whole, within the budget (Daphne's reactor, stopped,
+would drop what it had not written yet: its driver waits for it).
 """
 
 from __future__ import annotations
@@ -130,16 +131,7 @@ def read_slowly(sock: socket.socket) -> bytes:
     return received
 
 
-#: Twisted's reactor, stopping, drops what Daphne had not written yet: the response is
-#: cut (about 3 of 8 MB arrive). Not Granian's waiting; left for its own issue.
-DAPHNE_CUTS = pytest.mark.xfail(
-    reason="Daphne's reactor drops the unwritten part of a response at its stop", strict=True
-)
-
-
-@pytest.mark.parametrize(
-    "server", [pytest.param(s, marks=DAPHNE_CUTS) if s == "daphne" else s for s in SERVERS]
-)
+@pytest.mark.parametrize("server", SERVERS)
 def test_a_client_reading_a_large_response_slowly_gets_all_of_it(server: str) -> None:
     with serving(server) as srv:
         budget = budget_of(srv)

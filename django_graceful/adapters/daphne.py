@@ -10,8 +10,9 @@ release it at STOPPED) and replaces that trigger with one that:
 - runs our shutdown to STOPPED first (bounded), if anyone but us stopped the reactor (a
   signal we could not chain, an app raising KeyboardInterrupt, an embedding program);
 - then cancels the application instances left, waiting at most ``LEFTOVER_WAIT``, and
-  lets the last bytes (the 503s the lifecycle answered hung requests with) leave before
-  Twisted drops every connection.
+  lets the last bytes leave (the 503s the lifecycle answered hung requests with, a
+  response a client reads slowly), until the exit deadline, before Twisted drops every
+  connection.
 
 Daphne calls the app only once it has read a request's whole body: from CLOSING on, the
 requests it was still reading count as work in flight (the grace waits for them, and
@@ -49,8 +50,10 @@ MIN_VERSION, BELOW_VERSION = (4, 1), (5,)
 #: How long the final cancel of leftover application instances may take before Twisted
 #: closes every connection and the process exits (Daphne's own waits forever).
 LEFTOVER_WAIT = 0.1
-#: How often (every 10 ms) to check that a last 503 has left before Twisted drops its connection.
-FLUSH_CHECKS = 20
+#: How often to look whether the last bytes (the 503s to hung requests, a response a client
+#: reads slowly) have left before Twisted drops every connection: waited for until the
+#: exit deadline (the budget), as the other servers do.
+FLUSH_POLL = 0.01
 
 
 def running(modules: dict[str, ModuleType]) -> bool:
@@ -74,8 +77,8 @@ class Daphne:
     - ``Server.connections`` (each connection's ``application_instance`` and
       ``disconnected``) and ``Server.application_close_timeout`` (raised while we stop);
     - an HTTP request as a ``daphne.http_protocol.WebRequest`` (its body still being read
-      while it has Twisted's ``content`` but no ``application_instance``) and its
-      ``transport``; ``reactor.getWriters()``;
+      while it has Twisted's ``content`` but no ``application_instance``);
+      ``reactor.getWriters()`` (a connection with bytes still to send);
     - a websocket's ``send`` as ``partial(Server.handle_reply, protocol)``, and autobahn's
       ``sendCloseFrame()``.
     """
@@ -170,10 +173,11 @@ class Daphne:
         if pending:
             logger.warning("%d application instance(s) ignored the cancel: abandoned", len(pending))
 
-    def still_writing(self, server: Any) -> bool:
-        """Whether a connection still has bytes to send (a last 503)."""
-        transports = {getattr(protocol, "transport", None) for protocol in server.connections}
-        return bool(transports & set(self.reactor.getWriters()))
+    def still_writing(self) -> bool:
+        """Whether a connection still has bytes to send (a last 503, a response a client
+        reads slowly, also one Daphne counts as finished): the reactor watches it for
+        writing until its buffer is out."""
+        return bool(self.reactor.getWriters())
 
     @staticmethod
     def websocket_protocol(send: Any) -> Any:
@@ -281,10 +285,11 @@ class DaphneDriver(Driver):
         try:
             await Daphne.cancel_leftovers(server)
             # Twisted drops every connection next, unflushed bytes included.
-            for _ in range(FLUSH_CHECKS):
-                if not self.daphne.still_writing(server):
+            deadline = self.control.exit_deadline()
+            while time.monotonic() < deadline:
+                if not self.daphne.still_writing():
                     break
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(FLUSH_POLL)
         except Exception:
             logger.exception("could not end Daphne's remaining requests cleanly")
 
