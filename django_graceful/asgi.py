@@ -179,14 +179,9 @@ class GracefulASGI:
         tracking_send = TrackingSend(send, lifecycle)
         interruptible.response = tracking_send
         item.answer = tracking_send.refuse
-        settings = lifecycle.settings
-        reuse = settings.REUSE_SYNC_THREADS
-        if reuse:
-            threads = self._sync_threads
-            threads.max_idle = settings.IDLE_SYNC_THREADS
-            if not threads.watching:
-                threads.watching = True
-                lifecycle.on_phase(threads.close_when_stopped, this_cycle=True)
+        reuse = lifecycle.settings.REUSE_SYNC_THREADS
+        if reuse and not self._sync_threads.watching:
+            self._sync_threads.serve_cycle(lifecycle)
         # The request's work for code that runs for it outside the view too (its
         # request_finished receivers: leave_connections_clean names the view).
         previous_item = use_item(item)

@@ -8,6 +8,7 @@ the query runs in a thread of its own (a sync view, a cancelled statement's thre
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,3 +69,13 @@ def recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Events:
         return [row for row in rows if row["event"] == name]
 
     return read
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """A TCP socket listening on 127.0.0.1 (an ephemeral port), closed after the test."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    yield sock
+    sock.close()

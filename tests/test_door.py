@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,15 +21,6 @@ pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="socket filters and /proc are Linux's"
 )
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    yield sock
-    sock.close()
 
 
 def connects(sock: socket.socket, timeout: float = 0.5) -> bool:

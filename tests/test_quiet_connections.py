@@ -19,15 +19,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(8)
-    yield sock
-    sock.close()
-
-
 @contextlib.contextmanager
 def accepted(listener: socket.socket) -> Iterator[tuple[socket.socket, socket.socket]]:
     """A client connection, and the server's side of it as ``listener`` accepted it."""

@@ -424,8 +424,9 @@ class Lifecycle:
         the app (``Driver.reading_requests``, looked at every ``READING_POLL`` s)."""
         deadline = time.monotonic() + seconds
         while self._escalation < unless_escalated:
-            reading = until_idle and not self.registry and self._reading_requests()
-            if until_idle and not self.registry and not reading:
+            idle = until_idle and not self.registry
+            reading = idle and self._reading_requests()
+            if idle and not reading:
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:

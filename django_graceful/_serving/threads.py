@@ -24,12 +24,15 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext
 
 from .._core.phases import Phase
 from .._core.registry import current_item
+
+if TYPE_CHECKING:
+    from .._core.lifecycle import Lifecycle
 
 logger = logging.getLogger("django_graceful")
 
@@ -92,7 +95,7 @@ class SyncThreads:
         self._lock = threading.Lock()
         #: How many idle threads are kept (``IDLE_SYNC_THREADS``).
         self.max_idle = max_idle
-        #: Whether ``close_when_stopped`` listens to this cycle's phases.
+        #: Whether this cycle is served already (``serve_cycle``).
         self.watching = False
 
     def take(self) -> RequestThread:
@@ -112,8 +115,14 @@ class SyncThreads:
                 return
         thread.shutdown(wait=False)
 
-    def close_when_stopped(self, phase: Phase) -> None:
-        """A lifecycle phase listener: ``close()`` at STOPPED."""
+    def serve_cycle(self, lifecycle: Lifecycle) -> None:
+        """Once per lifecycle cycle, at its first request: keep the idle threads its
+        settings allow (``IDLE_SYNC_THREADS``), and close them at its STOPPED."""
+        self.watching = True
+        self.max_idle = lifecycle.settings.IDLE_SYNC_THREADS
+        lifecycle.on_phase(self._close_when_stopped, this_cycle=True)
+
+    def _close_when_stopped(self, phase: Phase) -> None:
         if phase == Phase.STOPPED:
             self.watching = False
             self.close()
