@@ -37,10 +37,17 @@ WORKER_SERVERS = tuple(name for name, kind in KINDS.items() if kind.has_workers)
 #: timeout, the hang report) runs on these; the delivery itself runs on every server.
 DELIVERY_SERVERS = ("uvicorn", "daphne", "granian-rsgi")
 #: Gunicorn's flags beyond the user's line: no control socket (by default one path per user,
-#: $XDG_RUNTIME_DIR/gunicorn.ctl, for every server at once), and a graceful_timeout above
-#: every budget the tests set (the test project's hooks alone take 21.5 s); a test that
-#: needs another one adds its own (the last one counts).
-GUNICORN_FLAGS = ["--no-control-socket", "--graceful-timeout", "60"]
+#: $XDG_RUNTIME_DIR/gunicorn.ctl, for every server at once), a graceful_timeout above
+#: every budget the tests set (the test project's hooks alone take 21.5 s; a test that
+#: needs another one adds its own, the last one counts), and django_graceful's hooks, as
+#: README tells users (the arbiter's exit status).
+GUNICORN_FLAGS = [
+    "--no-control-socket",
+    "--graceful-timeout",
+    "60",
+    "--config",
+    "python:django_graceful.gunicorn_hooks",
+]
 
 
 def is_rsgi(server: str) -> bool:

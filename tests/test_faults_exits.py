@@ -7,8 +7,9 @@ names the hook. What a process manager sees is the status of the process it star
 worker itself (Uvicorn, Daphne, Hypercorn with ``--workers 0``, what ``manage.py serve``
 runs), or a parent that supervises the workers and decides the status on its own:
 Granian's main process and Gunicorn's arbiter exit 0 once they stopped their workers,
-whatever those exit with (Gunicorn's logs the worker's status), and so does Hypercorn's
-parent for one worker (hypercorn#269).
+whatever those exit with, and so does Hypercorn's parent for one worker (hypercorn#269);
+Gunicorn's arbiter exits non-zero with django_graceful's server hooks, which the tests
+use as README tells users to.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ EXIT_STATUS = {
     "daphne": WATCHDOG_STATUS,
     "granian": 0,  # Granian's main process ignores how a worker it stopped exits
     "granian-rsgi": 0,
-    "gunicorn-uvicorn": 0,  # the arbiter logs the worker's status, and exits 0
-    "gunicorn-asgi": 0,
+    # the arbiter exits 0 whatever its workers exit with; django_graceful.gunicorn_hooks
+    # reads their last reports
+    "gunicorn-uvicorn": WATCHDOG_STATUS,
+    "gunicorn-asgi": WATCHDOG_STATUS,
 }
 #: What the watchdog's line says of the hook that blocks the loop.
 BLOCKING_HOOK = (
@@ -77,6 +80,7 @@ def test_a_hook_that_blocks_the_loop_is_named_by_the_watchdog_which_ends_the_wor
         assert srv.events("blocking-hook")
         if server.startswith("gunicorn"):
             assert re.search(rf"Worker \(pid:\d+\) exited with code {WATCHDOG_STATUS}\.", log)
+            assert re.search(r"django_graceful: worker \d+ ended with status 1: ended by the ", log)
         assert code == EXIT_STATUS[server], log
         # Its last report, written before the hooks ran, is written again: never OK.
         report = checkshutdown(srv, "--last")

@@ -6,6 +6,7 @@ import math
 import shlex
 import sys
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -72,6 +73,7 @@ def test_daphne_is_one_process() -> None:
 
 PYTHON = sys.executable
 GUNICORN = [PYTHON, "-m", "gunicorn", "tests.project.asgi:application"]
+HOOKS = ["--config", "python:django_graceful.gunicorn_hooks"]
 
 
 def serve_backstop() -> int:
@@ -93,7 +95,20 @@ def test_gunicorn_runs_the_uvicorn_worker_by_default_with_timeouts_above_the_bud
         *GUNICORN,
         *["--bind", "127.0.0.1:8000", "--worker-class", "uvicorn_worker.UvicornWorker"],
         *gunicorn_flags(backstop, max(30, backstop)),
+        *HOOKS,
     ]
+
+
+def test_gunicorn_gets_django_graceful_hooks_unless_a_config_of_its_own_is_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gunicorn reads ./gunicorn.conf.py only when no --config is given: serve leaves it
+    that file (README: import the hooks there)."""
+    monkeypatch.chdir(tmp_path)
+    assert serve("--server", "gunicorn")[-2:] == HOOKS
+    (tmp_path / "gunicorn.conf.py").write_text("workers = 2\n")
+    argv = serve("--server", "gunicorn")
+    assert "--config" not in argv and argv[-1] == str(max(30, serve_backstop()))
 
 
 def test_gunicorn_native_asgi_worker_binds_host_port_and_runs_n_workers() -> None:
@@ -106,7 +121,7 @@ def test_gunicorn_native_asgi_worker_binds_host_port_and_runs_n_workers() -> Non
         *GUNICORN,
         *["--bind", "[::1]:8001", "--worker-class", "asgi"],
         *gunicorn_flags(graceful, max(30, graceful)),
-        *["--workers", "3"],
+        *["--workers", "3", *HOOKS],
     ]
 
 
@@ -123,6 +138,7 @@ def test_gunicorn_timeouts_follow_the_budget(budget: float, graceful: int, timeo
         assert argv == [
             *[PYTHON, "-m", "gunicorn", "p.asgi:app", "--bind", "0.0.0.0:80"],
             *["--worker-class", worker, *gunicorn_flags(graceful, timeout), "--workers", "2"],
+            *HOOKS,
         ]
 
 

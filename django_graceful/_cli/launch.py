@@ -14,6 +14,10 @@ from django.conf import settings
 
 from .servers import command, kind_of, python_module, require_installed
 
+#: Django_graceful's Gunicorn server hooks, as Gunicorn's ``--config`` names a module;
+#: Gunicorn reads its own default config file instead when it is in the working folder.
+GUNICORN_HOOKS, GUNICORN_CONFIG = "python:django_graceful.gunicorn_hooks", "gunicorn.conf.py"
+
 
 def app_target(asgi_application: str) -> str:
     """``proj.asgi.application`` -> ``proj.asgi:application`` (the servers' notation)."""
@@ -51,9 +55,12 @@ def command_line(
         # worker's startup failed (hypercorn#269).
         workers = 0
     program = python_module(kind)
-    return command(
+    line = command(
         kind, target, host=host, port=port, workers=workers, budget=budget, program=program
     )
+    if kind.server == "gunicorn" and not os.path.exists(GUNICORN_CONFIG):
+        line += ["--config", GUNICORN_HOOKS]  # the arbiter's exit status
+    return line
 
 
 def asgi_application_path() -> str | None:

@@ -180,6 +180,10 @@ class Driver:
         """Seconds the server leaves a worker after a quick stop during its stop; None."""
         return None
 
+    def last_words(self, why: str, status: int) -> None:
+        """The lifecycle ends the process now, with ``status``, saying ``why``: the place
+        to tell a supervisor that would not read the status (from any thread, quickly)."""
+
     def forced_ending(self, signum: int | None) -> Ending | None:
         """How the process ends when the lifecycle must end it for the server, as the
         server itself would end it after ``signum`` (the first signal, or None): where,

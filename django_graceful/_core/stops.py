@@ -280,8 +280,16 @@ class ServerStops:
     def last_resort(self, why: str, ending: Ending) -> None:
         """End the process now, saying why: the one way the lifecycle ends a process."""
         logger.error("%s; ending the process %s (pid %d)", why, ending, os.getpid())
-        self._lifecycle.last_words(f"the process was ended {ending}: {why}")
+        self._last_words(f"the process was ended {ending}: {why}", ending.status)
         end_process(ending.status, ending.signal)
+
+    def _last_words(self, why: str, status: int) -> None:
+        """Tell the lifecycle's listeners and the driver why the process ends now."""
+        self._lifecycle.last_words(why)
+        try:
+            self._driver.last_words(why, status)
+        except Exception:
+            logger.exception("%s's driver failed to take the last words", self._driver.name)
 
     async def _guard_teardown(self) -> None:
         """Wait for the server's teardown of the event loop (it cancels every task, this
@@ -351,10 +359,11 @@ class ServerStops:
             still,
             stack,
         )
-        self._lifecycle.last_words(
+        self._last_words(
             f"ended by the watchdog {deadline:.1f} s after the shutdown signal (budget "
             f"{deadline - EXIT_SLACK:.1f} s), phase {self._lifecycle.phase.name}"
-            + (f": {hooks}" if hooks else f"; still running: {still}")
+            + (f": {hooks}" if hooks else f"; still running: {still}"),
+            WATCHDOG_STATUS,
         )
         end_process(WATCHDOG_STATUS)
 

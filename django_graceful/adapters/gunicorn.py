@@ -54,6 +54,8 @@ logger = logging.getLogger("django_graceful")
 #: The gunicorn versions whose Worker the probe was read against (27.0.1 tested); a
 #: newer one is used with a warning when its internals are where these have them.
 MIN_VERSION, BELOW_VERSION = (27,), (28,)
+#: django_graceful's Gunicorn server hooks: the arbiter's side of ``last_words``.
+HOOKS_MODULE = "django_graceful.gunicorn_hooks"
 #: Seconds between two heartbeats while our shutdown runs (at most).
 HEARTBEAT_INTERVAL = 1.0
 #: How often a serving worker looks whether gunicorn stopped it without a signal.
@@ -256,6 +258,14 @@ class GunicornStops(Driver):
 
     def quick_limit(self) -> float | None:
         return QUICK_WINDOW if self.gunicorn is not None else None
+
+    def last_words(self, why: str, status: int) -> None:
+        """The arbiter exits 0 whatever its workers exit with: a non-zero status is told
+        to it through django_graceful's Gunicorn hooks (``gunicorn_hooks``), when its
+        configuration has them (the module was imported before the fork)."""
+        hooks = sys.modules.get(HOOKS_MODULE)
+        if status and hooks is not None:
+            hooks.note_ending(why, status)
 
     def signalled(self, signum: int) -> None:
         control, gunicorn = self.control, self.gunicorn
