@@ -186,7 +186,9 @@ class GracefulASGI:
         # request_finished receivers: leave_connections_clean names the view).
         previous_item = use_item(item)
         try:
-            async with ReusedThreadContext(self._sync_threads) if reuse else _NO_CONTEXT:
+            async with (
+                ReusedThreadContext(self._sync_threads, tracking_send) if reuse else _NO_CONTEXT
+            ):
                 await self.app(scope, interruptible, tracking_send)
         except asyncio.CancelledError as exc:
             await self._answer_cancelled(item, tracking_send)
