@@ -180,7 +180,7 @@ class GracefulASGI:
         interruptible.response = tracking_send
         item.answer = tracking_send.refuse
         reuse = lifecycle.settings.REUSE_SYNC_THREADS
-        if reuse and not self._sync_threads.watching:
+        if not self._sync_threads.watching:  # its pools too, threads reused or not
             self._sync_threads.serve_cycle(lifecycle)
         # The request's work for code that runs for it outside the view too (its
         # request_finished receivers: leave_connections_clean names the view).

@@ -105,8 +105,7 @@ def backends_used(url: str, requests_each: int = REQUESTS_EACH) -> set[int]:
     ("server", "health_checks"),
     [
         ("uvicorn", False),
-        ("uvicorn", True),
-        ("gunicorn-uvicorn", False),
+        ("gunicorn-uvicorn", True),
         ("daphne", False),
         ("granian", False),
         ("granian-rsgi", False),
@@ -258,18 +257,21 @@ def sessions_of(database: str) -> Sessions:
     return Sessions(*row)
 
 
-@pytest.mark.parametrize("pool", [False, True], ids=["persistent", "pool"])
+#: Each server exits its own way (Daphne's reactor, Granian's workers, Gunicorn's arbiter).
+STOPS = [
+    *(
+        (server, signal.SIGTERM, pool)
+        for server in ("uvicorn", "gunicorn-uvicorn", "daphne", "granian", "granian-rsgi")
+        for pool in (False, True)
+    ),
+    ("uvicorn", signal.SIGKILL, False),
+]
+
+
 @pytest.mark.parametrize(
-    ("server", "stop"),
-    [
-        ("uvicorn", signal.SIGTERM),
-        ("gunicorn-uvicorn", signal.SIGTERM),
-        ("daphne", signal.SIGTERM),
-        ("granian", signal.SIGTERM),
-        ("granian-rsgi", signal.SIGTERM),
-        ("uvicorn", signal.SIGKILL),
-    ],
-    ids=lambda value: value.name if isinstance(value, signal.Signals) else value,
+    ("server", "stop", "pool"),
+    STOPS,
+    ids=[f"{server}-{stop.name}{'-pool' if pool else ''}" for server, stop, pool in STOPS],
 )
 def test_at_a_sigterm_the_threads_close_their_connections(
     server: str, stop: signal.Signals, pool: bool, database: str

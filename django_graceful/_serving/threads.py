@@ -284,13 +284,16 @@ class SyncThreads:
             self.close()
 
     def close(self) -> None:
-        """End the idle threads, each once it has closed its database connections (a
-        persistent one, ``CONN_MAX_AGE``, would otherwise just drop at the process's end)."""
+        """End the idle threads, each once it has closed its database connections, and
+        close Django's connection pools: a persistent connection (``CONN_MAX_AGE``) or a
+        pooled one would otherwise just drop at the process's end, which the database
+        counts as a client gone without a goodbye."""
         with self._lock:
             idle, self._idle = self._idle, []
         for thread in idle:
             thread.submit(close_connections)
             thread.shutdown(wait=False)
+        close_pools()
 
     def __len__(self) -> int:
         return len(self._idle)
@@ -341,6 +344,21 @@ def close_connections() -> None:
     from django.db import connections
 
     connections.close_all()
+
+
+def close_pools() -> None:
+    """Close Django's connection pools (``OPTIONS["pool"]``, PostgreSQL, Django >= 5.1):
+    their idle connections, and each connection in use as it is given back."""
+    from django.db import connections
+
+    for alias in connections:
+        connection = connections[alias]
+        if not connection.settings_dict.get("OPTIONS", {}).get("pool"):
+            continue
+        try:
+            connection.close_pool()  # type: ignore[attr-defined]
+        except Exception:
+            logger.warning("could not close the connection pool of %r", alias, exc_info=True)
 
 
 def leave_connections_clean(**_: Any) -> None:
