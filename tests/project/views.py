@@ -285,8 +285,11 @@ DOWNLOAD = __file__
 
 def sync_thread(request: HttpRequest) -> JsonResponse:
     """The thread this sync view runs on, after ``?s=`` seconds; ``?query`` runs a
-    statement on it, ``?leave-transaction`` enters an atomic block it never leaves."""
-    time.sleep(float(request.GET.get("s", "0")))  # graceful: ignore[W006]
+    statement on it, ``?leave-transaction`` enters an atomic block it never leaves.
+    Records ``sync-thread-sleeps`` before a sleep."""
+    if seconds := float(request.GET.get("s", "0")):
+        record("sync-thread-sleeps")
+    time.sleep(seconds)  # graceful: ignore[W006]
     if "leave-transaction" in request.GET:
         transaction.atomic().__enter__()
     if "query" in request.GET or "leave-transaction" in request.GET:
