@@ -160,10 +160,6 @@ class RequestThread(ThreadPoolExecutor):
         callback(self)
         return True
 
-    def when_idle(self, callback: Callable[[RequestThread], None]) -> None:
-        """Call ``callback(self)`` once nothing submitted is still pending."""
-        self.release(self._owner, callback)
-
     @property
     def idle(self) -> bool:
         return self._pending == 0
