@@ -15,7 +15,7 @@ class GracefulConfig(AppConfig):
         from . import checks as graceful_checks
         from ._cancel import sql
         from ._diagnosis import publisher
-        from ._serving.threads import leave_connections_clean
+        from ._serving.threads import leave_connections_clean, request_closed
         from .conf import reset
 
         checks.register(graceful_checks.check_settings)
@@ -26,5 +26,6 @@ class GracefulConfig(AppConfig):
         request_finished.connect(
             leave_connections_clean, dispatch_uid="django_graceful.leave_connections_clean"
         )
+        request_finished.connect(request_closed, dispatch_uid="django_graceful.request_closed")
         sql.install()
         publisher.install()

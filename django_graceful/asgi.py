@@ -180,13 +180,15 @@ class GracefulASGI:
         interruptible.response = tracking_send
         item.answer = tracking_send.refuse
         reuse = lifecycle.settings.REUSE_SYNC_THREADS
-        if reuse and not self._sync_threads.watching:
+        if not self._sync_threads.watching:  # its pools too, threads reused or not
             self._sync_threads.serve_cycle(lifecycle)
         # The request's work for code that runs for it outside the view too (its
         # request_finished receivers: leave_connections_clean names the view).
         previous_item = use_item(item)
         try:
-            async with ReusedThreadContext(self._sync_threads) if reuse else _NO_CONTEXT:
+            async with (
+                ReusedThreadContext(self._sync_threads, tracking_send) if reuse else _NO_CONTEXT
+            ):
                 await self.app(scope, interruptible, tracking_send)
         except asyncio.CancelledError as exc:
             await self._answer_cancelled(item, tracking_send)

@@ -88,16 +88,18 @@ class InterruptibleReceive:
 
 
 class TrackingSend:
-    """``send()`` that notes whether the response began, and adds ``Connection: close``
-    to responses that begin from CLOSING on; ``refuse()`` answers 503 in the app's place."""
+    """``send()`` that notes whether the response began, ended (``finished``: its last
+    message given; ``sent``: the server took it), and adds ``Connection: close`` to
+    responses that begin from CLOSING on; ``refuse()`` answers 503 in the app's place."""
 
-    __slots__ = ("_lifecycle", "_refused", "_send", "finished", "started")
+    __slots__ = ("_lifecycle", "_refused", "_send", "finished", "sent", "started")
 
     def __init__(self, send: Send, lifecycle: Lifecycle) -> None:
         self._send = send
         self._lifecycle = lifecycle
         self.started = False
         self.finished = False
+        self.sent = False
         self._refused = False
 
     async def __call__(self, message: Any) -> None:
@@ -116,6 +118,7 @@ class TrackingSend:
                 ]
                 message = {**message, "headers": [*headers, (b"connection", b"close")]}
         await self._send(message)
+        self.sent = self.finished
 
     async def refuse(self) -> bool:
         """503 + ``Connection: close`` through the server's ``send`` if the response has
@@ -124,5 +127,5 @@ class TrackingSend:
             return False
         self.started = self._refused = True
         await refuse_http(self._send, SHUTTING_DOWN_BODY)
-        self.finished = True
+        self.finished = self.sent = True
         return True

@@ -10,6 +10,16 @@ context then finds it and adds nothing. When the request ends the thread goes ba
 the pool once it has nothing left to run: a sync view whose client left (asgiref lets its
 call go) keeps its thread until the view ends, and no other request gets it meanwhile.
 
+A thread goes back as soon as its request has nothing left to run there: once the
+response was sent and closed on it (``request_finished``, the request's last sync call),
+from that thread itself, before the request's task has even heard of the close. And a
+request that finds no idle thread while another request's response is sent and only
+its close is left waits for that thread (``FINISHING_WAIT`` at most) rather than start
+one: a client sends its next request as soon as it has read the response, often before
+the close ran, and each new thread would open a database connection of its own. So
+threads (and persistent connections) stay bounded by the requests in flight. A request
+never waits behind a view that is still running.
+
 What changes for the app is what changes under a WSGI server's thread pool: a thread
 serves many requests one after the other, so what a request leaves in a thread-local
 stays for the next one, and a persistent database connection (``CONN_MAX_AGE``) is
@@ -19,12 +29,14 @@ makes a thread-sensitive call gets a thread of its own, as with Django's context
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext
 
@@ -40,19 +52,71 @@ logger = logging.getLogger("django_graceful")
 #: back: the pool grows with the requests in flight at once, as the threads Django starts
 #: do, and shrinks back after a burst.
 MAX_IDLE = 8
+#: How long (s) a request that finds no idle thread waits for one whose request has
+#: only its response's close left (``request_finished`` receivers, which take well under
+#: a millisecond), before it starts a thread of its own: a wait for bookkeeping, never for
+#: a view, and bounded in case a receiver is slow.
+FINISHING_WAIT = 0.2
 #: Tells the threads apart in logs and stacks: django_graceful-sync-<n>_0.
 _numbers = itertools.count(1)
+#: ``.thread``: the RequestThread the current thread is, in its own thread.
+_local = threading.local()
+
+
+class Response(Protocol):
+    """What a thread reads of its request's response (``TrackingSend``)."""
+
+    @property
+    def sent(self) -> bool:
+        """Whether the response's last message was sent."""
 
 
 class RequestThread(ThreadPoolExecutor):
-    """One thread for one request at a time, that knows when it has nothing to run."""
+    """One thread for one request at a time, that knows when it has nothing to run.
+
+    Lent to a request (its owner) and let go by it, once: by the request's end
+    (``release``), or by the thread itself when the request's response was closed on it
+    (``request_closed``) and that call has ended, whichever comes first."""
 
     def __init__(self) -> None:
         name = f"django_graceful-sync-{next(_numbers)}"
-        super().__init__(max_workers=1, thread_name_prefix=name)
+        super().__init__(max_workers=1, thread_name_prefix=name, initializer=self._bind)
+        # Guards _pending, _on_idle and the loan (_owner, _response, _closed, _on_closed),
+        # changed by the loop's thread and by this one.
         self._lock = threading.Lock()
         self._pending = 0
         self._on_idle: Callable[[RequestThread], None] | None = None
+        self._owner: object | None = None
+        self._response: Response | None = None
+        self._closed = False
+        self._on_closed: Callable[[RequestThread], None] | None = None
+
+    def _bind(self) -> None:
+        _local.thread = self
+
+    def lend(
+        self,
+        owner: object,
+        response: Response | None = None,
+        on_closed: Callable[[RequestThread], None] | None = None,
+    ) -> None:
+        """Serve ``owner``'s request; ``on_closed(self)`` runs here once its ``response``
+        was sent and closed here and the call that closed it ended."""
+        with self._lock:
+            self._owner, self._response, self._on_closed = owner, response, on_closed
+            self._closed = False
+
+    @property
+    def finishing(self) -> bool:
+        """Lent to a request whose response was sent: only its close is left."""
+        response = self._response
+        return self._owner is not None and response is not None and response.sent
+
+    def request_closed(self) -> None:
+        """On this thread, from ``request_finished``: its request's response, sent, was
+        closed (and not, say, a test client's request run inside a view)."""
+        if self.finishing:
+            self._closed = True
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
         with self._lock:
@@ -66,25 +130,46 @@ class RequestThread(ThreadPoolExecutor):
         return future
 
     def _finished(self, _: object) -> None:
+        # On this thread as a call ends, before the loop hears of its result (the first
+        # done-callback: asyncio's comes after it).
+        closed = None
         with self._lock:
             self._pending -= 1
-            callback, self._on_idle = (self._on_idle, None) if not self._pending else (None, None)
+            if self._pending:
+                return
+            callback, self._on_idle = self._on_idle, None
+            if callback is None and self._closed and self._on_closed is not None:
+                closed = self._on_closed
+                self._owner = self._response = self._on_closed = None
         if callback is not None:
             callback(self)
+        elif closed is not None:
+            closed(self)
 
-    def when_idle(self, callback: Callable[[RequestThread], None]) -> None:
-        """Call ``callback(self)`` once nothing submitted is still pending: now, or from
-        this thread when its last call ends (a result the loop got a moment before the
-        call's own bookkeeping, or a call its request let go)."""
+    def release(self, owner: object, callback: Callable[[RequestThread], None]) -> bool:
+        """``owner`` lets go: ``callback(self)`` once nothing submitted is still pending
+        (now, or from this thread when its last call ends: a call its request let go).
+        False, and no callback, when it was let go already (``request_closed``)."""
         with self._lock:
+            if self._owner is not owner:
+                return False
+            self._owner = self._response = self._on_closed = None
             if self._pending:
                 self._on_idle = callback
-                return
+                return True
         callback(self)
+        return True
 
     @property
     def idle(self) -> bool:
         return self._pending == 0
+
+
+def request_closed(**_: Any) -> None:
+    """``request_finished``: on a request thread, its request's response was closed."""
+    thread = getattr(_local, "thread", None)
+    if thread is not None:
+        thread.request_closed()
 
 
 class SyncThreads:
@@ -92,6 +177,12 @@ class SyncThreads:
 
     def __init__(self, max_idle: int = MAX_IDLE) -> None:
         self._idle: list[RequestThread] = []
+        #: Lent to a request: how many of them are finishing (``take_soon``).
+        self._lent: set[RequestThread] = set()
+        #: Requests waiting for a finishing thread, in order, each with its loop.
+        self._waiting: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[RequestThread]]]
+        self._waiting = deque()
+        # Guards _idle, _lent and _waiting: threads come back from their own threads.
         self._lock = threading.Lock()
         #: How many idle threads are kept (``IDLE_SYNC_THREADS``).
         self.max_idle = max_idle
@@ -99,21 +190,82 @@ class SyncThreads:
         self.watching = False
 
     def take(self) -> RequestThread:
+        """An idle thread, or a new one."""
         with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        return RequestThread()
+            thread = self._idle.pop() if self._idle else None
+            if thread is None:
+                thread = RequestThread()
+            self._lent.add(thread)
+        return thread
 
-    def give_back(self, thread: RequestThread) -> None:
-        """Back to the pool once it has nothing to run (never handed on while busy)."""
-        thread.when_idle(self._put_back)
-
-    def _put_back(self, thread: RequestThread) -> None:
+    async def take_soon(self) -> RequestThread:
+        """An idle thread; or, when a thread lent to another request is finishing and no
+        other request waits for it, that thread as soon as it is back (``FINISHING_WAIT``
+        at most); or a new one."""
         with self._lock:
-            if len(self._idle) < self.max_idle:
-                self._idle.append(thread)
-                return
-        thread.shutdown(wait=False)
+            finishing = sum(thread.finishing for thread in self._lent)
+            if self._idle or finishing <= len(self._waiting):
+                future = None
+            else:
+                loop = asyncio.get_running_loop()
+                future = loop.create_future()
+                self._waiting.append((loop, future))
+        if future is not None:
+            try:
+                await asyncio.wait((future,), timeout=FINISHING_WAIT)
+            except BaseException:
+                if (handed := self._stop_waiting(future)) is not None:
+                    self.put_back(handed)
+                raise
+            if (handed := self._stop_waiting(future)) is not None:
+                with self._lock:
+                    self._lent.add(handed)
+                return handed
+        return self.take()
+
+    def _stop_waiting(self, future: asyncio.Future[RequestThread]) -> RequestThread | None:
+        """The thread handed to ``future``, or None: no longer waited for."""
+        with self._lock:
+            try:
+                self._waiting.remove((asyncio.get_running_loop(), future))
+            except ValueError:
+                pass
+        if future.cancel():
+            return None  # a thread handed later goes back (_hand)
+        return future.result()
+
+    def give_back(self, thread: RequestThread, owner: object = None) -> None:
+        """``owner`` lets ``thread`` go: back to the pool once it has nothing to run (never
+        handed on while busy); nothing when it went back already (``request_closed``)."""
+        thread.release(owner, self.put_back)
+
+    def put_back(self, thread: RequestThread) -> None:
+        """``thread`` has nothing to run: to the first request waiting, or to the pool
+        (from any thread)."""
+        with self._lock:
+            self._lent.discard(thread)
+            while self._waiting:
+                loop, future = self._waiting.popleft()
+                if not future.done():
+                    break
+            else:
+                if len(self._idle) < self.max_idle:
+                    self._idle.append(thread)
+                    return
+                loop = None
+        if loop is None:
+            thread.shutdown(wait=False)
+            return
+        try:
+            loop.call_soon_threadsafe(self._hand, future, thread)
+        except RuntimeError:  # its loop is closed
+            self.put_back(thread)
+
+    def _hand(self, future: asyncio.Future[RequestThread], thread: RequestThread) -> None:
+        if future.done():  # it stopped waiting meanwhile
+            self.put_back(thread)
+        else:
+            future.set_result(thread)
 
     def serve_cycle(self, lifecycle: Lifecycle) -> None:
         """Once per lifecycle cycle, at its first request: keep the idle threads its
@@ -128,13 +280,16 @@ class SyncThreads:
             self.close()
 
     def close(self) -> None:
-        """End the idle threads, each once it has closed its database connections (a
-        persistent one, ``CONN_MAX_AGE``, would otherwise just drop at the process's end)."""
+        """End the idle threads, each once it has closed its database connections, and
+        close Django's connection pools: a persistent connection (``CONN_MAX_AGE``) or a
+        pooled one would otherwise just drop at the process's end, which the database
+        counts as a client gone without a goodbye."""
         with self._lock:
             idle, self._idle = self._idle, []
         for thread in idle:
             thread.submit(close_connections)
             thread.shutdown(wait=False)
+        close_pools()
 
     def __len__(self) -> int:
         return len(self._idle)
@@ -143,15 +298,19 @@ class SyncThreads:
 class ReusedThreadContext(ThreadSensitiveContext):
     """``ThreadSensitiveContext`` whose thread comes from ``threads`` and goes back."""
 
-    def __init__(self, threads: SyncThreads) -> None:
+    def __init__(self, threads: SyncThreads, response: Response | None = None) -> None:
         super().__init__()
         self._threads = threads
+        self._response = response
         self._thread: RequestThread | None = None
 
     async def __aenter__(self) -> ReusedThreadContext:
+        if SyncToAsync.thread_sensitive_context.get(None) is None:  # the request's own
+            thread = await self._threads.take_soon()
+            thread.lend(self, self._response, self._closed_early)
+            self._thread = thread
         await super().__aenter__()
-        if self.token is not None:  # the outermost context: the request's
-            self._thread = self._threads.take()
+        if self._thread is not None:
             SyncToAsync.context_to_thread_executor[self] = self._thread
         return self
 
@@ -159,9 +318,21 @@ class ReusedThreadContext(ThreadSensitiveContext):
         thread, self._thread = self._thread, None
         if thread is not None:
             # Taken out before asgiref's exit, which would shut it down.
-            SyncToAsync.context_to_thread_executor.pop(self, None)
-            self._threads.give_back(thread)
+            self._unmap(thread)
+            self._threads.give_back(thread, self)
         await super().__aexit__(*exc)
+
+    def _closed_early(self, thread: RequestThread) -> None:
+        """On ``thread``: the response was closed, the request has nothing left to run
+        there. A sync call its task still makes (one it started that outlives it) gets a
+        thread of its own, as after the request's end."""
+        self._unmap(thread)
+        self._threads.put_back(thread)
+
+    def _unmap(self, thread: RequestThread) -> None:
+        executors = SyncToAsync.context_to_thread_executor
+        if executors.get(self) is thread:
+            executors.pop(self, None)
 
 
 def close_connections() -> None:
@@ -169,6 +340,21 @@ def close_connections() -> None:
     from django.db import connections
 
     connections.close_all()
+
+
+def close_pools() -> None:
+    """Close Django's connection pools (``OPTIONS["pool"]``, PostgreSQL, Django >= 5.1):
+    their idle connections, and each connection in use as it is given back."""
+    from django.db import connections
+
+    for alias in connections:
+        connection = connections[alias]
+        if not connection.settings_dict.get("OPTIONS", {}).get("pool"):
+            continue
+        try:
+            connection.close_pool()  # type: ignore[attr-defined]
+        except Exception:
+            logger.warning("could not close the connection pool of %r", alias, exc_info=True)
 
 
 def leave_connections_clean(**_: Any) -> None:

@@ -47,6 +47,8 @@ if _postgres_listening():
         "CONN_MAX_AGE": int(os.environ.get("GRACEFUL_TEST_PG_CONN_MAX_AGE", "0")),
         "CONN_HEALTH_CHECKS": bool(os.environ.get("GRACEFUL_TEST_PG_HEALTH_CHECKS")),
     }
+    # Any other of its settings, as JSON (e.g. NAME, ATOMIC_REQUESTS, OPTIONS' "pool").
+    DATABASES["pg"].update(json.loads(os.environ.get("GRACEFUL_TEST_PG", "{}")))
 
 #: Channels: the in-memory layer, or channels_redis when GRACEFUL_TEST_REDIS holds a URL
 #: (GRACEFUL_TEST_REDIS_PREFIX keeps each test's groups apart). Its socket timeout is above

@@ -23,6 +23,8 @@ urlpatterns = [
     path("sql/pg-timed/", views.sql_pg_timed),
     path("sql/ping/", views.sql_ping),
     path("sql/pg-backend/", views.pg_backend),
+    path("sql/pg-fault/", views.pg_fault),
+    path("sql/pg-write/", views.pg_write),
     path("download/", views.download),
     path("bulk/", views.bulk),
     path("thread/", views.sync_thread),

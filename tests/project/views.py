@@ -217,11 +217,45 @@ def sql_ping(request: HttpRequest) -> JsonResponse:
 
 
 def pg_backend(request: HttpRequest) -> JsonResponse:
-    """The PostgreSQL backend (its pid) that serves this sync view's one statement."""
+    """The PostgreSQL backend (its pid) that serves this sync view's one statement, and
+    the thread it runs on."""
     with connections["pg"].cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         (backend,) = cursor.fetchone()
-    return JsonResponse({"backend": backend})
+    return JsonResponse({"backend": backend, "thread": threading.current_thread().name})
+
+
+#: What ``pg_fault`` does wrong (``?do=``), each answered 500.
+PG_FAULTS = {
+    "raise-in-atomic": (True, "SELECT 1", True),
+    "error-in-atomic": (True, "SELECT 1 / 0", False),
+    "terminated": (False, "SELECT pg_terminate_backend(pg_backend_pid())", False),
+    "terminated-in-atomic": (True, "SELECT pg_terminate_backend(pg_backend_pid())", False),
+}
+
+
+def pg_fault(request: HttpRequest) -> HttpResponse:
+    """A request that fails on PostgreSQL (``PG_FAULTS``): inside ``atomic()`` or not,
+    by its own exception, an SQL error, or its backend terminated in the middle of it.
+    Records its thread (``pg-fault``)."""
+    atomic, sql, then_raise = PG_FAULTS[request.GET["do"]]
+    record("pg-fault", thread=threading.current_thread().name)
+    with transaction.atomic(using="pg") if atomic else contextlib.nullcontext():
+        with connections["pg"].cursor() as cursor:
+            cursor.execute(sql)
+        if then_raise:
+            raise RuntimeError("pg_fault: an error inside atomic()")
+    return HttpResponse("not reached")
+
+
+def pg_write(request: HttpRequest) -> JsonResponse:
+    """Inserts ``?value=`` into the ``graceful_rows`` table, then raises if ``?fail``:
+    with ``ATOMIC_REQUESTS`` the view's transaction."""
+    with connections["pg"].cursor() as cursor:
+        cursor.execute("INSERT INTO graceful_rows (value) VALUES (%s)", [request.GET["value"]])
+    if "fail" in request.GET:
+        raise RuntimeError("pg_write: failed after its insert")
+    return JsonResponse({"thread": threading.current_thread().name})
 
 
 def gives_up(request: HttpRequest) -> HttpResponse:
@@ -251,8 +285,11 @@ DOWNLOAD = __file__
 
 def sync_thread(request: HttpRequest) -> JsonResponse:
     """The thread this sync view runs on, after ``?s=`` seconds; ``?query`` runs a
-    statement on it, ``?leave-transaction`` enters an atomic block it never leaves."""
-    time.sleep(float(request.GET.get("s", "0")))  # graceful: ignore[W006]
+    statement on it, ``?leave-transaction`` enters an atomic block it never leaves.
+    Records ``sync-thread-sleeps`` before a sleep."""
+    if seconds := float(request.GET.get("s", "0")):
+        record("sync-thread-sleeps")
+    time.sleep(seconds)  # graceful: ignore[W006]
     if "leave-transaction" in request.GET:
         transaction.atomic().__enter__()
     if "query" in request.GET or "leave-transaction" in request.GET:
