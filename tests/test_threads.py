@@ -143,8 +143,8 @@ def test_a_server_reuses_threads_and_still_drains_a_sync_view_at_sigterm(server:
         assert len(set(names)) <= 2, names
         assert all(name.startswith("django_graceful-sync") for name in names), names
         srv.wait_engaged()
-        in_flight = in_background(srv.get, "/thread/?s=0.5")
-        time.sleep(0.2)
+        in_flight = in_background(srv.get, "/thread/?s=0.5&begin")
+        srv.wait_event("thread-begin")  # in flight when the signal comes
         srv.signal()
         answer = in_flight.result(10)
         assert answer.status_code == 200, srv.log()

@@ -250,8 +250,11 @@ DOWNLOAD = __file__
 
 
 def sync_thread(request: HttpRequest) -> JsonResponse:
-    """The thread this sync view runs on, after ``?s=`` seconds; ``?query`` runs a
-    statement on it, ``?leave-transaction`` enters an atomic block it never leaves."""
+    """The thread this sync view runs on, after ``?s=`` seconds (``?begin`` records
+    ``thread-begin`` first); ``?query`` runs a statement on it, ``?leave-transaction``
+    enters an atomic block it never leaves."""
+    if "begin" in request.GET:
+        record("thread-begin")
     time.sleep(float(request.GET.get("s", "0")))  # graceful: ignore[W006]
     if "leave-transaction" in request.GET:
         transaction.atomic().__enter__()
