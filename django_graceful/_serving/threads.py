@@ -358,32 +358,62 @@ def close_pools() -> None:
 
 
 def leave_connections_clean(**_: Any) -> None:
-    """``request_finished``, on the request's thread, after Django's own receiver: a
-    database connection still inside an atomic block (entered and never left) is closed,
-    which rolls its transaction back, with a warning naming the view, so that the next
-    request on this thread starts clean. Django's receiver closes such a connection but
-    leaves it marked as inside the block: on a thread that serves on (reused here, or a
-    WSGI server's), every later query there would fail with "Cannot operate on a closed
-    database"."""
+    """``request_finished``, on the request's thread, after Django's own receiver: each
+    database connection of the thread is left out of any transaction, so that the next
+    request on this thread starts as on a thread of its own.
+
+    A connection still inside an atomic block (entered and never left) is closed, which
+    rolls its transaction back, with a warning naming the view. Django's receiver closes
+    such a connection but leaves it marked as inside the block: on a thread that serves
+    on (reused here, or a WSGI server's), every later query there would fail with "Cannot
+    operate on a closed database". The rest of the block's state (its savepoints, commit
+    hooks, rollback mark, the blocks themselves) goes too, not only at the next
+    connect(): an outermost ``atomic(durable=True)`` there would find the block still open
+    and raise.
+
+    A connection left with autocommit off is one Django's receiver closes, unless it
+    cannot: an in-memory SQLite database (a test's), which Django never closes. Its
+    transaction is rolled back and autocommit turned back on, or the next request there
+    would run in it and never commit."""
     from django.db import connections
 
     for connection in connections.all(initialized_only=True):
-        if not connection.in_atomic_block:
-            continue
-        request = current_item()
-        logger.warning(
-            "%s left a transaction open on database %r (an atomic block it never left): "
-            "rolled back and closed",
-            (request.view or request.what) if request is not None else "a request",
-            connection.alias,
-        )
-        # Out of the block Django still counts, so that close() closes; the next
-        # connect() resets the rest of the transaction state.
-        connection.in_atomic_block = False
-        connection.closed_in_transaction = False
-        try:
-            connection.close()
-        except Exception:
-            logger.debug("could not close database %r", connection.alias, exc_info=True)
-        finally:
-            connection.connection = None
+        if connection.in_atomic_block:
+            _close_atomic_block(connection)
+        elif (
+            connection.connection is not None
+            and connection.autocommit != connection.settings_dict["AUTOCOMMIT"]
+        ):
+            _restore_autocommit(connection)
+
+
+def _close_atomic_block(connection: Any) -> None:
+    request = current_item()
+    logger.warning(
+        "%s left a transaction open on database %r (an atomic block it never left): "
+        "rolled back and closed",
+        (request.view or request.what) if request is not None else "a request",
+        connection.alias,
+    )
+    # Out of the block Django still counts, so that close() closes.
+    connection.in_atomic_block = False
+    connection.closed_in_transaction = False
+    try:
+        connection.close()
+    except Exception:
+        logger.debug("could not close database %r", connection.alias, exc_info=True)
+    finally:
+        connection.connection = None
+        connection.atomic_blocks = []
+        connection.savepoint_ids = []
+        connection.needs_rollback = False
+        connection.run_on_commit = []
+
+
+def _restore_autocommit(connection: Any) -> None:
+    try:
+        connection.rollback()
+        connection.set_autocommit(connection.settings_dict["AUTOCOMMIT"])
+    except Exception:
+        logger.debug("could not roll back database %r", connection.alias, exc_info=True)
+        connection.connection = None  # the next request connects anew

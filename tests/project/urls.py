@@ -31,4 +31,5 @@ urlpatterns = [
     path("leaves-a-task/", views.leaves_a_task),
     path("health/", include("django_graceful.urls")),
     path("hangs/", include("tests.project.urls_hangs")),
+    path("thread-state/", include("tests.project.urls_thread_state")),
 ]
