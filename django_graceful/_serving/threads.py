@@ -254,7 +254,7 @@ class SyncThreads:
                     return
                 loop = None
         if loop is None:
-            thread.shutdown(wait=False)
+            end(thread)
             return
         try:
             loop.call_soon_threadsafe(self._hand, future, thread)
@@ -287,8 +287,7 @@ class SyncThreads:
         with self._lock:
             idle, self._idle = self._idle, []
         for thread in idle:
-            thread.submit(close_connections)
-            thread.shutdown(wait=False)
+            end(thread)
         close_pools()
 
     def __len__(self) -> int:
@@ -333,6 +332,13 @@ class ReusedThreadContext(ThreadSensitiveContext):
         executors = SyncToAsync.context_to_thread_executor
         if executors.get(self) is thread:
             executors.pop(self, None)
+
+
+def end(thread: RequestThread) -> None:
+    """End ``thread`` once it has closed its database connections: a persistent one
+    would otherwise stay open, idle, until the thread's objects are collected."""
+    thread.submit(close_connections)
+    thread.shutdown(wait=False)
 
 
 def close_connections() -> None:

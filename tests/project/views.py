@@ -218,10 +218,11 @@ def sql_ping(request: HttpRequest) -> JsonResponse:
 
 def pg_backend(request: HttpRequest) -> JsonResponse:
     """The PostgreSQL backend (its pid) that serves this sync view's one statement, and
-    the thread it runs on."""
+    the thread it runs on; held ``?s=`` seconds after the statement."""
     with connections["pg"].cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         (backend,) = cursor.fetchone()
+    time.sleep(float(request.GET.get("s", "0")))  # graceful: ignore[W006]
     return JsonResponse({"backend": backend, "thread": threading.current_thread().name})
 
 
