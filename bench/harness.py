@@ -44,6 +44,16 @@ RESULTS = ROOT / "bench" / "results"
 SERVERS = tuple(name for name, kind in KINDS.items() if kind.interface != "rsgi")
 #: The distributions each server kind runs on (for the versions a table names).
 PACKAGES = {name: kind.distributions for name, kind in KINDS.items()}
+#: How the tables name each server kind (README's words).
+SERVER_NAMES = {
+    "uvicorn": "Uvicorn",
+    "hypercorn": "Hypercorn",
+    "granian": "Granian `--interface asgi`",
+    "granian-rsgi": "Granian RSGI",
+    "daphne": "Daphne",
+    "gunicorn-uvicorn": "Gunicorn `-k uvicorn_worker.UvicornWorker`",
+    "gunicorn-asgi": "Gunicorn `--worker-class asgi`",
+}
 
 #: variant -> (ASGI app, settings module): plain Django, and django_graceful with
 #: ``REUSE_SYNC_THREADS`` off (``graceful``) or as it comes (``graceful-reuse``, on).

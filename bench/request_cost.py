@@ -66,6 +66,7 @@ sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != R
 
 from bench.harness import (  # noqa: E402
     RESULTS,
+    SERVER_NAMES,
     VARIANTS,
     Load,
     LoadFn,
@@ -87,16 +88,7 @@ from bench.project.views import JSON_BODY_SIZE, STREAM_SIZE  # noqa: E402
 from django_graceful._cli.ports import free_port  # noqa: E402
 from django_graceful._cli.servers import KINDS  # noqa: E402
 
-#: The server kinds, as the tables name them; the first five run unless --servers says.
-SERVER_NAMES = {
-    "uvicorn": "Uvicorn",
-    "granian-rsgi": "Granian RSGI",
-    "granian": "Granian ASGI",
-    "daphne": "Daphne",
-    "gunicorn-uvicorn": "Gunicorn + Uvicorn worker",
-    "hypercorn": "Hypercorn",
-    "gunicorn-asgi": "Gunicorn --worker-class asgi",
-}
+#: The server kinds that run unless --servers says.
 DEFAULT_SERVERS = ("uvicorn", "granian-rsgi", "granian", "daphne", "gunicorn-uvicorn")
 QUICK_SERVERS = ("uvicorn", "granian-rsgi")
 #: Flags that turn access logs off where a server writes them by default.
