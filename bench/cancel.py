@@ -54,13 +54,18 @@ sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != R
 
 from bench.harness import (  # noqa: E402
     RESULTS,
+    LoadFn,
     Server,
     ServerError,
+    arguments,
     begin,
+    cpu_seconds,
     load_average,
+    load_client,
     log,
     machine,
     publish,
+    uvicorn_flavour,
     versions,
 )
 from bench.overhead import (  # noqa: E402
@@ -71,12 +76,8 @@ from bench.overhead import (  # noqa: E402
     Metric,
     in_process_rounds,
     lifespan_startup,
-    load_client,
     order,
     report,
-    round_arguments,
-    server_rounds,
-    uvicorn_flavour,
 )
 
 #: Slots of each comparison: PLAIN is the baseline, GRACEFUL the variant under test.
@@ -185,6 +186,42 @@ async def in_process(args: argparse.Namespace, deadline: float) -> list[str]:
 # -- (b) overhead under Uvicorn ------------------------------------------------------
 
 
+def server_rounds(
+    servers: dict[str, Server],
+    paths: dict[str, str],
+    load: LoadFn,
+    args: argparse.Namespace,
+    deadline: float,
+    names: tuple[str, str] = ("plain", "graceful"),
+) -> tuple[Metric, Metric, dict[str, int]]:
+    """``--server-rounds`` rounds of ``--duration`` s of load on each of the two servers
+    (keys :data:`PLAIN` and :data:`GRACEFUL`, ``paths`` by key), interleaved (ABBA), no new
+    one after ``deadline`` past the second: requests/s, the server's CPU µs per request,
+    and the errors of each (``names``: the two in the progress lines)."""
+    rps = Metric("requests/s", higher_is_worse=False, digits=0)
+    cpu = Metric("server CPU µs/request", higher_is_worse=True)
+    errors = dict.fromkeys(servers, 0)
+    for round_no in range(args.server_rounds):
+        if round_no >= 2 and time.monotonic() > deadline:
+            log(f"  time budget reached after {round_no} rounds")
+            break
+        for key in order(round_no):
+            proc = servers[key].proc
+            assert proc is not None
+            before = cpu_seconds(proc.pid)
+            result = load(servers[key].port, paths[key], args.connections, args.duration)
+            after = cpu_seconds(proc.pid)
+            rps.add(key, result.rps)
+            if before is not None and after is not None and result.requests:
+                cpu.add(key, (after - before) / result.requests * 1e6)
+            errors[key] += result.errors
+        log(
+            f"  round {round_no + 1}: {names[0]} {rps.last(PLAIN)} req/s, "
+            f"{names[1]} {rps.last(GRACEFUL)} req/s"
+        )
+    return rps, cpu, errors
+
+
 def start_servers(
     slots: dict[str, Slot], tag: str, env: dict[str, str] | None = None
 ) -> dict[str, Server]:
@@ -207,7 +244,7 @@ def start_servers(
 
 def under_uvicorn(args: argparse.Namespace, deadline: float) -> list[str]:
     slots = overhead_slots(args.noise_floor)
-    load, tool = load_client(args)
+    load, tool = load_client(args.client, args.connections)
     log(f"(b) load tool: {tool}")
     servers: dict[str, Server] = {}
     try:
@@ -403,6 +440,34 @@ def latency_report(
 
 
 # -- main ----------------------------------------------------------------------------
+
+
+def round_arguments(
+    doc: str | None,
+    *,
+    iterations: int,
+    rounds: int,
+    server_rounds: int,
+    duration: int,
+    budget: float,
+) -> argparse.ArgumentParser:
+    """The options of a measurement in rounds, (a) in-process and (b) under Uvicorn."""
+    parser = arguments(doc)
+    parser.add_argument(
+        "--iterations", type=int, default=iterations, help="in-process requests/round"
+    )
+    parser.add_argument("--warmup", type=int, default=300, help="in-process warm-up requests")
+    parser.add_argument("--rounds", type=int, default=rounds, help="in-process rounds")
+    parser.add_argument(
+        "--server-rounds", type=int, default=server_rounds, help="rounds under Uvicorn"
+    )
+    parser.add_argument("--duration", type=int, default=duration, help="seconds of load per round")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent connections")
+    parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument("--goal", type=float, default=3.0, help="overhead goal, percent")
+    parser.add_argument("--budget", type=float, default=budget, help="seconds; no new rounds after")
+    parser.add_argument("--skip-in-process", action="store_true")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,6 +55,7 @@ sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != R
 from bench.harness import (  # noqa: E402
     LABELS,
     RESULTS,
+    SERVER_NAMES,
     SERVERS,
     VARIANTS,
     Reply,
@@ -68,7 +69,6 @@ from bench.harness import (  # noqa: E402
     publish,
     versions,
 )
-from bench.shutdown import SERVER_NAMES  # noqa: E402
 from django_graceful._cli.servers import KINDS  # noqa: E402
 
 DEPLOY_SETTINGS = "bench.project.settings_deploy"

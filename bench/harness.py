@@ -4,26 +4,31 @@ The benchmarks' small equivalent of ``tests/servers.py``: each server kind runs 
 usual command line (the user's line of ``django_graceful/_cli/servers.py``: ``uvicorn``,
 ``hypercorn``, ``granian --interface asgi``, ``daphne``, ``gunicorn`` with the Uvicorn
 worker or its own ``--worker-class asgi``; ``granian-rsgi``, Granian on its default RSGI
-interface, for ``bench/rsgi.py``) in a process group of its own; the bench project's two
-variants; bounded waits; what each benchmark's ``main()`` shares (its arguments, the
-versions its header names, the results file); and a blocking raw-socket HTTP client that
-tells a full response from a cut one and from no answer at all.
+interface) in a process group of its own; the bench project's variants; bounded waits;
+what each benchmark's ``main()`` shares (its arguments, the versions its header names, the
+results file); a blocking raw-socket HTTP client that tells a full response from a cut one
+and from no answer at all; and what loads a server for a round (``wrk``, else a keep-alive
+asyncio client) and reads the CPU time its process tree spent on it.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import atexit
 import contextlib
 import os
 import platform
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 from types import FrameType
 
@@ -34,18 +39,34 @@ from django_graceful._diagnosis.drill import group_members
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-#: The server kinds a benchmark's ``--servers`` chooses from (Granian's RSGI interface has
-#: a benchmark of its own: bench/rsgi.py).
+#: The server kinds a benchmark's ``--servers`` chooses from (Granian's RSGI interface is
+#: measured by bench/request_cost.py, which names it itself).
 SERVERS = tuple(name for name, kind in KINDS.items() if kind.interface != "rsgi")
 #: The distributions each server kind runs on (for the versions a table names).
 PACKAGES = {name: kind.distributions for name, kind in KINDS.items()}
+#: How the tables name each server kind (README's words).
+SERVER_NAMES = {
+    "uvicorn": "Uvicorn",
+    "hypercorn": "Hypercorn",
+    "granian": "Granian `--interface asgi`",
+    "granian-rsgi": "Granian RSGI",
+    "daphne": "Daphne",
+    "gunicorn-uvicorn": "Gunicorn `-k uvicorn_worker.UvicornWorker`",
+    "gunicorn-asgi": "Gunicorn `--worker-class asgi`",
+}
 
-#: variant -> (ASGI app, settings module)
+#: variant -> (ASGI app, settings module): plain Django, and django_graceful with
+#: ``REUSE_SYNC_THREADS`` off (``graceful``) or as it comes (``graceful-reuse``, on).
 VARIANTS: dict[str, tuple[str, str]] = {
     "plain": ("bench.project.asgi_plain:application", "bench.project.settings_plain"),
     "graceful": ("bench.project.asgi:application", "bench.project.settings"),
+    "graceful-reuse": ("bench.project.asgi:application", "bench.project.settings_reuse"),
 }
-LABELS = {"plain": "plain Django", "graceful": "django_graceful"}
+LABELS = {
+    "plain": "plain Django",
+    "graceful": "django_graceful",
+    "graceful-reuse": "django_graceful, reused threads",
+}
 
 _started: list[Server] = []
 
@@ -293,6 +314,7 @@ class Reply:
     complete: bool = False
     error: str | None = None
     elapsed: float = 0.0
+    content: bytes = b""  # the body as it came (chunked: with its framing)
 
     def describe(self) -> str:
         if self.status is None:
@@ -350,6 +372,7 @@ def _parse(data: bytes, reply: Reply) -> None:
     if len(parts) < 2 or not parts[1].isdigit():
         return
     reply.status = int(parts[1])
+    reply.content = body
     headers = {}
     for line in lines[1:]:
         name, _, value = line.partition(b":")
@@ -394,3 +417,215 @@ def wait_for_mark(path: Path, event: str, timeout: float) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+# -- loading a server for a round, and the CPU time its process tree spent on it -------
+
+
+@dataclass
+class Load:
+    """One round of load on one server."""
+
+    rps: float
+    requests: int  # completed answers (what the server's CPU time is divided by)
+    errors: int  # socket errors, timeouts, non-2xx, wrong bodies
+    p99_ms: float | None = None  # the 99th percentile of the latency, if measured
+
+
+#: ``load(port, path, connections, seconds)``: one round of load on one server.
+LoadFn = Callable[[int, str, int, int], Load]
+
+_WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def wrk_load(port: int, path: str, connections: int, duration: int) -> Load:
+    """``wrk -t1 -c<connections> --latency`` for ``duration`` s: requests/s, answers, errors
+    and the p99 of wrk's latency distribution."""
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s", "--latency"]
+    cmd.append(f"http://127.0.0.1:{port}{path}")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=False)
+    out = done.stdout
+    rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    if done.returncode != 0 or rps is None or total is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}):\n{out}\n{done.stderr}")
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+    errors += int(non2xx.group(1)) if non2xx else 0
+    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s|m|h)\s*$", out, re.MULTILINE)
+    p99_ms = float(p99.group(1)) * _WRK_UNITS[p99.group(2)] if p99 else None
+    return Load(float(rps.group(1)), int(total.group(1)), errors, p99_ms)
+
+
+@dataclass
+class _Counts:
+    ok: int = 0  # 2xx answers completed before the deadline
+    done: int = 0  # every answer completed (the server did the work of each)
+    errors: int = 0
+
+
+async def read_response_body(reader: asyncio.StreamReader, head: bytes) -> int | None:
+    """Read the body after ``head`` (framed by Content-Length or chunked): its length in
+    bytes; None for a body framed neither way (this client cannot tell where it ends)."""
+    match = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+    if match is not None:
+        size = int(match.group(1))
+        await reader.readexactly(size)
+        return size
+    if re.search(rb"(?i)\r\ntransfer-encoding:[^\r]*chunked", head) is None:
+        return None
+    total = 0
+    while True:
+        line = await reader.readuntil(b"\r\n")
+        size = int(line.split(b";", 1)[0], 16)
+        if size == 0:
+            while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers, if any
+                pass
+            return total
+        await reader.readexactly(size + 2)  # the chunk and its CRLF
+        total += size
+
+
+async def _keep_alive(
+    port: int,
+    path: str,
+    deadline: float,
+    counts: _Counts,
+    latencies: list[float],
+    expect: int | None,
+) -> None:
+    """One keep-alive connection sending requests back to back until ``deadline``.
+
+    ``latencies`` gets the seconds from each counted request's write to its body's last
+    byte; an answer whose body is not ``expect`` bytes long (when given) is an error.
+    """
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        counts.errors += 1
+        return
+    try:
+        while time.monotonic() < deadline:
+            began = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            size = await read_response_body(reader, head)
+            if size is None:
+                counts.errors += 1
+                return
+            counts.done += 1
+            if time.monotonic() > deadline:
+                return  # finished after the bell: not counted
+            if head[9:10] == b"2" and (expect is None or size == expect):
+                counts.ok += 1
+                latencies.append(time.perf_counter() - began)
+            else:
+                counts.errors += 1
+    except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        counts.errors += 1
+    finally:
+        writer.close()
+
+
+def quantile(ordered: list[float], fraction: float) -> float:
+    """The ``fraction`` quantile of the sorted ``ordered`` (nan if empty)."""
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+async def python_load_async(
+    port: int, path: str, connections: int, duration: float, expect: int | None = None
+) -> Load:
+    """``connections`` keep-alive connections loading ``path`` for ``duration`` s; an
+    answer whose body is not ``expect`` bytes long (when given) is an error."""
+    counts = _Counts()
+    latencies: list[float] = []
+    deadline = time.monotonic() + duration
+    tasks = [
+        asyncio.ensure_future(_keep_alive(port, path, deadline, counts, latencies, expect))
+        for _ in range(connections)
+    ]
+    _, pending = await asyncio.wait(tasks, timeout=duration + 10)
+    for task in pending:  # a server that stopped answering: give up on it
+        task.cancel()
+        counts.errors += 1
+    if pending:
+        await asyncio.wait(pending, timeout=5)
+    latencies.sort()
+    p99 = quantile(latencies, 0.99) * 1e3 if latencies else None
+    return Load(counts.ok / duration, counts.done, counts.errors, p99)
+
+
+def python_load(port: int, path: str, connections: int, duration: int) -> Load:
+    return asyncio.run(python_load_async(port, path, connections, duration))
+
+
+def load_client(client: str, connections: int) -> tuple[LoadFn, str]:
+    """The client that loads the servers: ``wrk`` (``client`` ``wrk``, or ``auto`` and wrk
+    on PATH: ``apt-get install wrk``) or the asyncio one; and how a table names it."""
+    use_wrk = client == "wrk" or (client == "auto" and shutil.which("wrk"))
+    if not use_wrk:
+        tool = f"asyncio raw-socket keep-alive HTTP/1.1 client, {connections} connections"
+        return python_load, tool
+    if not shutil.which("wrk"):
+        raise SystemExit("--client wrk: wrk is not on PATH")
+    banner = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+    first = (banner.stdout or banner.stderr).splitlines()
+    return wrk_load, f"{first[0].split(' [')[0] if first else 'wrk'} -t1 -c{connections}"
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """user + system CPU seconds of a process, all its threads (Linux /proc); None where
+    unavailable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # fields[0] is field 3 (state)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """user + system CPU seconds of the processes of group ``pgid`` alive now (a server
+    and its workers: Granian and Gunicorn run the app in a worker process)."""
+    return sum(cpu_seconds(pid) or 0.0 for pid in group_members(pgid))
+
+
+def uvicorn_flavour() -> str:
+    http = "httptools" if find_spec("httptools") else "h11"
+    loop = "uvloop" if find_spec("uvloop") else "asyncio"
+    return f"Uvicorn {version('uvicorn')} (1 worker, {http}, {loop} loop, --no-access-log)"
+
+
+def rotation(round_no: int, keys: Sequence[str]) -> list[str]:
+    """Round-robin: each round starts one key later, so that over ``len(keys)`` rounds
+    each key has run in each position once (ABC, BCA, CAB; AB, BA for two)."""
+    shift = round_no % len(keys)
+    return [*keys[shift:], *keys[:shift]]
+
+
+def source_state() -> str:
+    """The commit measured, and whether django_graceful had uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "django_graceful"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "commit unknown"
+    changed = [line[3:] for line in status.splitlines() if line.strip()]
+    if not changed:
+        return f"commit {head}"
+    return f"commit {head} + uncommitted changes in {', '.join(changed)}"

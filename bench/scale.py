@@ -42,6 +42,7 @@ sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != R
 
 from bench.harness import (  # noqa: E402
     RESULTS,
+    SERVER_NAMES,
     VARIANTS,
     Reply,
     Server,
@@ -54,7 +55,6 @@ from bench.harness import (  # noqa: E402
     publish,
     versions,
 )
-from bench.shutdown import SERVER_NAMES  # noqa: E402
 from bench.websockets import SPARE_FDS, raise_fd_limit, wait_exit  # noqa: E402
 from django_graceful._diagnosis.drill import group_members  # noqa: E402
 

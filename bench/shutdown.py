@@ -35,6 +35,7 @@ sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != R
 from bench.harness import (  # noqa: E402
     LABELS,
     RESULTS,
+    SERVER_NAMES,
     VARIANTS,
     Reply,
     Server,
@@ -48,14 +49,6 @@ from bench.harness import (  # noqa: E402
     wait_for_mark,
 )
 
-SERVER_NAMES = {
-    "uvicorn": "Uvicorn",
-    "hypercorn": "Hypercorn",
-    "granian": "Granian `--interface asgi`",
-    "daphne": "Daphne",
-    "gunicorn-uvicorn": "Gunicorn `-k uvicorn_worker.UvicornWorker`",
-    "gunicorn-asgi": "Gunicorn `--worker-class asgi`",
-}
 #: How late the SIGTERM may come (the view began late) before the table says so.
 LATE_SIGNAL = 0.1
 

@@ -1,5 +1,5 @@
 """No framework at all, over ASGI and over RSGI: what Granian's two interfaces cost by
-themselves (``bench/rsgi.py --variants e f``), for the same answers as the bench views:
+themselves (``bench/request_cost.py --variants bare``), for the same answers as the bench views:
 ``/json/`` (the JSON view's bytes), ``/stream/`` (16 x 64 KiB, no Content-Length) and a
 websocket echo at ``/ws/``. The floor under any Django on either interface.
 """

@@ -1,5 +1,5 @@
 """Views of the bench project: a hello world, a slow request with a body a client can check,
-a small JSON answer and a 1 MB streamed one (``bench/rsgi.py``).
+a small JSON answer and a 1 MB streamed one (``bench/request_cost.py``, ``bench/rsgi.py``).
 
 All but the streamed one set ``Content-Length`` themselves (the project has no
 CommonMiddleware), so every server frames the body the same way and a client can tell a
