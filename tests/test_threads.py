@@ -79,13 +79,25 @@ async def test_a_task_that_outlives_its_request_may_still_call_sync_code(
     assert not event["thread"].startswith("django_graceful-sync")  # a thread of its own
 
 
-def test_the_pool_keeps_at_most_max_idle_threads() -> None:
+def test_the_pool_keeps_max_idle_threads_and_the_surplus_for_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A thread beyond the bound is kept ``SURPLUS_IDLE`` (taken again meanwhile under a
+    steady load), then ends, the oldest first."""
+    monkeypatch.setattr(request_threads, "SURPLUS_IDLE", 0.3)
     threads = SyncThreads(max_idle=2)
     taken = [threads.take() for _ in range(3)]
     assert len({id(t) for t in taken}) == 3
     for thread in taken:
         threads.give_back(thread)
-    assert len(threads) == 2
+    assert len(threads) == 3
+    assert threads.take() is taken[-1]  # the one most recently back
+    threads.give_back(taken[-1])
+    deadline = time.monotonic() + 5
+    while len(threads) > 2:
+        assert time.monotonic() < deadline, len(threads)
+        time.sleep(0.02)
+    assert [threads.take(), threads.take()] == [taken[2], taken[1]]  # the oldest ended
     assert MAX_IDLE >= 2
     threads.close()
     assert len(threads) == 0

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import httpx
 import pytest
 
+from django_graceful._serving.threads import SURPLUS_IDLE
 from tests.project.views import PG_FAULTS
 
 from .servers import DELIVERY_SERVERS, Server, in_background, running
@@ -123,16 +124,25 @@ def test_persistent_connections_stay_bounded_by_the_requests_in_flight(
     assert len(backends) <= CLIENTS + 2, f"{len(backends)} backends for 160 requests"
 
 
+def test_more_requests_in_flight_than_idle_threads_keep_their_backends(database: str) -> None:
+    """A steady load with more requests in flight than ``IDLE_SYNC_THREADS``: a thread
+    that comes back beyond the bound is kept a while and taken again, rather than ended
+    and another started (with another backend) for the next request."""
+    with serving("uvicorn", database, {"IDLE_SYNC_THREADS": 1}) as srv:
+        backends = backends_used(srv.url)
+    assert len(backends) <= CLIENTS + 2, f"{len(backends)} backends for 160 requests"
+
+
 def test_a_thread_the_pool_has_no_room_for_closes_its_connection(database: str) -> None:
     """After ``CLIENTS`` requests at once (each holds its thread 0.5 s), the threads
-    beyond ``IDLE_SYNC_THREADS`` end, each once it closed its backend: one thread left
-    idle, one backend left open (not one per thread that served, until the garbage
-    collector finds their connections)."""
+    beyond ``IDLE_SYNC_THREADS`` end (``SURPLUS_IDLE`` later), each once it closed its
+    backend: one thread left idle, one backend left open (not one per thread that served,
+    until the garbage collector finds their connections)."""
     with serving("uvicorn", database, {"IDLE_SYNC_THREADS": 1}) as srv:
         answers = [in_background(srv.get, "/sql/pg-backend/?s=0.5") for _ in range(CLIENTS)]
         used = {answer.result(30).json()["backend"] for answer in answers}
         assert len(used) == CLIENTS, used
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + SURPLUS_IDLE + 5
         while len(left := backends_of(database)) > 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(left) == 1, f"{len(left)} backends open, {len(used)} used"

@@ -33,6 +33,7 @@ import asyncio
 import itertools
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,10 +49,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_graceful")
 
-#: Idle threads kept unless told (``IDLE_SYNC_THREADS``); more are ended as they come
-#: back: the pool grows with the requests in flight at once, as the threads Django starts
-#: do, and shrinks back after a burst.
+#: Idle threads kept unless told (``IDLE_SYNC_THREADS``): the pool grows with the
+#: requests in flight at once, as the threads Django starts do, and shrinks back to this
+#: after a burst.
 MAX_IDLE = 8
+#: Seconds a thread beyond ``MAX_IDLE`` stays idle before it ends: under a steady load
+#: with more requests in flight than that, a thread that comes back is taken again within
+#: milliseconds, and ending it would only start another (and open another database
+#: connection); after a burst the surplus ends this long after its last request.
+SURPLUS_IDLE = 2.0
 #: How long (s) a request that finds no idle thread waits for one whose request has
 #: only its response's close left (``request_finished`` receivers, which take well under
 #: a millisecond), before it starts a thread of its own: a wait for bookkeeping, never for
@@ -176,13 +182,18 @@ class SyncThreads:
     """The idle request threads of this process."""
 
     def __init__(self, max_idle: int = MAX_IDLE) -> None:
-        self._idle: list[RequestThread] = []
+        #: Idle threads, each with the ``time.monotonic()`` it came back at, the oldest
+        #: first (a request takes the last one back: the one most recently used).
+        self._idle: list[tuple[RequestThread, float]] = []
+        #: Ends the surplus idle threads once they have been idle ``SURPLUS_IDLE``.
+        self._trimmer: threading.Timer | None = None
         #: Lent to a request: how many of them are finishing (``take_soon``).
         self._lent: set[RequestThread] = set()
         #: Requests waiting for a finishing thread, in order, each with its loop.
         self._waiting: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[RequestThread]]]
         self._waiting = deque()
-        # Guards _idle, _lent and _waiting: threads come back from their own threads.
+        # Guards _idle, _trimmer, _lent and _waiting: threads come back from their own
+        # threads.
         self._lock = threading.Lock()
         #: How many idle threads are kept (``IDLE_SYNC_THREADS``).
         self.max_idle = max_idle
@@ -192,9 +203,7 @@ class SyncThreads:
     def take(self) -> RequestThread:
         """An idle thread, or a new one."""
         with self._lock:
-            thread = self._idle.pop() if self._idle else None
-            if thread is None:
-                thread = RequestThread()
+            thread = self._idle.pop()[0] if self._idle else RequestThread()
             self._lent.add(thread)
         return thread
 
@@ -249,17 +258,29 @@ class SyncThreads:
                 if not future.done():
                     break
             else:
-                if len(self._idle) < self.max_idle:
-                    self._idle.append(thread)
-                    return
-                loop = None
-        if loop is None:
-            end(thread)
-            return
+                self._idle.append((thread, time.monotonic()))
+                self._trim()
+                return
         try:
             loop.call_soon_threadsafe(self._hand, future, thread)
         except RuntimeError:  # its loop is closed
             self.put_back(thread)
+
+    def _trim(self) -> None:
+        """End the idle threads beyond ``max_idle`` that have been idle ``SURPLUS_IDLE``;
+        come back for the others when they will have been (under ``_lock``)."""
+        now = time.monotonic()
+        while len(self._idle) > self.max_idle and self._idle[0][1] <= now - SURPLUS_IDLE:
+            end(self._idle.pop(0)[0])
+        if len(self._idle) > self.max_idle and self._trimmer is None:
+            self._trimmer = threading.Timer(self._idle[0][1] + SURPLUS_IDLE - now, self._trim_later)
+            self._trimmer.daemon = True
+            self._trimmer.start()
+
+    def _trim_later(self) -> None:
+        with self._lock:
+            self._trimmer = None
+            self._trim()
 
     def _hand(self, future: asyncio.Future[RequestThread], thread: RequestThread) -> None:
         if future.done():  # it stopped waiting meanwhile
@@ -286,7 +307,10 @@ class SyncThreads:
         counts as a client gone without a goodbye."""
         with self._lock:
             idle, self._idle = self._idle, []
-        for thread in idle:
+            if self._trimmer is not None:
+                self._trimmer.cancel()
+                self._trimmer = None
+        for thread, _ in idle:
             end(thread)
         close_pools()
 
