@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 import tempfile
 from typing import Any
@@ -54,8 +55,8 @@ def note_ending(why: str, status: int) -> None:
     folder = _folder(os.getppid())
     with contextlib.suppress(FileExistsError):
         os.mkdir(folder, 0o700)
-    if os.stat(folder).st_uid != os.getuid():
-        raise PermissionError(f"{folder} is not this user's")
+    if not _ours(folder):
+        raise PermissionError(f"{folder} is not a folder of this user's")
     line = " ".join(why.split())[:MAX_NOTE]
     with open(os.path.join(folder, str(os.getpid())), "w", encoding="utf-8") as note:
         note.write(f"{status}\n{line}\n")
@@ -66,10 +67,7 @@ def read_endings(arbiter: int, pids: set[int]) -> list[tuple[int, int, str]]:
     of; the notes are removed."""
     folder = _folder(arbiter)
     endings: list[tuple[int, int, str]] = []
-    try:
-        if os.stat(folder).st_uid != os.getuid():
-            return endings  # not a folder of ours
-    except OSError:
+    if not _ours(folder):
         return endings
     for pid in sorted(pids):
         path = os.path.join(folder, str(pid))
@@ -87,3 +85,12 @@ def read_endings(arbiter: int, pids: set[int]) -> list[tuple[int, int, str]]:
 
 def _folder(arbiter: int) -> str:
     return os.path.join(tempfile.gettempdir(), f"django_graceful-gunicorn-{arbiter}")
+
+
+def _ours(folder: str) -> bool:
+    """Whether ``folder`` is a folder (not a link) of this user's that no one else can write."""
+    try:
+        info = os.lstat(folder)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022
