@@ -13,15 +13,11 @@ if TYPE_CHECKING:
     from ._cancel.decorators import cancellable
     from ._cancel.shielding import shield
     from ._core.background import ShutdownInProgress, spawn, start_thread
-    from ._core.cancellation import (
-        CancellationToken,
-        CancelReason,
-        RequestCancelled,
-        current_cancellation,
-    )
+    from ._core.cancellation import CancellationToken, CancelReason, RequestCancelled
     from ._core.hooks import on_shutdown, on_startup
     from ._core.lifecycle import is_shutting_down
     from ._core.phases import Phase
+    from ._core.registry import current_cancellation
 
 #: Each public name, by the module that defines it.
 _PUBLIC = {
@@ -33,7 +29,7 @@ _PUBLIC = {
     "CancellationToken": "._core.cancellation",
     "CancelReason": "._core.cancellation",
     "RequestCancelled": "._core.cancellation",
-    "current_cancellation": "._core.cancellation",
+    "current_cancellation": "._core.registry",
     "on_shutdown": "._core.hooks",
     "on_startup": "._core.hooks",
     "is_shutting_down": "._core.lifecycle",

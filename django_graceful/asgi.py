@@ -17,6 +17,7 @@ from ._core.phases import Phase
 from ._core.registry import (
     CANCEL_MESSAGE_PREFIX,
     Tracked,
+    TrackedRequest,
     WorkKind,
     request_label,
     reset_item,
@@ -26,6 +27,7 @@ from ._serving.connection import InterruptibleReceive, TrackingSend
 from ._serving.protocol import (
     BODY_DRAIN_SECONDS,
     HTTP_DISCONNECT,
+    PATHSEND,
     SESSION_KEY,
     SHUTTING_DOWN_BODY,
     TRACKED_KEY,
@@ -61,8 +63,8 @@ class _NotGiven:
 
 
 _NOT_GIVEN = _NotGiven()
-#: ``async with`` that does nothing (``REUSE_SYNC_THREADS`` off).
-_NO_CONTEXT = contextlib.nullcontext()
+#: The phases every request looks at (read once, not from the enum each time).
+_SERVING, _CLOSING = Phase.SERVING, Phase.CLOSING
 
 
 class GracefulASGI:
@@ -95,9 +97,9 @@ class GracefulASGI:
         if kind == "lifespan":
             await self._lifespan(scope, receive, send)
             return
-        lifecycle = self.lifecycle
+        lifecycle = self._lifecycle or get_lifecycle()
         phase = lifecycle.phase
-        if phase < Phase.SERVING or lifecycle.stale:
+        if phase < _SERVING or lifecycle.stale:
             # The server sent no lifespan (Daphne, Granian asginl, --lifespan off); or a
             # test client without one, on a new event loop.
             try:
@@ -112,7 +114,7 @@ class GracefulASGI:
         elif lifecycle.startup_error is not None:
             await refuse(scope, receive, send, UNAVAILABLE_BODY, WS_INTERNAL_ERROR)
             return
-        if phase >= Phase.CLOSING and not lifecycle.read_before_closing():
+        if phase >= _CLOSING and not lifecycle.read_before_closing():
             lifecycle.answering += 1
             try:
                 if _health_probe(scope):
@@ -127,9 +129,9 @@ class GracefulASGI:
         if not scope.get("state") and lifecycle.state:
             scope["state"] = dict(lifecycle.state)
         if kind == "http":
-            await self._http(scope, receive, send)
+            await self._http(lifecycle, scope, receive, send)
         elif kind == "websocket":
-            await self._websocket(scope, receive, send)
+            await self._websocket(lifecycle, scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
@@ -167,29 +169,40 @@ class GracefulASGI:
         else:
             raise ValueError(f"GracefulASGI does not serve RSGI protocol {scope.proto!r}")
 
-    async def _http(self, scope: Scope, receive: ASGIReceiveCallable, send: Send) -> None:
-        lifecycle = self.lifecycle
-        redact = lifecycle.settings.REDACT_PATHS
-        what = request_label(scope.get("method", "?"), scope.get("path", "?"), redact=redact)
-        item = Tracked(WorkKind.REQUEST, what, task=asyncio.current_task(), redacted=redact)
+    async def _http(
+        self, lifecycle: Lifecycle, scope: Scope, receive: ASGIReceiveCallable, send: Send
+    ) -> None:
+        settings = lifecycle.settings
+        item = TrackedRequest(
+            scope.get("method", "?"),
+            scope.get("path", "?"),
+            asyncio.current_task(),
+            redacted=settings.REDACT_PATHS,
+        )
         interruptible = InterruptibleReceive(receive, HTTP_DISCONNECT, item)
         item.on_cancel = interruptible.interrupt
         scope[TRACKED_KEY] = item  # type: ignore[literal-required]
         lifecycle.registry.add(item)
-        tracking_send = TrackingSend(send, lifecycle)
+        extensions: Any = scope.get("extensions") or ()
+        tracking_send = TrackingSend(send, lifecycle, pathsend=PATHSEND in extensions)
         interruptible.response = tracking_send
         item.answer = tracking_send.refuse
-        reuse = lifecycle.settings.REUSE_SYNC_THREADS
+        reuse = settings.REUSE_SYNC_THREADS
         if not self._sync_threads.watching:  # its pools too, threads reused or not
             self._sync_threads.serve_cycle(lifecycle)
-        # The request's work for code that runs for it outside the view too (its
-        # request_finished receivers: leave_connections_clean names the view).
+        # The request is the work its code runs for, in the view and outside it (its
+        # request_finished receivers: leave_connections_clean names the view), and in
+        # the threads of its sync code: current_item(), current_cancellation().
         previous_item = use_item(item)
+        # The app gets bound methods: called the quick way, not through an instance's
+        # __call__ (a request calls each a few times).
+        receive_bound, send_bound = interruptible.__call__, tracking_send.__call__
         try:
-            async with (
-                ReusedThreadContext(self._sync_threads, tracking_send) if reuse else _NO_CONTEXT
-            ):
-                await self.app(scope, interruptible, tracking_send)
+            if reuse:
+                async with ReusedThreadContext(self._sync_threads, tracking_send):
+                    await self.app(scope, receive_bound, send_bound)
+            else:
+                await self.app(scope, receive_bound, send_bound)
         except asyncio.CancelledError as exc:
             await self._answer_cancelled(item, tracking_send)
             if not (_ours(exc) and tracking_send.finished):
@@ -200,16 +213,18 @@ class GracefulASGI:
             while task is not None and task.uncancel() > 0:
                 pass
         else:
-            await self._answer_cancelled(item, tracking_send)
+            if item.cancel_count:
+                await self._answer_cancelled(item, tracking_send)
         finally:
             reset_item(previous_item)
             lifecycle.registry.discard(item)
 
-    async def _websocket(self, scope: Scope, receive: ASGIReceiveCallable, send: Send) -> None:
+    async def _websocket(
+        self, lifecycle: Lifecycle, scope: Scope, receive: ASGIReceiveCallable, send: Send
+    ) -> None:
         """A tracked websocket: closed with 1012 when CLOSING begins (see WebsocketSession)."""
-        lifecycle = self.lifecycle
         what = request_label("WS", scope.get("path", "?"), redact=lifecycle.settings.REDACT_PATHS)
-        item = Tracked(WorkKind.WEBSOCKET, what, task=asyncio.current_task())
+        item = Tracked(WorkKind.WEBSOCKET, what, asyncio.current_task())
         disconnect = {"type": "websocket.disconnect", "code": WS_SERVICE_RESTART}
         interruptible = InterruptibleReceive(receive, disconnect, item)
         session = WebsocketSession(send, receive, interruptible, item, lifecycle)
@@ -281,7 +296,7 @@ def _scope_type(scope: Scope, receive: Any, send: Any) -> str:
             "GracefulASGI(scope, receive, send): receive and send must be the server's "
             f"awaitable callables, not receive={receive!r}, send={send!r}"
         )
-    kind = scope.get("type") if isinstance(scope, Mapping) else None
+    kind = scope.get("type") if type(scope) is dict or isinstance(scope, Mapping) else None
     if kind is None:
         raise ValueError(f"GracefulASGI was called with a scope without a 'type': {scope!r}")
     if kind not in SCOPE_TYPES:

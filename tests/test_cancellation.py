@@ -11,7 +11,8 @@ import pytest
 from asgiref.testing import ApplicationCommunicator
 
 from django_graceful import CancellationToken, CancelReason, RequestCancelled
-from django_graceful._core.cancellation import NEVER, current_cancellation
+from django_graceful._core.cancellation import NEVER
+from django_graceful._core.registry import current_cancellation
 from django_graceful.asgi import GracefulASGI
 
 from .inprocess import NO_SIGNALS, http_scope, request, start, stop, wait_for

@@ -18,7 +18,7 @@ from django.db import DatabaseError, connections, transaction
 
 from django_graceful import CancellationToken, CancelReason, RequestCancelled
 from django_graceful._cancel import sql
-from django_graceful._core.cancellation import NEVER, reset_token, use_token
+from django_graceful._core.registry import Tracked, WorkKind, reset_item, use_item
 from django_graceful.asgi import GracefulASGI
 from tests.project.views import SQLITE_COUNT, SQLITE_ROWS
 
@@ -66,21 +66,27 @@ def needs(alias: str) -> None:
         pytest.skip(reason)
 
 
-def in_thread(token: CancellationToken, work: Callable[[], Any]) -> Any:
-    """Run ``work`` as a sync view would: in a thread of its own, under the request's token.
+def work_item() -> Tracked:
+    """Tracked work for ``in_thread`` (``.token``: its token)."""
+    return Tracked(WorkKind.REQUEST, "GET /sql/")
+
+
+def in_thread(item: Tracked | None, work: Callable[[], Any]) -> Any:
+    """Run ``work`` as a sync view would: in a thread of its own, for the request's work
+    (``current_cancellation()`` is its token; None: for no request).
 
     Returns what it returned or raises what it raised; its connections are closed.
     """
     outcome: dict[str, Any] = {}
 
     def run() -> None:
-        previous = use_token(token)
+        previous = use_item(item)
         try:
             outcome["value"] = work()
         except BaseException as exc:
             outcome["error"] = exc
         finally:
-            reset_token(previous)
+            reset_item(previous)
             connections.close_all()
 
     thread = threading.Thread(target=run)
@@ -116,7 +122,8 @@ def test_a_running_statement_is_interrupted_and_the_connection_stays_usable(
     alias: str, statement: str, params: list[Any], atomic: bool
 ) -> None:
     needs(alias)
-    token = CancellationToken()
+    item = work_item()
+    token = item.token
 
     def work() -> dict[str, Any]:
         connection = connections[alias]
@@ -136,7 +143,7 @@ def test_a_running_statement_is_interrupted_and_the_connection_stays_usable(
             assert cursor.fetchone() == (1,)
         return {"exc": caught.value, "stopped": stopped}
 
-    result = in_thread(token, work)
+    result = in_thread(item, work)
     exc = result.pop("exc")
     assert exc.reason is CancelReason.TIMEOUT
     assert isinstance(exc.__cause__, DatabaseError)  # the error our interrupt caused
@@ -151,14 +158,15 @@ def test_a_running_statement_is_interrupted_and_the_connection_stays_usable(
 @pytest.mark.parametrize("alias", ["default", "pg"], ids=["sqlite", "postgresql"])
 def test_statements_that_finish_leave_no_callback(alias: str) -> None:
     needs(alias)
-    token = CancellationToken()
+    item = work_item()
+    token = item.token
 
     def work() -> Any:
         with connections[alias].cursor() as cursor:
             cursor.execute("SELECT 1")
             return cursor.fetchone()
 
-    assert in_thread(token, work) == (1,)
+    assert in_thread(item, work) == (1,)
     assert token._callbacks == []
     assert not token.cancelled
 
@@ -177,7 +185,8 @@ def test_a_cancel_as_the_statement_ends_cannot_reach_the_next_one(alias: str) ->
     interrupted SQLite connection stays interrupted while a statement has rows left;
     a PostgreSQL cancel request may arrive late)."""
     needs(alias)
-    token = CancellationToken()
+    item = work_item()
+    token = item.token
 
     def cancel_on_return(execute: Any, *args: Any) -> Any:
         result = execute(*args)
@@ -193,24 +202,24 @@ def test_a_cancel_as_the_statement_ends_cannot_reach_the_next_one(alias: str) ->
             other.execute("SELECT 1" if alias == "default" else "SELECT 1 FROM pg_sleep(0.3)")
             return other.fetchone()
 
-    assert in_thread(token, work) == (1,)
+    assert in_thread(item, work) == (1,)
 
 
 @QUERIES
 def test_other_database_errors_are_unchanged() -> None:
-    token = CancellationToken()
+    item = work_item()
 
     def work() -> None:
         with connections["default"].cursor() as cursor:
             cursor.execute("SELECT * FROM no_such_table")
 
     with pytest.raises(DatabaseError, match="no such table"):
-        in_thread(token, work)
+        in_thread(item, work)
 
 
 @QUERIES
 def test_a_statement_timeout_on_postgresql_is_not_taken_for_a_cancel(postgres: None) -> None:
-    token = CancellationToken()
+    item = work_item()
 
     def work() -> None:
         with connections["pg"].cursor() as cursor:
@@ -218,13 +227,14 @@ def test_a_statement_timeout_on_postgresql_is_not_taken_for_a_cancel(postgres: N
             cursor.execute("SELECT pg_sleep(5)")
 
     with pytest.raises(DatabaseError, match="statement timeout"):
-        in_thread(token, work)
+        in_thread(item, work)
 
 
 @QUERIES
 def test_a_statement_that_starts_after_the_cancel_runs_normally() -> None:
     """Cleanup and rollbacks after a cancel must still reach the database."""
-    token = CancellationToken()
+    item = work_item()
+    token = item.token
     token.cancel(CancelReason.DISCONNECT)
 
     def work() -> Any:
@@ -232,7 +242,7 @@ def test_a_statement_that_starts_after_the_cancel_runs_normally() -> None:
             cursor.execute(SQLITE_COUNT, [200_000])
             return cursor.fetchone()
 
-    assert in_thread(token, work) == (200_000,)
+    assert in_thread(item, work) == (200_000,)
 
 
 @QUERIES
@@ -249,7 +259,7 @@ def test_without_a_request_token_the_wrapper_does_nothing(
             cursor.execute("SELECT 1")
             return cursor.fetchone()
 
-    assert in_thread(NEVER, work) == (1,)
+    assert in_thread(None, work) == (1,)
 
 
 @QUERIES
@@ -269,7 +279,7 @@ def test_a_users_execute_wrapper_block_keeps_ours() -> None:
             connection.cursor().execute("SELECT 1")
         return list(connection.execute_wrappers)
 
-    assert in_thread(CancellationToken(), work) == [sql.interruptible]
+    assert in_thread(work_item(), work) == [sql.interruptible]
     assert seen == ["SELECT 1"]
 
 

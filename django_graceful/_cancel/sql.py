@@ -11,7 +11,8 @@ from typing import Any
 from django.db import Error as DatabaseError
 from django.db.backends.signals import connection_created
 
-from .._core.cancellation import NEVER, CancelReason, RequestCancelled, current_cancellation
+from .._core.cancellation import NEVER, CancelReason, RequestCancelled
+from .._core.registry import current_cancellation
 
 logger = logging.getLogger("django_graceful")
 

@@ -9,9 +9,8 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .cancellation import use_token
 from .lifecycle import get_lifecycle
-from .registry import Tracked, WorkKind
+from .registry import Tracked, WorkKind, use_item
 
 logger = logging.getLogger("django_graceful")
 
@@ -26,7 +25,8 @@ def spawn(coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> asyncio
     It may finish during the grace period (CLOSING); then it is cancelled with
     reason SHUTDOWN and awaited within ``CANCEL_TIMEOUT``; what still runs is
     reported as hung. Its exception is logged, never lost. Inside it,
-    ``current_cancellation()`` is the task's own token.
+    ``current_cancellation()`` is the task's own token (and the task is the work its
+    code runs for: a ``shield()`` in it holds back the task's cancels).
     """
     if not asyncio.iscoroutine(coro):
         raise TypeError(f"spawn() takes a coroutine, not {coro!r}")
@@ -40,7 +40,7 @@ def spawn(coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> asyncio
     loop = asyncio.get_running_loop()  # RuntimeError outside the event loop, as create_task
     item = Tracked(WorkKind.TASK, label)
     context = contextvars.copy_context()
-    context.run(use_token, item.token)
+    context.run(use_item, item)
     task = loop.create_task(coro, name=label, context=context)
     item.task = task
     lifecycle.registry.add(item)

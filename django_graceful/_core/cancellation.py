@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import enum
 import logging
 import threading
@@ -115,24 +114,3 @@ class _NeverCancelled(CancellationToken):
 
 #: A token that is never cancelled: what code outside any tracked work sees.
 NEVER: CancellationToken = _NeverCancelled()
-
-_current: contextvars.ContextVar[CancellationToken] = contextvars.ContextVar(
-    "django_graceful_cancellation", default=NEVER
-)
-
-
-def current_cancellation() -> CancellationToken:
-    """The token of the request (or tracked task) this code runs for.
-
-    Outside of one it is a token that is never cancelled. asgiref carries it into
-    the thread of a sync view.
-    """
-    return _current.get()
-
-
-def use_token(token: CancellationToken) -> contextvars.Token[CancellationToken]:
-    return _current.set(token)
-
-
-def reset_token(previous: contextvars.Token[CancellationToken]) -> None:
-    _current.reset(previous)

@@ -9,14 +9,18 @@ import itertools
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction
 
 from . import stacks
-from .cancellation import CancellationToken, CancelReason
+from .cancellation import NEVER, CancellationToken, CancelReason
 from .safetext import ELLIPSIS, visible
 
 _ids = itertools.count(1)
+#: Held while a work's token is made: a sync view's thread and the event loop may ask at once.
+_TOKEN_LOCK = threading.Lock()
 #: Ended requests whose sync view's thread is looked for (see ``Registry.lingering``).
 MAX_LINGERING = 100
 #: The message of every task cancel the lifecycle sends begins with this (then the reason).
@@ -52,6 +56,14 @@ def request_label(method: object, path: object, *, redact: bool = False) -> str:
     if redact:
         first, slash, rest = text.lstrip("/").partition("/")
         text = f"/{first}/{ELLIPSIS if rest else ''}" if slash else f"/{ELLIPSIS if first else ''}"
+    if (
+        type(method) is str
+        and len(method) <= MAX_METHOD
+        and len(text) <= MAX_PATH
+        and method.isprintable()
+        and text.isprintable()
+    ):
+        return f"{method} {text}"  # what visible() would give: most requests' labels
     return f"{visible(str(method), MAX_METHOD)} {visible(text, MAX_PATH)}"
 
 
@@ -68,13 +80,14 @@ def request_of(label: str) -> tuple[str, str]:
     return method, path
 
 
-@dataclass(eq=False, slots=True)
 class Tracked:
-    """One piece of in-flight work (a request, a websocket, a task or a thread)."""
+    """One piece of in-flight work (a request, a websocket, a task or a thread).
 
-    kind: WorkKind
-    what: str
-    task: asyncio.Task[object] | None = None
+    Only what every piece of work has is set when it is made; the rest starts at the
+    class's defaults below (most work never changes them): tracking a request is on
+    every request's path.
+    """
+
     #: The task that runs the view, where it differs from ``task`` (Django 5.2 runs
     #: the view in a task of its own, which a cancel of ``task`` never reaches).
     view_task: asyncio.Task[object] | None = None
@@ -89,15 +102,11 @@ class Tracked:
     answer: Callable[[], Awaitable[bool]] | None = None
     #: The thread of a ``start_thread`` item (its stack is read from another thread).
     thread: threading.Thread | None = None
-    #: The view's dotted path (set by GracefulMiddleware once the URL is resolved).
+    #: The view's dotted path (a request's: see ``TrackedRequest``).
     view: str | None = None
-    #: The view is sync: its thread may outlive the request's task (see ``lingering``).
-    sync_view: bool = False
     #: ``what`` hides the request's path (``REDACT_PATHS``): GracefulMiddleware names the
     #: request by its route once the URL is resolved (``route_label``).
     redacted: bool = False
-    started: float = field(default_factory=time.monotonic)
-    id: int = field(default_factory=lambda: next(_ids))
     #: How many times the lifecycle cancelled it (each cancel after the first one
     #: re-cancels its task).
     cancel_count: int = 0
@@ -111,19 +120,55 @@ class Tracked:
     _shield_depth: int = 0
     _shield_ended: asyncio.Event | None = None
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        kind: WorkKind | str,
+        what: object,
+        task: asyncio.Task[object] | None = None,
+        *,
+        on_closing: Callable[[], None] | None = None,
+        view: str | None = None,
+        redacted: bool = False,
+    ) -> None:
+        self.kind = kind
         # Whatever named the work (a request's path, a task's name), its label is shown
         # in logs, snapshots and terminals: visible, and bounded.
-        self.what = visible(str(self.what), MAX_WHAT)
+        if type(what) is str and len(what) <= MAX_WHAT and what.isprintable():
+            self.what = what
+        else:
+            self.what = visible(str(what), MAX_WHAT)
+        self.task = task
+        self.started = time.monotonic()
+        self.id = next(_ids)
+        if on_closing is not None:
+            self.on_closing = on_closing
+        if view is not None:
+            self.view = view
+        if redacted:
+            self.redacted = True
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} {self.kind} {self.what!r}>"
+
+    @property
+    def sync_view(self) -> bool:
+        """The view is sync: its thread may outlive the request's task (``lingering``)."""
+        return False
 
     @property
     def token(self) -> CancellationToken:
-        """The work's cancellation token (made on first use: most work never needs one)."""
-        if self._token is None:
-            self._token = CancellationToken()
-            if self.reason is not None:
-                self._token.cancel(self.reason)
-        return self._token
+        """The work's cancellation token (made on first use, by whichever thread asks
+        first: most work never needs one)."""
+        token = self._token
+        if token is None:
+            with _TOKEN_LOCK:
+                token = self._token
+                if token is None:
+                    token = CancellationToken()
+                    if self.reason is not None:
+                        token.cancel(self.reason)
+                    self._token = token
+        return token
 
     def tell(self, reason: CancelReason) -> None:
         """Record why the work should stop and set its token, without cancelling a task."""
@@ -147,7 +192,8 @@ class Tracked:
     @property
     def told(self) -> bool:
         """The work was told to stop (a cancel, or only its token: a client that left)."""
-        return self.stop_reason is not None
+        token = self._token
+        return self.reason is not None or (token is not None and token.reason is not None)
 
     @property
     def age(self) -> float:
@@ -246,6 +292,85 @@ class Tracked:
         return f"{self.kind} {self.what}{view} ({state}, {self.age:.1f} s old)"
 
 
+class TrackedRequest(Tracked):
+    """An HTTP request's work. Its label (``what``) and its view are made when first
+    read (a snapshot, a log line), not on every request's path: the view comes from the
+    Django request GracefulMiddleware gives it (``request``) once Django resolved its URL
+    (and with ``REDACT_PATHS``, the label from its route then)."""
+
+    #: The Django request (GracefulMiddleware), read for its ``resolver_match``.
+    request: Any = None
+    _what: str | None = None
+    _view: str | None = None
+
+    def __init__(
+        self,
+        method: object,
+        path: object,
+        task: asyncio.Task[object] | None = None,
+        *,
+        redacted: bool = False,
+    ) -> None:
+        self.kind = WorkKind.REQUEST
+        self._method = method
+        self._path = path
+        self.task = task
+        self.started = time.monotonic()
+        self.id = next(_ids)
+        if redacted:
+            self.redacted = True
+
+    @property
+    def what(self) -> str:
+        """``request_label``; with ``REDACT_PATHS``, ``route_label`` once resolved."""
+        what = self._what
+        if what is None:
+            what = request_label(self._method, self._path, redact=self.redacted)
+            if not self.redacted:
+                self._what = what
+            else:
+                route = getattr(self._match(), "route", None)
+                if isinstance(route, str):
+                    what = self._what = route_label(what, route)
+        return what
+
+    @what.setter
+    def what(self, value: str) -> None:
+        self._what = visible(str(value), MAX_WHAT)
+
+    @property
+    def view(self) -> str | None:
+        """The view's dotted path, as Django's resolver names it, once resolved."""
+        view = self._view
+        if view is None:
+            match = self._match()
+            if match is not None:
+                view = self._view = view_path(match)
+        return view
+
+    @view.setter
+    def view(self, value: str | None) -> None:
+        self._view = value
+
+    @property
+    def sync_view(self) -> bool:
+        func = getattr(self._match(), "func", None)
+        return func is not None and not iscoroutinefunction(func)
+
+    def _match(self) -> Any:
+        """The request's ``ResolverMatch``, once Django resolved its URL."""
+        return getattr(self.request, "resolver_match", None)
+
+
+def view_path(match: Any) -> str:
+    """The view's dotted path, as Django's resolver names it (a class-based view's class)."""
+    path = getattr(match, "_func_path", None)
+    if isinstance(path, str):
+        return path
+    view = getattr(match.func, "view_class", match.func)
+    return f"{getattr(view, '__module__', '?')}.{getattr(view, '__qualname__', repr(view))}"
+
+
 class Registry:
     """In-flight work of one process; calls ``on_empty`` when the last item leaves."""
 
@@ -261,7 +386,7 @@ class Registry:
     def discard(self, item: Tracked) -> None:
         if self._items.pop(item.id, None) is None:
             return
-        if item.sync_view and item.told and len(self._lingering) < MAX_LINGERING:
+        if item.told and item.sync_view and len(self._lingering) < MAX_LINGERING:
             self._lingering[item.id] = item
         if not self._items and self._on_empty:
             self._on_empty()
@@ -300,8 +425,19 @@ _current_item: contextvars.ContextVar[Tracked | None] = contextvars.ContextVar(
 
 
 def current_item() -> Tracked | None:
-    """The tracked work this code runs for (set by GracefulMiddleware for a view)."""
+    """The tracked work this code runs for: the request (GracefulASGI sets it for the
+    whole request), the ``spawn()``ed task; None elsewhere."""
     return _current_item.get()
+
+
+def current_cancellation() -> CancellationToken:
+    """The token of the request (or tracked task) this code runs for.
+
+    Outside of one it is a token that is never cancelled. asgiref carries it into
+    the thread of a sync view (it is the current work's, a context variable).
+    """
+    item = _current_item.get()
+    return NEVER if item is None else item.token
 
 
 def use_item(item: Tracked | None) -> contextvars.Token[Tracked | None]:

@@ -11,10 +11,13 @@ from asgiref.typing import ASGIReceiveCallable
 from .._core.cancellation import CancelReason
 from .._core.phases import Phase
 from .._core.registry import Tracked
-from .protocol import SHUTTING_DOWN_BODY, Message, Send, refuse_http
+from .protocol import PATHSEND, SHUTTING_DOWN_BODY, Message, Send, refuse_http
 
 if TYPE_CHECKING:
     from .._core.lifecycle import Lifecycle
+
+
+_CLOSING = Phase.CLOSING
 
 
 class InterruptibleReceive:
@@ -24,17 +27,17 @@ class InterruptibleReceive:
     have: Django (5.2 and 6.1) then cancels the view itself and lets it clean up.
     The task blocked in ``receive()`` is interrupted with ``cancel()``, which this
     wrapper takes back (``uncancel()``) and turns into the disconnect message.
+
+    (One per connection, made on every request's path: what is not given starts at the
+    class's defaults.)
     """
 
-    __slots__ = (
-        "_disconnect",
-        "_interrupted",
-        "_interrupting",
-        "_item",
-        "_receive",
-        "_waiter",
-        "response",
-    )
+    _interrupted = False
+    _interrupting = False
+    _waiter: asyncio.Task[Any] | None = None
+    #: The response's send, to tell a client that left early from the normal
+    #: ``http.disconnect`` that follows a complete response.
+    response: TrackingSend | None = None
 
     def __init__(
         self, receive: ASGIReceiveCallable, disconnect: Message, item: Tracked | None = None
@@ -42,12 +45,6 @@ class InterruptibleReceive:
         self._receive = receive
         self._disconnect = disconnect
         self._item = item
-        self._interrupted = False
-        self._interrupting = False
-        self._waiter: asyncio.Task[Any] | None = None
-        #: The response's send, to tell a client that left early from the normal
-        #: ``http.disconnect`` that follows a complete response.
-        self.response: TrackingSend | None = None
 
     @property
     def interrupted(self) -> bool:
@@ -90,29 +87,30 @@ class InterruptibleReceive:
 class TrackingSend:
     """``send()`` that notes whether the response began, ended (``finished``: its last
     message given; ``sent``: the server took it), and adds ``Connection: close`` to
-    responses that begin from CLOSING on; ``refuse()`` answers 503 in the app's place."""
+    responses that begin from CLOSING on; ``refuse()`` answers 503 in the app's place.
+    ``pathsend``: the server takes ``http.response.pathsend``."""
 
-    __slots__ = ("_lifecycle", "_refused", "_send", "finished", "sent", "started")
+    started = False
+    finished = False
+    sent = False
+    _refused = False
 
-    def __init__(self, send: Send, lifecycle: Lifecycle) -> None:
+    def __init__(self, send: Send, lifecycle: Lifecycle, *, pathsend: bool = False) -> None:
         self._send = send
         self._lifecycle = lifecycle
-        self.started = False
-        self.finished = False
-        self.sent = False
-        self._refused = False
+        self.pathsend = pathsend
 
     async def __call__(self, message: Any) -> None:
         if self._refused:
             return  # the client has its 503 already; what the app sends after it is dropped
         kind = message["type"]
         if (kind == "http.response.body" and not message.get("more_body", False)) or (
-            kind == "http.response.pathsend"
+            kind == PATHSEND
         ):
             self.finished = True
         elif kind == "http.response.start":
             self.started = True
-            if self._lifecycle.phase >= Phase.CLOSING:
+            if self._lifecycle.phase >= _CLOSING:
                 headers = [
                     (k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"
                 ]

@@ -7,18 +7,13 @@ import contextlib
 import os
 import stat
 from collections.abc import Mapping
-from contextvars import ContextVar
 from typing import Any
 
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 from django.http import FileResponse, HttpResponseBase
 
-#: The ASGI extension by which a server sends a file from its path (Granian, both
-#: interfaces): no bytes through Python, and no buffering where the server's stream has
-#: no backpressure (Granian's RSGI).
-PATHSEND = "http.response.pathsend"
-#: Whether the server of the current request takes ``PATHSEND`` (set per request task).
-_pathsend: ContextVar[bool] = ContextVar("django_graceful_pathsend", default=False)
+from .._core.cancellation import NEVER, CancellationToken
+from .protocol import PATHSEND, TRACKED_KEY
 
 
 class GracefulASGIRequest(ASGIRequest):
@@ -35,6 +30,20 @@ class GracefulASGIRequest(ASGIRequest):
     def state(self, value: dict[str, Any]) -> None:
         self.scope["state"] = value
 
+    @property
+    def cancellation(self) -> CancellationToken:
+        """The request's token (its tracked work's, made when first asked for; one that
+        is never cancelled without GracefulASGI), unless one was set."""
+        token = self.__dict__.get("_cancellation")
+        if token is None:
+            item = self.scope.get(TRACKED_KEY)
+            token = item.token if item is not None else NEVER
+        return token
+
+    @cancellation.setter
+    def cancellation(self, value: CancellationToken) -> None:
+        self.__dict__["_cancellation"] = value
+
 
 class _HeadSent(Exception):
     """Django's send_response has sent the head; the file went by its path."""
@@ -43,15 +52,12 @@ class _HeadSent(Exception):
 class GracefulASGIHandler(ASGIHandler):
     request_class = GracefulASGIRequest
 
-    async def handle(self, scope: Any, receive: Any, send: Any) -> None:
-        _pathsend.set(PATHSEND in (scope.get("extensions") or ()))
-        await super().handle(scope, receive, send)
-
     async def send_response(self, response: HttpResponseBase, send: Any) -> None:
         """Django's, but a ``FileResponse`` of a whole file on disk goes by its path
-        where the server takes ``http.response.pathsend``."""
-        path = file_path(response) if _pathsend.get() else None
-        if path is None:
+        where the server takes ``http.response.pathsend`` (GracefulASGI's ``send`` says,
+        as ``pathsend``)."""
+        path = file_path(response) if isinstance(response, FileResponse) else None
+        if path is None or not getattr(getattr(send, "__self__", send), "pathsend", False):
             await super().send_response(response, send)
             return
 

@@ -39,6 +39,10 @@ BODY_DRAIN_SECONDS = 1.0
 
 HTTP_DISCONNECT: Message = {"type": "http.disconnect"}
 
+#: The ASGI extension by which a server sends a file from its path (Granian, both
+#: interfaces): no bytes through Python, and no buffering where the server's stream has
+#: no backpressure (Granian's RSGI).
+PATHSEND = "http.response.pathsend"
 #: Scope key under which the request's registry entry travels to GracefulMiddleware.
 TRACKED_KEY = "django_graceful.tracked"
 #: Scope key under which a websocket's session travels to the app (GracefulConsumerMixin).
