@@ -2,6 +2,7 @@
 
 Usage: python bench/request_cost.py [--quick] [--servers KIND ...] [--views VIEW ...]
        [--variants VARIANT ...] [--rounds N] [--duration S] [--budget S] [--pg own|shared]
+       [--instructions N]
 
 Each server kind (one worker, its usual command line, access logs off) runs the bench
 project three times over, all three up at once: plain Django (Granian RSGI's is plain
@@ -37,6 +38,12 @@ round <= the requests in flight (``--connections``) + 2; ``REUSE_SYNC_THREADS`` 
 1.02x plain Django's CPU per request. On a shared 2-core machine a round's ratio moves by
 several per cent: read the min .. max beside each ratio.
 
+``--instructions N`` (a few minutes) counts instead: each variant's user-space
+instructions per request under callgrind, on Uvicorn (or Daphne), ``N`` requests at a time
+on one connection. A count moves by less than 1 % from run to run whatever else the
+machine does, where CPU time moves by 10 % and more: it is how a change of a few per cent
+in the path of every request is seen. Needs valgrind.
+
 ``--quick`` (about a minute): Uvicorn and Granian RSGI, 2 rounds of 1 s. The full run
 (the defaults: five servers, 5 rounds of 3 s) takes about 15 minutes. The tables go to
 stdout and to bench/results/request-cost-py3XX[-quick].md, the server logs beside them.
@@ -49,7 +56,9 @@ import contextlib
 import json
 import os
 import platform
+import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -552,6 +561,127 @@ def summary(tables: list[Table], connections: int) -> list[str]:
     return [*lines, ""]
 
 
+# -- instructions (--instructions) -----------------------------------------------------
+
+#: Server kinds whose one process serves (valgrind follows no worker process).
+ONE_PROCESS = ("uvicorn", "daphne")
+#: Measured counts per variant and view, each over this many requests.
+INSTRUCTION_SAMPLES = 3
+#: Requests before the count starts (imports, caches, the lazy startup).
+INSTRUCTION_WARMUP = 50
+
+
+def keep_alive_requests(port: int, path: str, count: int) -> None:
+    """``count`` requests for ``path``, one after the other on one kept-alive
+    connection; raises on an answer that is not a whole 200."""
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        for _ in range(count):
+            sock.sendall(request)
+            data = b""
+            while True:
+                head, sep, body = data.partition(b"\r\n\r\n")
+                if sep:
+                    length = re.search(rb"(?im)^content-length: *(\d+)", head)
+                    if length is None or not head.startswith(b"HTTP/1.1 200"):
+                        raise ServerError(f"GET {path}: {head[:200]!r}")
+                    if len(body) >= int(length.group(1)):
+                        break
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ServerError(f"GET {path}: the connection closed")
+                data += chunk
+
+
+def callgrind(pid: int, *argv: str) -> None:
+    subprocess.run(["callgrind_control", *argv, str(pid)], capture_output=True, check=True)
+
+
+def count_instructions(server: Server, views: list[View], requests: int) -> dict[str, list[float]]:
+    """Instructions per request on each view (``INSTRUCTION_SAMPLES`` counts of ``requests``
+    requests each) of ``server``, started under callgrind with the count off."""
+    assert server.proc is not None
+    folder = Path(server.env["BENCH_CALLGRIND_DIR"])
+    for view in views:
+        keep_alive_requests(server.port, view.path, INSTRUCTION_WARMUP)
+    callgrind(server.proc.pid, "--instr=on")
+    counts: dict[str, list[float]] = {}
+    for view in views:
+        for n in range(INSTRUCTION_SAMPLES):
+            callgrind(server.proc.pid, "--zero")
+            keep_alive_requests(server.port, view.path, requests)
+            callgrind(server.proc.pid, f"--dump={view.key}-{n}")
+            dump = max(folder.glob("callgrind.out.*"), key=lambda f: f.stat().st_mtime)
+            total = re.search(r"(?m)^(?:summary|totals): *(\d+)", dump.read_text())
+            if total is None:
+                raise ServerError(f"no instruction count in {dump}")
+            counts.setdefault(view.key, []).append(int(total.group(1)) / requests)
+    return counts
+
+
+def instructions(args: argparse.Namespace, chosen: list[Variant], views: list[View]) -> list[str]:
+    """``--instructions``: each variant's instructions per request, counted by callgrind
+    (user-space instructions of the whole process: the event loop, Django, the threads of
+    its sync code; not the kernel's), against plain Django on the same server."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    lines = [
+        "| server | view | variant | instructions per request | ÷ plain (min .. max) |",
+        "|---|---|---|---:|---:|",
+    ]
+    tag = f"py{sys.version_info.major}{sys.version_info.minor}"
+    env_base = {"PYTHONHASHSEED": "0"}
+    for kind in args.servers:
+        if kind not in ONE_PROCESS:
+            log(f"{SERVER_NAMES[kind]}: not counted (valgrind counts one process)")
+            continue
+        per_variant: dict[str, dict[str, list[float]]] = {}
+        for variant in chosen:
+            folder = Path(tempfile.mkdtemp(prefix="bench-callgrind-"))
+            server = Server(
+                kind,
+                variant.app,
+                log_path=RESULTS / f"request-instructions-{tag}-{kind}-{variant.key}.log",
+                extra=QUIET.get(kind, ()),
+                env={**env_base, "BENCH_CALLGRIND_DIR": str(folder)},
+            )
+            server.cmd = [
+                "valgrind",
+                "--tool=callgrind",
+                "--instr-atstart=no",
+                f"--callgrind-out-file={folder}/callgrind.out",
+                *server.cmd,
+            ]
+            try:
+                server.start()
+                server.wait_listening(300)
+                per_variant[variant.key] = count_instructions(server, views, args.instructions)
+            finally:
+                server.stop(60)
+                shutil.rmtree(folder, ignore_errors=True)
+            log(
+                f"  {kind} {variant.key}: "
+                + ", ".join(
+                    f"{key} {statistics.median(v):,.0f}"
+                    for key, v in per_variant[variant.key].items()
+                )
+            )
+        for view in views:
+            base = per_variant[PLAIN][view.key]
+            for variant in chosen:
+                mine = per_variant[variant.key][view.key]
+                ratios = [a / b for a, b in zip(mine, base, strict=True)]
+                ratio_text = "1" if variant.key == PLAIN else ratio(ratios)
+                if variant.key == OFF:
+                    ok = statistics.median(ratios) <= GOAL_OFF_CPU
+                    ratio_text += f" ({'PASS' if ok else 'MISS'} ≤ {GOAL_OFF_CPU})"
+                lines.append(
+                    f"| {SERVER_NAMES[kind]} | {view.name} | {variant.name} | "
+                    f"{statistics.median(mine):,.0f} | {ratio_text} |"
+                )
+    return lines
+
+
 # -- main ---------------------------------------------------------------------------
 
 
@@ -593,9 +723,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         f"shared one on 127.0.0.1:{SHARED_PG_PORT} (database test)",
     )
     parser.add_argument(
+        "--instructions",
+        type=int,
+        metavar="N",
+        help="instead of the load: count each variant's instructions per request under "
+        "callgrind (valgrind), N requests per count, one after the other on one connection "
+        f"(servers of one process: {', '.join(ONE_PROCESS)}; default uvicorn): the same "
+        "within about 1 %% from run to run, whatever else the machine does",
+    )
+    parser.add_argument(
         "--budget", type=float, help="seconds; no new round after it (default 1500; quick 60)"
     )
     args = parser.parse_args(argv)
+    if args.servers is None and args.instructions:
+        args.servers = ["uvicorn"]
     if args.servers is None:
         args.servers = list(QUICK_SERVERS if args.quick else DEFAULT_SERVERS)
     for name, full, quick in (("rounds", 5, 2), ("duration", 3, 1), ("budget", 1500.0, 60.0)):
@@ -603,6 +744,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
             setattr(args, name, quick if args.quick else full)
     if min(args.rounds, args.duration, args.warmup, args.connections) < 1:
         parser.error("--rounds, --duration, --warmup and --connections must be >= 1")
+    if args.instructions is not None and args.instructions < 1:
+        parser.error("--instructions must be >= 1")
     return args
 
 
@@ -617,6 +760,8 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"django-rsgi not run: {missing}")
         chosen = [v for v in chosen if v.key != "django-rsgi"]
     views = [VIEWS[k] for k in VIEWS if k in args.views]
+    if args.instructions:
+        return count_main(args, argv, chosen, views, began)
     pg = None
     if any(v.database for v in views):
         pg, reason = postgres(own=args.pg == "own")
@@ -665,6 +810,41 @@ def main(argv: list[str] | None = None) -> int:
     publish(f"request-cost-{tag}{'-quick' if args.quick else ''}.md", "\n".join(out), began)
     errors = sum(c.errors for t in tables for c in t.cells.values())
     return 1 if errors or any(t.not_run for t in tables) else 0
+
+
+def count_main(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    chosen: list[Variant],
+    views: list[View],
+    began: float,
+) -> int:
+    """``--instructions``: the counts instead of the load (no database: its client's
+    instructions are the same for every variant)."""
+    views = [v for v in views if not v.database]
+    tag = f"py{sys.version_info.major}{sys.version_info.minor}"
+    header = (
+        f"{versions('django', 'asgiref', servers=args.servers)}; "
+        f"django_graceful at {source_state()}"
+    )
+    log(header)
+    command = " ".join(["python bench/request_cost.py", *(argv or sys.argv[1:])]).strip()
+    out = [
+        f"## Instructions per request ({tag})",
+        "",
+        f"`{command}`: {header}. Each variant's server under callgrind, its count on only "
+        f"while {args.instructions} requests are sent one after the other on one kept-alive "
+        f"connection, {INSTRUCTION_SAMPLES} counts per view (the median; the ratios' min .. "
+        "max); the count of the user-space instructions of the whole process (the kernel's "
+        "work, such as starting a thread per request, is not in it). The heartbeat (once a "
+        "second) and its probe of the event loop (four times a second) run more often per "
+        "request under valgrind, which slows the server down many times, than at full "
+        "speed: the counts over-state their share.",
+        "",
+        *instructions(args, chosen, views),
+    ]
+    publish(f"request-instructions-{tag}.md", "\n".join(out), began)
+    return 0
 
 
 if __name__ == "__main__":
