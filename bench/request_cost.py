@@ -671,7 +671,11 @@ def instructions(args: argparse.Namespace, chosen: list[Variant], views: list[Vi
             for variant in chosen:
                 mine = per_variant[variant.key][view.key]
                 ratios = [a / b for a, b in zip(mine, base, strict=True)]
-                ratio_text = "1" if variant.key == PLAIN else ratio(ratios)
+                ratio_text = (
+                    "1"
+                    if variant.key == PLAIN
+                    else f"{statistics.median(ratios):.3f} ({min(ratios):.3f} .. {max(ratios):.3f})"
+                )
                 if variant.key == OFF:
                     ok = statistics.median(ratios) <= GOAL_OFF_CPU
                     ratio_text += f" ({'PASS' if ok else 'MISS'} ≤ {GOAL_OFF_CPU})"

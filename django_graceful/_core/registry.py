@@ -164,10 +164,11 @@ class Tracked:
             with _TOKEN_LOCK:
                 token = self._token
                 if token is None:
-                    token = CancellationToken()
+                    # Set before the reason is looked at: a tell() meanwhile (on the
+                    # loop) either sees this token or set the reason looked at here.
+                    token = self._token = CancellationToken()
                     if self.reason is not None:
                         token.cancel(self.reason)
-                    self._token = token
         return token
 
     def tell(self, reason: CancelReason) -> None:
