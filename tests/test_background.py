@@ -185,3 +185,28 @@ async def test_a_thread_that_raises_is_logged(
         start_thread(broken, name="producer").join(2)
     assert "thread producer raised" in caplog.text and "broker unreachable" in caplog.text
     assert len(lifecycle.registry) == 0
+
+
+@pytest.mark.usefixtures("started")
+async def test_a_shield_in_a_spawned_task_holds_back_the_task_s_own_cancel(
+    lifecycle: Lifecycle,
+) -> None:
+    from django_graceful import shield
+
+    seen: list[str] = []
+
+    async def flush() -> None:
+        (item,) = [i for i in lifecycle.registry if i.what == "flush"]
+        async with shield(timeout=5):
+            for _ in range(500):  # until the shutdown's cancel came (held), 5 s at most
+                if item.cancel_count:
+                    seen.append("cancel held")
+                    break
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(3600)  # the held cancel lands at the next await
+        seen.append("not cancelled after the shield")
+
+    task = spawn(flush(), name="flush")
+    await lifecycle.shutdown("test")
+    assert seen == ["cancel held"]  # and delivered once the shield ended
+    assert task.cancelled()

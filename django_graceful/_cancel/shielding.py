@@ -14,7 +14,7 @@ logger = logging.getLogger("django_graceful")
 
 @asynccontextmanager
 async def shield(timeout: float) -> AsyncIterator[None]:
-    """Hold back cancellation of the current request while the block runs.
+    """Hold back cancellation of the current request (or spawned task) while the block runs.
 
     A client disconnect or a shutdown cancel that arrives meanwhile is held and
     delivered when the block exits, or when ``timeout`` seconds have passed
@@ -29,7 +29,7 @@ async def shield(timeout: float) -> AsyncIterator[None]:
         raise ValueError(f"shield timeout must be seconds >= 0, not {timeout!r}")
     item = current_item()
     if item is None:
-        yield  # no tracked request here: nothing of ours can cancel this block
+        yield  # no tracked work here: nothing of ours can cancel this block
         return
     item.begin_shield()
     expiry = asyncio.get_running_loop().call_later(timeout, _expire, item, timeout)
