@@ -52,13 +52,13 @@ stdout and to bench/results/request-cost-py3XX[-quick].md, the server logs besid
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
 import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -88,6 +88,7 @@ from bench.harness import (  # noqa: E402
     load_client,
     log,
     publish,
+    read_response_body,
     rotation,
     source_state,
     version,
@@ -574,23 +575,20 @@ INSTRUCTION_WARMUP = 50
 def keep_alive_requests(port: int, path: str, count: int) -> None:
     """``count`` requests for ``path``, one after the other on one kept-alive
     connection; raises on an answer that is not a whole 200."""
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
-        for _ in range(count):
-            sock.sendall(request)
-            data = b""
-            while True:
-                head, sep, body = data.partition(b"\r\n\r\n")
-                if sep:
-                    length = re.search(rb"(?im)^content-length: *(\d+)", head)
-                    if length is None or not head.startswith(b"HTTP/1.1 200"):
-                        raise ServerError(f"GET {path}: {head[:200]!r}")
-                    if len(body) >= int(length.group(1)):
-                        break
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise ServerError(f"GET {path}: the connection closed")
-                data += chunk
+
+    async def send_them() -> None:
+        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for _ in range(count):
+                writer.write(request)
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
+                if head[9:12] != b"200" or await read_response_body(reader, head) is None:
+                    raise ServerError(f"GET {path}: {head[:200]!r}")
+        finally:
+            writer.close()
+
+    asyncio.run(send_them())
 
 
 def callgrind(pid: int, *argv: str) -> None:

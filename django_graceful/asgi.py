@@ -63,8 +63,6 @@ class _NotGiven:
 
 
 _NOT_GIVEN = _NotGiven()
-#: The phases every request looks at (read once, not from the enum each time).
-_SERVING, _CLOSING = Phase.SERVING, Phase.CLOSING
 
 
 class GracefulASGI:
@@ -97,9 +95,9 @@ class GracefulASGI:
         if kind == "lifespan":
             await self._lifespan(scope, receive, send)
             return
-        lifecycle = self._lifecycle or get_lifecycle()
+        lifecycle = self.lifecycle
         phase = lifecycle.phase
-        if phase < _SERVING or lifecycle.stale:
+        if phase < Phase.SERVING or lifecycle.stale:
             # The server sent no lifespan (Daphne, Granian asginl, --lifespan off); or a
             # test client without one, on a new event loop.
             try:
@@ -114,7 +112,7 @@ class GracefulASGI:
         elif lifecycle.startup_error is not None:
             await refuse(scope, receive, send, UNAVAILABLE_BODY, WS_INTERNAL_ERROR)
             return
-        if phase >= _CLOSING and not lifecycle.read_before_closing():
+        if phase >= Phase.CLOSING and not lifecycle.read_before_closing():
             lifecycle.answering += 1
             try:
                 if _health_probe(scope):
@@ -296,7 +294,7 @@ def _scope_type(scope: Scope, receive: Any, send: Any) -> str:
             "GracefulASGI(scope, receive, send): receive and send must be the server's "
             f"awaitable callables, not receive={receive!r}, send={send!r}"
         )
-    kind = scope.get("type") if type(scope) is dict or isinstance(scope, Mapping) else None
+    kind = scope.get("type") if isinstance(scope, Mapping) else None
     if kind is None:
         raise ValueError(f"GracefulASGI was called with a scope without a 'type': {scope!r}")
     if kind not in SCOPE_TYPES:

@@ -16,7 +16,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
-from ._core.cancellation import NEVER, CancelReason, RequestCancelled
+from ._core.cancellation import NEVER, CancellationToken, CancelReason, RequestCancelled
 from ._serving.handler import GracefulASGIRequest
 from .asgi import TRACKED_KEY
 
@@ -34,8 +34,7 @@ class GracefulMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self._acall(request)
-        _attach_state(request)
-        request.cancellation = NEVER  # type: ignore[attr-defined]  # WSGI: nothing to cancel
+        _attach(request, NEVER)  # WSGI: nothing to cancel
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
@@ -48,13 +47,11 @@ class GracefulMiddleware:
         scope = getattr(request, "scope", None)
         item = scope.get(TRACKED_KEY) if scope is not None else None
         if item is None:  # not through GracefulASGI
-            _attach_state(request)
-            request.cancellation = NEVER  # type: ignore[attr-defined]
+            _attach(request, NEVER)
             return await self.get_response(request)
         item.request = request
         if type(request) is not GracefulASGIRequest:  # it has both as properties
-            _attach_state(request)
-            request.cancellation = item.token  # type: ignore[attr-defined]
+            _attach(request, item.token)
         item.view_task = asyncio.current_task()
         try:
             return await self.get_response(request)
@@ -78,7 +75,9 @@ def cancelled_response(reason: CancelReason) -> HttpResponse:
     )
 
 
-def _attach_state(request: HttpRequest) -> None:
+def _attach(request: HttpRequest, token: CancellationToken) -> None:
+    """Give ``request`` its ``state`` (the scope's) and its ``cancellation``."""
     if not hasattr(request, "state"):
         scope = getattr(request, "scope", None)
         request.state = scope.setdefault("state", {}) if scope is not None else {}  # type: ignore[attr-defined]
+    request.cancellation = token  # type: ignore[attr-defined]

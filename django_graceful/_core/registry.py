@@ -56,14 +56,6 @@ def request_label(method: object, path: object, *, redact: bool = False) -> str:
     if redact:
         first, slash, rest = text.lstrip("/").partition("/")
         text = f"/{first}/{ELLIPSIS if rest else ''}" if slash else f"/{ELLIPSIS if first else ''}"
-    if (
-        type(method) is str
-        and len(method) <= MAX_METHOD
-        and len(text) <= MAX_PATH
-        and method.isprintable()
-        and text.isprintable()
-    ):
-        return f"{method} {text}"  # what visible() would give: most requests' labels
     return f"{visible(str(method), MAX_METHOD)} {visible(text, MAX_PATH)}"
 
 
@@ -133,10 +125,7 @@ class Tracked:
         self.kind = kind
         # Whatever named the work (a request's path, a task's name), its label is shown
         # in logs, snapshots and terminals: visible, and bounded.
-        if type(what) is str and len(what) <= MAX_WHAT and what.isprintable():
-            self.what = what
-        else:
-            self.what = visible(str(what), MAX_WHAT)
+        self.what = visible(str(what), MAX_WHAT)
         self.task = task
         self.started = time.monotonic()
         self.id = next(_ids)
@@ -193,8 +182,7 @@ class Tracked:
     @property
     def told(self) -> bool:
         """The work was told to stop (a cancel, or only its token: a client that left)."""
-        token = self._token
-        return self.reason is not None or (token is not None and token.reason is not None)
+        return self.reason is not None or self.token_reason is not None
 
     @property
     def age(self) -> float:

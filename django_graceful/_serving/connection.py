@@ -17,9 +17,6 @@ if TYPE_CHECKING:
     from .._core.lifecycle import Lifecycle
 
 
-_CLOSING = Phase.CLOSING
-
-
 class InterruptibleReceive:
     """``receive()`` that can be made to return a disconnect at any moment.
 
@@ -110,7 +107,7 @@ class TrackingSend:
             self.finished = True
         elif kind == "http.response.start":
             self.started = True
-            if self._lifecycle.phase >= _CLOSING:
+            if self._lifecycle.phase >= Phase.CLOSING:
                 headers = [
                     (k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"
                 ]
