@@ -287,6 +287,34 @@ def test_reload_and_fewer_workers_refuse_nothing_and_finish_what_the_old_workers
 
 @SERVER
 @KINDS
+def test_the_arbiters_repeated_sigterm_never_ends_a_worker_that_exits_by_itself(
+    kind: str,
+) -> None:
+    """The arbiter sends SIGTERM again, once a second, to a worker it has one too many of
+    (TTOU, a reload), until the worker is gone; here every 5 ms, so that one lands in
+    each step of the worker's exit (the event loop's close among them)."""
+    with engaged(kind, graceful=QUICK_HOOKS, workers=2) as srv:
+        held = in_background(get_or_error, srv, "/slow/?s=0.5")
+        srv.wait_event("slow-begin")
+        srv.signal(signal.SIGTTOU)
+        (stopping,) = srv.wait_event("shutdown-started")
+        pid = stopping["pid"]
+        deadline = time.monotonic() + 10
+        with contextlib.suppress(ProcessLookupError):
+            while time.monotonic() < deadline:
+                os.kill(pid, signal.SIGTERM)
+                time.sleep(0.005)
+        assert time.monotonic() < deadline, f"worker {pid} still there after 10 s"
+        assert statuses([held.result(timeout=10)]) == [200]
+        log = srv.log()
+        assert "Exception ignored" not in log, log
+        if kind == "gunicorn-asgi":  # uvicorn ends its worker with the signal it stopped on
+            assert f"Worker (pid:{pid}) was sent" not in log, log
+        stop_cleanly(srv)
+
+
+@SERVER
+@KINDS
 @pytest.mark.parametrize("stop", ["SIGQUIT", "SIGINT", "ctrl-c"])
 def test_a_quick_stop_cancels_at_once_and_still_runs_the_hooks(kind: str, stop: str) -> None:
     workers = 2 if stop == "ctrl-c" else 1

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from django_graceful._core.signal_chain import SIGNALS, ChainedSignals
+from django_graceful._core.signal_chain import SIGNALS, ChainedSignals, ignore_from_now
 
 
 @pytest.fixture(autouse=True)
@@ -119,6 +119,24 @@ async def test_restore_leaves_a_handler_installed_after_ours() -> None:
     signal.signal(signal.SIGTERM, later)
     chained.restore()
     assert signal.getsignal(signal.SIGTERM) is later
+
+
+def test_ignore_from_now_leaves_the_closing_loop_no_handler_and_ignores_the_stop_signals() -> None:
+    """A SIGTERM while the loop closes neither ends the process nor meets a closed wakeup fd."""
+    loop = asyncio.new_event_loop()
+    seen: list[int] = []
+    try:
+        for signum in (signal.SIGTERM, signal.SIGUSR2):
+            loop.add_signal_handler(signum, seen.append, signum)
+        ignore_from_now(loop, frozenset({signal.SIGTERM}))
+        assert signal.set_wakeup_fd(-1) == -1  # no fd of the loop's is written to any more
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL  # as the loop would leave it
+        os.kill(os.getpid(), signal.SIGTERM)
+        loop.close()
+        assert seen == []
+    finally:
+        loop.close()
 
 
 def test_a_chain_whose_loop_closed_steps_aside_and_the_signal_does_what_it_did_before() -> None:

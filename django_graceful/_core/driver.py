@@ -193,6 +193,10 @@ class Driver:
         (``holds_hung_work``). None: the teardown is not guarded."""
         return None
 
+    def tearing_down(self) -> None:
+        """The server, released, tears its event loop down (it cancelled every task; only
+        where ``guards_teardown``): the process ends in a moment."""
+
     def server_bounds_teardown(self) -> bool:
         """Whether the server bounds its teardown's wait itself, so that only our tracked
         work needs watching (Gunicorn's native worker after a quick stop)."""

@@ -122,6 +122,22 @@ class ChainedSignals:
             previous(signum)
 
 
+def ignore_from_now(loop: asyncio.AbstractEventLoop, signals: frozenset[int]) -> None:
+    """The process is ending: ``signals`` are ignored from now on, and the loop's signal
+    handlers are gone before the loop closes.
+
+    A unix event loop closes its self-pipe (its signals' wakeup fd) before it removes its
+    signal handlers, each one back to its default action: a signal in between is written
+    to a closed fd (a traceback on stderr, "Exception ignored ... Bad file descriptor"),
+    and a SIGTERM after its handler went ends the process. Removing the handlers first
+    (the last one takes the wakeup fd with it) leaves no such moment.
+    """
+    for signum in list(_loop_handlers(loop)):
+        loop.remove_signal_handler(signum)
+        if signum in signals:
+            signal.signal(signum, signal.SIG_IGN)
+
+
 def _loop_handlers(loop: asyncio.AbstractEventLoop) -> dict[int, asyncio.Handle]:
     """The loop's own signal handlers (the unix event loop's; none on others)."""
     return getattr(loop, "_signal_handlers", {})

@@ -299,6 +299,8 @@ class ServerStops:
             await asyncio.get_running_loop().create_future()
         except asyncio.CancelledError:
             driver = self._driver
+            if self._released:
+                driver.tearing_down()
             ending = driver.forced_ending(self._first_signal)
             if not self._released or ending is None:
                 raise

@@ -18,7 +18,9 @@ Besides gunicorn's shared stops (``adapters/gunicorn.py``), this driver:
   out its second;
 - has ``_cleanup`` guarded: if tasks still ignore their cancel, the worker exits with
   status 0, as gunicorn's own exit (after a quick stop, ``_quick_shutdown``, gunicorn
-  bounds that wait to 1 s in a task of its own: only our hung work is waited for then).
+  bounds that wait to 1 s in a task of its own: only our hung work is waited for then),
+  and the worker's stop signals ignored from there (the arbiter's repeated SIGTERM would
+  otherwise meet ``loop.close()`` half done: a traceback, or the end by SIGTERM).
 
 What it reads of the asgi worker that gunicorn does not document is all in :class:`Gasgi`
 (the probe), checked against 27.0.1 (27.0.0's protocol keeps no ``_awaiting_request``:
@@ -28,12 +30,14 @@ an idle keep-alive connection there held the exit until its keep-alive timeout).
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from collections.abc import Iterator
 from types import CodeType, FrameType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .._core.driver import Control, Driver, Ending
+from .._core.signal_chain import ignore_from_now
 from ._versions import fall_back
 from .gunicorn import Gunicorn, GunicornStops, gunicorn_version
 
@@ -198,6 +202,14 @@ class GunicornAsgiDriver(GunicornStops, Driver):
 
     def forced_ending(self, signum: int | None) -> Ending | None:
         return Ending(0)
+
+    def tearing_down(self) -> None:
+        """The arbiter sends SIGTERM again, once a second, to a worker it has one too many
+        of (TTOU, a reload) until it is gone; gunicorn's ``loop.close()`` would meet one
+        with its wakeup fd closed or SIGTERM's default action back. This worker has
+        stopped, and the teardown guard bounds its exit: its stop signals do nothing now."""
+        assert self.control is not None
+        ignore_from_now(self.control.loop, self.quick_signals | {signal.SIGTERM, signal.SIGUSR1})
 
     def server_bounds_teardown(self) -> bool:
         return self.gasgi is not None and self.gasgi.quick_stopping
