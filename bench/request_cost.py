@@ -570,6 +570,11 @@ ONE_PROCESS = ("uvicorn", "daphne")
 INSTRUCTION_SAMPLES = 3
 #: Requests before the count starts (imports, caches, the lazy startup).
 INSTRUCTION_WARMUP = 50
+#: django_graceful's ``HEARTBEAT`` while counting: its snapshot (and the snapshot's probe
+#: of the loop, four times a second) costs per second, not per request; under valgrind,
+#: which slows the server down some fifty times, a count would charge each request with
+#: fifty times its share. Left out here; bench/snapshots.py measures a snapshot.
+INSTRUCTION_HEARTBEAT = 3600
 
 
 def keep_alive_requests(port: int, path: str, count: int) -> None:
@@ -628,7 +633,7 @@ def instructions(args: argparse.Namespace, chosen: list[Variant], views: list[Vi
         "|---|---|---|---:|---:|",
     ]
     tag = f"py{sys.version_info.major}{sys.version_info.minor}"
-    env_base = {"PYTHONHASHSEED": "0"}
+    env_base = {"PYTHONHASHSEED": "0", "BENCH_HEARTBEAT": str(INSTRUCTION_HEARTBEAT)}
     for kind in args.servers:
         if kind not in ONE_PROCESS:
             log(f"{SERVER_NAMES[kind]}: not counted (valgrind counts one process)")

@@ -15,7 +15,7 @@ class GracefulConfig(AppConfig):
         from . import checks as graceful_checks
         from ._cancel import sql
         from ._diagnosis import publisher
-        from ._serving.threads import leave_connections_clean, request_closed
+        from ._serving.threads import request_ended
         from .conf import reset
 
         checks.register(graceful_checks.check_settings)
@@ -23,9 +23,6 @@ class GracefulConfig(AppConfig):
         checks.register(graceful_checks.check_state_cache)
         checks.register(graceful_checks.check_views, checks.Tags.urls)
         setting_changed.connect(reset, dispatch_uid="django_graceful.conf.reset")
-        request_finished.connect(
-            leave_connections_clean, dispatch_uid="django_graceful.leave_connections_clean"
-        )
-        request_finished.connect(request_closed, dispatch_uid="django_graceful.request_closed")
+        request_finished.connect(request_ended, dispatch_uid="django_graceful.request_ended")
         sql.install()
         publisher.install()

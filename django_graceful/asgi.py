@@ -91,7 +91,9 @@ class GracefulASGI:
                 raise TypeError(NOT_RSGI_MESSAGE)
             await self.__rsgi__(scope, receive)
             return
-        kind = _scope_type(scope, receive, send)
+        kind: str | None = scope.get("type") if type(scope) is dict else None
+        if kind not in SCOPE_TYPES or not (callable(receive) and callable(send)):
+            kind = _scope_type(scope, receive, send)  # raises, saying what is wrong
         if kind == "lifespan":
             await self._lifespan(scope, receive, send)
             return
@@ -288,7 +290,8 @@ class GracefulASGI:
 
 def _scope_type(scope: Scope, receive: Any, send: Any) -> str:
     """The scope's type, checked before anything starts; a clear error for what no ASGI
-    server passes (a programming error, e.g. in a test or an embedding program)."""
+    server passes (a programming error, e.g. in a test or an embedding program). Called
+    where the quick look (a dict with a known type, callables) found something else."""
     if not callable(receive) or not callable(send):
         raise TypeError(
             "GracefulASGI(scope, receive, send): receive and send must be the server's "

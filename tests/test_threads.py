@@ -19,7 +19,7 @@ from django_graceful._serving.threads import (
     MAX_IDLE,
     RequestThread,
     SyncThreads,
-    request_closed,
+    request_ended,
 )
 from django_graceful.asgi import GracefulASGI
 
@@ -146,10 +146,10 @@ def test_a_thread_goes_back_from_itself_once_its_sent_response_was_closed_there(
     try:
         # request_finished before the response was sent (a test client's request inside
         # the view): not this request's close, the thread stays lent.
-        thread.submit(request_closed).result(2)
+        thread.submit(request_ended).result(2)
         assert not back.wait(0.1) and len(threads) == 0
         response.sent = True
-        thread.submit(request_closed).result(2)
+        thread.submit(request_ended).result(2)
         assert back.wait(2)
         assert len(threads) == 1
         threads.give_back(thread, owner)  # the request's end: back once, not twice

@@ -40,6 +40,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext
+from django.db import connections
 
 from .._core.phases import Phase
 from .._core.registry import current_item
@@ -171,11 +172,19 @@ class RequestThread(ThreadPoolExecutor):
         return self._pending == 0
 
 
-def request_closed(**_: Any) -> None:
-    """``request_finished``: on a request thread, its request's response was closed."""
+def request_ended(**_: Any) -> None:
+    """``request_finished`` (one receiver: Django walks its receivers on every request),
+    after Django's own: the thread's connections are left clean; on a reused request
+    thread, the thread is let go (its request's response was closed)."""
     thread = getattr(_local, "thread", None)
     if thread is not None:
+        leave_connections_clean()
         thread.request_closed()
+    elif current_item() is None:  # WSGI (its threads serve on), or without GracefulASGI
+        leave_connections_clean()
+    # else a request under GracefulASGI whose sync code has a thread of its own
+    # (REUSE_SYNC_THREADS off): the thread ends with the request, and no later request
+    # finds what it left.
 
 
 class SyncThreads:
@@ -367,16 +376,12 @@ def end(thread: RequestThread) -> None:
 
 def close_connections() -> None:
     """Close this thread's database connections."""
-    from django.db import connections
-
     connections.close_all()
 
 
 def close_pools() -> None:
     """Close Django's connection pools (``OPTIONS["pool"]``, PostgreSQL, Django >= 5.1):
     their idle connections, and each connection in use as it is given back."""
-    from django.db import connections
-
     for alias in connections:
         connection = connections[alias]
         if not connection.settings_dict.get("OPTIONS", {}).get("pool"):
@@ -387,8 +392,8 @@ def close_pools() -> None:
             logger.warning("could not close the connection pool of %r", alias, exc_info=True)
 
 
-def leave_connections_clean(**_: Any) -> None:
-    """``request_finished``, on the request's thread, after Django's own receiver: each
+def leave_connections_clean() -> None:
+    """At ``request_finished``, on the request's thread, after Django's own receiver: each
     database connection of the thread is left out of any transaction, so that the next
     request on this thread starts as on a thread of its own.
 
@@ -405,8 +410,6 @@ def leave_connections_clean(**_: Any) -> None:
     cannot: an in-memory SQLite database (a test's), which Django never closes. Its
     transaction is rolled back and autocommit turned back on, or the next request there
     would run in it and never commit."""
-    from django.db import connections
-
     for connection in connections.all(initialized_only=True):
         if connection.in_atomic_block:
             _close_atomic_block(connection)
