@@ -182,7 +182,8 @@ class Tracked:
     @property
     def told(self) -> bool:
         """The work was told to stop (a cancel, or only its token: a client that left)."""
-        return self.reason is not None or self.token_reason is not None
+        token = self._token
+        return self.reason is not None or (token is not None and token.reason is not None)
 
     @property
     def age(self) -> float:
