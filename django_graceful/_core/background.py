@@ -9,7 +9,9 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from . import wsgi
 from .lifecycle import get_lifecycle
+from .process import in_loop_thread
 from .registry import Tracked, WorkKind, use_item
 
 logger = logging.getLogger("django_graceful")
@@ -27,6 +29,11 @@ def spawn(coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> asyncio
     reported as hung. Its exception is logged, never lost. Inside it,
     ``current_cancellation()`` is the task's own token (and the task is the work its
     code runs for: a ``shield()`` in it holds back the task's cancels).
+
+    Under WSGI (in a WSGI request, where no lifecycle runs) the task runs on an event loop
+    of django_graceful's, in a thread of its own, and outlives the request: the returned
+    task is that loop's, not to be awaited in the view. It is cancelled at the process's
+    exit (``_core/wsgi.py``).
     """
     if not asyncio.iscoroutine(coro):
         raise TypeError(f"spawn() takes a coroutine, not {coro!r}")
@@ -37,15 +44,27 @@ def spawn(coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> asyncio
         raise ShutdownInProgress(
             f"cannot spawn {label!r}: the shutdown began ({lifecycle.phase.name.lower()})"
         )
-    loop = asyncio.get_running_loop()  # RuntimeError outside the event loop, as create_task
     item = Tracked(WorkKind.TASK, label)
     context = contextvars.copy_context()
     context.run(use_item, item)
-    task = loop.create_task(coro, name=label, context=context)
-    item.task = task
-    lifecycle.registry.add(item)
-    task.add_done_callback(lambda done: _task_done(done, item))
-    return task
+
+    def start(loop: asyncio.AbstractEventLoop) -> asyncio.Task[Any]:
+        task = loop.create_task(coro, name=label, context=context)
+        item.task = task
+        lifecycle.registry.add(item)
+        task.add_done_callback(lambda done: _task_done(done, item))
+        return task
+
+    if wsgi.in_request() and not _in_lifecycle_loop():
+        # A WSGI request's loop, if any (an async view's), ends with its view.
+        task: asyncio.Task[Any] = wsgi.call_in_task_loop(lambda: start(asyncio.get_running_loop()))
+        return task
+    return start(asyncio.get_running_loop())  # RuntimeError outside the loop, as create_task
+
+
+def _in_lifecycle_loop() -> bool:
+    loop = get_lifecycle().loop
+    return loop is not None and in_loop_thread(loop)
 
 
 def _task_done(task: asyncio.Task[Any], item: Tracked) -> None:
@@ -88,6 +107,7 @@ def start_thread(target: Callable[[threading.Event], Any], *, name: str) -> thre
         finally:
             lifecycle.call_soon(lifecycle.registry.discard, item)
 
+    wsgi.stop_at_exit()  # where no lifecycle runs (WSGI), it is told to stop at the exit
     thread = threading.Thread(target=run, name=name, daemon=True)
     item.thread = thread
     lifecycle.registry.add(item)
