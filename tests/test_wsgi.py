@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from django.test import Client
 from django_graceful._core import wsgi
 from django_graceful._core.lifecycle import Lifecycle
 from django_graceful._core.phases import Phase
+from django_graceful._core.registry import Tracked, WorkKind
 from django_graceful.management.commands.checkshutdown import WSGI_HINT
 from django_graceful.views import WSGI_BODY
 
@@ -65,6 +67,14 @@ def test_reading_missing_state_names_the_managers_that_did_not_run(fresh: Lifecy
     message = str(raised.value)
     assert message.startswith("request.state['pool']: this request came through WSGI")
     assert "the LIFESPAN managers (tests.project.lifespan.resources) did not run" in message
+
+
+def test_state_under_the_test_client_while_a_lifespan_runs_says_where_it_is(
+    fresh: Lifecycle,
+) -> None:
+    fresh.phase = Phase.SERVING
+    with pytest.raises(wsgi.LifespanStateUnavailable, match="to ASGI requests only"):
+        Client().get("/state/")
 
 
 def test_a_sync_view_gets_an_empty_state_and_a_token_never_cancelled(fresh: Lifecycle) -> None:
@@ -148,3 +158,16 @@ def test_checkshutdown_says_wsgi_processes_write_no_snapshot(
     assert exited.value.code == 2
     assert "cannot check: no state found" in out.getvalue()
     assert WSGI_HINT in err.getvalue()
+
+
+def test_at_exit_waits_for_no_thread_that_did_not_come_along_a_fork(
+    fresh: Lifecycle, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Gunicorn's ``--preload``: a thread started in the arbiter is in the registry each
+    worker inherits, but not running there."""
+    item = Tracked(WorkKind.THREAD, "started-before-the-fork")
+    item.thread = threading.Thread(target=lambda: None)  # never started in this process
+    fresh.registry.add(item)
+    with caplog.at_level(logging.INFO, "django_graceful"):
+        wsgi.at_exit()
+    assert not [r for r in caplog.records if r.getMessage().startswith("exit:")]

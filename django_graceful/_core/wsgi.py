@@ -27,6 +27,7 @@ import atexit
 import concurrent.futures
 import contextvars
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -38,7 +39,7 @@ from .cancellation import CancelReason
 from .hooks import hook_name, receivers
 from .lifecycle import get_lifecycle
 from .phases import Phase
-from .registry import WorkKind
+from .registry import Tracked, WorkKind
 
 logger = logging.getLogger("django_graceful")
 
@@ -91,7 +92,14 @@ class WSGIState(dict[str, Any]):
     work as on any dict; ``state[key]`` of a missing key says why it is missing."""
 
     def __missing__(self, key: str) -> Any:
-        managers = get_lifecycle().settings.LIFESPAN
+        lifecycle = get_lifecycle()
+        if lifecycle.phase != Phase.NEW:  # a test's lifespan, and Django's test Client
+            raise LifespanStateUnavailable(
+                f"request.state[{key!r}]: this request came through WSGI (Django's test "
+                "Client?): the lifespan that runs in this process gives its state to ASGI "
+                "requests only (AsyncClient, graceful_app.open())"
+            )
+        managers = lifecycle.settings.LIFESPAN
         ran = (
             f"the LIFESPAN managers ({', '.join(managers)}) did not run"
             if managers
@@ -205,8 +213,7 @@ def at_exit() -> None:
     lifecycle = get_lifecycle()
     if lifecycle.phase != Phase.NEW:
         return
-    registry = lifecycle.registry
-    work = [item for item in registry if item.kind in (WorkKind.THREAD, WorkKind.TASK)]
+    work = [item for item in lifecycle.registry if _running(item)]
     if not work:
         return
     settings = lifecycle.settings
@@ -214,19 +221,45 @@ def at_exit() -> None:
     logger.info(
         "exit: stopping %d background thread(s) and task(s) (at most %g s)", len(work), budget
     )
+    loop = _loop
     for item in work:
         if item.kind == WorkKind.THREAD and item.on_closing is not None:
             item.on_closing()
-        elif item.kind == WorkKind.TASK and _loop is not None and not _loop.is_closed():
-            _loop.call_soon_threadsafe(item.cancel, CancelReason.SHUTDOWN)
-    stopped = {item.id for item in work}
+        elif item.kind == WorkKind.TASK and loop is not None:
+            loop.call_soon_threadsafe(item.cancel, CancelReason.SHUTDOWN)
     deadline = time.monotonic() + budget
-    while time.monotonic() < deadline and any(item.id in stopped for item in registry):
+    while time.monotonic() < deadline and any(_running(item) for item in work):
         time.sleep(EXIT_POLL)
-    for item in registry:
-        if item.id in stopped:
+    for item in work:
+        if _running(item):
             logger.warning(
                 "exit: %s still running after %g s; it ends with the process",
                 item.describe(),
                 budget,
             )
+
+
+def _running(item: Tracked) -> bool:
+    """Whether ``item`` is background work of this process that still runs: a
+    ``start_thread`` thread alive, or a task of our task loop not done. (A process forked
+    from one that started them, Gunicorn's ``--preload``, has neither: its threads did not
+    come along, and its task loop is a new one.)"""
+    if item.kind == WorkKind.THREAD:
+        return item.thread is not None and item.thread.is_alive()
+    if item.kind == WorkKind.TASK:
+        task = item.task
+        return (
+            task is not None and _loop is not None and task.get_loop() is _loop and not task.done()
+        )
+    return False
+
+
+def _forget_task_loop() -> None:
+    """In a forked child: the task loop's thread did not come along; a new one is made
+    when first needed."""
+    global _loop, _lock
+    _loop = None
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_task_loop)
