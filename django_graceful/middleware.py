@@ -47,7 +47,8 @@ class GracefulMiddleware:
         when read), a token that only ``@cancellable``'s timeout cancels, and the request
         marked for ``spawn()``."""
         wsgi.note_first_request()
-        request.state = wsgi.WSGIState()  # type: ignore[attr-defined]
+        if not hasattr(request, "state"):  # unless a middleware before us gave one
+            request.state = wsgi.WSGIState()  # type: ignore[attr-defined]
         request.cancellation = NEVER  # type: ignore[attr-defined]
         marked = wsgi.enter_request()
         try:
