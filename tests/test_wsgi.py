@@ -123,13 +123,19 @@ def test_cancellable_views_answer_and_time_out(fresh: Lifecycle, path: str, stat
 
 
 @pytest.mark.parametrize(
-    ("path", "label"), [("/wsgi/spawn/", "sync"), ("/wsgi/spawn-async/", "async")]
+    ("path", "label"),
+    [
+        ("/wsgi/spawn/", "sync"),
+        ("/wsgi/spawn-async/", "async"),
+        ("/wsgi/spawn-streaming/", "streaming"),  # from the response's iterator
+    ],
 )
 def test_a_spawned_task_outlives_its_request_on_our_task_loop(
     fresh: Lifecycle, recorded: Events, path: str, label: str
 ) -> None:
     response = Client().get(path)
     assert response.status_code == 200
+    assert response.getvalue()  # a streaming response's iterator runs now
     [ran] = wait_for(lambda: recorded("wsgi-task-ran"))
     assert ran["label"] == label and ran["thread"] == WSGI_TASK_THREAD
     assert recorded("wsgi-task-cancelled") == []  # the view's own loop ended long before

@@ -11,6 +11,7 @@ from typing import Any
 
 from . import wsgi
 from .lifecycle import get_lifecycle
+from .phases import Phase
 from .process import in_loop_thread
 from .registry import Tracked, WorkKind, use_item
 
@@ -30,10 +31,10 @@ def spawn(coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> asyncio
     ``current_cancellation()`` is the task's own token (and the task is the work its
     code runs for: a ``shield()`` in it holds back the task's cancels).
 
-    Under WSGI (in a WSGI request, where no lifecycle runs) the task runs on an event loop
-    of django_graceful's, in a thread of its own, and outlives the request: the returned
-    task is that loop's, not to be awaited in the view. It is cancelled at the process's
-    exit (``_core/wsgi.py``).
+    Under WSGI, where no lifecycle runs (in a WSGI request, or outside any event loop in
+    a process that serves WSGI), the task runs on an event loop of django_graceful's, in
+    a thread of its own, and outlives the request: the returned task is that loop's, not
+    to be awaited in the view. It is cancelled at the process's exit (``_core/wsgi.py``).
     """
     if not asyncio.iscoroutine(coro):
         raise TypeError(f"spawn() takes a coroutine, not {coro!r}")
@@ -55,16 +56,30 @@ def spawn(coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> asyncio
         task.add_done_callback(lambda done: _task_done(done, item))
         return task
 
-    if wsgi.in_request() and not _in_lifecycle_loop():
-        # A WSGI request's loop, if any (an async view's), ends with its view.
+    if _on_wsgi_task_loop():
         task: asyncio.Task[Any] = wsgi.call_in_task_loop(lambda: start(asyncio.get_running_loop()))
         return task
     return start(asyncio.get_running_loop())  # RuntimeError outside the loop, as create_task
 
 
-def _in_lifecycle_loop() -> bool:
-    loop = get_lifecycle().loop
-    return loop is not None and in_loop_thread(loop)
+def _on_wsgi_task_loop() -> bool:
+    """Whether a task spawned now runs on the WSGI task loop: for a WSGI request (an async
+    view's loop, ``async_to_sync``'s, ends with the view), or outside any event loop in a
+    process that serves WSGI (a streaming response's iterator, a thread of the project's)."""
+    lifecycle = get_lifecycle()
+    if lifecycle.loop is not None and in_loop_thread(lifecycle.loop):
+        return False
+    if wsgi.in_request():
+        return True
+    return lifecycle.phase == Phase.NEW and wsgi.served() and not _in_a_loop()
+
+
+def _in_a_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _task_done(task: asyncio.Task[Any], item: Tracked) -> None:

@@ -11,9 +11,9 @@ allows:
 - ``request.state`` is a :class:`WSGIState`: empty, and a missing key raises
   :class:`LifespanStateUnavailable` (a ``KeyError``) naming the managers that did not run;
 - the first WSGI request logs once what does not run here (:func:`note_first_request`);
-- ``spawn()`` in a WSGI request runs its task on an event loop of ours, in a thread of
-  its own (:func:`task_loop`): a request's loop (``async_to_sync``'s) ends with its view,
-  and would cancel the task with it;
+- ``spawn()`` in a WSGI request (or outside any loop in a process that served one) runs
+  its task on an event loop of ours, in a thread of its own (:func:`task_loop`): a
+  request's loop (``async_to_sync``'s) ends with its view, and would cancel the task;
 - at the interpreter's exit (Ctrl-C on runserver, a Gunicorn sync worker stopping), the
   ``start_thread`` threads are told to stop and the spawned tasks are cancelled, all of
   them waited for within ``GRACE_PERIOD + CANCEL_TIMEOUT`` (:func:`at_exit`). A process
@@ -69,6 +69,11 @@ def is_wsgi(request: object) -> bool:
 def in_request() -> bool:
     """Whether the caller runs for a WSGI request (in its view, or a task it spawned)."""
     return _in_request.get()
+
+
+def served() -> bool:
+    """Whether this process has served a WSGI request (through GracefulMiddleware)."""
+    return _noticed
 
 
 def enter_request() -> contextvars.Token[bool]:

@@ -2,8 +2,9 @@
 
 import asyncio
 import threading
+from collections.abc import Iterator
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 
 from django_graceful import (
     cancellable,
@@ -35,6 +36,17 @@ def spawns(request: HttpRequest) -> JsonResponse:
 async def spawns_async(request: HttpRequest) -> JsonResponse:
     task = spawn(_later("async"), name="from-an-async-view")
     return JsonResponse({"task": task.get_name()})
+
+
+def spawns_while_streaming(request: HttpRequest) -> StreamingHttpResponse:
+    """Spawns from its response's iterator: after the view returned, outside the request."""
+
+    def body() -> Iterator[bytes]:
+        yield b"streaming "
+        spawn(_later("streaming"), name="from-a-streaming-response")
+        yield b"spawned"
+
+    return StreamingHttpResponse(body())
 
 
 async def _forever() -> None:
