@@ -156,7 +156,8 @@ class Command(BaseCommand):
                         "checkshutdown as and where the server runs, or set "
                         "GRACEFUL['STATE_DIR']"
                     )
-                hints.append(WSGI_HINT)
+                if not report.workers:  # no worker at all (not one that died)
+                    hints.append(WSGI_HINT)
         if options["json"]:
             self.stdout.write(safetext.dumps(report.as_dict(), indent=2))
         else:
