@@ -177,3 +177,14 @@ def test_at_exit_waits_for_no_thread_that_did_not_come_along_a_fork(
     with caplog.at_level(logging.INFO, "django_graceful"):
         wsgi.at_exit()
     assert not [r for r in caplog.records if r.getMessage().startswith("exit:")]
+
+
+def test_at_exit_a_shield_in_a_spawned_task_holds_the_cancel_back(
+    fresh: Lifecycle, recorded: Events
+) -> None:
+    assert Client().get("/wsgi/spawn-committer/").status_code == 200
+    wait_for(lambda: recorded("wsgi-task-committing"))
+    wsgi.at_exit()
+    assert recorded("wsgi-task-committed")  # the cancel waited for the shield's end
+    assert recorded("wsgi-task-cancelled")  # ... and then landed
+    assert len(fresh.registry) == 0

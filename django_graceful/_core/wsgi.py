@@ -15,9 +15,11 @@ allows:
   its task on an event loop of ours, in a thread of its own (:func:`task_loop`): a
   request's loop (``async_to_sync``'s) ends with its view, and would cancel the task;
 - at the interpreter's exit (Ctrl-C on runserver, a Gunicorn sync worker stopping), the
-  ``start_thread`` threads are told to stop and the spawned tasks are cancelled, all of
-  them waited for within ``GRACE_PERIOD + CANCEL_TIMEOUT`` (:func:`at_exit`). A process
-  ended by a signal it does not handle (SIGTERM to runserver) ends at once.
+  ``start_thread`` threads are told to stop and the spawned tasks are cancelled at once
+  (there is no grace: nothing else tells a task the process ends; a ``shield()`` in it
+  holds the cancel back for its critical section), all of them waited for within
+  ``GRACE_PERIOD + CANCEL_TIMEOUT`` (:func:`at_exit`). A process ended by a signal it
+  does not handle (SIGTERM to runserver) ends at once.
 """
 
 from __future__ import annotations
@@ -267,4 +269,5 @@ def _forget_task_loop() -> None:
     _lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_task_loop)
+if hasattr(os, "register_at_fork"):  # not on Windows (which does not fork)
+    os.register_at_fork(after_in_child=_forget_task_loop)

@@ -6,6 +6,7 @@ urlpatterns = [
     path("spawn/", views.spawns),
     path("spawn-async/", views.spawns_async),
     path("spawn-forever/", views.spawns_forever),
+    path("spawn-committer/", views.spawns_a_committer),
     path("spawn-streaming/", views.spawns_while_streaming),
     path("thread/", views.starts_thread),
     path("token/", views.token),

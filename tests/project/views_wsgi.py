@@ -57,6 +57,20 @@ async def _forever() -> None:
         raise
 
 
+async def _commits() -> None:
+    """Commits in a shield (the exit's cancel waits for it), then waits for ever."""
+    async with shield(timeout=5):
+        record("wsgi-task-committing")
+        await asyncio.sleep(0.3)
+        record("wsgi-task-committed")
+    await _forever()
+
+
+def spawns_a_committer(request: HttpRequest) -> JsonResponse:
+    spawn(_commits(), name="committer")
+    return JsonResponse({})
+
+
 def spawns_forever(request: HttpRequest) -> JsonResponse:
     """Spawns a task that only a cancel (at the process's exit) ends."""
     spawn(_forever(), name="forever")
