@@ -53,8 +53,9 @@ GUNICORN_FLAGS = [
 
 #: WSGI servers, where no lifecycle runs (``django_graceful/_core/wsgi.py``): Django's
 #: ``runserver`` as a project without Daphne runs it (``--noreload``: one process, which the
-#: tests signal), and Gunicorn's sync worker. Not among SERVERS: the ASGI tests' servers.
-WSGI_SERVERS = ("runserver", "gunicorn-sync")
+#: tests signal), and Gunicorn's sync worker and its threaded one (``gthread``, 4 threads).
+#: Not among SERVERS: the ASGI tests' servers.
+WSGI_SERVERS = ("runserver", "gunicorn-sync", "gunicorn-gthread")
 #: The test project's WSGI application (Gunicorn's sync worker serves it).
 WSGI_APP = "tests.project.wsgi:application"
 
@@ -80,10 +81,12 @@ def command(server: str, app: str, port: int, workers: int | None = None) -> lis
     """The server's command line as a user types it (its console script), on 127.0.0.1."""
     if server == "runserver":
         return [sys.executable, "-m", "django", "runserver", "--noreload", f"127.0.0.1:{port}"]
-    if server == "gunicorn-sync":
+    if server in ("gunicorn-sync", "gunicorn-gthread"):
         gunicorn = str(Path(sys.executable).parent / "gunicorn")
+        worker = server.removeprefix("gunicorn-")
+        threads = ["--threads", "4"] if worker == "gthread" else []
         more = ["--workers", str(workers)] if workers is not None else []
-        bind = ["--bind", f"127.0.0.1:{port}", "--worker-class", "sync"]
+        bind = ["--bind", f"127.0.0.1:{port}", "--worker-class", worker, *threads]
         return [gunicorn, WSGI_APP, *bind, *more, *GUNICORN_FLAGS]
     kind = KINDS[server]
     cmd = server_command(kind, app, host="127.0.0.1", port=port, workers=workers)

@@ -1,6 +1,6 @@
-"""On real WSGI servers (runserver without Daphne, Gunicorn's sync worker): health answers
-200, a view reading the LIFESPAN state gets a clear error, spawned work runs, and the exit
-stops the background work; checkshutdown says no ASGI worker wrote a snapshot."""
+"""On real WSGI servers (runserver without Daphne, Gunicorn's sync and gthread workers):
+health answers 200, a view reading the LIFESPAN state gets a clear error, spawned work runs,
+the exit stops the background work; checkshutdown says no ASGI worker wrote a snapshot."""
 
 from __future__ import annotations
 
@@ -20,7 +20,11 @@ pytestmark = pytest.mark.server
 
 #: How each server is stopped as its users stop it: Ctrl-C on runserver (SIGTERM would end
 #: it at once: Python's default), SIGTERM to Gunicorn's arbiter.
-STOP_SIGNAL = {"runserver": signal.SIGINT, "gunicorn-sync": signal.SIGTERM}
+STOP_SIGNAL = {
+    "runserver": signal.SIGINT,
+    "gunicorn-sync": signal.SIGTERM,
+    "gunicorn-gthread": signal.SIGTERM,
+}
 
 
 @pytest.mark.parametrize("server", WSGI_SERVERS)
