@@ -20,8 +20,10 @@ from django.http import HttpRequest, HttpResponse
 
 from ._core import wsgi
 from ._core.cancellation import NEVER, CancellationToken, CancelReason, RequestCancelled
+from ._core.registry import TrackedRequest, reset_item, use_item
 from ._serving.handler import GracefulASGIRequest
 from .asgi import TRACKED_KEY
+from .conf import get_settings
 
 
 class GracefulMiddleware:
@@ -44,16 +46,21 @@ class GracefulMiddleware:
 
     def _wsgi_call(self, request: HttpRequest) -> Any:
         """Under WSGI: no lifespan state (a :class:`~._core.wsgi.WSGIState` that says so
-        when read), a token that only ``@cancellable``'s timeout cancels, and the request
-        marked for ``spawn()``."""
+        when read), and the request marked for ``spawn()``. Its work is not tracked (no
+        shutdown reaches it), but has a token as under ASGI, the current cancellation of
+        its code: ``@cancellable``'s timeout, the only thing that cancels it here, stops
+        its SQL statement too."""
         wsgi.note_first_request()
         if not hasattr(request, "state"):  # unless a middleware before us gave one
             request.state = wsgi.WSGIState()  # type: ignore[attr-defined]
-        request.cancellation = NEVER  # type: ignore[attr-defined]
-        marked = wsgi.enter_request()
+        item = TrackedRequest(request.method, request.path, redacted=get_settings().REDACT_PATHS)
+        item.request = request
+        request.cancellation = item.token  # type: ignore[attr-defined]
+        marked, current = wsgi.enter_request(), use_item(item)
         try:
             return self.get_response(request)
         finally:
+            reset_item(current)
             wsgi.leave_request(marked)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:

@@ -77,7 +77,7 @@ def test_state_under_the_test_client_while_a_lifespan_runs_says_where_it_is(
         Client().get("/state/")
 
 
-def test_a_sync_view_gets_an_empty_state_and_a_token_never_cancelled(fresh: Lifecycle) -> None:
+def test_a_sync_view_gets_an_empty_state_and_a_token_not_cancelled(fresh: Lifecycle) -> None:
     response = Client().get("/wsgi/token/")
     assert response.json() == {
         "cancelled": False,
@@ -188,3 +188,15 @@ def test_at_exit_a_shield_in_a_spawned_task_holds_the_cancel_back(
     assert recorded("wsgi-task-committed")  # the cancel waited for the shield's end
     assert recorded("wsgi-task-cancelled")  # ... and then landed
     assert len(fresh.registry) == 0
+
+
+@pytest.mark.parametrize(
+    "path", ["/sql/sqlite-timed/?n=20000000", "/sql/sqlite-async-timed/?n=20000000"]
+)
+def test_a_timed_out_view_s_sql_statement_is_interrupted(
+    fresh: Lifecycle, transactional_db: None, recorded: Events, path: str
+) -> None:
+    """``@cancellable(timeout=0.5)``: the statement stops on the database at the timeout."""
+    assert Client().get(path).status_code == 504
+    [interrupted] = recorded("sql-interrupted")
+    assert interrupted["reason"] == "timeout"

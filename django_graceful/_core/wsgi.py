@@ -7,7 +7,9 @@ disconnect or a shutdown. What stays useful is kept working, each part in the wa
 allows:
 
 - a WSGI request is told apart by its class, Django's ``WSGIRequest`` (:func:`is_wsgi`);
-  GracefulMiddleware marks the request's context (:func:`in_request`), for ``spawn()``;
+  GracefulMiddleware marks the request's context (:func:`in_request`), for ``spawn()``,
+  and gives it a token, untracked, which only ``@cancellable``'s timeout cancels (its SQL
+  statement stops then, as under ASGI);
 - ``request.state`` is a :class:`WSGIState`: empty, and a missing key raises
   :class:`LifespanStateUnavailable` (a ``KeyError``) naming the managers that did not run;
 - the first WSGI request logs once what does not run here (:func:`note_first_request`);
