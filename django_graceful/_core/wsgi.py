@@ -1,7 +1,7 @@
 """A process serving WSGI: no lifespan and no phases, and what stands in for them.
 
-Under WSGI (``manage.py runserver`` without Daphne, Gunicorn's sync workers, any WSGI
-server) no ASGI lifespan ever arrives, so the lifecycle stays NEW: the LIFESPAN managers and
+Under WSGI (``manage.py runserver`` without Daphne, Gunicorn's sync and gthread workers, any
+WSGI server) no ASGI lifespan ever arrives, so the lifecycle stays NEW: the LIFESPAN managers and
 the startup and shutdown hooks never run, nothing drains, and no request is cancelled by a
 disconnect or a shutdown. What stays useful is kept working, each part in the way WSGI
 allows:
