@@ -1,5 +1,7 @@
 """GracefulMiddleware: ties each request to its view's task and token; gives ``request.state``.
 
+Under WSGI there is no task to tie and no lifespan state: see ``_core/wsgi.py``.
+
 On Django 5.2 the view runs in a task of its own that a cancel of the server's task
 never reaches; recording it lets the shutdown cancel the view itself. It hands the
 request's tracked work the Django request, from which the work is named after its view
@@ -16,9 +18,12 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
+from ._core import wsgi
 from ._core.cancellation import NEVER, CancellationToken, CancelReason, RequestCancelled
+from ._core.registry import TrackedRequest, reset_item, use_item
 from ._serving.handler import GracefulASGIRequest
 from .asgi import TRACKED_KEY
+from .conf import get_settings
 
 
 class GracefulMiddleware:
@@ -34,8 +39,29 @@ class GracefulMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self._acall(request)
-        _attach(request, NEVER)  # WSGI: nothing to cancel
+        if wsgi.is_wsgi(request):
+            return self._wsgi_call(request)
+        _attach(request, NEVER)  # ASGI, behind a sync-only middleware: nothing tracked
         return self.get_response(request)
+
+    def _wsgi_call(self, request: HttpRequest) -> Any:
+        """Under WSGI: no lifespan state (a :class:`~._core.wsgi.WSGIState` that says so
+        when read), and the request marked for ``spawn()``. Its work is not tracked (no
+        shutdown reaches it), but has a token as under ASGI, the current cancellation of
+        its code: ``@cancellable``'s timeout, the only thing that cancels it here, stops
+        its SQL statement too."""
+        wsgi.note_first_request()
+        if not hasattr(request, "state"):  # unless a middleware before us gave one
+            request.state = wsgi.WSGIState()  # type: ignore[attr-defined]
+        item = TrackedRequest(request.method, request.path, redacted=get_settings().REDACT_PATHS)
+        item.request = request
+        request.cancellation = item.token  # type: ignore[attr-defined]
+        marked, current = wsgi.enter_request(), use_item(item)
+        try:
+            return self.get_response(request)
+        finally:
+            reset_item(current)
+            wsgi.leave_request(marked)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         """A view (or its SQL) that stopped because it was told to is not a server error."""

@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -50,6 +51,15 @@ GUNICORN_FLAGS = [
 ]
 
 
+#: WSGI servers, where no lifecycle runs (``django_graceful/_core/wsgi.py``): Django's
+#: ``runserver`` as a project without Daphne runs it (``--noreload``: one process, which the
+#: tests signal), and Gunicorn's sync worker and its threaded one (``gthread``, 4 threads).
+#: Not among SERVERS: the ASGI tests' servers.
+WSGI_SERVERS = ("runserver", "gunicorn-sync", "gunicorn-gthread")
+#: The test project's WSGI application (Gunicorn's sync worker serves it).
+WSGI_APP = "tests.project.wsgi:application"
+
+
 def is_rsgi(server: str) -> bool:
     """Whether the app is served over RSGI (whose websockets cannot carry a close code:
     Granian closes an accepted one without any, so a client sees 1005)."""
@@ -69,6 +79,15 @@ def client_close_code(server: str, code: int) -> int:
 
 def command(server: str, app: str, port: int, workers: int | None = None) -> list[str]:
     """The server's command line as a user types it (its console script), on 127.0.0.1."""
+    if server == "runserver":
+        return [sys.executable, "-m", "django", "runserver", "--noreload", f"127.0.0.1:{port}"]
+    if server in ("gunicorn-sync", "gunicorn-gthread"):
+        gunicorn = str(Path(sys.executable).parent / "gunicorn")
+        worker = server.removeprefix("gunicorn-")
+        threads = ["--threads", "4"] if worker == "gthread" else []
+        more = ["--workers", str(workers)] if workers is not None else []
+        bind = ["--bind", f"127.0.0.1:{port}", "--worker-class", worker, *threads]
+        return [gunicorn, WSGI_APP, *bind, *more, *GUNICORN_FLAGS]
     kind = KINDS[server]
     cmd = server_command(kind, app, host="127.0.0.1", port=port, workers=workers)
     return cmd + (GUNICORN_FLAGS if kind.server == "gunicorn" else [])

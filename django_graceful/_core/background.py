@@ -9,7 +9,10 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from . import wsgi
 from .lifecycle import get_lifecycle
+from .phases import Phase
+from .process import in_loop_thread
 from .registry import Tracked, WorkKind, use_item
 
 logger = logging.getLogger("django_graceful")
@@ -27,6 +30,11 @@ def spawn(coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> asyncio
     reported as hung. Its exception is logged, never lost. Inside it,
     ``current_cancellation()`` is the task's own token (and the task is the work its
     code runs for: a ``shield()`` in it holds back the task's cancels).
+
+    Under WSGI, where no lifecycle runs (in a WSGI request, or outside any event loop in
+    a process that serves WSGI), the task runs on an event loop of django_graceful's, in
+    a thread of its own, and outlives the request: the returned task is that loop's, not
+    to be awaited in the view. It is cancelled at the process's exit (``_core/wsgi.py``).
     """
     if not asyncio.iscoroutine(coro):
         raise TypeError(f"spawn() takes a coroutine, not {coro!r}")
@@ -37,15 +45,41 @@ def spawn(coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> asyncio
         raise ShutdownInProgress(
             f"cannot spawn {label!r}: the shutdown began ({lifecycle.phase.name.lower()})"
         )
-    loop = asyncio.get_running_loop()  # RuntimeError outside the event loop, as create_task
     item = Tracked(WorkKind.TASK, label)
     context = contextvars.copy_context()
     context.run(use_item, item)
-    task = loop.create_task(coro, name=label, context=context)
-    item.task = task
-    lifecycle.registry.add(item)
-    task.add_done_callback(lambda done: _task_done(done, item))
-    return task
+
+    def start(loop: asyncio.AbstractEventLoop) -> asyncio.Task[Any]:
+        task = loop.create_task(coro, name=label, context=context)
+        item.task = task
+        lifecycle.registry.add(item)
+        task.add_done_callback(lambda done: _task_done(done, item))
+        return task
+
+    if _on_wsgi_task_loop():
+        task: asyncio.Task[Any] = wsgi.call_in_task_loop(lambda: start(asyncio.get_running_loop()))
+        return task
+    return start(asyncio.get_running_loop())  # RuntimeError outside the loop, as create_task
+
+
+def _on_wsgi_task_loop() -> bool:
+    """Whether a task spawned now runs on the WSGI task loop: for a WSGI request (an async
+    view's loop, ``async_to_sync``'s, ends with the view), or outside any event loop in a
+    process that serves WSGI (a streaming response's iterator, a thread of the project's)."""
+    lifecycle = get_lifecycle()
+    if lifecycle.loop is not None and in_loop_thread(lifecycle.loop):
+        return False
+    if wsgi.in_request():
+        return True
+    return lifecycle.phase == Phase.NEW and wsgi.served() and not _in_a_loop()
+
+
+def _in_a_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _task_done(task: asyncio.Task[Any], item: Tracked) -> None:
@@ -88,6 +122,7 @@ def start_thread(target: Callable[[threading.Event], Any], *, name: str) -> thre
         finally:
             lifecycle.call_soon(lifecycle.registry.discard, item)
 
+    wsgi.stop_at_exit()  # where no lifecycle runs (WSGI), it is told to stop at the exit
     thread = threading.Thread(target=run, name=name, daemon=True)
     item.thread = thread
     lifecycle.registry.add(item)

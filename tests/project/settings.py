@@ -6,7 +6,8 @@ import socket
 import tempfile
 
 SECRET_KEY = "tests-only"
-DEBUG = False
+#: GRACEFUL_TEST_DEBUG=1: DEBUG on, as a developer runs ``runserver`` (a 500 shows its error).
+DEBUG = bool(os.environ.get("GRACEFUL_TEST_DEBUG"))
 ALLOWED_HOSTS = ["*"]
 INSTALLED_APPS = [
     "django.contrib.contenttypes",

@@ -32,4 +32,5 @@ urlpatterns = [
     path("health/", include("django_graceful.urls")),
     path("hangs/", include("tests.project.urls_hangs")),
     path("thread-state/", include("tests.project.urls_thread_state")),
+    path("wsgi/", include("tests.project.urls_wsgi")),
 ]

@@ -14,6 +14,13 @@ from ..._diagnosis.status import CANNOT_CHECK
 from ..._diagnosis.stores import READ_TIMEOUT, BoundedStore, open_store
 from ...conf import ImproperlyConfiguredGraceful, get_settings, raw_settings
 
+#: Why no worker may be found: a WSGI process has no lifecycle, so it writes no snapshot.
+WSGI_HINT = (
+    "hint: only ASGI workers write snapshots; a project served over WSGI (runserver "
+    "without 'daphne' in INSTALLED_APPS, Gunicorn's sync workers) has no live ASGI worker "
+    "to check"
+)
+
 
 class Command(BaseCommand):
     help = (
@@ -124,7 +131,7 @@ class Command(BaseCommand):
             from ..._diagnosis.drill import main as drill_main
 
             raise SystemExit(drill_main(options, self.stdout, self.stderr))
-        hint = None
+        hints: list[str] = []
         try:
             settings = get_settings()
         except ImproperlyConfiguredGraceful as exc:
@@ -140,19 +147,23 @@ class Command(BaseCommand):
             )
             default_dir = settings.STATE_BACKEND == "file" and "STATE_DIR" not in raw_settings()
             if store.gave_up is not None:
-                hint = "hint: --timeout S waits longer for the state store"
-            elif report.status == CANNOT_CHECK and default_dir:
-                hint = (
-                    "hint: the default STATE_DIR depends on the user, XDG_RUNTIME_DIR, "
-                    "DJANGO_SETTINGS_MODULE, SECRET_KEY and the working folder: run "
-                    "checkshutdown as and where the server runs, or set GRACEFUL['STATE_DIR']"
-                )
+                hints.append("hint: --timeout S waits longer for the state store")
+            elif report.status == CANNOT_CHECK:
+                if default_dir:
+                    hints.append(
+                        "hint: the default STATE_DIR depends on the user, XDG_RUNTIME_DIR, "
+                        "DJANGO_SETTINGS_MODULE, SECRET_KEY and the working folder: run "
+                        "checkshutdown as and where the server runs, or set "
+                        "GRACEFUL['STATE_DIR']"
+                    )
+                if not report.workers:  # no worker at all (not one that died)
+                    hints.append(WSGI_HINT)
         if options["json"]:
             self.stdout.write(safetext.dumps(report.as_dict(), indent=2))
         else:
             if report.rows:
                 self.stdout.write(table(report))
-            for line in [*notes(report), *([hint] if hint else [])]:
+            for line in [*notes(report), *hints]:
                 self.stderr.write(line)
             self.stdout.write(report.reason)
         self.stdout.flush()
