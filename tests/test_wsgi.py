@@ -200,3 +200,15 @@ def test_a_timed_out_view_s_sql_statement_is_interrupted(
     assert Client().get(path).status_code == 504
     [interrupted] = recorded("sql-interrupted")
     assert interrupted["reason"] == "timeout"
+
+
+def test_a_transaction_left_open_is_closed_before_the_thread_serves_again(
+    fresh: Lifecycle, transactional_db: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A WSGI server's thread serves request after request: a view that entered an atomic
+    block and never left it must not make the next ones there fail ("Cannot operate on a
+    closed database")."""
+    client = Client()
+    assert client.get("/thread/?leave-transaction").status_code == 200
+    assert [client.get("/thread/?query").status_code for _ in range(3)] == [200] * 3
+    assert "left a transaction open on database 'default'" in caplog.text

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext
 from django.db import connections
 
+from .._core import wsgi
 from .._core.phases import Phase
 from .._core.registry import current_item
 
@@ -180,7 +181,8 @@ def request_ended(**_: Any) -> None:
     if thread is not None:
         leave_connections_clean()
         thread.request_closed()
-    elif current_item() is None:  # WSGI (its threads serve on), or without GracefulASGI
+    elif current_item() is None or wsgi.in_request():
+        # Without GracefulASGI, or WSGI: the thread serves on.
         leave_connections_clean()
     # else a request under GracefulASGI whose sync code has a thread of its own
     # (REUSE_SYNC_THREADS off): the thread ends with the request, and no later request
