@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.dispatch import Signal
 
 from django_graceful import on_shutdown
@@ -86,6 +87,56 @@ async def test_a_sync_hook_that_blocks_does_not_block_the_loop_or_the_caller(
     release.set()
     assert not result.outcome.finished
     assert ticks >= 10  # the loop kept answering while the hook blocked
+
+
+async def test_async_to_sync_in_a_sync_hook_runs_on_the_loop_that_runs_the_hooks(
+    signal: Signal,
+) -> None:
+    """As in a sync view: what the hook sends (a consumer's ``self.send()``) belongs to
+    this loop, and a lock this loop holds is waited for, not taken to another loop."""
+    loop = asyncio.get_running_loop()
+    lock = asyncio.Lock()
+    ran_on = []
+
+    async def send() -> None:
+        async with lock:
+            ran_on.append(asyncio.get_running_loop())
+
+    def goodbye(sender: object, **kwargs: object) -> None:
+        async_to_sync(send)()
+
+    signal.connect(goodbye)
+    await lock.acquire()  # a send still in flight on this loop
+    loop.call_later(0.1, lock.release)
+    [result] = await send_bounded(signal, object, 2)
+    assert result.outcome.ok, result.outcome
+    assert ran_on == [loop]
+
+
+async def test_what_a_sync_hook_awaits_through_async_to_sync_is_cancelled_at_its_deadline(
+    signal: Signal,
+) -> None:
+    cancelled = asyncio.Event()
+    thread_ended = threading.Event()
+
+    async def forever() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    def waits(sender: object, **kwargs: object) -> None:
+        try:
+            async_to_sync(forever)()
+        finally:
+            thread_ended.set()
+
+    signal.connect(waits)
+    [result] = await send_bounded(signal, object, 0.2)
+    assert not result.outcome.finished
+    await asyncio.wait_for(cancelled.wait(), 1)
+    assert await asyncio.to_thread(thread_ended.wait, 1)  # the hook's thread is free again
 
 
 async def test_a_raising_hook_is_logged_with_its_name_and_the_next_one_runs(

@@ -20,6 +20,8 @@ from .servers import SERVERS, Server, client_close_code, running
 pytestmark = pytest.mark.server
 
 CHANNELS_APP = "tests.project.asgi_channels:application"
+#: The same on a server whose websocket sends complete a second after the client read them.
+LATE_SEND_APP = "tests.project.asgi_channels_late_send:application"
 REDIS = ("127.0.0.1", 6379)
 
 
@@ -111,6 +113,29 @@ def test_sigterm_closes_every_websocket_with_its_code_before_the_exit(server: st
         # The websockets left at once: CLOSING did not wait out its 5 s.
         assert srv.exit_after < 3, srv.log()
         assert "took too long to shut down" not in srv.log()
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_sync_consumers_goodbye_follows_a_send_still_in_flight_then_its_close_and_the_exit(
+    server: str,
+) -> None:
+    """The shutdown begins while the server still completes the sync consumer's echo (a
+    loaded machine: seen on Granian). Its plain ``def shutting_down()`` sends through
+    ``async_to_sync``: on the server's loop its goodbye waits for that echo and follows
+    it. (From a bare thread it ran on a loop of its own that nothing woke: the goodbye
+    never came, the close never went out, and the worker never exited.)"""
+    graceful = {"GRACE_PERIOD": 5, "CANCEL_TIMEOUT": 1}
+    with running(server, app=LATE_SEND_APP, graceful=graceful) as srv, contextlib.ExitStack() as s:
+        clients = {"sync": open_ws(srv, "/ws/sync/", s)}  # its echo's send not done yet
+        with readers(clients, timeout=10) as read:
+            srv.signal()
+            srv.wait_exit(10)
+            closed = read["sync"].result(timeout=10)
+        assert closed.error is None and closed.messages == ["bye"], (closed, srv.log())
+        assert closed.code == client_close_code(server, 1012), (closed, srv.log())
+        assert closed.at is not None and srv.exited_at is not None and closed.at < srv.exited_at
+        assert disconnect_codes(srv) == {"sync": 1012}, srv.log()
+        assert "Traceback" not in srv.log()
 
 
 @pytest.mark.parametrize("server", SERVERS)

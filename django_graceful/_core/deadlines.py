@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-from asgiref.sync import iscoroutinefunction
+from asgiref.sync import SyncToAsync, iscoroutinefunction
 
 #: How long a cancelled coroutine gets to unwind before we stop waiting for it.
 UNWIND = 0.1
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,33 +63,48 @@ async def bounded_sync(fn: Callable[[], Any], timeout: float, name: str) -> Outc
 
     A daemon thread (not the loop's executor) so that a hung call can never block
     the interpreter's exit; the thread is abandoned when the deadline passes.
+
+    The thread is started by asgiref's ``sync_to_async`` (the thread as its executor),
+    so that ``async_to_sync`` inside ``fn`` runs its coroutine on this loop, as it does
+    in a sync view or consumer handler. From a bare thread it would run it on a new
+    loop in yet another thread, where the coroutine touches what belongs to this loop
+    (a connection's ``send``, its lock, the server's futures) without waking it: a
+    Channels consumer's ``self.send()`` from a sync shutdown hook could then wait for
+    ever, and that other thread (a non-daemon one) hold the process's exit. What ``fn``
+    still awaits here through ``async_to_sync`` when the deadline passes is cancelled.
     """
-    start = time.monotonic()
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
 
-    def settle(result: Any = None, error: BaseException | None = None) -> None:
-        if not future.done():
-            if error is None:
-                future.set_result(result)
+    def call() -> Any:  # a plain function whatever fn is: sync_to_async takes no other
+        return fn()
+
+    # asgiref annotates ``executor`` as a ThreadPoolExecutor; it only hands it to
+    # ``loop.run_in_executor``, which takes any Executor.
+    thread: Any = _OwnThread(f"graceful-hook:{name}")
+    run = SyncToAsync(call, thread_sensitive=False, executor=thread)
+    return await bounded(run(), timeout)
+
+
+class _OwnThread(Executor):
+    """Runs each call in a new daemon thread named ``name``."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        future: Future[_T] = Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:  # reported to the caller, not lost in the thread
+                future.set_exception(exc)
             else:
-                future.set_exception(error)
+                future.set_result(result)
 
-    def run() -> None:
-        try:
-            result, error = fn(), None
-        except BaseException as exc:  # reported to the caller, not lost in the thread
-            result, error = None, exc
-        # The loop may be closed by now (an abandoned call): then nobody is waiting.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, result, error)
-
-    threading.Thread(target=run, name=f"graceful-hook:{name}", daemon=True).start()
-    done, _ = await asyncio.wait({future}, timeout=timeout)
-    if not done:
-        future.add_done_callback(_consume)
-        return Outcome(False, elapsed=time.monotonic() - start)
-    return _outcome_of(future, start)
+        threading.Thread(target=run, name=self._name, daemon=True).start()
+        return future
 
 
 async def bounded_call(fn: Callable[[], Any], timeout: float, name: str) -> Outcome:
