@@ -303,13 +303,21 @@ class Lifecycle:
 
     def budget(self) -> float:
         """The most the shutdown sequence may take, from its first signal to STOPPED."""
+        return sum(self.budget_parts().values())
+
+    def budget_parts(self) -> dict[str, float]:
+        """The budget's parts, in their order: the three phases' settings, then the bounds
+        of the ``shutdown_started`` receivers, the LIFESPAN managers' exits and the
+        ``shutdown`` receivers (each hook's ``timeout``, or ``HOOK_TIMEOUT``)."""
         s = self.settings
-        hooks = (
-            budget(signals.shutdown_started, type(self), s.HOOK_TIMEOUT)
-            + budget(signals.shutdown, type(self), s.HOOK_TIMEOUT)
-            + s.HOOK_TIMEOUT * len(s.LIFESPAN)
-        )
-        return s.DRAIN_DELAY + s.GRACE_PERIOD + s.CANCEL_TIMEOUT + hooks
+        return {
+            "DRAIN_DELAY": s.DRAIN_DELAY,
+            "GRACE_PERIOD": s.GRACE_PERIOD,
+            "CANCEL_TIMEOUT": s.CANCEL_TIMEOUT,
+            "shutdown_started": budget(signals.shutdown_started, type(self), s.HOOK_TIMEOUT),
+            "LIFESPAN": s.HOOK_TIMEOUT * len(s.LIFESPAN),
+            "shutdown": budget(signals.shutdown, type(self), s.HOOK_TIMEOUT),
+        }
 
     def limit_budget(self, seconds: float, why: str) -> bool:
         """Shorten the phases so that the whole shutdown fits in ``seconds``: for a server

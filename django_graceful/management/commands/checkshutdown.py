@@ -67,6 +67,36 @@ class Command(BaseCommand):
             "SILENCED_SYSTEM_CHECKS.",
         )
         group.add_argument(
+            "--budget",
+            action="store_true",
+            help="Print the shutdown budget and the least each timeout around a worker may "
+            "be (Kubernetes' terminationGracePeriodSeconds, each server's own), and check "
+            "DRAIN_DELAY against a readiness probe (no server needed). Exit status 1 where "
+            "DRAIN_DELAY is shorter than the probe needs.",
+        )
+        budget = parser.add_argument_group("--budget")
+        budget.add_argument(
+            "--readiness-period",
+            type=positive_seconds,
+            metavar="S",
+            help="Seconds between the balancer's probes of /health/ready/ (Kubernetes' "
+            "periodSeconds; default 10 where another probe option is given).",
+        )
+        budget.add_argument(
+            "--failure-threshold",
+            type=positive_int,
+            metavar="N",
+            help="Failed probes before the balancer stops sending (Kubernetes' "
+            "failureThreshold; default 3 where another probe option is given).",
+        )
+        budget.add_argument(
+            "--endpoint-delay",
+            type=seconds,
+            metavar="S",
+            help="Seconds the balancer takes to act on a failed probe (Kubernetes: the "
+            "endpoints' update; default 0).",
+        )
+        group.add_argument(
             "--drill",
             action="store_true",
             help="Run the project on a real server, send requests, send SIGTERM, report.",
@@ -109,12 +139,23 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        mode = "--static" if options["static"] else "--drill" if options["drill"] else None
+        mode = next((f"--{name}" for name in ("static", "drill", "budget") if options[name]), None)
         for name in ("threshold", "pid"):
             if mode and options[name] is not None:
                 raise CommandError(f"--{name} reads the workers' reports: not with {mode}")
-        if options["static"] and options["timeout"] is not None:
-            raise CommandError("--timeout bounds the reads of the state store: not with --static")
+        if mode in ("--static", "--budget") and options["timeout"] is not None:
+            raise CommandError(f"--timeout bounds the reads of the state store: not with {mode}")
+        probe_options = [
+            f"--{name.replace('_', '-')}"
+            for name in ("readiness_period", "failure_threshold", "endpoint_delay")
+            if options[name] is not None
+        ]
+        if probe_options and not options["budget"]:
+            raise CommandError(f"{probe_options[0]} needs --budget")
+        if options["budget"]:
+            from ..._cli.budget import main as budget_main
+
+            raise SystemExit(budget_main(options, self.stdout, self.stderr))
         if options["static"]:
             from ..._diagnosis.staticscan import main as static_main
 
