@@ -153,7 +153,7 @@ class Command(BaseCommand):
         if probe_options and not options["budget"]:
             raise CommandError(f"{probe_options[0]} needs --budget")
         if options["budget"]:
-            from ..._cli.budget import main as budget_main
+            from ..._diagnosis.budget import main as budget_main
 
             raise SystemExit(budget_main(options, self.stdout, self.stderr))
         if options["static"]:

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import signals
+from .._cli.servers import KINDS, SERVER_MARGIN, backstop
 from .._core import safetext
 from .._core.hooks import hook_name, receivers
 from .._core.lifecycle import Lifecycle
 from .._core.phases import EXIT_SLACK
-from .._diagnosis.status import CANNOT_CHECK, OK, PROBLEMS
 from ..conf import ImproperlyConfiguredGraceful
-from .servers import KINDS, SERVER_MARGIN, backstop
+from .status import CANNOT_CHECK, OK, PROBLEMS
 
 #: What each part of the budget is for, in the order the shutdown runs them.
 PARTS = {
