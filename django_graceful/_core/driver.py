@@ -25,7 +25,7 @@ through the methods below, for the part that differs from server to server:
   ``finish(hung)`` at STOPPED, so that it waits for nothing hung; ``release(...)``: let
   the server stop in its own way, once; ``hurry()`` when the operator
   insists after that; ``detach()`` at the end of the cycle;
-- ``close_websocket(send, code)`` and ``startup_failed(error)``.
+- ``close_websocket(send, code, task)`` and ``startup_failed(error)``.
 
 This base class is the generic driver, for a server no driver knows: it chains
 SIGTERM/SIGINT in front of the server's handlers (``signal_chain``) and, at release, runs
@@ -244,9 +244,13 @@ class Driver:
     def phase_changed(self, phase: Phase) -> None:
         """The lifecycle entered ``phase`` (in the loop thread)."""
 
-    async def close_websocket(self, send: Any, code: int) -> None:
+    async def close_websocket(
+        self, send: Any, code: int, task: asyncio.Task[Any] | None = None
+    ) -> None:
         """Close an accepted websocket with ``code`` (1012) at shutdown, through the
-        server's ``send``; a server that refuses such codes over ASGI overrides this."""
+        ``send`` the app was given (the server's, or a middleware's around it); ``task``:
+        the one the server runs the app in for it. A server that refuses such codes over
+        ASGI overrides this."""
         await send({"type": "websocket.close", "code": code})
 
     def startup_failed(self, error: Exception) -> None:

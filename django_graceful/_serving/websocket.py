@@ -225,7 +225,7 @@ class WebsocketSession:
     def _send_close(self, code: int) -> Awaitable[None]:
         driver = self._lifecycle.driver
         if driver is not None:
-            return driver.close_websocket(self._send, code)
+            return driver.close_websocket(self._send, code, self.item.task)
         return self._send({"type": "websocket.close", "code": code})
 
     async def _server_disconnect(self) -> None:

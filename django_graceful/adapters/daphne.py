@@ -79,7 +79,8 @@ class Daphne:
     - an HTTP request as a ``daphne.http_protocol.WebRequest`` (its body still being read
       while it has Twisted's ``content`` but no ``application_instance``);
       ``reactor.getWriters()`` (a connection with bytes still to send);
-    - a websocket's ``send`` as ``partial(Server.handle_reply, protocol)``, and autobahn's
+    - a websocket's ``send`` as ``partial(Server.handle_reply, protocol)`` (else its
+      connection found by its ``application_instance``), and autobahn's
       ``sendCloseFrame()``.
     """
 
@@ -149,6 +150,15 @@ class Daphne:
                     return protocol
         return None
 
+    def websocket_running(self, task: asyncio.Task[Any]) -> Any:
+        """The websocket connection (autobahn protocol) Daphne runs the app for in
+        ``task``, or None."""
+        for server in self.servers:
+            for protocol, details in list(server.connections.items()):
+                if details.get("application_instance") is task:
+                    return protocol if _closes_frames(protocol) else None
+        return None
+
     def stop_reactor(self) -> None:
         """What Twisted's SIGTERM/SIGINT handler does, also when Twisted installed none
         (SIGINT ignored in a background job, ``Server(signal_handlers=False)``)."""
@@ -188,11 +198,15 @@ class Daphne:
         if getattr(send, "func", None) != getattr(server, "handle_reply", None) or len(args) != 1:
             return None
         protocol = args[0]
-        if not callable(getattr(protocol, "sendCloseFrame", None)) or not isinstance(
-            getattr(getattr(protocol, "server", None), "connections", None), dict
-        ):
-            return None
-        return protocol
+        return protocol if _closes_frames(protocol) else None
+
+
+def _closes_frames(protocol: Any) -> bool:
+    """Whether ``protocol`` is a websocket connection of Daphne's (autobahn's
+    ``sendCloseFrame()``, its server's ``connections``)."""
+    return callable(getattr(protocol, "sendCloseFrame", None)) and isinstance(
+        getattr(getattr(protocol, "server", None), "connections", None), dict
+    )
 
 
 class DaphneDriver(Driver):
@@ -253,11 +267,17 @@ class DaphneDriver(Driver):
         else:
             self.daphne.stop_reactor()
 
-    async def close_websocket(self, send: Any, code: int) -> None:
+    async def close_websocket(
+        self, send: Any, code: int, task: asyncio.Task[Any] | None = None
+    ) -> None:
         """Close with ``code`` even where Daphne cannot: it hands an ASGI close code to
         autobahn's ``sendClose()``, which raises for anything but 1000 and 3000-4999
-        (1001, 1012). ``sendCloseFrame()`` is what Daphne itself uses to send 1011."""
+        (1001, 1012). ``sendCloseFrame()`` is what Daphne itself uses to send 1011. The
+        connection is found from Daphne's ``send``, or, where a middleware outside
+        GracefulASGI wrapped it (Sentry's does), from the task Daphne runs the app in."""
         protocol = Daphne.websocket_protocol(send)
+        if protocol is None and self.daphne is not None and task is not None:
+            protocol = self.daphne.websocket_running(task)
         if protocol is None or code == 1000 or 3000 <= code <= 4999:
             await super().close_websocket(send, code)
             return

@@ -28,14 +28,12 @@ class LateSends(GracefulASGI):
 
 
 class LateSend:
-    """``send``, lingering ``LATE`` s after each websocket message. It shows the
-    ``func`` and ``args`` of a ``functools.partial`` ``send`` (Daphne's: its driver
-    finds the connection there, to close it with 1012)."""
+    """``send``, lingering ``LATE`` s after each websocket message. A wrapper as a
+    middleware's (Sentry's) is: Daphne's driver finds the connection to close with 1012
+    by the app's task, not in this ``send``."""
 
     def __init__(self, send: Any) -> None:
         self._send = send
-        self.func = getattr(send, "func", None)
-        self.args = getattr(send, "args", ())
 
     async def __call__(self, message: Any) -> None:
         await self._send(message)
