@@ -94,6 +94,9 @@ class ServerStops:
         self._first_signal: int | None = None
         self._last_request_at: dict[bool, float] = {}
         self._alone = False
+        #: Whether the port passes to the next process as this one stops (a reload): the
+        #: parent keeps the listening sockets, or the door was shut at the signal.
+        self.handing_over = False
         self._quick = False
         self._released = False
 
@@ -211,6 +214,7 @@ class ServerStops:
             self.loop.call_later(SETTLE, self._begin_alone, name)
             return
         if handover:
+            self.handing_over = True
             # New connections wait in the backlog for the next process; the server lets go
             # of the idle ones at once, as it would without us (no SETTLE: a reload of a
             # development server should take no longer than the server's own).
@@ -218,6 +222,7 @@ class ServerStops:
             self._begin_alone(name)
             return
         if not quick and self._ask(self._driver.next_process_listens) and shut_now():
+            self.handing_over = True
             logger.info(
                 "listening sockets shut to new connections: they wait for %s's next process",
                 self._driver.name,
