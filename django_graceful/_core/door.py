@@ -286,14 +286,14 @@ def reopen() -> int:
 
 def shut_now() -> bool:
     """Shut the door on every TCP listener of this process at once, where no other process
-    holds them (but the parent, unless init): for a stop after which the next process
-    listens on the same port on a socket of its own, new clients had better try again a
-    moment later than be answered now. ``shut_the_door`` later finds it shut and waits for
-    the queued connections as usual. Whether it shut it."""
-    parent = os.getppid()
+    holds them (not even the parent, which would hand the next process a shut socket): for
+    a stop after which the next process listens on the same port on a socket of its own,
+    new clients had better try again a moment later than be answered now.
+    ``shut_the_door`` later finds it shut and waits for the queued connections as usual.
+    Whether it shut it."""
     sockets = tcp_listeners()
     try:
-        if not sockets or other_holders(sockets, {parent} if parent > 1 else set()):
+        if not sockets or other_holders(sockets, set()):
             return False
         if all(attach(sock, DROP_SYN) for sock in sockets):
             return True

@@ -222,12 +222,13 @@ class ServerStops:
             self._begin_alone(name)
             return
         if not quick and self._ask(self._driver.next_process_listens) and shut_now():
+            # No DRAINING: readiness would tell a balancer nothing the shut door does not.
             self.handing_over = True
             logger.info(
                 "listening sockets shut to new connections: they wait for %s's next process",
                 self._driver.name,
             )
-        self._lifecycle.begin_shutdown(name, drain=not quick)
+        self._lifecycle.begin_shutdown(name, drain=not quick and not self.handing_over)
         self._arm_watchdog()
         if quick:
             self._lifecycle.escalate()
