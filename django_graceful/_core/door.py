@@ -375,14 +375,19 @@ async def _drain(
     deadline = time.monotonic() + timeout
     quiet_since: float | None = None
     while True:
-        # /proc/net/tcp lists every connection: read only once the queues are empty.
-        queued = sum(accept_queue(sock) for sock in sockets) or half_open(sockets)
+        queued = sum(accept_queue(sock) for sock in sockets)
         now = time.monotonic()
+        settled = quiet_since is not None and now - quiet_since >= SETTLE
+        if not queued and (settled or now >= deadline):
+            # /proc/net/tcp lists every connection, and takes the kernel a while to write
+            # (milliseconds): read once the queues have stayed empty, not at every poll.
+            # A handshake completed meanwhile joined the accept queue, seen above.
+            queued = half_open(sockets)
         if queued or busy():
             quiet_since = None
         elif quiet_since is None:
             quiet_since = now
-        elif now - quiet_since >= SETTLE:
+        elif settled:
             return Door.SHUT, 0
         if now >= deadline:
             return (Door.QUEUED, queued) if queued else (Door.SHUT, 0)
