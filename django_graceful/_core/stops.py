@@ -196,8 +196,8 @@ class ServerStops:
             where = f"; {self._driver.name}'s other workers take the new connections"
         elif handover:
             where = (
-                f"; the listening sockets stay open in the parent (pid {os.getppid()}) "
-                "for the next process"
+                f"; the parent (pid {os.getppid()}) keeps the listening sockets open "
+                "for its next process"
             )
         else:
             where = ""
@@ -225,7 +225,8 @@ class ServerStops:
             # No DRAINING: readiness would tell a balancer nothing the shut door does not.
             self.handing_over = True
             logger.info(
-                "listening sockets shut to new connections: they wait for %s's next process",
+                "listening sockets shut to new connections: they try again when %s's "
+                "next process listens",
                 self._driver.name,
             )
         self._lifecycle.begin_shutdown(name, drain=not quick and not self.handing_over)
