@@ -254,6 +254,9 @@ if sys.argv[2] == "stop":
     sys.stdin.readline()
     door, queued = asyncio.run(the_door.shut_the_door(1.0))
     print(door.name, flush=True)
+elif sys.argv[2] == "ask":
+    sys.stdin.readline()
+    print(the_door.parent_holds_listeners(), the_door.shut_now(), flush=True)
 else:
     sys.stdin.readline()  # serves on until told
 """
@@ -307,3 +310,32 @@ def test_a_sibling_serving_on_keeps_the_door_open(listener: socket.socket) -> No
         finish(sibling)
     # The last one to stop is alone: it shuts the door.
     assert finish(worker(listener, "stop")) == "SHUT"
+
+
+def test_a_worker_sees_its_parent_keep_the_socket_and_leaves_the_door_open(
+    listener: socket.socket,
+) -> None:
+    """A reloader's worker: its parent (this test process) holds the listening socket."""
+    assert finish(worker(listener, "ask")) == "True False"
+    assert the_door.program_of(listener) is None
+    assert connects(listener)
+    listener.accept()[0].close()
+
+
+def test_shut_now_shuts_where_no_other_process_holds_the_socket(
+    listener: socket.socket,
+) -> None:
+    """A worker whose listener is its own (Granian's, on Linux) and whose next worker will
+    bind one of its own: the door shuts at once; a sibling's holding it keeps it open."""
+    sibling = worker(listener, "serve")
+    try:
+        assert not the_door.shut_now()
+        assert the_door.program_of(listener) is None
+    finally:
+        finish(sibling)
+    try:
+        assert the_door.shut_now()
+        assert the_door.program_of(listener) == the_door.DROP_SYN
+        assert not connects(listener, 0.3)
+    finally:
+        the_door.reopen()

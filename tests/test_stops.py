@@ -19,11 +19,26 @@ from django_graceful.conf import GracefulSettings
 class RecordingDriver(Driver):
     """A driver that drives nothing: it records what the lifecycle asks of it."""
 
-    def __init__(self, *, quick: frozenset[int] = frozenset(), repeats: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        quick: frozenset[int] = frozenset(),
+        repeats: bool = True,
+        parent_keeps: bool = False,
+        next_listens: bool = False,
+    ) -> None:
         super().__init__()
         self.quick_signals = quick
         self.repeats_escalate = repeats
+        self.parent_keeps = parent_keeps
+        self.next_listens = next_listens
         self.calls: list[tuple[str, object]] = []
+
+    def parent_keeps_listeners(self) -> bool:
+        return self.parent_keeps
+
+    def next_process_listens(self) -> bool:
+        return self.next_listens
 
     def attach(self, control: Control, *, handle_signals: bool) -> None:
         self.control = control  # no signal handlers: the test reports the signals
@@ -119,3 +134,32 @@ async def test_a_worker_stopping_alone_stops_accepting_and_releases_its_server_a
     assert not stops.whole_server_stops()  # the door stays open for the siblings
     stops.stop_requested(signal.SIGTERM)  # after the release: the server is hurried
     assert driver.calls[-1] == ("hurry", None)
+
+
+async def test_where_the_parent_keeps_the_sockets_the_stop_hands_over_at_once(
+    started: Any,
+) -> None:
+    """A reloader's worker: it stops accepting and lets its server go at once (no SETTLE,
+    no DRAINING), serves what still reaches it during CLOSING, and shuts no door."""
+    driver = RecordingDriver(parent_keeps=True)
+    it, stops = await started(driver, DRAIN_DELAY=30)
+    stops.stop_requested(signal.SIGTERM)
+    assert driver.calls == [("stop_accepting", None), ("release", (signal.SIGTERM, False))]
+    assert stops.handing_over and not stops.whole_server_stops()
+    await until(it, Phase.STOPPED, timeout=3)
+
+
+async def test_where_the_next_process_listens_the_door_shuts_at_the_stop(
+    started: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Granian's reloader: no parent keeps the socket; the door shuts at the signal and
+    the server stops as after any signal, at STOPPED."""
+    shut: list[bool] = []
+    monkeypatch.setattr("django_graceful._core.stops.shut_now", lambda: shut.append(True) or True)
+    driver = RecordingDriver(next_listens=True)
+    it, stops = await started(driver, DRAIN_DELAY=30)
+    stops.stop_requested(signal.SIGTERM)
+    assert shut == [True] and stops.handing_over and stops.whole_server_stops()
+    await until(it, Phase.CLOSING, timeout=1)  # no DRAINING's delay either
+    await until(it, Phase.STOPPED, timeout=3)
+    assert driver.calls[-1] == ("release", (signal.SIGTERM, False))

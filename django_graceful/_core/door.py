@@ -24,6 +24,10 @@ the socket (``ret #-1``, which lets everything through, followed by unreachable
 worker whose siblings serve on (a rolling restart) gives up after ``MEET_WAIT`` s and
 leaves the door open. A server that inherits a socket shut by an earlier one (systemd
 socket activation, gunicorn's USR2 upgrade) opens it again at startup (``reopen``).
+Where the next process will listen on the port on a socket of its own as soon as this
+one has stopped (a development server's reload), the door is shut at the stop signal
+already (``shut_now``): new clients retry a moment later and meet the next process,
+instead of an answer from this one that it is shutting down.
 
 Imports nothing of django_graceful. Off Linux it finds no listeners and does nothing.
 """
@@ -240,6 +244,31 @@ def other_holders(sockets: list[socket.socket], ignore: set[int]) -> set[int]:
     return found
 
 
+def parent_holds_listeners() -> bool | None:
+    """Whether this process's parent holds one of this process's TCP listening sockets;
+    None where it cannot be seen (no listener, no readable ``/proc/<parent>/fd``)."""
+    parent = os.getppid()
+    sockets = tcp_listeners()
+    try:
+        if not sockets:
+            return None
+        if parent <= 1:
+            return False
+        wanted = {f"socket:[{_inode(sock)}]" for sock in sockets}
+        try:
+            fds = os.listdir(f"/proc/{parent}/fd")
+        except OSError:
+            return None
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{parent}/fd/{fd}") in wanted:
+                    return True
+        return False
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def reopen() -> int:
     """Take our programs (the door, or a marker) off every listening socket this process
     holds; return how many were shut. A server that took over a socket from one that
@@ -253,6 +282,28 @@ def reopen() -> int:
                     sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
                     reopened += program == DROP_SYN
     return reopened
+
+
+def shut_now() -> bool:
+    """Shut the door on every TCP listener of this process at once, where no other process
+    holds them (not even the parent, which would hand the next process a shut socket): for
+    a stop after which the next process listens on the same port on a socket of its own,
+    new clients had better try again a moment later than be answered now.
+    ``shut_the_door`` later finds it shut and waits for the queued connections as usual.
+    Whether it shut it."""
+    sockets = tcp_listeners()
+    try:
+        if not sockets or other_holders(sockets, set()):
+            return False
+        if all(attach(sock, DROP_SYN) for sock in sockets):
+            return True
+        for sock in sockets:  # all or none, as in shut_the_door
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
+        return False
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 class Door(enum.Enum):
@@ -324,14 +375,19 @@ async def _drain(
     deadline = time.monotonic() + timeout
     quiet_since: float | None = None
     while True:
-        # /proc/net/tcp lists every connection: read only once the queues are empty.
-        queued = sum(accept_queue(sock) for sock in sockets) or half_open(sockets)
+        queued = sum(accept_queue(sock) for sock in sockets)
         now = time.monotonic()
+        settled = quiet_since is not None and now - quiet_since >= SETTLE
+        if not queued and (settled or now >= deadline):
+            # /proc/net/tcp lists every connection, and takes the kernel a while to write
+            # (milliseconds): read once the queues have stayed empty, not at every poll.
+            # A handshake completed meanwhile joined the accept queue, seen above.
+            queued = half_open(sockets)
         if queued or busy():
             quiet_since = None
         elif quiet_since is None:
             quiet_since = now
-        elif now - quiet_since >= SETTLE:
+        elif settled:
             return Door.SHUT, 0
         if now >= deadline:
             return (Door.QUEUED, queued) if queued else (Door.SHUT, 0)

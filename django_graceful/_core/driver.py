@@ -14,6 +14,9 @@ through the methods below, for the part that differs from server to server:
 - the facts of its server: which signals mean a quick stop (``quick_signals``), whether the
   server repeats a signal itself (``repeats_escalate``), how long it lets a worker stop
   (``server_limit()``, ``quick_limit()``), whether it is one process (``one_process``),
+  whether a parent process keeps the listening sockets for the next process
+  (``parent_keeps_listeners()``: a development server's reloader) or the next process
+  listens on the same port right after this one stops (``next_process_listens()``),
   whether it waits for hung work for ever (``holds_hung_work``), and how it ends the
   process when it would hang for ever (``forced_ending()``);
 - ``reading_requests()`` and ``read_before_closing()`` where the server reads a request's
@@ -176,6 +179,22 @@ class Driver:
         began (Gunicorn's ``graceful_timeout``); None if it never does."""
         return None
 
+    def parent_keeps_listeners(self) -> bool:
+        """Whether, as this process stops, its parent keeps the listening sockets open for
+        the next process it starts (a development server's reloader), asked at the first
+        stop. The stop is then a hand-over: connections that arrive meanwhile wait in the
+        sockets' backlog for the next process, so nothing needs shutting
+        (``ServerStops``)."""
+        return False
+
+    def next_process_listens(self) -> bool:
+        """Whether, once this process has stopped, the next process listens on the same
+        port on a socket of its own (a reloader that keeps no socket), asked at the first
+        stop where the parent keeps none: new clients had better wait for it than be
+        answered that this one is shutting down, so the door is shut at once
+        (``door.shut_now``)."""
+        return False
+
     def quick_limit(self) -> float | None:
         """Seconds the server leaves a worker after a quick stop during its stop; None."""
         return None
@@ -205,7 +224,8 @@ class Driver:
     # -- what the lifecycle asks of the server --------------------------------------------
 
     def stop_accepting(self) -> None:
-        """Close this worker's listening sockets: its siblings take the new connections."""
+        """Close this worker's listening sockets: its siblings (or the next process, where
+        the parent keeps the sockets) take the new connections."""
 
     def open_requests(self, hung: list[Tracked]) -> list[Any]:
         """The server's handles on the connections of ``hung`` requests whose response did

@@ -390,7 +390,13 @@ class Lifecycle:
 
         self._enter(Phase.CLOSING)
         self._tell_closing()
-        await self._hold(s.GRACE_PERIOD, until_idle=True, unless_escalated=1)
+        grace_ends = time.monotonic() + s.GRACE_PERIOD
+        door_first = self._door_shut_at_the_stop()
+        if door_first:
+            # The door shut at the stop (the next process takes the port): what the kernel
+            # queued before it is accepted now, and served as work in flight.
+            await self._shut_the_door()
+        await self._hold(grace_ends - time.monotonic(), until_idle=True, unless_escalated=1)
 
         self._enter(Phase.CANCELLING)
         await self._cancel_remaining(s.CANCEL_TIMEOUT)
@@ -400,7 +406,8 @@ class Lifecycle:
         await started_hooks
         await send_bounded(signals.shutdown, type(self), s.HOOK_TIMEOUT, hung=hung)
         await self._close_lifespan()
-        await self._shut_the_door()
+        if not door_first:
+            await self._shut_the_door()
 
         self._enter(Phase.STOPPED)
         logger.info(
@@ -408,6 +415,12 @@ class Lifecycle:
             time.monotonic() - (self.shutdown_began or time.monotonic()),
             len(hung),
         )
+
+    def _door_shut_at_the_stop(self) -> bool:
+        """Whether the door was shut when the stop began (``ServerStops``: a reload whose
+        next process listens on a socket of its own)."""
+        stops = self.stops
+        return stops is not None and stops.handing_over and stops.whole_server_stops()
 
     async def _shut_the_door(self) -> None:
         """When the whole server stops: no new connection from now on, and those the kernel
@@ -456,12 +469,16 @@ class Lifecycle:
             return 0
 
     def read_before_closing(self) -> bool:
-        """Whether the request now reaching the app (in its task) is one the server was
-        already reading when CLOSING began (``Driver.read_before_closing``): served as work
-        in flight during CLOSING, not refused."""
+        """Whether the request now reaching the app (in its task) is served as work in
+        flight during CLOSING, not refused: one the server was already reading when
+        CLOSING began (``Driver.read_before_closing``), or any where this process hands
+        its port over to the next one (a development server's reload: the connection was
+        accepted before this process stopped accepting, and only it can answer)."""
         driver = self.driver
         if self.phase != Phase.CLOSING or driver is None:
             return False
+        if self.stops is not None and self.stops.handing_over:
+            return True
         try:
             return driver.read_before_closing()
         except Exception:

@@ -6,16 +6,20 @@ It decides, for the lifecycle:
 
 - what each stop the driver reports means (``stop_requested``): the first drains (a
   quick one skips to CANCELLING; a worker stopping *alone*, while its siblings serve on,
-  stops accepting first); a repeat of the same kind within ``SAME_SIGNAL_WINDOW`` is the
-  same stop (Ctrl-C reaches a server's parent and its workers, and the parent forwards
-  it); a later one escalates, a graceful one only where the server does not repeat its
-  signals itself (``Driver.repeats_escalate``); once the server is released, a further
-  signal hurries it (``Driver.hurry``);
+  stops accepting first; so does a process whose parent keeps the listening sockets for
+  the next process, a *hand-over*: a development server's reload; where the next
+  process will listen on a socket of its own, the door is shut at once instead); a
+  repeat of the same kind within ``SAME_SIGNAL_WINDOW`` is the same stop (Ctrl-C reaches
+  a server's parent and its workers, and the parent forwards it); a later one escalates,
+  a graceful one only where the server does not repeat its signals itself
+  (``Driver.repeats_escalate``); once the server is released, a further signal hurries
+  it (``Driver.hurry``);
 - the budget fitted to the time the server gives a stopping worker (``server_limit``), and
   a quick stop's short window (``quick_limit``);
 - when the server may stop (``release``, once): at STOPPED, after the clients of hung
   requests are answered 503 and the connections the server would wait for closed
-  (``hand_over``); at once for a worker stopping alone;
+  (``hand_over``); at once for a worker stopping alone (after ``SETTLE``) or handing
+  over;
 - when the process must end instead, in one place (``last_resort``): a watchdog past
   the budget, a server teardown hung by tasks that ignore cancellation, a server that
   would wait for hung work for ever.
@@ -31,8 +35,10 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .door import shut_now
 from .driver import Driver, Ending
 from .hooks import running_hooks
 from .phases import EXIT_SLACK, MIN_CANCEL, Phase
@@ -88,6 +94,9 @@ class ServerStops:
         self._first_signal: int | None = None
         self._last_request_at: dict[bool, float] = {}
         self._alone = False
+        #: Whether the port passes to the next process as this one stops (a reload): the
+        #: parent keeps the listening sockets, or the door was shut at the signal.
+        self.handing_over = False
         self._quick = False
         self._released = False
 
@@ -181,12 +190,22 @@ class ServerStops:
     # -- the stop ------------------------------------------------------------------------
 
     def _first_stop(self, name: str, *, quick: bool, alone: bool) -> None:
-        self._quick, self._alone = quick, alone
+        handover = not quick and not alone and self._ask(self._driver.parent_keeps_listeners)
+        self._quick, self._alone = quick, alone or handover
+        if alone:
+            where = f"; {self._driver.name}'s other workers take the new connections"
+        elif handover:
+            where = (
+                f"; the parent (pid {os.getppid()}) keeps the listening sockets open "
+                "for its next process"
+            )
+        else:
+            where = ""
         logger.info(
             "%s received: %s%s",
             name,
             "quick stop, skipping to CANCELLING" if quick else "draining",
-            f"; {self._driver.name}'s other workers take the new connections" if alone else "",
+            where,
         )
         if alone:
             # Connections this worker accepted just before it stopped accepting still get
@@ -194,10 +213,34 @@ class ServerStops:
             self._driver.stop_accepting()
             self.loop.call_later(SETTLE, self._begin_alone, name)
             return
-        self._lifecycle.begin_shutdown(name, drain=not quick)
+        if handover:
+            self.handing_over = True
+            # New connections wait in the backlog for the next process; the server lets go
+            # of the idle ones at once, as it would without us (no SETTLE: a reload of a
+            # development server should take no longer than the server's own).
+            self._driver.stop_accepting()
+            self._begin_alone(name)
+            return
+        if not quick and self._ask(self._driver.next_process_listens) and shut_now():
+            # No DRAINING: readiness would tell a balancer nothing the shut door does not.
+            self.handing_over = True
+            logger.info(
+                "listening sockets shut to new connections: they try again when %s's "
+                "next process listens",
+                self._driver.name,
+            )
+        self._lifecycle.begin_shutdown(name, drain=not quick and not self.handing_over)
         self._arm_watchdog()
         if quick:
             self._lifecycle.escalate()
+
+    def _ask(self, fact: Callable[[], bool]) -> bool:
+        """A fact of the driver's, False where asking it failed."""
+        try:
+            return fact()
+        except Exception:
+            logger.debug("could not ask %s %s", self._driver.name, fact.__name__, exc_info=True)
+            return False
 
     def _begin_alone(self, name: str) -> None:
         if self._lifecycle.shutdown_began is None:
@@ -224,7 +267,8 @@ class ServerStops:
 
     def whole_server_stops(self) -> bool:
         """Whether the server as a whole stops, not this worker alone while its siblings
-        serve on: one process, or a signal that stopped a worker not ``alone``."""
+        serve on (or its parent keeps the listening sockets for the next process): one
+        process, or a signal that stopped a worker not ``alone``."""
         return self._driver.one_process or (self._first_signal is not None and not self._alone)
 
     def _release(self) -> None:

@@ -21,6 +21,16 @@ connection with no timeout (a hung request holds the exit forever), and a third
   of its main thread, which sits in ``waitpid()`` meanwhile (see ``MainProcess``);
 - a SIGTERM that reached the worker while it imported the app (Granian loses it) is
   taken up at startup;
+- ``granian --reload`` (``AbstractServer._serve_with_reloader``) stops the worker with
+  SIGTERM and then starts the next one. Where its main process holds the listening socket
+  the workers share (not on Linux: there each worker binds a socket of its own, with
+  ``SO_REUSEPORT``), it keeps it for the next worker, and closes it before it signals the
+  workers at its own stop: the worker hands over (``parent_keeps_listeners``): Granian is
+  let go at once (it stops accepting), requests in flight drain as usual, and
+  connections that arrive meanwhile wait in the backlog for the next worker. Where it
+  holds none, nothing keeps a connection for the next worker: under the reloader the
+  door is shut at the signal (``next_process_listens``), so that new clients try again a
+  moment later and meet the next worker, rather than a 503 from this one;
 - with ``asginl`` (no lifespan) a failed startup stops the worker, so Granian exits 1
   as it does with ``asgi``.
 
@@ -42,6 +52,7 @@ from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .._core import quiet_connections
+from .._core.door import parent_holds_listeners
 from .._core.driver import Control, Driver
 from .._core.process import in_main_thread
 from .._core.signal_chain import SIGNALS
@@ -138,6 +149,17 @@ class GranianDriver(Driver):
             logger.error("stopping this Granian worker: startup failed")
             worker.stop()
             loop.call_later(EXIT_GRACE, worker.leave)  # the 503s being sent may go first
+
+    def parent_keeps_listeners(self) -> bool:
+        """Granian's main process still holds the listening socket (seen in ``/proc``):
+        a reload, not a stop (see the module docstring)."""
+        return self._main is not None and parent_holds_listeners() is True
+
+    def next_process_listens(self) -> bool:
+        """Under Granian's reloader (``--reload``): the next worker binds the port as
+        soon as this one is gone (or the whole server stops: Ctrl-C on a development
+        server, where no balancer waits for a 503)."""
+        return self.worker is not None and self.worker.reloader
 
     def signalled(self, signum: int) -> None:
         control = self.control
@@ -244,7 +266,8 @@ class Worker:
     functions ``WORKER_FUNCTIONS`` of ``granian/server/mp.py``): its locals ``loop``,
     ``shutdown_event`` (a ``WorkerSignal``: ``set()`` is what Granian's own handler does)
     and ``evp`` (set: the serve loop ends); and, in a forked worker, the main process's
-    server object inherited in the frames above (its ``interrupt_signal``).
+    server object inherited in the frames above (its ``interrupt_signal``, and
+    ``reload_on_changes``: ``--reload``).
     """
 
     def __init__(
@@ -285,6 +308,11 @@ class Worker:
             return None
         lifespan = function != NO_LIFESPAN_WORKER
         return cls(stop_signal, serve_done, lifespan=lifespan, server=server)
+
+    @property
+    def reloader(self) -> bool:
+        """Whether Granian's reloader runs this worker (``--reload``; seen where forked)."""
+        return getattr(self._server, "reload_on_changes", False) is True
 
     def signalled_while_importing(self) -> bool:
         """Whether the main process's handler, inherited by the fork, caught a signal."""

@@ -12,6 +12,13 @@ and hands the first one to ``handle_exit`` at release; this one adds, at STOPPED
   uvicorn's list, so uvicorn neither waits for it nor cancels it again
   (our REPORTING phase already logged it); uvicorn's ``lifespan.shutdown`` still runs,
   and finds our sequence done;
+- under ``uvicorn --reload`` (its reloader, ``uvicorn/supervisors/basereload.py``, binds
+  the listening socket, hands it to each worker it spawns, and stops a worker with
+  SIGTERM, ``process.terminate()``, before it spawns the next one), the socket stays open
+  in the reloader: the worker hands over (``parent_keeps_listeners``). It stops accepting
+  at the signal and lets go of its idle connections, as uvicorn does at its own stop, and
+  uvicorn stops at once; requests in flight drain as usual, and connections that arrive
+  meanwhile wait in the backlog for the next worker;
 - after a signal, the event loop's teardown is guarded: uvicorn turns a SIGINT into
   KeyboardInterrupt, which unwinds into ``asyncio.run``'s teardown, where every task is
   cancelled and awaited; a task that ignores it would hang the process, which is then
@@ -30,6 +37,7 @@ import signal
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from .._core.door import parent_holds_listeners
 from .._core.driver import Control, Driver, Ending
 from .._serving.protocol import TRACKED_KEY
 from ._versions import Version, fall_back, installed_version, version_problem
@@ -78,7 +86,11 @@ class Uvicorn:
       during the startup, before our handler was in front of its own) and its
       ``_captured_signals``;
     - ``Server.servers``, ``limit_max_requests`` (a ``cached_property``)
-      and ``server_state.total_requests``, for Gunicorn's Uvicorn worker.
+      and ``server_state.total_requests``, for Gunicorn's Uvicorn worker;
+    - ``Server.config.reload`` (the worker runs under ``--reload``), and, when it hands
+      over, ``Server.servers`` (closed) and each HTTP connection's ``shutdown()`` (what
+      uvicorn's own ``Server.shutdown`` calls: an idle one is closed, one whose response
+      is under way closes after it).
     """
 
     def __init__(self, server: Any) -> None:
@@ -147,6 +159,17 @@ class Uvicorn:
         transport = getattr(conn, "transport", None)
         if transport is not None and not transport.is_closing():
             transport.close()
+
+    @property
+    def reloading(self) -> bool:
+        """Whether this is a worker of uvicorn's reloader (``--reload``)."""
+        return getattr(self.server.config, "reload", False) is True
+
+    def let_go_of_idle_connections(self) -> None:
+        """What uvicorn's own stop does to its HTTP connections (websockets stay ours)."""
+        for conn in list(self.server.server_state.connections):
+            if hasattr(conn, "cycle"):
+                conn.shutdown()
 
     # -- Gunicorn's Uvicorn worker ----------------------------------------------------------
 
@@ -231,6 +254,19 @@ class UvicornDriver(Driver):
 
     def forced_ending(self, signum: int | None) -> Ending | None:
         return Ending(signal=signum) if signum is not None else None
+
+    def parent_keeps_listeners(self) -> bool:
+        """A worker of uvicorn's reloader, which holds the listening socket it handed over
+        (seen in ``/proc``): it keeps it for the next worker, and closes it only once it
+        has stopped this one, when it stops itself."""
+        return (
+            self.uvicorn is not None and self.uvicorn.reloading and parent_holds_listeners() is True
+        )
+
+    def stop_accepting(self) -> None:
+        if self.uvicorn is not None:
+            self.uvicorn.close_listeners()
+            self.uvicorn.let_go_of_idle_connections()
 
     def open_requests(self, hung: list[Tracked]) -> list[Any]:
         return self.uvicorn.open_requests(hung) if self.uvicorn is not None else []
