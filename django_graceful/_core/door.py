@@ -381,8 +381,9 @@ async def _drain(
         if not queued and (settled or now >= deadline):
             # /proc/net/tcp lists every connection, and takes the kernel a while to write
             # (milliseconds): read once the queues have stayed empty, not at every poll.
-            # A handshake completed meanwhile joined the accept queue, seen above.
-            queued = half_open(sockets)
+            # Then the accept queues again: a handshake that completed while it was read
+            # left the half-open ones for an accept queue.
+            queued = half_open(sockets) or sum(accept_queue(sock) for sock in sockets)
         if queued or busy():
             quiet_since = None
         elif quiet_since is None:
