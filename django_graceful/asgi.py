@@ -38,6 +38,7 @@ from ._serving.protocol import (
     refuse,
 )
 from ._serving.rsgi import HTTPConnection, WebsocketConnection, http_scope, websocket_scope
+from ._serving.streams import StreamEnded
 from ._serving.threads import ReusedThreadContext, SyncThreads
 from ._serving.websocket import WebsocketSession
 from .adapters import detect
@@ -182,9 +183,10 @@ class GracefulASGI:
         scope[TRACKED_KEY] = item  # type: ignore[literal-required]
         lifecycle.registry.add(item)
         extensions: Any = scope.get("extensions") or ()
-        tracking_send = TrackingSend(send, lifecycle, pathsend=PATHSEND in extensions)
+        tracking_send = TrackingSend(send, lifecycle, item, pathsend=PATHSEND in extensions)
         interruptible.response = tracking_send
         item.answer = tracking_send.refuse
+        item.on_closing = tracking_send.closing  # an endless stream is ended then
         reuse = settings.REUSE_SYNC_THREADS
         if not self._sync_threads.watching:  # its pools too, threads reused or not
             self._sync_threads.serve_cycle(lifecycle)
@@ -210,10 +212,18 @@ class GracefulASGI:
             task = asyncio.current_task()
             while task is not None and task.uncancel() > 0:
                 pass
+        except StreamEnded:
+            if tracking_send.ending is None:
+                raise
+            # The app sent on after we ended its endless stream (a consumer that reads no
+            # message while it streams): its client has a complete response, all is well.
         else:
             if item.cancel_count:
                 await self._answer_cancelled(item, tracking_send)
         finally:
+            if tracking_send.ending is not None:
+                # Not before its end is out: the server would take the response as cut off.
+                await asyncio.wait({tracking_send.ending})
             reset_item(previous_item)
             lifecycle.registry.discard(item)
 

@@ -289,6 +289,11 @@ class TrackedRequest(Tracked):
 
     #: The Django request (GracefulMiddleware), read for its ``resolver_match``.
     request: Any = None
+    #: Its response streams without end (``endless()``): True; False: opted out; None:
+    #: its content type decides (``text/event-stream`` is endless).
+    endless: bool | None = None
+    #: The chunk an endless stream ends with (``endless(last=...)``).
+    last_chunk: bytes = b""
     _what: str | None = None
     _view: str | None = None
 
