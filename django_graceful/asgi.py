@@ -212,6 +212,8 @@ class GracefulASGI:
             task = asyncio.current_task()
             while task is not None and task.uncancel() > 0:
                 pass
+            if tracking_send.ending is not None:  # not before its stream's end is out
+                await asyncio.wait({tracking_send.ending})
         except StreamEnded:
             if tracking_send.ending is None:
                 raise
@@ -219,11 +221,13 @@ class GracefulASGI:
             # message while it streams): its client has a complete response, all is well.
         else:
             if item.cancel_count:
+                if tracking_send.ending is not None:
+                    # Its endless stream's end is out (it cancels the request once it is),
+                    # unless CANCELLING came first: not before, or the server would take
+                    # the response as cut off.
+                    await asyncio.wait({tracking_send.ending})
                 await self._answer_cancelled(item, tracking_send)
         finally:
-            if tracking_send.ending is not None:
-                # Not before its end is out: the server would take the response as cut off.
-                await asyncio.wait({tracking_send.ending})
             reset_item(previous_item)
             lifecycle.registry.discard(item)
 
