@@ -185,8 +185,7 @@ class GracefulASGI:
         extensions: Any = scope.get("extensions") or ()
         tracking_send = TrackingSend(send, lifecycle, item, pathsend=PATHSEND in extensions)
         interruptible.response = tracking_send
-        item.answer = tracking_send.refuse
-        item.on_closing = tracking_send.closing  # an endless stream is ended then
+        item.response = tracking_send
         reuse = settings.REUSE_SYNC_THREADS
         if not self._sync_threads.watching:  # its pools too, threads reused or not
             self._sync_threads.serve_cycle(lifecycle)
