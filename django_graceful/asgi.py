@@ -121,7 +121,14 @@ class GracefulASGI:
                     # never holds the shutdown.
                     await self.app(scope, receive, send)
                 else:
-                    await refuse(scope, receive, send, SHUTTING_DOWN_BODY, WS_SERVICE_RESTART)
+                    await refuse(
+                        scope,
+                        receive,
+                        send,
+                        SHUTTING_DOWN_BODY,
+                        WS_SERVICE_RESTART,
+                        restarting=True,
+                    )
             finally:
                 lifecycle.answering -= 1
             return
@@ -330,7 +337,7 @@ async def _answer_stopped_during_startup(
         what,
     )
     outcome = await bounded(
-        refuse(scope, receive, send, SHUTTING_DOWN_BODY, WS_SERVICE_RESTART),
+        refuse(scope, receive, send, SHUTTING_DOWN_BODY, WS_SERVICE_RESTART, restarting=True),
         BODY_DRAIN_SECONDS + REFUSE_SLACK,
     )
     if not outcome.ok:

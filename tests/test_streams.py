@@ -17,10 +17,20 @@ from django_graceful import endless
 from django_graceful._core.lifecycle import Lifecycle
 from django_graceful._core.phases import Phase
 from django_graceful._serving.handler import GracefulASGIHandler
+from django_graceful._serving.protocol import EVENT_STREAM_RETRY
 from django_graceful.asgi import GracefulASGI
 from tests.project.routing import http_urlpatterns
 
-from .inprocess import NO_SIGNALS, Events, http_scope, open_request, start, stop, wait_for
+from .inprocess import (
+    NO_SIGNALS,
+    Events,
+    http_scope,
+    open_request,
+    request,
+    start,
+    stop,
+    wait_for,
+)
 
 #: A grace no test waits out: a stream that holds the shutdown fails ``stop()``'s bound.
 LONG_GRACE = {**NO_SIGNALS, "GRACE_PERIOD": 20, "CANCEL_TIMEOUT": 1}
@@ -199,6 +209,35 @@ async def test_a_stream_whose_head_goes_out_during_closing_is_ended_after_it(
     await comm.wait(2)
     assert (await wait_for(recorded, "stream-closed"))["reason"] == "shutdown"
     await stop(lifespan, 3)
+
+
+async def test_an_event_source_asking_during_closing_is_told_to_come_back_not_refused(
+    app: GracefulASGI, settings: Any
+) -> None:
+    """An EventSource gives up for good on any answer but 200 (a 503 "fails the
+    connection"): one that reconnects while this process is still CLOSING (its stream was
+    just ended, another request holds the grace) gets an event stream that only sets its
+    ``retry:`` and ends, closing the connection: it comes back, to a sibling or the next
+    process. Any other request still gets the 503."""
+    settings.GRACEFUL = {**NO_SIGNALS, "GRACE_PERIOD": 0.5, "CANCEL_TIMEOUT": 1}
+    lifespan, _ = await start(app)
+    held = await streaming(app, "/stream/?kind=sse-kept")  # holds CLOSING open
+    app.lifecycle.begin_shutdown("test")
+    await in_phase(app.lifecycle, Phase.CLOSING)
+    accept = [(b"host", b"testserver"), (b"accept", b"text/event-stream")]
+    again = ApplicationCommunicator(app, http_scope("/stream/", headers=accept))
+    await again.send_input({"type": "http.request", "body": b""})
+    head = await again.receive_output(2)
+    headers = dict(head["headers"])
+    assert head["status"] == 200, head
+    assert headers[b"content-type"] == b"text/event-stream"
+    assert headers[b"connection"] == b"close"
+    body = await again.receive_output(2)
+    assert body["body"] == EVENT_STREAM_RETRY and not body.get("more_body", False)
+    await again.wait(2)
+    assert (await request(app, "/pid/"))[0] == 503
+    await stop(lifespan, 5)
+    await held.wait(2)
 
 
 # -- endless() -------------------------------------------------------------------------
