@@ -87,3 +87,25 @@ def test_an_open_event_stream_ends_at_closing_with_its_last_chunk(
         closed = srv.wait_event("stream-closed", timeout=1)  # the stream's finally ran
         if app is None:
             assert closed[0]["reason"] == "shutdown"
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_an_event_source_asking_during_closing_is_told_to_come_back(server: str) -> None:
+    """While a stream opted out holds the grace, an EventSource's request gets a 200 event
+    stream with ``retry:`` (a 503 would end it for good), a plain request the 503."""
+    with running(server, graceful={"GRACE_PERIOD": 5, "CANCEL_TIMEOUT": 1}) as srv:
+        held = in_background(read_stream, srv, "/stream/?kind=sse-kept&tick=0.2")
+        srv.wait_event("stream-open")
+        srv.wait_engaged()
+        srv.signal()
+        deadline = time.monotonic() + 4
+        while (status := srv.get("/pid/", timeout=5).status_code) != 503:
+            assert time.monotonic() < deadline, f"no 503 while CLOSING: {status}\n{srv.log()}"
+            time.sleep(0.05)
+        with srv.client(timeout=5) as client:
+            again = client.get("/stream/", headers={"Accept": "text/event-stream"})
+        assert again.status_code == 200, (again, srv.log())
+        assert again.headers["content-type"] == "text/event-stream"
+        assert again.content == b": shutting down\nretry: 1000\n\n"
+        srv.wait_exit(15)
+        held.result(timeout=10)
