@@ -19,6 +19,15 @@ for any client that left. An app that streams on instead (a consumer looping in
 ``handle()`` reads no message while it runs) has its chunks dropped, and its first chunk
 ``UNHEARD_DISCONNECT`` s after the end raises :class:`StreamEnded`, which GracefulASGI
 takes as the request's end.
+
+Why the disconnect, not ``aclose()``: at the ASGI level there is no generator to close,
+only messages; and a generator suspended in its own ``await`` (between two events) cannot
+be closed from outside, only cancelled there. Django's disconnect handling does exactly
+that, and also closes the response (``request_finished``, database connections), which a
+cancel of the request's task skips on Django 5.2 and 6.0.
+
+An ``EventSource`` that reconnects while this process is still CLOSING is answered with
+a ``retry:`` (``protocol.retry_event_stream``), not the 503 that would end it for good.
 """
 
 from __future__ import annotations
