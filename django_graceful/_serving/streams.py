@@ -24,7 +24,7 @@ Why the disconnect, not ``aclose()``: at the ASGI level there is no generator to
 only messages; and a generator suspended in its own ``await`` (between two events) cannot
 be closed from outside, only cancelled there. Django's disconnect handling does exactly
 that, and also closes the response (``request_finished``, database connections), which a
-cancel of the request's task skips on Django 5.2 and 6.0.
+cancel of the request's task skips (and on Django 5.2 and 6.0 never reaches the stream).
 
 An ``EventSource`` that reconnects while this process is still CLOSING is answered with
 a ``retry:`` (``protocol.retry_event_stream``), not the 503 that would end it for good.
