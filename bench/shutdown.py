@@ -8,14 +8,21 @@ django_graceful with ``GRACE_PERIOD=2, CANCEL_TIMEOUT=1``), on a fresh server ea
 (a) one in-flight 1 s request, SIGTERM at 0.3 s: what the client got (status, whole
     body or not) and how long after the SIGTERM the server's main process exited;
 (b) one in-flight 600 s request, SIGTERM at 1 s: the same, the wait capped at ``--cap``
-    seconds (a server still running then is killed and shown as such).
+    seconds (a server still running then is killed and shown as such);
+(idle) no request, SIGTERM after the warm-up: how long the server takes to exit anyway;
+(sse) one open server-sent-events stream (an ``EventSource``: a tick a second, no end of
+    its own), SIGTERM at 0.3 s: whether the client got a complete response (its chunked
+    body terminated) and how long the exit took, beside (idle). django_graceful ends such a
+    stream when CLOSING begins (goal: within 0.5 s of idle); plain Django streams until the
+    server gives up, if it does.
 
 "At 0.3 s" counts from sending the request, and never before the view has begun (the
 view writes a mark the harness waits for). SIGTERM goes to the main process only, as a
 process manager sends it (Gunicorn: its master, which passes it to its worker); every
 process of the server's group is killed afterwards.
 
-Run: ``.venvs/py311/bin/python bench/shutdown.py [--servers uvicorn daphne] [--cap 15]``
+Run: ``.venvs/py311/bin/python bench/shutdown.py [--servers uvicorn daphne] [--cap 15]
+[--cases a b idle sse]`` (by default (a) and (b)).
 """
 
 from __future__ import annotations
@@ -56,15 +63,37 @@ LATE_SIGNAL = 0.1
 @dataclass(frozen=True)
 class Case:
     key: str
-    request_seconds: float
+    request_seconds: float  # 0: no request; inf: a stream with no end of its own
     signal_at: float
 
     @property
     def title(self) -> str:
+        if not self.request_seconds:
+            return "idle, SIGTERM after the warm-up"
+        if self.request_seconds == float("inf"):
+            return f"an open event stream, SIGTERM at {self.signal_at:g} s"
         return f"{self.request_seconds:g} s request, SIGTERM at {self.signal_at:g} s"
 
+    @property
+    def path(self) -> str | None:
+        """What the client asks for, and the mark its view writes when it begins."""
+        if not self.request_seconds:
+            return None
+        if self.request_seconds == float("inf"):
+            return "/events/"
+        return f"/slow/?s={self.request_seconds:g}"
 
-CASES = (Case("a", 1.0, 0.3), Case("b", 600.0, 1.0))
+    @property
+    def mark(self) -> str:
+        return "events-begin" if self.request_seconds == float("inf") else "slow-begin"
+
+
+CASES = (
+    Case("a", 1.0, 0.3),
+    Case("b", 600.0, 1.0),
+    Case("idle", 0.0, 0.0),
+    Case("sse", float("inf"), 0.3),
+)
 
 
 @dataclass
@@ -116,17 +145,19 @@ def run_case(server: str, variant: str, case: Case, cap: float) -> Outcome:
         warm = http_get(proc.port, "/hello/", timeout=15)  # loads Django (and our lifecycle)
         if warm.status != 200:
             raise ServerError(f"warm-up got {warm.describe()}:\n{proc.tail()}")
-        path = f"/slow/?s={case.request_seconds:g}"
+        path = case.path
         client_timeout = case.signal_at + cap + 10
 
         def request() -> None:
+            assert path is not None
             replies.append(http_get(proc.port, path, timeout=client_timeout))
 
-        client = threading.Thread(target=request, name="bench-client", daemon=True)
         sent = time.monotonic()
-        client.start()
-        if not wait_for_mark(marks, "slow-begin", timeout=10):
-            raise ServerError(f"the view never began:\n{proc.tail()}")
+        if path is not None:
+            client = threading.Thread(target=request, name="bench-client", daemon=True)
+            client.start()
+            if not wait_for_mark(marks, case.mark, timeout=10):
+                raise ServerError(f"the view never began:\n{proc.tail()}")
         time.sleep(max(0.0, sent + case.signal_at - time.monotonic()))
         proc.terminate()
         assert proc.signalled_at is not None
@@ -150,7 +181,7 @@ def run_case(server: str, variant: str, case: Case, cap: float) -> Outcome:
 
 
 def table(results: dict[tuple[str, str, str], Outcome], servers: list[str], cap: float) -> str:
-    a, b = CASES
+    a, b = CASES[:2]
     lines = [
         f"| server | app | ({a.key}) {a.title}: client got | whole body | exit after SIGTERM "
         f"| ({b.key}) {b.title}: client got | exit after SIGTERM |",
@@ -162,6 +193,31 @@ def table(results: dict[tuple[str, str, str], Outcome], servers: list[str], cap:
             cells = [SERVER_NAMES[server], LABELS[variant]]
             cells += [ra.client_text(), ra.body_text(), ra.exit_text(cap)] if ra else ["-"] * 3
             cells += [rb.client_text(with_body=True), rb.exit_text(cap)] if rb else ["-"] * 2
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def streams_table(
+    results: dict[tuple[str, str, str], Outcome], servers: list[str], cap: float
+) -> str:
+    """(idle) beside (sse): what an open event stream adds to the time to exit."""
+    idle, sse = CASES[2:]
+    lines = [
+        f"| server | app | ({idle.key}) exit after SIGTERM | ({sse.key}) {sse.title}: client got "
+        "| stream ended (complete body) | exit after SIGTERM | minus idle |",
+        "|---|---|---:|---|---|---:|---:|",
+    ]
+    for server in servers:
+        for variant in VARIANTS:
+            ri, rs = results.get((server, variant, "idle")), results.get((server, variant, "sse"))
+            cells = [SERVER_NAMES[server], LABELS[variant]]
+            cells.append(ri.exit_text(cap) if ri else "-")
+            cells += [rs.client_text(), rs.body_text(), rs.exit_text(cap)] if rs else ["-"] * 3
+            both = ri is not None and rs is not None
+            if both and ri.exit_after is not None and rs.exit_after is not None:
+                cells.append(f"{rs.exit_after - ri.exit_after:+.2f} s")
+            else:
+                cells.append("-")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -199,11 +255,12 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     notes = [f"SIGTERM came late (the view began late): {'; '.join(late)}"] if late else []
-    publish(
-        "shutdown.md",
-        "\n".join([*header, table(results, args.servers, args.cap), "", *notes]),
-        began,
-    )
+    tables = []
+    if {"a", "b"} & set(args.cases):
+        tables += [table(results, args.servers, args.cap), ""]
+    if {"idle", "sse"} & set(args.cases):
+        tables += [streams_table(results, args.servers, args.cap), ""]
+    publish("shutdown.md", "\n".join([*header, *tables, *notes]), began)
     return 0
 
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ._core.lifecycle import is_shutting_down
     from ._core.phases import Phase
     from ._core.registry import current_cancellation
+    from ._serving.streams import endless
 
 #: Each public name, by the module that defines it.
 _PUBLIC = {
@@ -34,6 +35,7 @@ _PUBLIC = {
     "on_startup": "._core.hooks",
     "is_shutting_down": "._core.lifecycle",
     "Phase": "._core.phases",
+    "endless": "._serving.streams",
 }
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "ShutdownInProgress",
     "cancellable",
     "current_cancellation",
+    "endless",
     "is_shutting_down",
     "on_shutdown",
     "on_startup",

@@ -38,6 +38,7 @@ from ._serving.protocol import (
     refuse,
 )
 from ._serving.rsgi import HTTPConnection, WebsocketConnection, http_scope, websocket_scope
+from ._serving.streams import StreamEnded
 from ._serving.threads import ReusedThreadContext, SyncThreads
 from ._serving.websocket import WebsocketSession
 from .adapters import detect
@@ -122,7 +123,14 @@ class GracefulASGI:
                     # never holds the shutdown.
                     await self.app(scope, receive, send)
                 else:
-                    await refuse(scope, receive, send, SHUTTING_DOWN_BODY, WS_SERVICE_RESTART)
+                    await refuse(
+                        scope,
+                        receive,
+                        send,
+                        SHUTTING_DOWN_BODY,
+                        WS_SERVICE_RESTART,
+                        restarting=True,
+                    )
             finally:
                 lifecycle.answering -= 1
             return
@@ -184,9 +192,9 @@ class GracefulASGI:
         scope[TRACKED_KEY] = item  # type: ignore[literal-required]
         lifecycle.registry.add(item)
         extensions: Any = scope.get("extensions") or ()
-        tracking_send = TrackingSend(send, lifecycle, pathsend=PATHSEND in extensions)
+        tracking_send = TrackingSend(send, lifecycle, item, pathsend=PATHSEND in extensions)
         interruptible.response = tracking_send
-        item.answer = tracking_send.refuse
+        item.response = tracking_send
         reuse = settings.REUSE_SYNC_THREADS
         if not self._sync_threads.watching:  # its pools too, threads reused or not
             self._sync_threads.serve_cycle(lifecycle)
@@ -212,8 +220,20 @@ class GracefulASGI:
             task = asyncio.current_task()
             while task is not None and task.uncancel() > 0:
                 pass
+            if tracking_send.ending is not None:  # not before its stream's end is out
+                await asyncio.wait({tracking_send.ending})
+        except StreamEnded:
+            if tracking_send.ending is None:
+                raise
+            # The app sent on after we ended its endless stream (a consumer that reads no
+            # message while it streams): its client has a complete response, all is well.
         else:
             if item.cancel_count:
+                if tracking_send.ending is not None:
+                    # Its endless stream's end is out (it cancels the request once it is),
+                    # unless CANCELLING came first: not before, or the server would take
+                    # the response as cut off.
+                    await asyncio.wait({tracking_send.ending})
                 await self._answer_cancelled(item, tracking_send)
         finally:
             reset_item(previous_item)
@@ -320,7 +340,7 @@ async def _answer_stopped_during_startup(
         what,
     )
     outcome = await bounded(
-        refuse(scope, receive, send, SHUTTING_DOWN_BODY, WS_SERVICE_RESTART),
+        refuse(scope, receive, send, SHUTTING_DOWN_BODY, WS_SERVICE_RESTART, restarting=True),
         BODY_DRAIN_SECONDS + REFUSE_SLACK,
     )
     if not outcome.ok:

@@ -7,7 +7,7 @@ import time
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
-from django_graceful import CancelReason, RequestCancelled, cancellable, shield
+from django_graceful import CancelReason, RequestCancelled, cancellable, endless, shield
 
 from .producer import producer
 
@@ -19,7 +19,8 @@ async def index(request: HttpRequest) -> HttpResponse:
         "Hello from django_graceful. Try, then press Ctrl-C or close the client:\n"
         "  /slow/?seconds=5    an async view that drains, then is cancelled\n"
         "  /export/?rows=500   a sync view that checks its cancellation token\n"
-        "  /events/            server-sent events until you leave or the server stops\n"
+        "  /events/            server-sent events until you leave; ended at once when the\n"
+        "                      server stops, with retry: 1000 (the EventSource reconnects)\n"
         "  /timeout/           @cancellable(timeout=2): a 504 after 2 s\n"
         "  /report/            a 30 s SQL query, stopped in the database when you leave\n"
         "  /order/             shield(): a commit that finishes despite a cancel\n"
@@ -76,8 +77,18 @@ def report(request: HttpRequest) -> HttpResponse:
     return HttpResponse(f"counted {count}\n")
 
 
+#: The last event of a stream ended by the shutdown: an ``EventSource`` gets a "restart"
+#: event and reconnects within a second (to a sibling worker, or the next process).
+RESTART = "event: restart\ndata: \nretry: 1000\n\n"
+
+
 async def events(request: HttpRequest) -> StreamingHttpResponse:
-    """Server-sent events; the generator's ``finally`` runs on disconnect and shutdown."""
+    """Server-sent events; the generator's ``finally`` runs on disconnect and shutdown.
+
+    An event stream has no end of its own: at a shutdown (or a dev-server reload) it is
+    ended when the grace begins, not streamed through it; ``endless(last=...)`` gives its
+    last chunk.
+    """
 
     async def ticks():  # type: ignore[no-untyped-def]
         n = 0
@@ -89,7 +100,8 @@ async def events(request: HttpRequest) -> StreamingHttpResponse:
         finally:
             logger.info("event stream closed after %d ticks", n)
 
-    return StreamingHttpResponse(ticks(), content_type="text/event-stream")
+    response = StreamingHttpResponse(ticks(), content_type="text/event-stream")
+    return endless(response, last=RESTART)
 
 
 @cancellable(timeout=2)

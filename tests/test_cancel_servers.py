@@ -299,13 +299,15 @@ def test_shutdown_stops_a_view_at_the_end_of_the_grace_with_reason_shutdown_and_
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_shutdown_streams_an_event_stream_through_the_grace_then_closes_its_generator(
+def test_shutdown_streams_an_event_stream_opted_out_through_the_grace_then_closes_it(
     server: str,
 ) -> None:
+    """``endless(response, False)``: the stream runs through the grace like any request in
+    flight (an endless one ends when CLOSING begins: tests/test_streams_servers.py)."""
     with started(server, GRACE_PERIOD=GRACE, CANCEL_TIMEOUT=CANCEL) as srv:
-        sock = open_get(srv, "/events/")
+        sock = open_get(srv, "/stream/?kind=sse-kept&tick=0.05")
         try:
-            before = read_until(sock, b"data: tick 0")
+            before = read_until(sock, b"data: 0")
             srv.signal()
             assert srv.signalled_at is not None
             rest, ended = read_to_end(sock, GRACE + CANCEL + 5)
@@ -315,9 +317,9 @@ def test_shutdown_streams_an_event_stream_through_the_grace_then_closes_its_gene
         log = srv.log()
         # The client saw ticks all through the grace (one per 0.05 s), then the stream ended.
         assert before.startswith(b"HTTP/1.1 200")
-        assert rest.count(b"data: tick") >= GRACE / 0.05 / 4, rest
+        assert rest.count(b"data: ") >= GRACE / 0.05 / 4, rest
         assert GRACE <= ended - srv.signalled_at < GRACE + CANCEL + 1, log
-        closed = srv.events("sse-closed")
+        closed = srv.events("stream-closed")
         assert len(closed) == 1, log
         assert_after_the_grace(srv, closed[0]["t"])
         assert srv.exit_after < GRACE + CANCEL + 1, log

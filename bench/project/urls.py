@@ -9,6 +9,7 @@ urlpatterns = [
     path("slow/", views.slow),
     path("json/", views.json_view),
     path("stream/", views.stream),
+    path("events/", views.events),
     path("sync/json/", views_db.sync_json),
     path("sync/pg/", views_db.pg),
     path("backends/", views_db.backends),

@@ -1,5 +1,6 @@
 """Views of the bench project: a hello world, a slow request with a body a client can check,
-a small JSON answer and a 1 MB streamed one (``bench/request_cost.py``, ``bench/rsgi.py``).
+a small JSON answer and a 1 MB streamed one (``bench/request_cost.py``, ``bench/rsgi.py``),
+and an endless event stream (``bench/shutdown.py``).
 
 All but the streamed one set ``Content-Length`` themselves (the project has no
 CommonMiddleware), so every server frames the body the same way and a client can tell a
@@ -71,3 +72,17 @@ async def _chunks() -> AsyncIterator[bytes]:
 async def stream(request: HttpRequest) -> StreamingHttpResponse:
     """1 MiB in 16 parts from an async iterator (what an ASGI handler streams as is)."""
     return StreamingHttpResponse(_chunks(), content_type="application/octet-stream")
+
+
+async def events(request: HttpRequest) -> StreamingHttpResponse:
+    """Server-sent events, a tick a second, with no end of their own (an open EventSource)."""
+
+    async def ticks() -> AsyncIterator[bytes]:
+        mark("events-begin")
+        n = 0
+        while True:
+            yield f"data: {n}\n\n".encode()
+            n += 1
+            await asyncio.sleep(1)
+
+    return StreamingHttpResponse(ticks(), content_type="text/event-stream")

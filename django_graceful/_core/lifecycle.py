@@ -504,9 +504,12 @@ class Lifecycle:
     def _tell_closing(self) -> None:
         """Tell the work that can wind down by itself to do so now."""
         for item in self.registry:
-            if item.on_closing is not None:
+            tell = item.on_closing
+            if tell is None and item.response is not None:
+                tell = item.response.closing  # a request: an endless stream is ended
+            if tell is not None:
                 try:
-                    item.on_closing()
+                    tell()
                 except Exception:
                     logger.exception("could not tell %s to stop", item.what)
 

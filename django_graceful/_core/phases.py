@@ -7,7 +7,8 @@
     DRAINING   (DRAIN_DELAY s)    keep serving; readiness answers 503
     CLOSING    (GRACE_PERIOD s)   new requests get 503 + Connection: close; in-flight
                                   requests, websockets and spawned tasks may finish;
-                                  websockets are closed (1012), threads told to stop
+                                  websockets are closed (1012), endless streams
+                                  (server-sent events) ended, threads told to stop
     CANCELLING (CANCEL_TIMEOUT s) what is left is cancelled with reason SHUTDOWN (again
                                   if it swallows the cancel); running SQL is interrupted
     REPORTING                     what still runs is hung: logged with its stack and

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from asgiref.sync import iscoroutinefunction
 
@@ -72,6 +72,19 @@ def request_of(label: str) -> tuple[str, str]:
     return method, path
 
 
+class Response(Protocol):
+    """A request's response as its connection serves it (GracefulASGI's ``TrackingSend``)."""
+
+    def refuse(self) -> Awaitable[bool]:
+        """Answer the client 503 with ``Connection: close`` if the response has not
+        begun; True if it did (at STOPPED, for a request that ignored every cancel)."""
+        ...
+
+    def closing(self) -> None:
+        """CLOSING began: a response that can end by itself is ended (an endless stream)."""
+        ...
+
+
 class Tracked:
     """One piece of in-flight work (a request, a websocket, a task or a thread).
 
@@ -87,11 +100,11 @@ class Tracked:
     #: way it would for its client (e.g. a delivered ``http.disconnect``).
     on_cancel: Callable[[CancelReason], None] | None = None
     #: Called when CLOSING begins: work that can wind down by itself is told to
-    #: (a thread's stop event is set; a websocket is closed).
+    #: (a thread's stop event is set; a websocket is closed; for a request, its
+    #: ``response.closing()`` is called instead).
     on_closing: Callable[[], None] | None = None
-    #: For a request: answers its client 503 with ``Connection: close`` if its response
-    #: has not begun, True if it did (at STOPPED, for work that ignored every cancel).
-    answer: Callable[[], Awaitable[bool]] | None = None
+    #: For a request: its response, as the connection serves it (``Response``).
+    response: Response | None = None
     #: The thread of a ``start_thread`` item (its stack is read from another thread).
     thread: threading.Thread | None = None
     #: The view's dotted path (a request's: see ``TrackedRequest``).
@@ -290,6 +303,11 @@ class TrackedRequest(Tracked):
 
     #: The Django request (GracefulMiddleware), read for its ``resolver_match``.
     request: Any = None
+    #: Its response streams without end (``endless()``): True; False: opted out; None:
+    #: its content type decides (``text/event-stream`` is endless).
+    endless: bool | None = None
+    #: The chunk an endless stream ends with (``endless(last=...)``).
+    last_chunk: bytes = b""
     _what: str | None = None
     _view: str | None = None
 

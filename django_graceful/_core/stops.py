@@ -416,9 +416,9 @@ class ServerStops:
 
 async def answer_hung(hung: list[Tracked]) -> int:
     """Answer the client of each hung request whose response had not begun: 503 +
-    ``Connection: close`` through the server's ``send`` (``Tracked.answer``), within
+    ``Connection: close`` through the server's ``send`` (``Response.refuse``), within
     ``ANSWER_WAIT``; how many were answered."""
-    answers = [item.answer() for item in hung if item.answer is not None]
+    answers = [item.response.refuse() for item in hung if item.response is not None]
     if not answers:
         return 0
     done, pending = await asyncio.wait(

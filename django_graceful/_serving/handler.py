@@ -1,5 +1,6 @@
-"""Django's ASGI handler with ``request.state`` (the LIFESPAN state of the scope), and file
-responses sent by their path where the server can (``http.response.pathsend``)."""
+"""Django's ASGI handler with ``request.state`` (the LIFESPAN state of the scope), file
+responses sent by their path where the server can (``http.response.pathsend``), and endless
+streams that end at the shutdown as if their client had left (``streams.py``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from django.http import FileResponse, HttpResponseBase
 
 from .._core.cancellation import NEVER, CancellationToken
 from .protocol import PATHSEND, TRACKED_KEY
+from .streams import StreamEnded
 
 
 class GracefulASGIRequest(ASGIRequest):
@@ -55,10 +57,15 @@ class GracefulASGIHandler(ASGIHandler):
     async def send_response(self, response: HttpResponseBase, send: Any) -> None:
         """Django's, but a ``FileResponse`` of a whole file on disk goes by its path
         where the server takes ``http.response.pathsend`` (GracefulASGI's ``send`` says,
-        as ``pathsend``)."""
+        as ``pathsend``); a ``StreamEnded`` from ``send`` ends the response quietly."""
         path = file_path(response) if isinstance(response, FileResponse) else None
         if path is None or not getattr(getattr(send, "__self__", send), "pathsend", False):
-            await super().send_response(response, send)
+            try:
+                await super().send_response(response, send)
+            except StreamEnded:
+                # Its endless stream was ended at the shutdown and it sent on: the client has
+                # its complete response; Django closes the response as after any other.
+                pass
             return
 
         async def head_then_path(message: Mapping[str, Any]) -> None:

@@ -1,8 +1,8 @@
 """The ASGI words GracefulASGI, its connection wrappers and the server adapters share.
 
-Answers given without the app (503 bodies, websocket close codes), the scope keys under
-which a connection's tracking travels to the middleware and the consumers, and the
-refusal itself. Imports nothing of django_graceful: every layer may use it.
+Answers given without the app (503 bodies, websocket close codes, an EventSource's
+retry), the scope keys under which a connection's tracking travels to the middleware and
+the consumers, and the refusal itself. Imports nothing of django_graceful: every layer may use it.
 """
 
 from __future__ import annotations
@@ -39,6 +39,12 @@ BODY_DRAIN_SECONDS = 1.0
 
 HTTP_DISCONNECT: Message = {"type": "http.disconnect"}
 
+#: What an ``EventSource`` (``Accept: text/event-stream``) asking while the process stops
+#: gets instead of the 503, which would end it for good (any answer but a 200 event stream
+#: "fails the connection"): an event stream that sets its reconnection time and ends. It
+#: comes back a second later, to a sibling or the next process.
+EVENT_STREAM_RETRY = b": shutting down\nretry: 1000\n\n"
+
 #: The ASGI extension by which a server sends a file from its path (Granian, both
 #: interfaces): no bytes through Python, and no buffering where the server's stream has
 #: no backpressure (Granian's RSGI).
@@ -64,12 +70,19 @@ async def refuse(
     send: Send,
     body: bytes,
     ws_code: int,
+    *,
+    restarting: bool = False,
 ) -> None:
-    """Answer without the app: 503 + ``Connection: close``, or a websocket close."""
+    """Answer without the app: 503 + ``Connection: close``, or a websocket close.
+    ``restarting``: the process stops and another serves soon; an EventSource is told to
+    come back (``EVENT_STREAM_RETRY``)."""
     if scope["type"] == "http":
         if has_body(scope):
             await drain_body(receive, BODY_DRAIN_SECONDS)
-        await refuse_http(send, body)
+        if restarting and accepts_event_stream(scope):
+            await retry_event_stream(send)
+        else:
+            await refuse_http(send, body)
     elif scope["type"] == "websocket":
         message = await receive()
         if message["type"] == "websocket.connect":
@@ -86,6 +99,33 @@ def has_body(scope: Scope) -> bool:
         if name == b"content-length":
             return value.strip() not in (b"", b"0")
     return False
+
+
+def accepts_event_stream(scope: Scope) -> bool:
+    """Whether the request is an EventSource's: ``Accept: text/event-stream``."""
+    headers: Any = scope.get("headers", ())
+    for name, value in headers:
+        if name.lower() == b"accept":
+            return b"text/event-stream" in value.lower()
+    return False
+
+
+async def retry_event_stream(send: Send) -> None:
+    """A complete event stream that only sets the client's reconnection time, and closes
+    the connection (the next request goes where the listening socket sends it)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"text/event-stream"),
+                (b"cache-control", b"no-store"),
+                (b"content-length", str(len(EVENT_STREAM_RETRY)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": EVENT_STREAM_RETRY})
 
 
 async def drain_body(receive: ASGIReceiveCallable, seconds: float) -> None:

@@ -10,6 +10,7 @@ import time
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
+from channels.generic.http import AsyncHttpConsumer
 from channels.generic.websocket import (
     AsyncJsonWebsocketConsumer,
     AsyncWebsocketConsumer,
@@ -121,3 +122,23 @@ class SyncEchoConsumer(GracefulConsumerMixin, WebsocketConsumer):
 
     def disconnect(self, code: int) -> None:
         record("ws-disconnect", consumer="sync", code=code)
+
+
+class EventStreamConsumer(AsyncHttpConsumer):
+    """Server-sent events as Channels' documentation streams them: ``handle()`` sends a
+    tick each ``?tick=`` seconds (0.05) and reads no message while it loops."""
+
+    async def handle(self, body: bytes) -> None:
+        tick = knob(self.scope, "tick", 0.05)
+        await self.send_headers(
+            headers=[(b"Cache-Control", b"no-cache"), (b"Content-Type", b"text/event-stream")]
+        )
+        record("stream-open", kind="consumer")
+        n = 0
+        try:
+            while True:
+                await self.send_body(f"data: {n}\n\n".encode(), more_body=True)
+                n += 1
+                await asyncio.sleep(tick)
+        finally:
+            record("stream-closed", kind="consumer", n=n)

@@ -11,6 +11,7 @@ urlpatterns = [
     path("gives-up/", views.gives_up),
     path("guarded/", views.guarded),
     path("events/", views.events_stream),
+    path("stream/", views.stream),
     path("timed/", views.timed),
     path("sync-timed/", views.sync_timed),
     path("shielded/", views.shielded),

@@ -23,6 +23,7 @@ from django_graceful import (
     RequestCancelled,
     cancellable,
     current_cancellation,
+    endless,
     shield,
 )
 
@@ -150,6 +151,47 @@ async def events_stream(request: HttpRequest) -> StreamingHttpResponse:
             record("sse-closed", ticks=n)
 
     return StreamingHttpResponse(ticks(), content_type="text/event-stream")
+
+
+#: ``/stream/?kind=...``: each kind's content type and, by its view, its ``endless()``
+#: mark: None (unmarked), False (opted out), or the last chunk it gives.
+STREAM_KINDS: dict[str, tuple[str, bool | bytes | None]] = {
+    "sse": ("text/event-stream", None),
+    "sse-last": ("text/event-stream; charset=utf-8", b"event: restart\ndata: \nretry: 1000\n\n"),
+    "sse-kept": ("text/event-stream", False),
+    "ndjson": ("application/x-ndjson", None),
+    "ndjson-endless": ("application/x-ndjson", b'{"end": true}\n'),
+}
+
+
+async def stream(request: HttpRequest) -> StreamingHttpResponse:
+    """A stream with no end of its own (``?kind=`` one of STREAM_KINDS), a chunk each
+    ``?tick=`` seconds (0.05); records ``stream-open``/``stream-closed`` with its kind, and
+    its token's reason when its ``finally`` ran. ``?wait=`` seconds before the response."""
+    await asyncio.sleep(float(request.GET.get("wait", "0")))
+    kind = request.GET.get("kind", "sse")
+    tick = float(request.GET.get("tick", "0.05"))
+    content_type, mark = STREAM_KINDS[kind]
+    token = current_cancellation()
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        record("stream-open", kind=kind)
+        n = 0
+        try:
+            while True:
+                yield f"data: {n}\n\n" if "sse" in kind else f'{{"n": {n}}}\n'
+                n += 1
+                await asyncio.sleep(tick)
+        finally:
+            reason = token.reason
+            record("stream-closed", kind=kind, n=n, reason=None if reason is None else str(reason))
+
+    response = StreamingHttpResponse(chunks(), content_type=content_type)
+    if mark is False:
+        return endless(response, False)
+    if isinstance(mark, bytes):
+        return endless(response, last=mark.decode() if kind == "sse-last" else mark)
+    return response
 
 
 #: About 30 s of SQLite work on the test machine (a recursive CTE counting rows).

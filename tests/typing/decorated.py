@@ -1,4 +1,5 @@
-"""The public decorators keep the decorated function's type (checked by mypy in test_typing).
+"""The public decorators keep the decorated function's type (checked by mypy in test_typing);
+``endless()`` returns the response it marks, as its own type.
 
 Every ``assert_type`` here fails under mypy if a decorator erases the type to ``Any`` or
 changes it; every ``# type: ignore[code]`` marks a call mypy must reject, and becomes an
@@ -11,9 +12,9 @@ from __future__ import annotations
 
 from typing import assert_type
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
-from django_graceful import CancelReason, cancellable, on_shutdown, on_startup
+from django_graceful import CancelReason, cancellable, endless, on_shutdown, on_startup
 
 
 # --- @cancellable, bare ---------------------------------------------------------------
@@ -68,6 +69,8 @@ async def decorated_functions_keep_their_types(request: HttpRequest) -> None:
     assert_type(sync_view_with_options(request, page=2), JsonResponse)
     assert_type(await open_pool(), None)
     assert_type(flush(), int)
+    assert_type(endless(StreamingHttpResponse(iter([b"x"])), last="x"), StreamingHttpResponse)
+    assert_type(endless(FileResponse(iter([b"x"])), False), FileResponse)
 
 
 async def calls_mypy_must_reject(request: HttpRequest) -> None:
@@ -80,3 +83,5 @@ async def calls_mypy_must_reject(request: HttpRequest) -> None:
     flush() + "s"  # type: ignore[operator]
     cancellable(timeout="5")  # type: ignore[call-overload]
     on_shutdown(timeout=1)(sync_view)  # type: ignore[type-var]
+    endless(HttpResponse("x"))  # type: ignore[type-var]
+    endless(StreamingHttpResponse(), last=1)  # type: ignore[arg-type]
