@@ -14,8 +14,10 @@ class GracefulConfig(AppConfig):
 
         from . import checks as graceful_checks
         from ._cancel import sql
+        from ._core.lifecycle import get_lifecycle
         from ._diagnosis import publisher
         from ._serving.threads import request_ended
+        from .adapters.daphne import guard_reloader
         from .conf import reset
 
         checks.register(graceful_checks.check_settings)
@@ -26,3 +28,4 @@ class GracefulConfig(AppConfig):
         request_finished.connect(request_ended, dispatch_uid="django_graceful.request_ended")
         sql.install()
         publisher.install()
+        guard_reloader(lambda: get_lifecycle().budget())

@@ -163,3 +163,36 @@ async def test_where_the_next_process_listens_the_door_shuts_at_the_stop(
     await until(it, Phase.CLOSING, timeout=1)  # no DRAINING's delay either
     await until(it, Phase.STOPPED, timeout=3)
     assert driver.calls[-1] == ("release", (signal.SIGTERM, False))
+
+
+async def test_a_stop_waited_for_from_another_thread_runs_the_shutdown_until_the_release(
+    started: Any,
+) -> None:
+    # The process's main thread exits while the server serves in a thread of its own.
+    driver = RecordingDriver()
+    it, stops = await started(driver, DRAIN_DELAY=0.3)
+    waiting = asyncio.ensure_future(asyncio.to_thread(stops.stop_and_wait, "reload", None, {}))
+    await until(it, Phase.DRAINING)
+    assert it.trigger == "reload" and not waiting.done()
+    assert await asyncio.wait_for(waiting, 5) is True
+    assert it.phase == Phase.STOPPED
+    assert driver.calls[-1] == ("release", (None, False))
+    # Once released, asking again returns at once.
+    assert await asyncio.to_thread(stops.stop_and_wait, "again", None, {}) is True
+
+
+async def test_a_stop_from_another_thread_by_a_signal_takes_the_same_signal_for_a_repeat(
+    started: Any,
+) -> None:
+    driver = RecordingDriver()
+    it, stops = await started(driver, DRAIN_DELAY=30)
+    waiting = asyncio.ensure_future(
+        asyncio.to_thread(stops.stop_and_wait, "exit", signal.SIGINT, {})
+    )
+    await until(it, Phase.DRAINING)
+    assert stops.stop_requested(signal.SIGINT) is False  # passed on by a parent: a repeat
+    await asyncio.sleep(0.3)
+    assert it.phase == Phase.DRAINING
+    assert stops.stop_requested(signal.SIGINT) is True  # later: skip to CANCELLING
+    assert await asyncio.wait_for(waiting, 5) is True
+    assert driver.calls[-1] == ("release", (signal.SIGINT, False))

@@ -9,7 +9,9 @@ through the methods below, for the part that differs from server to server:
 - ``attach(control)``: find the server (what the driver reads of it that the server does
   not document sits in one probe per server), and take its stop signals: each one is
   reported with ``control.stop_requested(...)``, the driver's only call into the lifecycle
-  besides waiting for ``control.stopped()`` and reading ``control.hung()``,
+  besides waiting for ``control.stopped()`` (or, from another thread, for
+  ``control.stop_and_wait()``), ending the process where it would not end
+  (``control.last_resort()``), and reading ``control.hung()``,
   ``control.exit_deadline()`` and ``control.stopping``;
 - the facts of its server: which signals mean a quick stop (``quick_signals``), whether the
   server repeats a signal itself (``repeats_escalate``), how long it lets a worker stop
@@ -40,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -98,6 +101,21 @@ class Control(Protocol):
 
     def hung(self) -> list[Tracked]:
         """The work still running (after STOPPED: what the report called hung)."""
+        ...
+
+    def stop_and_wait(
+        self, trigger: str, signum: int | None, interrupts: Mapping[type[BaseException], int]
+    ) -> bool:
+        """From a thread that is not the loop's (the process's main thread, exiting while
+        the server serves in another): run the shutdown (``trigger``; begun by ``signum``,
+        or None) until the server is released, at most until the exit deadline; whether it
+        got there. ``interrupts``: the exceptions a signal handler raises in that thread
+        meanwhile, each standing for its signal."""
+        ...
+
+    def last_resort(self, why: str, ending: Ending) -> None:
+        """End the process now, ``ending`` as it would have, saying ``why``: where, the
+        shutdown over, something the lifecycle cannot see would keep it from ending."""
         ...
 
     def exit_deadline(self) -> float:

@@ -16,6 +16,9 @@ It decides, for the lifecycle:
   it (``Driver.hurry``);
 - the budget fitted to the time the server gives a stopping worker (``server_limit``), and
   a quick stop's short window (``quick_limit``);
+- how a stop seen in another thread than the loop's is run there, waited for from that
+  thread (``stop_and_wait``: the process exits while the server serves in a thread of its
+  own);
 - when the server may stop (``release``, once): at STOPPED, after the clients of hung
   requests are answered 503 and the connections the server would wait for closed
   (``hand_over``); at once for a worker stopping alone (after ``SETTLE``) or handing
@@ -28,6 +31,7 @@ It decides, for the lifecycle:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import logging
 import os
@@ -35,7 +39,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .door import shut_now
@@ -99,6 +103,8 @@ class ServerStops:
         self.handing_over = False
         self._quick = False
         self._released = False
+        #: Set once the server was released (for ``stop_and_wait``, in another thread).
+        self._released_event = threading.Event()
 
     def attach(self, *, handle_signals: bool) -> None:
         """Let the driver find its server and take its stop signals; fit the budget in
@@ -168,6 +174,10 @@ class ServerStops:
             lifecycle.escalate()
         return True
 
+    def _stop_unless_stopping(self, signum: int | None, trigger: str) -> None:
+        if not self.stopping:
+            self.stop_requested(signum, trigger=trigger)
+
     async def stopped(self, trigger: str) -> None:
         lifecycle = self._lifecycle
         if lifecycle.phase >= Phase.STOPPED:
@@ -178,6 +188,49 @@ class ServerStops:
 
     def hung(self) -> list[Tracked]:
         return list(self._lifecycle.registry)
+
+    def stop_and_wait(
+        self, trigger: str, signum: int | None, interrupts: Mapping[type[BaseException], int]
+    ) -> bool:
+        """From a thread other than the loop's, which the process ends with (its main
+        thread, at the interpreter's exit, while the server serves in a thread of its own):
+        the shutdown, begun now (named ``trigger``; by ``signum``, or None: no signal) if
+        it has not, waited for until the server is released, at most until the exit
+        deadline; whether it got there.
+
+        An exception of ``interrupts`` raised in this thread meanwhile is a signal's
+        handler speaking (``KeyboardInterrupt``: SIGINT): reported as that signal, so a
+        second Ctrl-C escalates as anywhere else, and the wait goes on.
+        """
+        if self._released_event.is_set():
+            return True
+        if not self.loop.is_running():
+            return False  # the server's loop has ended: nothing left to run it in
+        self.loop.call_soon_threadsafe(self._stop_unless_stopping, signum, trigger)
+        began = asyncio.run_coroutine_threadsafe(self.stopped(trigger), self.loop)
+        deadline = self.exit_deadline()
+        while True:
+            try:
+                began.result(max(deadline - time.monotonic(), 0))
+                # STOPPED: the server is released now, or once hung requests are answered
+                # (none where the cycle ended before it served: no driver to release).
+                if self._lifecycle.stops is not self or self._released_event.wait(
+                    max(deadline - time.monotonic(), 0)
+                ):
+                    return True
+                raise TimeoutError
+            except tuple(interrupts) as exc:
+                signum = interrupts[type(exc)]
+                self.loop.call_soon_threadsafe(self.stop_requested, signum)
+                deadline = self.exit_deadline()
+            except TimeoutError:
+                logger.error(
+                    "shutdown (%s) not over within its budget; the process exits now", trigger
+                )
+                return False
+            except (Exception, concurrent.futures.CancelledError):
+                logger.exception("shutdown (%s) failed; the process exits now", trigger)
+                return False
 
     def exit_deadline(self) -> float:
         """By when (``time.monotonic()``) the server should have let the process end: the
@@ -276,7 +329,10 @@ class ServerStops:
         if self._released:
             return
         self._released = True
-        self._driver.release(self._first_signal, quick=self._quick, hung=self.hung())
+        try:
+            self._driver.release(self._first_signal, quick=self._quick, hung=self.hung())
+        finally:
+            self._released_event.set()
 
     def hand_over(self) -> None:
         """STOPPED: the server stops now, and waits for nothing hung. Hung requests are

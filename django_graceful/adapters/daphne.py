@@ -22,22 +22,40 @@ From DRAINING on it also lifts Daphne's ``application_close_timeout`` by the bud
 we shut down, our phases decide, and name what hangs), and it closes websockets with the
 codes Daphne's ASGI ``send`` refuses (1001, 1012).
 
-What it reads of Daphne and Twisted that they do not document is all in :class:`Daphne`
-(the probe), checked against Daphne 4.1.0 and 4.2.3 with Twisted 26.
+Under Daphne's ``runserver`` with Django's autoreloader (Channels' development setup) the
+server runs in a thread of the reloader's child process, without signal handlers, and is
+never stopped: a reload ends the process from its main thread (``sys.exit(3)``), and so
+does Ctrl-C (``KeyboardInterrupt`` there). No signal reaches us, so none is chained: the
+process's exit runs our shutdown instead, from the main thread, on the reactor's loop and
+bounded by the budget (:meth:`DaphneDriver.process_exits`), before the process goes on to
+exit (and the reloader starts the next one); new clients meanwhile try again a moment
+later and meet the next server (``next_process_listens``). Ctrl-C reaches the reloader's
+own process too, which then gives its child a quarter of a second before it kills it:
+there, the first Ctrl-C leaves the child its budget to stop in (:func:`guard_reloader`).
+
+What it reads of Daphne, Twisted, Django's autoreloader and Python that they do not
+document is all in :class:`Daphne` (the probe), checked against Daphne 4.1.0 and 4.2.3
+with Twisted 26, Django 5.2 to 6.1, Python 3.11 to 3.13.
 """
 
 from __future__ import annotations
 
+import _thread
 import asyncio
+import contextlib
 import logging
+import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from .._core.driver import Control, Driver
+from .._core.driver import Control, Driver, Ending
 from .._core.phases import EXIT_SLACK, Phase
-from .._core.process import in_loop_thread
+from .._core.process import end_process, in_loop_thread
 from ._versions import fall_back, installed_version, version_problem
 
 if TYPE_CHECKING:
@@ -54,6 +72,17 @@ LEFTOVER_WAIT = 0.1
 #: reads slowly) have left before Twisted drops every connection: waited for until the
 #: exit deadline (the budget), as the other servers do.
 FLUSH_POLL = 0.01
+#: Under the autoreloader, how long after a SIGINT the reloader's process passes it on to
+#: its child, where it could have been sent to that process alone (an IDE's stop button).
+#: Ctrl-C reaches the child itself at once, which then ignores this copy.
+FORWARD_AFTER = 0.25
+#: Under the autoreloader, how long the server's process may take to exit once our
+#: shutdown is over before it is ended: Python's exit joins the threads of sync code, and
+#: a sync view still running (hung, reported) would hold it, and the reload, for ever. Long
+#: enough for ``atexit`` work of the project's own (an error reporter's flush: 2 s).
+EXIT_WAIT = 3.0
+#: The status Django's autoreloader ends its child with to be started again.
+RELOAD_STATUS = 3
 
 
 def running(modules: dict[str, ModuleType]) -> bool:
@@ -81,7 +110,21 @@ class Daphne:
       ``reactor.getWriters()`` (a connection with bytes still to send);
     - a websocket's ``send`` as ``partial(Server.handle_reply, protocol)`` (else its
       connection found by its ``application_instance``), and autobahn's
-      ``sendCloseFrame()``.
+      ``sendCloseFrame()``;
+    - under ``runserver`` (``under_autoreloader``): that Django's autoreloader runs the
+      command in a thread named ``django-main-thread`` of its child process (marked by the
+      ``DJANGO_AUTORELOAD_ENV`` variable), ends that process from its main thread to reload
+      (``sys.exit(3)``, after its ``file_changed`` signal; ``RELOAD_STATUS``) and on Ctrl-C (a
+      ``KeyboardInterrupt`` it catches) or SIGTERM (its handler raises ``SystemExit``);
+      that Daphne's ``runserver`` module then runs the server there with no signal
+      handlers; and Python's ``threading._register_atexit`` (``at_exit``): its hooks run in
+      the main thread at the interpreter's exit while every other thread still runs,
+      before threads are joined and before ``atexit``;
+    - at Django's setup (``reloader_role``): that ``manage.py runserver`` without
+      ``--noreload`` runs Django's autoreloader (the command is ``sys.argv[1]``, as Django's
+      ``ManagementUtility`` reads it), whose own process waits for its child in
+      ``subprocess.run``: on ``KeyboardInterrupt`` that waits 0.25 s for the child, then
+      kills it; and Linux's ``/proc/self/task/*/children`` to find that child (``children``).
     """
 
     def __init__(self, reactor: Any, servers: list[Any]) -> None:
@@ -159,6 +202,59 @@ class Daphne:
                     return protocol if _closes_frames(protocol) else None
         return None
 
+    @staticmethod
+    def under_autoreloader() -> bool:
+        """Whether this thread runs Daphne's ``runserver`` under Django's autoreloader."""
+        from django.utils import autoreload
+
+        return (
+            os.environ.get(autoreload.DJANGO_AUTORELOAD_ENV) == "true"
+            and threading.current_thread().name == "django-main-thread"
+            and "daphne.management.commands.runserver" in sys.modules
+        )
+
+    @staticmethod
+    def at_exit(hook: Any) -> None:
+        """Call ``hook()`` in the main thread when the interpreter exits, while the server's
+        thread still runs and before anything joins the threads (``concurrent.futures``
+        joins its workers then: a sync view still running would hold the exit)."""
+        register = getattr(threading, "_register_atexit", None)
+        if register is None:  # not CPython's threading: later, but still before the end
+            import atexit
+
+            atexit.register(hook)
+            return
+        with contextlib.suppress(RuntimeError):  # the interpreter exits already: too late
+            register(hook)
+
+    @staticmethod
+    def reloader_role() -> str | None:
+        """In the main thread at Django's setup: ``"parent"`` in the process Django's
+        autoreloader watches Daphne's ``runserver`` from, ``"child"`` in the process it
+        runs it in, else None."""
+        from django.core.management import get_commands
+        from django.utils import autoreload
+
+        if not (
+            threading.current_thread() is threading.main_thread()
+            and sys.argv[1:2] == ["runserver"]
+            and "--noreload" not in sys.argv
+            and get_commands().get("runserver") == "daphne"
+        ):
+            return None
+        return "child" if os.environ.get(autoreload.DJANGO_AUTORELOAD_ENV) == "true" else "parent"
+
+    @staticmethod
+    def children() -> list[int]:
+        """This process's child processes (the reloader's one child), as Linux lists them
+        (``/proc/self/task/*/children``); none where that is not readable."""
+        pids: list[int] = []
+        with contextlib.suppress(OSError):
+            for task in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{task}/children") as listed:
+                    pids += [int(pid) for pid in listed.read().split()]
+        return pids
+
     def stop_reactor(self) -> None:
         """What Twisted's SIGTERM/SIGINT handler does, also when Twisted installed none
         (SIGINT ignored in a background job, ``Server(signal_handlers=False)``)."""
@@ -209,6 +305,76 @@ def _closes_frames(protocol: Any) -> bool:
     )
 
 
+def guard_reloader(budget: Callable[[], float]) -> None:
+    """Ctrl-C under Django's autoreloader running Daphne's ``runserver`` (called at Django's
+    setup, in either process): it stops the server as any stop does, once."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return  # ignored (a background job), or someone's own handler: left alone
+    role = Daphne.reloader_role()
+    if role == "parent":
+        _guard_reloader_parent(budget)
+    elif role == "child":
+        from django.utils import autoreload
+
+        autoreload.autoreload_started.connect(
+            _guard_reloader_child, dispatch_uid="django_graceful.daphne.reloader_child"
+        )
+
+
+def _guard_reloader_parent(budget: Callable[[], float]) -> None:
+    """In the reloader's process: the first SIGINT no longer makes it kill its child a
+    quarter of a second later, but leaves the child ``budget()`` (and ``EXIT_SLACK``) to
+    stop in; a second one, or that time spent, is SIGINT as before. Ctrl-C reaches the
+    child too; a SIGINT to this process alone (an IDE's stop button) is passed on to it
+    after ``FORWARD_AFTER`` s."""
+    asked: list[float] = []
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(time.monotonic())
+        wait = budget() + EXIT_SLACK
+        logger.info(
+            "SIGINT: the server stops gracefully (at most %.1f s); Ctrl-C again to stop it now",
+            wait,
+        )
+        for delay, action in ((FORWARD_AFTER, _forward_sigint), (wait, _thread.interrupt_main)):
+            timer = threading.Timer(delay, action)
+            timer.daemon = True
+            timer.start()
+
+    signal.signal(signal.SIGINT, on_sigint)
+
+
+def _guard_reloader_child(sender: Any, **kwargs: Any) -> None:
+    """In the server's process (its main thread, the autoreloader started): the first
+    SIGINT is Python's (``KeyboardInterrupt``: the reloader's loop ends, the process exits
+    and runs the shutdown); the ones after it are ignored: the reloader's copy of Ctrl-C
+    (``FORWARD_AFTER``) must not end the process by SIGINT on its way out (its status then
+    says so, and the reloader's too), and a second Ctrl-C is the reloader's to act on (it
+    ends this process)."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _CTRL_C.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+
+
+#: Set in the server's process under the autoreloader when Ctrl-C reached it: a reload it
+#: interrupts ends in an exit instead (``DaphneDriver.process_exits``).
+_CTRL_C = threading.Event()
+
+
+def _forward_sigint() -> None:
+    for pid in Daphne.children():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGINT)
+
+
 class DaphneDriver(Driver):
     name = "daphne"
     #: Daphne is one process: whatever stops it (a signal, ``reactor.stop()``) stops the
@@ -224,9 +390,20 @@ class DaphneDriver(Driver):
         #: The requests Daphne was still reading when CLOSING began: served when their
         #: body is in, as work in flight (other servers call the app before the body).
         self._read_at_closing: set[Any] = set()
+        #: Under the autoreloader: the thread the server runs in, and what ends the
+        #: process (a reload names the file that changed).
+        self._server_thread: threading.Thread | None = None
+        self._exit_trigger = "runserver's exit (Ctrl-C, SIGTERM)"
+        self._reloading = False
 
     def attach(self, control: Control, *, handle_signals: bool) -> None:
-        super().attach(control, handle_signals=handle_signals)
+        if Daphne.under_autoreloader():
+            # No signal reaches this thread (nor any other part of the server): the
+            # process's exit, in its main thread, stands for them.
+            super().attach(control, handle_signals=False)
+            self._serve_under_autoreloader()
+        else:
+            super().attach(control, handle_signals=handle_signals)
         try:
             found = Daphne.take_over_shutdown(self._before_reactor_stops)
         except Exception as exc:
@@ -241,6 +418,75 @@ class DaphneDriver(Driver):
             return
         self.daphne = found
 
+    def _serve_under_autoreloader(self) -> None:
+        from django.utils import autoreload
+
+        self._server_thread = threading.current_thread()
+        autoreload.file_changed.connect(
+            self._file_changed, dispatch_uid="django_graceful.daphne.file_changed"
+        )
+        Daphne.at_exit(self.process_exits)
+        logger.info(
+            "Daphne's runserver under the autoreloader: a reload or Ctrl-C ends this process "
+            "from its main thread, which runs the shutdown first"
+        )
+
+    def _file_changed(self, sender: Any, file_path: Any, **kwargs: Any) -> None:
+        """Django's autoreloader is about to reload (in the main thread); None: it does."""
+        self._exit_trigger = f"reload ({file_path} changed)"
+        self._reloading = True
+
+    def process_exits(self) -> None:
+        """The main thread's exit hook under the autoreloader (a reload, Ctrl-C, SIGTERM):
+        our shutdown on the reactor's loop, then Twisted's own stop in the server's thread
+        (leftovers cancelled, the last bytes out), all within the budget; then the process
+        goes on to exit. Ctrl-C (or SIGTERM) meanwhile escalates, and makes a reload an
+        exit."""
+        control = self.control
+        if control is None:
+            return
+        self._stop_then_wait_for_twisted(control)
+        if self._reloading and _CTRL_C.is_set():
+            # Exiting with 3 would have the reloader start the next process: Ctrl-C during
+            # a reload's shutdown stops the server, as before the reload began.
+            logger.info("Ctrl-C during the reload: the server exits instead")
+            end_process(0)
+        self._guard_the_exit(control, Ending(RELOAD_STATUS if self._reloading else 0))
+
+    @staticmethod
+    def _guard_the_exit(control: Control, ending: Ending) -> None:
+        """Python's exit goes on from here (threads joined, ``atexit``): end the process
+        ``ending`` as it would have, if it has not ended ``EXIT_WAIT`` s from now."""
+
+        def guard() -> None:
+            time.sleep(EXIT_WAIT)
+            me, main = threading.current_thread(), threading.main_thread()
+            held = [t.name for t in threading.enumerate() if t is not me and t is not main]
+            control.last_resort(
+                "the process's exit is held (by a thread of sync code still running?); "
+                f"threads: {', '.join(held) or 'none'}",
+                ending,
+            )
+
+        threading.Thread(target=guard, name="graceful-exit-guard", daemon=True).start()
+
+    def _stop_then_wait_for_twisted(self, control: Control) -> None:
+        released = control.stop_and_wait(
+            self._exit_trigger,
+            # Not a reload: a signal (which one, the autoreloader does not say): the same
+            # again within the lifecycle's window is a repeat, a later one escalates.
+            None if self._reloading else signal.SIGINT,
+            # Python's SIGINT handler, and the autoreloader's SIGTERM handler (sys.exit).
+            {KeyboardInterrupt: signal.SIGINT, SystemExit: signal.SIGTERM},
+        )
+        thread = self._server_thread
+        if not released or thread is None or self.daphne is None:
+            return
+        try:
+            thread.join(max(control.exit_deadline() - time.monotonic(), 0))
+        except (KeyboardInterrupt, SystemExit):
+            pass  # asked again: the process exits now
+
     def phase_changed(self, phase: Phase) -> None:
         if self.daphne is None or self.control is None:
             return
@@ -250,6 +496,12 @@ class DaphneDriver(Driver):
             self.daphne.lift_close_timeout(extra)
         elif phase == Phase.CLOSING:
             self._read_at_closing = set(self.daphne.reading())
+
+    def next_process_listens(self) -> bool:
+        """Under Django's autoreloader: its process keeps no listening socket, and the next
+        server binds the port once this process is gone (or the whole development server
+        stops: Ctrl-C, where no balancer waits for a 503)."""
+        return self._server_thread is not None
 
     def reading_requests(self) -> int:
         return len(self.daphne.reading()) if self.daphne is not None else 0

@@ -4,6 +4,7 @@ import json
 import os
 import socket
 import tempfile
+from pathlib import Path
 
 SECRET_KEY = "tests-only"
 #: GRACEFUL_TEST_DEBUG=1: DEBUG on, as a developer runs ``runserver`` (a 500 shows its error).
@@ -15,6 +16,20 @@ INSTALLED_APPS = [
     "django_graceful",
     "tests.project.apps.TestProjectConfig",
 ]
+#: ``GRACEFUL_TEST_RUNSERVER``: Channels' development setup, Daphne's ``runserver`` (its app
+#: first, so that its command replaces Django's).
+#: ``GRACEFUL_TEST_RELOAD_FILE``: a file of the test's own that its autoreloader watches
+#: (touching a file of the project would reload every test's server).
+if os.environ.get("GRACEFUL_TEST_RUNSERVER"):
+    INSTALLED_APPS.insert(0, "daphne")
+    from django.utils.autoreload import autoreload_started
+
+    def _watch_reload_file(sender, **kwargs) -> None:
+        if os.environ.get("GRACEFUL_TEST_RELOAD_FILE"):
+            sender.extra_files.add(Path(os.environ["GRACEFUL_TEST_RELOAD_FILE"]))
+
+    autoreload_started.connect(_watch_reload_file, dispatch_uid="tests.watch_reload_file")
+    ASGI_APPLICATION = "tests.project.asgi.application"
 MIDDLEWARE = ["django_graceful.middleware.GracefulMiddleware"]
 ROOT_URLCONF = "tests.project.urls"
 DATABASES = {

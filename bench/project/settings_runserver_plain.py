@@ -1,0 +1,10 @@
+"""Plain Django's bench settings under Daphne's ``runserver`` (bench/reload_runserver.py)."""
+
+from . import runserver
+from .settings_plain import *  # noqa: F403
+from .settings_plain import INSTALLED_APPS
+
+INSTALLED_APPS = [*runserver.APPS, *INSTALLED_APPS]
+ASGI_APPLICATION = runserver.ASGI_APPLICATION_PLAIN
+ROOT_URLCONF = runserver.ROOT_URLCONF
+LOGGING = runserver.LOGGING
