@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from .servers import Server, answered, get_or_error, in_background, start_with
+from .test_streams_servers import SSE_LAST, read_stream
 
 #: The server kinds with a reloader, and its flags (``{dir}``: the folder it watches).
 RELOAD_FLAGS = {
@@ -29,7 +30,9 @@ SERVER = pytest.mark.server
 START = 30
 
 
-def reloading(server: str, tmp_path: Path) -> tuple[Server, Path]:
+def reloading(
+    server: str, tmp_path: Path, graceful: dict[str, float] | None = None
+) -> tuple[Server, Path]:
     """``server --reload`` watching a folder of its own; the file to touch."""
     if server.startswith("granian") and importlib.util.find_spec("watchfiles") is None:
         pytest.skip(
@@ -40,7 +43,7 @@ def reloading(server: str, tmp_path: Path) -> tuple[Server, Path]:
     module = watched / "module.py"
     module.write_text("VALUE = 1\n")
     flags = [flag.format(dir=watched) for flag in RELOAD_FLAGS[server]]
-    srv = start_with(Server(server), *flags)
+    srv = start_with(Server(server, graceful=graceful or {}), *flags)
     srv.wait_event("startup", timeout=START)
     return srv, module
 
@@ -120,6 +123,35 @@ def test_a_request_sent_during_a_reload_is_not_refused_by_the_old_worker(
             assert isinstance(result, httpx.Response), (result, log)
             assert result.status_code == 200 and result.json()["pid"] != old, (result, log)
         assert [e["pid"] for e in srv.events("shutdown")] == [old], log
+        quiet_about_sockets(log)
+    finally:
+        srv.kill()
+
+
+@SERVER
+@RELOADERS
+def test_an_open_event_stream_ends_with_its_last_chunk_at_a_reload_not_after_the_grace(
+    server: str, tmp_path: Path
+) -> None:
+    """A browser tab with an EventSource open does not hold every save's reload for the
+    grace: the stream gets its ``retry:`` chunk and a terminated body at once, and the
+    old worker's shutdown ends well within its 20 s grace."""
+    grace = 20.0
+    srv, module = reloading(server, tmp_path, {"GRACE_PERIOD": grace, "CANCEL_TIMEOUT": 1})
+    try:
+        old = pid_of(srv)
+        stream = in_background(read_stream, srv, "/stream/?kind=sse-last&tick=0.2")
+        srv.wait_event("stream-open")
+        touch(module)
+        (began,) = srv.wait_event("shutdown-started")
+        read = stream.result(timeout=grace / 2)
+        srv.wait_event("startup", count=2, timeout=START)
+        log = srv.log()
+        assert read.complete and b"".join(read.chunks).endswith(SSE_LAST), (read, log)
+        (ended,) = srv.events("shutdown")
+        assert ended["pid"] == began["pid"] == old
+        assert ended["t"] - began["t"] < grace / 4, log  # ended at CLOSING, not the grace
+        assert pid_of(srv) != old
         quiet_about_sockets(log)
     finally:
         srv.kill()
