@@ -843,10 +843,13 @@ def count_main(
         f"while {args.instructions} requests are sent one after the other on one kept-alive "
         f"connection, {INSTRUCTION_SAMPLES} counts per view (the median; the ratios' min .. "
         "max); the count of the user-space instructions of the whole process (the kernel's "
-        "work, such as starting a thread per request, is not in it). The heartbeat (once a "
-        "second) and its probe of the event loop (four times a second) run more often per "
-        "request under valgrind, which slows the server down many times, than at full "
-        "speed: the counts over-state their share.",
+        "work, such as starting a thread per request, is not in it). django_graceful's "
+        f"snapshots are left out (HEARTBEAT {INSTRUCTION_HEARTBEAT}: they cost per second, "
+        "not per request); the heartbeat's probe of the event loop (four times a second) "
+        "is in, and runs more often per request under valgrind, which slows the server "
+        "down many times, than at full speed. Counts agree within about 0.5 % in a run; "
+        "from one run to the next plain Django's moves by up to 2 %: compare ratios of "
+        "one run.",
         "",
         *instructions(args, chosen, views),
     ]
