@@ -37,7 +37,6 @@ from __future__ import annotations
 import compileall
 import os
 import re
-import socket
 import statistics
 import sys
 import tempfile
@@ -52,6 +51,7 @@ sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != R
 from bench.harness import (  # noqa: E402
     LABELS,
     RESULTS,
+    EventSource,
     Server,
     arguments,
     begin,
@@ -134,49 +134,14 @@ def watch_exit(pid: int, gone: list[float]) -> None:
 CASES = {"idle": "idle", "events": "open EventSource"}
 
 
-class EventSource:
-    """A client holding ``GET /events/`` open, read in a thread of its own until it ends:
-    whether the body ended as a chunked body should (its last chunk) or was cut."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=RELOAD_TIMEOUT)
-        self.sock.sendall(
-            b"GET /events/ HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n"
-        )
-        self.data = b""
-        self.opened = threading.Event()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        try:
-            while chunk := self.sock.recv(65536):
-                self.data += chunk
-                if b"data: 0" in self.data:
-                    self.opened.set()
-        except OSError:
-            pass
-        finally:
-            self.sock.close()
-            self.opened.set()  # or ended before it began: ``data`` tells
-
-    def ending(self, timeout: float) -> str:
-        self.thread.join(timeout)
-        if self.thread.is_alive():
-            return "still open"
-        return "terminated" if self.data.endswith(b"0\r\n\r\n") else "cut"
-
-
 def reload_once(server: Runserver, case: str) -> tuple[float, float, float, str]:
     """(touch → answer, seen → answer, seen → old process gone, how the stream ended) of
     one reload."""
     old = server.wait_pid(None, RELOAD_TIMEOUT)
     seen_before = len(server.seen_times())
     time.sleep(1.0)  # not within the reloader's first look at the file's time
-    stream = EventSource(server.port) if case == "events" else None
-    if stream is not None and not (
-        stream.opened.wait(RELOAD_TIMEOUT) and b"data: 0" in stream.data
-    ):
+    stream = EventSource(server.port, RELOAD_TIMEOUT) if case == "events" else None
+    if stream is not None and not (stream.wait_open(RELOAD_TIMEOUT)):
         raise RuntimeError(f"{server.variant}: /events/ sent nothing:\n{server.tail()}")
     gone: list[float] = []
     watcher = threading.Thread(target=watch_exit, args=(old, gone), daemon=True)
