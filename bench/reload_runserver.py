@@ -168,7 +168,9 @@ def main() -> None:
     for package in ("django_graceful", "bench"):  # see below
         compileall.compile_dir(ROOT / package, quiet=1)
     folder = Path(tempfile.mkdtemp(prefix="reload-runserver-"))
-    servers = {variant: Runserver(variant, folder).start() for variant in SETTINGS}
+    servers = {variant: Runserver(variant, folder) for variant in SETTINGS}
+    for server in servers.values():
+        server.start()
     #: (case, variant) -> per reload: touch → answer, seen → answer, seen → gone, gone → answer
     results: dict[tuple[str, str], list[tuple[float, ...]]] = {
         (case, variant): [] for case in CASES for variant in SETTINGS
