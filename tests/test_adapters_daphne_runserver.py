@@ -157,12 +157,17 @@ def test_sigint_to_the_reloader_alone_reaches_the_server_and_runs_the_hooks() ->
         srv.kill()
 
 
-@pytest.mark.parametrize("in_flight", [True, False], ids=["request-in-flight", "idle"])
+@pytest.mark.parametrize(
+    ("in_flight", "to_group"),
+    [(True, False), (False, False), (True, True)],
+    ids=["request-in-flight", "idle", "to-the-process-group"],
+)
 def test_sigterm_to_the_reloader_runs_the_hooks_then_every_process_exits_0(
-    in_flight: bool,
+    in_flight: bool, to_group: bool
 ) -> None:
     # docker stop: SIGTERM to the container's first process, the reloader, alone. Django
     # would kill the server's process at once; it gets the budget instead, as on Ctrl-C.
+    # To the process group (a supervisor), the server's process gets it twice: a repeat.
     srv = runserver(background=True, graceful={"GRACE_PERIOD": 1, "CANCEL_TIMEOUT": 0.5})
     try:
         pid = serving_pid(srv)
@@ -170,7 +175,10 @@ def test_sigterm_to_the_reloader_runs_the_hooks_then_every_process_exits_0(
         slow = in_background(get_or_error, srv, "/slow/?s=0.5") if in_flight else None
         if slow is not None:
             srv.wait_event("slow-begin")
-        srv.signal(signal.SIGTERM)
+        if to_group:
+            os.killpg(srv.proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
+        else:
+            srv.signal(signal.SIGTERM)
         if slow is not None:
             answered(slow, 200, srv.log(), timeout=15)
         assert srv.wait_exit(15) == 0, srv.log()
