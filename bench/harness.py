@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -417,6 +418,49 @@ def wait_for_mark(path: Path, event: str, timeout: float) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+class EventSource:
+    """A client holding ``GET /events/`` (the bench project's endless server-sent events)
+    open, read in a thread of its own until it ends: whether the body ended as a chunked
+    body should (its last chunk) or was cut."""
+
+    def __init__(self, port: int, timeout: float) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.sendall(
+            b"GET /events/ HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        self.data = b""
+        self._first = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            while chunk := self.sock.recv(65536):
+                self.data += chunk
+                if b"data: 0" in self.data:
+                    self._first.set()
+        except OSError:
+            pass
+        finally:
+            self.sock.close()
+            self._first.set()  # or it ended before its first event: ``data`` tells
+
+    def wait_open(self, timeout: float) -> bool:
+        """Whether the first event came within ``timeout`` s."""
+        return self._first.wait(timeout) and b"data: 0" in self.data
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+    def ending(self, timeout: float) -> str:
+        """How the stream ended: "terminated", "cut", or "still open" after ``timeout`` s."""
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            return "still open"
+        return "terminated" if self.data.endswith(b"0\r\n\r\n") else "cut"
 
 
 # -- loading a server for a round, and the CPU time its process tree spent on it -------

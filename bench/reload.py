@@ -9,6 +9,11 @@ of its own (``--reload-dir`` / ``--reload-paths``), nothing in flight:
 - **reload**: ``--rounds`` times, a watched file is touched and the time until the next
   process answers ``GET /hello/`` is taken (the client connects only once the reloader
   has started that process: it is the reload's time, not a client's retry); the median;
+- **open EventSource**: ``--rounds`` times, the same while a client holds ``/events/``
+  (server-sent events with no end of their own) open from before the touch; the median
+  (past ``RELOAD_CAP``: the reload waited for the stream, and the client then closed it),
+  how the stream ended (a terminated body, or a cut connection), and the difference
+  against idle (the goal: within 0.5 s);
 - **during**: ``--rounds`` times, a watched file is touched and requests are sent
   ``DURING`` s after the touch, each on a new connection, while the old process stops and
   the next one starts: how many got 200, and what the others got.
@@ -43,6 +48,7 @@ from bench.harness import (  # noqa: E402
     LABELS,
     RESULTS,
     VARIANTS,
+    EventSource,
     Reply,
     Server,
     ServerError,
@@ -81,6 +87,10 @@ PAUSE = 1.0
 @dataclass
 class Result:
     reloads: list[float] = field(default_factory=list)
+    #: With an open EventSource: each reload's time (None: not within RELOAD_CAP), and
+    #: how the stream ended.
+    streamed: list[float | None] = field(default_factory=list)
+    endings: list[str] = field(default_factory=list)
     during: list[Reply] = field(default_factory=list)
     skipped: str | None = None
 
@@ -89,6 +99,23 @@ class Result:
             return "-"
         median = statistics.median(self.reloads)
         return f"{median:.2f} s ({min(self.reloads):.2f}-{max(self.reloads):.2f})"
+
+    def streamed_median(self) -> float | None:
+        """The median with the stream open, None where half of them or more hit the cap."""
+        times = sorted(RELOAD_CAP if t is None else t for t in self.streamed)
+        median = statistics.median(times) if times else None
+        return None if median is None or median >= RELOAD_CAP else median
+
+    def streamed_text(self) -> str:
+        if not self.streamed:
+            return "-"
+        capped = sum(t is None for t in self.streamed)
+        median = self.streamed_median()
+        text = f"> {RELOAD_CAP:g} s" if median is None else f"{median:.2f} s"
+        if capped:
+            text += f" ({capped}/{len(self.streamed)} waited for the stream past the cap)"
+        ended = ", ".join(f"{self.endings.count(e)}x {e}" for e in sorted(set(self.endings)))
+        return f"{text}; the stream: {ended}"
 
     def during_text(self) -> str:
         if not self.during:
@@ -168,6 +195,21 @@ def during_round(server: Server, module: Path) -> list[Reply]:
     return replies
 
 
+def stream_round(server: Server, module: Path, seen: set[int]) -> tuple[float | None, str]:
+    """A reload while a client holds ``/events/`` open: its time (None: past the cap,
+    the client then closes the stream) and how the stream ended."""
+    stream = EventSource(server.port, REQUEST_CAP)
+    if not stream.wait_open(REQUEST_CAP):
+        raise ServerError(f"/events/ sent nothing:\n{server.tail()}")
+    began = time.monotonic()
+    touch(module)
+    took = wait_answer(server, seen, began)
+    if took is None:
+        stream.close()
+        return None, "open until the client closed it"
+    return took, stream.ending(REQUEST_CAP)
+
+
 def run(server_kind: str, variant: str, rounds: int, rsgi_plain: bool) -> Result:
     result = Result()
     if server_kind == "granian-rsgi" and variant == "plain" and not rsgi_plain:
@@ -197,6 +239,11 @@ def run(server_kind: str, variant: str, rounds: int, rsgi_plain: bool) -> Result
                 result.reloads.append(took)
                 seen = settle(server)
             for _ in range(rounds):
+                took, ending = stream_round(server, module, seen)
+                result.streamed.append(took)
+                result.endings.append(ending)
+                seen = settle(server)
+            for _ in range(rounds):
                 result.during.extend(during_round(server, module))
                 seen = settle(server)
     return result
@@ -213,6 +260,15 @@ def comparison(results: dict[tuple[str, str], Result], servers: list[str]) -> li
             f"- {NAMES[kind]}: django_graceful / plain = {g / p:.2f}, "
             f"difference {g - p:+.2f} s (medians)"
         )
+    for (kind, variant), result in results.items():
+        streamed = result.streamed_median()
+        if result.reloads and result.streamed:
+            idle = statistics.median(result.reloads)
+            against = "past the cap" if streamed is None else f"{streamed - idle:+.2f} s"
+            lines.append(
+                f"- {NAMES[kind]}, {LABELS[variant]}: open EventSource against idle: {against} "
+                "(medians; goal: within 0.5 s)"
+            )
     return lines
 
 
@@ -237,21 +293,28 @@ def main(argv: list[str] | None = None) -> int:
             results[kind, variant] = result
             log(
                 f"{kind:13} {variant:9} "
-                + (result.skipped or f"reload {result.reload_text()}; {result.during_text()}")
+                + (
+                    result.skipped
+                    or f"reload {result.reload_text()}; open EventSource "
+                    f"{result.streamed_text()}; {result.during_text()}"
+                )
             )
     rows = [
-        "| reloader | variant | reload (median, min-max) | requests during the reload |",
-        "|---|---|---|---|",
+        "| reloader | variant | reload (median, min-max) | with an open EventSource "
+        "| requests during the reload |",
+        "|---|---|---|---|---|",
     ]
     for (kind, variant), result in results.items():
         reload_text = result.skipped or result.reload_text()
         rows.append(
-            f"| {NAMES[kind]} | {LABELS[variant]} | {reload_text} | {result.during_text()} |"
+            f"| {NAMES[kind]} | {LABELS[variant]} | {reload_text} | {result.streamed_text()} "
+            f"| {result.during_text()} |"
         )
     named = versions("django", "watchfiles", servers=["uvicorn", "granian"])
     header = [
         f"Development server reloads ({named}; {started}).",
-        f"{args.rounds} idle reloads each (touch to the next process answering), then "
+        f"{args.rounds} idle reloads each (touch to the next process answering), "
+        f"{args.rounds} with an open EventSource, then "
         f"{args.rounds} reloads with requests sent {', '.join(f'{d:g}' for d in DURING)} s "
         "after the touch.",
         "",

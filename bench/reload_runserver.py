@@ -1,5 +1,5 @@
 """How long a reload takes under Daphne's ``runserver`` (Channels' development setup): plain
-Django vs django_graceful, idle.
+Django vs django_graceful, idle and while a client holds an event stream open.
 
 Both variants run at once, each ``python -m django runserver`` with ``daphne`` first in
 INSTALLED_APPS and Django's autoreloader (StatReloader), each watching a file of its own.
@@ -16,6 +16,11 @@ process answers; the variants take turns (``rotation``). Per variant it reports,
   Python, Django's setup and checks, and django_graceful's startup at the first request).
 
 then the ratio and the difference of the means (django_graceful / plain, and minus).
+
+Two cases, taking turns too: *idle*, and *open EventSource*, where a client holds
+``/events/`` (server-sent events with no end of their own, a tick a second) open from
+before the touch; it reports how that stream ended (a terminated body, or a cut
+connection) and each variant's difference against idle (the goal: within 0.5 s).
 
 The benchmark asks ``/pid/`` only once the old process is gone: a connection sent while
 it stops waits for the next process (django_graceful shuts the door at the stop: the
@@ -46,6 +51,7 @@ sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != R
 from bench.harness import (  # noqa: E402
     LABELS,
     RESULTS,
+    EventSource,
     Server,
     arguments,
     begin,
@@ -124,11 +130,19 @@ def watch_exit(pid: int, gone: list[float]) -> None:
     gone.append(time.time())
 
 
-def reload_once(server: Runserver) -> tuple[float, float, float]:
-    """(touch → answer, seen → answer, seen → old process gone) of one reload."""
+#: case -> its title; "events": a client holds an event stream open across the reload.
+CASES = {"idle": "idle", "events": "open EventSource"}
+
+
+def reload_once(server: Runserver, case: str) -> tuple[float, float, float, str]:
+    """(touch → answer, seen → answer, seen → old process gone, how the stream ended) of
+    one reload."""
     old = server.wait_pid(None, RELOAD_TIMEOUT)
     seen_before = len(server.seen_times())
     time.sleep(1.0)  # not within the reloader's first look at the file's time
+    stream = EventSource(server.port, RELOAD_TIMEOUT) if case == "events" else None
+    if stream is not None and not (stream.wait_open(RELOAD_TIMEOUT)):
+        raise RuntimeError(f"{server.variant}: /events/ sent nothing:\n{server.tail()}")
     gone: list[float] = []
     watcher = threading.Thread(target=watch_exit, args=(old, gone), daemon=True)
     watcher.start()
@@ -142,7 +156,8 @@ def reload_once(server: Runserver) -> tuple[float, float, float]:
     seen = server.seen_times()
     if len(seen) <= seen_before or not gone:
         raise RuntimeError(f"{server.variant}: no 'changed, reloading.' line:\n{server.tail()}")
-    return answered - touched, answered - seen[seen_before], gone[0] - seen[seen_before]
+    ending = "-" if stream is None else stream.ending(RELOAD_TIMEOUT)
+    return answered - touched, answered - seen[seen_before], gone[0] - seen[seen_before], ending
 
 
 def main() -> None:
@@ -153,59 +168,78 @@ def main() -> None:
     for package in ("django_graceful", "bench"):  # see below
         compileall.compile_dir(ROOT / package, quiet=1)
     folder = Path(tempfile.mkdtemp(prefix="reload-runserver-"))
-    servers = {variant: Runserver(variant, folder).start() for variant in SETTINGS}
-    #: variant -> per reload: touch → answer, seen → answer, seen → gone, gone → answer
-    results: dict[str, list[tuple[float, ...]]] = {variant: [] for variant in SETTINGS}
+    servers = {variant: Runserver(variant, folder) for variant in SETTINGS}
+    for server in servers.values():
+        server.start()
+    #: (case, variant) -> per reload: touch → answer, seen → answer, seen → gone, gone → answer
+    results: dict[tuple[str, str], list[tuple[float, ...]]] = {
+        (case, variant): [] for case in CASES for variant in SETTINGS
+    }
+    #: (case, variant) -> how the open stream ended, per reload
+    endings: dict[tuple[str, str], list[str]] = {key: [] for key in results}
     try:
         for server in servers.values():
             server.wait_listening()
             server.wait_pid(None, RELOAD_TIMEOUT)  # django_graceful starts on a first request
         for round_no in range(args.rounds):
-            for variant in rotation(round_no, list(SETTINGS)):
-                total, after_seen, exited = reload_once(servers[variant])
-                results[variant].append((total, after_seen, exited, after_seen - exited))
-                log(
-                    f"round {round_no + 1} {variant}: {total:.3f} s ({after_seen:.3f} s from "
-                    f"seen, old process gone after {exited:.3f} s)"
-                )
+            for case in rotation(round_no, list(CASES)):
+                for variant in rotation(round_no, list(SETTINGS)):
+                    total, after_seen, exited, ending = reload_once(servers[variant], case)
+                    results[case, variant].append((total, after_seen, exited, after_seen - exited))
+                    endings[case, variant].append(ending)
+                    log(
+                        f"round {round_no + 1} {CASES[case]} {variant}: {total:.3f} s "
+                        f"({after_seen:.3f} s from seen, old process gone after {exited:.3f} s"
+                        f"{'' if ending == '-' else ', stream ' + ending})"
+                    )
     finally:
         for server in servers.values():
             server.kill()
 
-    def mean(variant: str, column: int) -> float:
-        return statistics.mean(row[column] for row in results[variant])
+    def mean(key: tuple[str, str], column: int) -> float:
+        return statistics.mean(row[column] for row in results[key])
 
-    def spread(variant: str, column: int) -> str:
-        values = [row[column] for row in results[variant]]
+    def spread(key: tuple[str, str], column: int) -> str:
+        values = [row[column] for row in results[key]]
         return f"{min(values):.3f}-{max(values):.3f}"
 
     lines = [
-        "# A reload under Daphne's runserver (autoreloader), idle",
+        "# A reload under Daphne's runserver (autoreloader), idle and with an open EventSource",
         "",
         f"{versions('django', 'channels', 'daphne', 'twisted')}; {machine()}; {source_state()}",
-        f"{args.rounds} reloads per variant, both running at once, taking turns.",
+        f"{args.rounds} reloads per case and variant, both variants running at once, taking turns.",
         "",
-        "| | touch → answer, mean (min-max) | seen → answer | seen → old process gone "
-        "| gone → answer |",
-        "|---|---|---|---|---|",
+        "| case | | touch → answer, mean (min-max) | seen → answer | seen → old process gone "
+        "| gone → answer | the stream ended |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for variant in SETTINGS:
-        lines.append(
-            f"| {LABELS[variant]} | {mean(variant, 0):.3f} ({spread(variant, 0)}) "
-            f"| {mean(variant, 1):.3f} ({spread(variant, 1)}) "
-            f"| {mean(variant, 2):.3f} ({spread(variant, 2)}) "
-            f"| {mean(variant, 3):.3f} ({spread(variant, 3)}) |"
-        )
+    for case, title in CASES.items():
+        for variant in SETTINGS:
+            key = (case, variant)
+            ended = ", ".join(f"{endings[key].count(e)} {e}" for e in sorted(set(endings[key])))
+            lines.append(
+                f"| {title} | {LABELS[variant]} | {mean(key, 0):.3f} ({spread(key, 0)}) "
+                f"| {mean(key, 1):.3f} ({spread(key, 1)}) "
+                f"| {mean(key, 2):.3f} ({spread(key, 2)}) "
+                f"| {mean(key, 3):.3f} ({spread(key, 3)}) | {ended} |"
+            )
     for column, name in (
         (0, "touch → answer"),
         (1, "seen → answer"),
         (2, "seen → old process gone"),
         (3, "gone → answer"),
     ):
-        plain, graceful = mean("plain", column), mean("graceful", column)
+        for case, title in CASES.items():
+            plain, graceful = mean((case, "plain"), column), mean((case, "graceful"), column)
+            lines.append(
+                f"\n{name}, {title}: django_graceful / plain = {graceful / plain:.3f}, "
+                f"difference {graceful - plain:+.3f} s"
+            )
+    for variant in SETTINGS:
+        idle, events = mean(("idle", variant), 1), mean(("events", variant), 1)
         lines.append(
-            f"\n{name}: django_graceful / plain = {graceful / plain:.3f}, "
-            f"difference {graceful - plain:+.3f} s"
+            f"\nseen → answer, {LABELS[variant]}: open EventSource minus idle = "
+            f"{events - idle:+.3f} s (goal: within 0.5 s)"
         )
     publish("reload_runserver.md", "\n".join(lines), began)
 

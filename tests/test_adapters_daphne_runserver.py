@@ -157,6 +157,45 @@ def test_sigint_to_the_reloader_alone_reaches_the_server_and_runs_the_hooks() ->
         srv.kill()
 
 
+@pytest.mark.parametrize(
+    ("in_flight", "to_group"),
+    [(True, False), (False, False), (True, True)],
+    ids=["request-in-flight", "idle", "to-the-process-group"],
+)
+def test_sigterm_to_the_reloader_runs_the_hooks_then_every_process_exits_0(
+    in_flight: bool, to_group: bool
+) -> None:
+    # docker stop: SIGTERM to the container's first process, the reloader, alone. Django
+    # would kill the server's process at once; it gets the budget instead, as on Ctrl-C.
+    # To the process group (a supervisor), the server's process gets it twice: a repeat.
+    srv = runserver(background=True, graceful={"GRACE_PERIOD": 1, "CANCEL_TIMEOUT": 0.5})
+    try:
+        pid = serving_pid(srv)
+        srv.wait_event("startup")
+        slow = in_background(get_or_error, srv, "/slow/?s=0.5") if in_flight else None
+        if slow is not None:
+            srv.wait_event("slow-begin")
+        if to_group:
+            os.killpg(srv.proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
+        else:
+            srv.signal(signal.SIGTERM)
+        if slow is not None:
+            answered(slow, 200, srv.log(), timeout=15)
+        assert srv.wait_exit(15) == 0, srv.log()
+        with pytest.raises(ProcessLookupError):  # the server's process is gone too
+            os.killpg(srv.proc.pid, 0)  # type: ignore[union-attr]
+        events = events_of(srv, pid)
+        for done in ("shutdown", "lifespan-exit", "flusher-stopped", "ticker-stopped"):
+            assert done in events, (done, events, srv.log())
+        if in_flight:
+            assert events.index("slow-end") < events.index("shutdown")
+        log = srv.log()
+        assert "SIGTERM: the server stops gracefully" in log, log
+        assert "escalated" not in log and "Traceback" not in log, log
+    finally:
+        srv.kill()
+
+
 def test_a_sync_view_still_running_does_not_hold_the_reload() -> None:
     # Python's exit joins the threads of sync code: a hung one would hold it for ever.
     srv = runserver(graceful={"GRACE_PERIOD": 0.5, "CANCEL_TIMEOUT": 0.5})
@@ -175,7 +214,8 @@ def test_a_sync_view_still_running_does_not_hold_the_reload() -> None:
         srv.kill()
 
 
-def test_ctrl_c_during_a_reloads_drain_escalates_and_stops_the_server() -> None:
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm-to-the-reloader"])
+def test_a_stop_during_a_reloads_drain_escalates_and_stops_the_server(stop: str) -> None:
     srv = runserver()
     try:
         pid = serving_pid(srv)
@@ -183,13 +223,18 @@ def test_ctrl_c_during_a_reloads_drain_escalates_and_stops_the_server() -> None:
         srv.wait_event("slow-begin")
         srv.reload_file.write_text("changed")  # type: ignore[attr-defined]
         srv.wait_event("shutdown-started")  # draining: the grace waits for the request
-        ctrl_c(srv)
+        if stop == "ctrl-c":
+            ctrl_c(srv)
+        else:
+            srv.signal(signal.SIGTERM)
         assert srv.wait_exit(20) == 0, srv.log()
         slow.result(timeout=10)
         events = events_of(srv, pid)
         assert "slow-cancelled" in events and "shutdown" in events, (events, srv.log())
         log = srv.log()
         assert "shutdown escalated: skipping to CANCELLING" in log, log
+        signame = "SIGINT" if stop == "ctrl-c" else "SIGTERM"
+        assert f"{signame} during the reload: the server exits instead" in log, log
         assert len(srv.events("startup")) == 1, srv.events()  # no next process
     finally:
         srv.kill()

@@ -32,6 +32,9 @@ exit (and the reloader starts the next one); new clients meanwhile try again a m
 later and meet the next server (``next_process_listens``). Ctrl-C reaches the reloader's
 own process too, which then gives its child a quarter of a second before it kills it:
 there, the first Ctrl-C leaves the child its budget to stop in (:func:`guard_reloader`).
+A SIGTERM to the reloader's process (``docker stop``), which Django answers by killing the
+child at once, is passed on to the child instead, which exits 0 from its main thread as
+on Ctrl-C, and is given the same time.
 
 What it reads of Daphne, Twisted, Django's autoreloader and Python that they do not
 document is all in :class:`Daphne` (the probe), checked against Daphne 4.1.0 and 4.2.3
@@ -43,6 +46,7 @@ from __future__ import annotations
 import _thread
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -124,7 +128,12 @@ class Daphne:
       ``--noreload`` runs Django's autoreloader (the command is ``sys.argv[1]``, as Django's
       ``ManagementUtility`` reads it), whose own process waits for its child in
       ``subprocess.run``: on ``KeyboardInterrupt`` that waits 0.25 s for the child, then
-      kills it; and Linux's ``/proc/self/task/*/children`` to find that child (``children``).
+      kills it, on any other exception (the ``SystemExit`` of Django's SIGTERM handler) it
+      kills it at once; that ``run_with_reloader`` installs that SIGTERM handler, then calls
+      the module's ``restart_with_reloader`` (looked up when called: we wrap it, to replace
+      the handler with ours that chains it, ``after_reloader_signals``), whose loop starts
+      the child again while it exits with 3, else returns its status; and Linux's
+      ``/proc/self/task/*/children`` to find that child (``children``).
     """
 
     def __init__(self, reactor: Any, servers: list[Any]) -> None:
@@ -245,6 +254,24 @@ class Daphne:
         return "child" if os.environ.get(autoreload.DJANGO_AUTORELOAD_ENV) == "true" else "parent"
 
     @staticmethod
+    def after_reloader_signals(hook: Callable[[], None]) -> None:
+        """In the reloader's process: call ``hook()`` in the main thread once Django's
+        ``run_with_reloader`` has installed its SIGTERM handler, just before it starts the
+        first child (``restart_with_reloader``, wrapped)."""
+        from django.utils import autoreload
+
+        restart = autoreload.restart_with_reloader
+        if getattr(restart, "__wrapped__", None) is not None:
+            return  # wrapped already (a second setup in this process)
+
+        @functools.wraps(restart)
+        def restart_with_reloader(*args: Any, **kwargs: Any) -> Any:
+            hook()
+            return restart(*args, **kwargs)
+
+        autoreload.restart_with_reloader = restart_with_reloader
+
+    @staticmethod
     def children() -> list[int]:
         """This process's child processes (the reloader's one child), as Linux lists them
         (``/proc/self/task/*/children``); none where that is not readable."""
@@ -306,13 +333,16 @@ def _closes_frames(protocol: Any) -> bool:
 
 
 def guard_reloader(budget: Callable[[], float]) -> None:
-    """Ctrl-C under Django's autoreloader running Daphne's ``runserver`` (called at Django's
-    setup, in either process): it stops the server as any stop does, once."""
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        return  # ignored (a background job), or someone's own handler: left alone
+    """Ctrl-C and SIGTERM under Django's autoreloader running Daphne's ``runserver``
+    (called at Django's setup, in either process): they stop the server as any stop does,
+    once."""
     role = Daphne.reloader_role()
     if role == "parent":
-        _guard_reloader_parent(budget)
+        guard = _ReloaderParent(budget)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, guard.on_sigint)
+        # Django installs its SIGTERM handler later, when the command runs: ours then.
+        Daphne.after_reloader_signals(guard.take_sigterm)
     elif role == "child":
         from django.utils import autoreload
 
@@ -321,29 +351,60 @@ def guard_reloader(budget: Callable[[], float]) -> None:
         )
 
 
-def _guard_reloader_parent(budget: Callable[[], float]) -> None:
-    """In the reloader's process: the first SIGINT no longer makes it kill its child a
-    quarter of a second later, but leaves the child ``budget()`` (and ``EXIT_SLACK``) to
-    stop in; a second one, or that time spent, is SIGINT as before. Ctrl-C reaches the
-    child too; a SIGINT to this process alone (an IDE's stop button) is passed on to it
-    after ``FORWARD_AFTER`` s."""
-    asked: list[float] = []
+class _ReloaderParent:
+    """In the reloader's process: the first SIGINT or SIGTERM no longer ends its child at
+    once (a SIGINT a quarter of a second later, a SIGTERM at once, by SIGKILL), but leaves
+    it ``budget()`` (and ``EXIT_SLACK``) to stop in; a second one, or that time spent, is
+    the signal as before. Ctrl-C reaches the child too; a SIGINT to this process alone (an
+    IDE's stop button) is passed on to it after ``FORWARD_AFTER`` s, a SIGTERM (``docker
+    stop``) at once. The child then exits 0, and so does this process, as Django's would."""
 
-    def on_sigint(signum: int, frame: Any) -> None:
-        if asked:
+    def __init__(self, budget: Callable[[], float]) -> None:
+        self.budget = budget
+        self.asked = False
+        #: Django's own SIGTERM handler (``sys.exit(0)``), once ours replaced it.
+        self.django_sigterm: Any = None
+
+    def take_sigterm(self) -> None:
+        previous = signal.getsignal(signal.SIGTERM)
+        if callable(previous):  # Django's: anything else (ignored, default) is left alone
+            self.django_sigterm = previous
+            signal.signal(signal.SIGTERM, self.on_sigterm)
+
+    def on_sigint(self, signum: int, frame: Any) -> None:
+        if self.asked:
             raise KeyboardInterrupt
-        asked.append(time.monotonic())
-        wait = budget() + EXIT_SLACK
-        logger.info(
-            "SIGINT: the server stops gracefully (at most %.1f s); Ctrl-C again to stop it now",
-            wait,
-        )
-        for delay, action in ((FORWARD_AFTER, _forward_sigint), (wait, _thread.interrupt_main)):
-            timer = threading.Timer(delay, action)
-            timer.daemon = True
-            timer.start()
+        self._give_time("SIGINT", "Ctrl-C again", FORWARD_AFTER, signal.SIGINT)
 
-    signal.signal(signal.SIGINT, on_sigint)
+    def on_sigterm(self, signum: int, frame: Any) -> None:
+        if self.asked:
+            self.django_sigterm(signum, frame)
+            return
+        self._give_time("SIGTERM", "SIGTERM again", 0.0, signal.SIGTERM)
+
+    def _give_time(
+        self, name: str, again: str, forward_after: float, signum: signal.Signals
+    ) -> None:
+        self.asked = True
+        wait = self.budget() + EXIT_SLACK
+        logger.info(
+            "%s: the server stops gracefully (at most %.1f s); %s to stop it now",
+            name,
+            wait,
+            again,
+        )
+        if forward_after:
+            _after(forward_after, lambda: _forward(signum))
+        else:
+            _forward(signum)
+        # Then the same signal again, to this process's main thread: as before.
+        _after(wait, lambda: _thread.interrupt_main(signum))
+
+
+def _after(delay: float, action: Callable[[], None]) -> None:
+    timer = threading.Timer(delay, action)
+    timer.daemon = True
+    timer.start()
 
 
 def _guard_reloader_child(sender: Any, **kwargs: Any) -> None:
@@ -352,27 +413,37 @@ def _guard_reloader_child(sender: Any, **kwargs: Any) -> None:
     and runs the shutdown); the ones after it are ignored: the reloader's copy of Ctrl-C
     (``FORWARD_AFTER``) must not end the process by SIGINT on its way out (its status then
     says so, and the reloader's too), and a second Ctrl-C is the reloader's to act on (it
-    ends this process)."""
+    ends this process). SIGTERM stays Django's (``sys.exit(0)``), noted first: either
+    signal names the shutdown's trigger, and makes a reload it interrupts an exit."""
+    django_sigterm = signal.getsignal(signal.SIGTERM)
+    if callable(django_sigterm):
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            _STOP_SIGNAL.append(signal.SIGTERM)
+            django_sigterm(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         return
 
     def on_sigint(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        _CTRL_C.set()
+        _STOP_SIGNAL.append(signal.SIGINT)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, on_sigint)
 
 
-#: Set in the server's process under the autoreloader when Ctrl-C reached it: a reload it
-#: interrupts ends in an exit instead (``DaphneDriver.process_exits``).
-_CTRL_C = threading.Event()
+#: In the server's process under the autoreloader, the signals (SIGINT: Ctrl-C, SIGTERM)
+#: that reached it, first first: a reload they interrupt ends in an exit instead
+#: (``DaphneDriver.process_exits``).
+_STOP_SIGNAL: list[int] = []
 
 
-def _forward_sigint() -> None:
+def _forward(signum: int) -> None:
     for pid in Daphne.children():
         with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGINT)
+            os.kill(pid, signum)
 
 
 class DaphneDriver(Driver):
@@ -446,10 +517,11 @@ class DaphneDriver(Driver):
         if control is None:
             return
         self._stop_then_wait_for_twisted(control)
-        if self._reloading and _CTRL_C.is_set():
-            # Exiting with 3 would have the reloader start the next process: Ctrl-C during
-            # a reload's shutdown stops the server, as before the reload began.
-            logger.info("Ctrl-C during the reload: the server exits instead")
+        if self._reloading and _STOP_SIGNAL:
+            # Exiting with 3 would have the reloader start the next process: Ctrl-C (or
+            # SIGTERM) during a reload's shutdown stops the server, as before the reload.
+            name = signal.Signals(_STOP_SIGNAL[0]).name
+            logger.info("%s during the reload: the server exits instead", name)
             end_process(0)
         self._guard_the_exit(control, Ending(RELOAD_STATUS if self._reloading else 0))
 
@@ -473,9 +545,9 @@ class DaphneDriver(Driver):
     def _stop_then_wait_for_twisted(self, control: Control) -> None:
         released = control.stop_and_wait(
             self._exit_trigger,
-            # Not a reload: a signal (which one, the autoreloader does not say): the same
-            # again within the lifecycle's window is a repeat, a later one escalates.
-            None if self._reloading else signal.SIGINT,
+            # Not a reload: a signal (SIGINT where we did not see which): the same again
+            # within the lifecycle's window is a repeat, a later one escalates.
+            None if self._reloading else (_STOP_SIGNAL or [signal.SIGINT])[0],
             # Python's SIGINT handler, and the autoreloader's SIGTERM handler (sys.exit).
             {KeyboardInterrupt: signal.SIGINT, SystemExit: signal.SIGTERM},
         )
