@@ -1,15 +1,20 @@
-"""The door on the listening sockets (``_core/the_door.py``), on real sockets of this machine:
-new connections are dropped, queued ones are still accepted, workers stopping together
-meet at the door, a sibling serving on keeps it open, and a shut socket opens again."""
+"""The door on the listening sockets (``_core/door.py``), on real sockets of this machine:
+new connections are dropped (TCP) or refused at the path (Unix), queued ones are still
+accepted, workers stopping together meet at the door, a sibling serving on keeps it open,
+and a shut socket opens again."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,10 +47,37 @@ def queue(sock: socket.socket, count: int) -> list[socket.socket]:
     return clients
 
 
-def test_finds_this_process_listeners_once_each(listener: socket.socket) -> None:
+@pytest.fixture
+def unix_listener() -> Iterator[socket.socket]:
+    """A Unix-domain stream socket listening on a path (a short one: ``sun_path`` holds
+    107 bytes), closed and removed after the test."""
+    folder = tempfile.mkdtemp(prefix="door-", dir="/tmp")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(os.path.join(folder, "app.sock"))
+    os.chmod(sock.getsockname(), 0o660)
+    sock.listen(64)
+    yield sock
+    sock.close()
+    shutil.rmtree(folder)
+
+
+def unix_connect(path: str) -> socket.socket:
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.settimeout(2)
+    try:
+        client.connect(path)
+    except OSError:
+        client.close()
+        raise
+    return client
+
+
+def test_finds_this_process_listeners_once_each(
+    listener: socket.socket, unix_listener: socket.socket
+) -> None:
     twice = socket.socket(fileno=os.dup(listener.fileno()))
     with socket.create_connection(listener.getsockname()) as client:
-        found = the_door.tcp_listeners()
+        found = the_door.listening_sockets()
         try:
             names = [sock.getsockname() for sock in found]
         finally:
@@ -54,8 +86,9 @@ def test_finds_this_process_listeners_once_each(listener: socket.socket) -> None
         client.close()
     twice.close()
     assert names.count(listener.getsockname()) == 1
+    assert names.count(unix_listener.getsockname()) == 1
     # a connected socket is not a listener
-    assert all(name[1] != 0 for name in names)
+    assert all(isinstance(name, str) or name[1] != 0 for name in names)
 
 
 def test_shut_drops_new_connections_and_keeps_the_queued_ones(listener: socket.socket) -> None:
@@ -254,6 +287,9 @@ if sys.argv[2] == "stop":
     sys.stdin.readline()
     door, queued = asyncio.run(the_door.shut_the_door(1.0))
     print(door.name, flush=True)
+elif sys.argv[2] == "refuse":
+    sys.stdin.readline()
+    print(asyncio.run(the_door.refuse_at_paths()), flush=True)
 elif sys.argv[2] == "ask":
     sys.stdin.readline()
     print(the_door.parent_holds_listeners(), the_door.shut_now(), flush=True)
@@ -339,3 +375,133 @@ def test_shut_now_shuts_where_no_other_process_holds_the_socket(
         assert not connects(listener, 0.3)
     finally:
         the_door.reopen()
+
+
+# -- Unix-domain sockets: the path is the door ------------------------------------------
+
+
+def test_a_unix_listener_refuses_at_its_path_and_serves_what_is_queued(
+    unix_listener: socket.socket,
+) -> None:
+    path = unix_listener.getsockname()
+    clients = [unix_connect(path) for _ in range(2)]
+    for n, client in enumerate(clients):
+        client.sendall(b"request %d" % n)
+    assert the_door.accept_queue(unix_listener) == 2
+    assert asyncio.run(the_door.refuse_at_paths()) == [path]
+    with pytest.raises(ConnectionRefusedError):
+        unix_connect(path)
+    # The path stays (a server's unguarded unlink at exit, the next server's bind), as a
+    # socket (a stale one, which every server removes before it binds), with its mode.
+    assert stat.S_ISSOCK(os.stat(path).st_mode)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
+    assert [name for name in os.listdir(os.path.dirname(path))] == ["app.sock"]
+    for n, client in enumerate(clients):
+        conn, _ = unix_listener.accept()
+        with conn:
+            assert conn.recv(64) == b"request %d" % n
+            conn.sendall(b"answer")
+        assert client.recv(64) == b"answer"
+        client.close()
+    assert the_door.accept_queue(unix_listener) == 0
+
+
+def test_the_door_waits_for_a_unix_listeners_queue(unix_listener: socket.socket) -> None:
+    path = unix_listener.getsockname()
+    client = unix_connect(path)
+    client.sendall(b"request")
+
+    async def scenario() -> tuple[Door, int]:
+        asyncio.get_running_loop().call_later(0.1, lambda: unix_listener.accept()[0].close())
+        return await the_door.shut_the_door(2.0)
+
+    assert asyncio.run(scenario()) == (Door.SHUT, 0)
+    with pytest.raises(ConnectionRefusedError):
+        unix_connect(path)
+    client.close()
+
+
+def test_a_unix_listeners_queue_left_at_the_deadline_is_counted(
+    unix_listener: socket.socket,
+) -> None:
+    clients = [unix_connect(unix_listener.getsockname()) for _ in range(3)]
+    assert asyncio.run(the_door.shut_the_door(0.2)) == (Door.QUEUED, 3)
+    for client in clients:
+        client.close()
+
+
+def test_a_path_another_server_has_bound_meanwhile_is_left_alone(
+    unix_listener: socket.socket,
+) -> None:
+    path = unix_listener.getsockname()
+    os.unlink(path)  # as the next server does with a stale socket, before it binds
+    successor = subprocess.Popen(
+        [sys.executable, "-c", SUCCESSOR, path],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert successor.stdout is not None and successor.stdout.readline().strip() == "ready"
+        assert asyncio.run(the_door.refuse_at_paths()) == []
+        unix_connect(path).close()  # the successor's clients still get in
+    finally:
+        successor.communicate("\n", timeout=5)
+
+
+SUCCESSOR = """
+import socket, sys
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.bind(sys.argv[1])
+sock.listen(8)
+print("ready", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_path_already_gone_stays_gone_and_the_queue_is_still_served(
+    unix_listener: socket.socket,
+) -> None:
+    """Gunicorn's arbiter unlinks the path before it stops its workers."""
+    path = unix_listener.getsockname()
+    client = unix_connect(path)
+    os.unlink(path)
+    assert asyncio.run(the_door.refuse_at_paths()) == []
+    assert not os.path.exists(path)
+    assert the_door.accept_queue(unix_listener) == 1
+    unix_listener.accept()[0].close()
+    client.close()
+
+
+def test_an_abstract_address_has_no_path_to_refuse_at() -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as abstract:
+        abstract.bind(b"\0django-graceful-door-%d" % os.getpid())
+        abstract.listen(8)
+        client = unix_connect(abstract.getsockname())
+        assert asyncio.run(the_door.refuse_at_paths()) == []
+        assert the_door.accept_queue(abstract) == 1
+        abstract.accept()[0].close()
+        client.close()
+
+
+def test_the_kernel_names_a_unix_listeners_path_and_queue(unix_listener: socket.socket) -> None:
+    there = os.stat(unix_listener.getsockname())
+    client = unix_connect(unix_listener.getsockname())
+    assert the_door.unix_diag(unix_listener) == (1, (there.st_ino, there.st_dev))
+    client.close()
+
+
+def test_a_sibling_serving_on_keeps_the_unix_path_and_the_last_one_refuses(
+    unix_listener: socket.socket,
+) -> None:
+    path = unix_listener.getsockname()
+    sibling = worker(unix_listener, "serve")
+    try:
+        assert finish(worker(unix_listener, "refuse")) == "[]"
+        unix_connect(path).close()
+        unix_listener.accept()[0].close()
+    finally:
+        finish(sibling)
+    assert finish(worker(unix_listener, "refuse")) == repr([path])
+    with pytest.raises(ConnectionRefusedError):
+        unix_connect(path)

@@ -29,6 +29,21 @@ one has stopped (a development server's reload), the door is shut at the stop si
 already (``shut_now``): new clients retry a moment later and meet the next process,
 instead of an answer from this one that it is shutting down.
 
+A Unix-domain listener has no handshake to hold back: a connect is queued at once. Its
+path is what lets clients in, so the door replaces the path with a socket that listens
+to nothing (bound and closed at once, then renamed over the path): a new client is
+refused at connect (``ECONNREFUSED``; a balancer such as nginx then tries its next
+upstream, a POST included, since nothing was sent), while the connections already
+queued are accepted and answered. A refusal costs a client nothing there, unlike a
+dropped SYN over TCP, so the lifecycle refuses on paths as soon as CLOSING begins
+(``refuse_at_paths``) rather than answering 503 to each newcomer. The path is replaced
+only while it still leads to this socket (``sock_diag`` gives the socket's bound inode),
+never when another server has bound it meanwhile; a path that is already gone (Gunicorn's
+arbiter unlinks it before it stops its workers) is left gone; the servers that remove
+the path at their exit find a dead socket there, and so does the next server to bind
+it, which removes it as any stale socket. An abstract address has no path: its queue is
+still waited for.
+
 Imports nothing of django_graceful. Off Linux it finds no listeners and does nothing.
 """
 
@@ -40,6 +55,7 @@ import ctypes
 import enum
 import os
 import socket
+import stat
 import struct
 import sys
 import time
@@ -86,6 +102,21 @@ DROP_SYN: tuple[Word, ...] = (
 )
 #: ``/proc/net/tcp``'s state of a half-open connection (``TCP_SYN_RECV``).
 _SYN_RECV = "03"
+
+# sock_diag for Unix sockets (<linux/netlink.h>, <linux/sock_diag.h>, <linux/unix_diag.h>):
+# one socket by its inode, with its bound path's inode (VFS) and, for a listener, its queue.
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_REQUEST = 1
+_NLMSG_ERROR = 2
+_UDIAG_SHOW_VFS, _UDIAG_SHOW_RQLEN = 0x02, 0x10
+_UNIX_DIAG_VFS, _UNIX_DIAG_RQLEN = 1, 4
+_NO_COOKIE = 0xFFFFFFFF
+_NLMSG_HEADER = struct.Struct("=IHHII")
+_UNIX_DIAG_REQ = struct.Struct("=BBHIIIII")
+_UNIX_DIAG_MSG_SIZE = 16
+_ATTRIBUTE = struct.Struct("=HH")
+_PAIR = struct.Struct("=II")
 
 
 class _SockFilter(ctypes.Structure):
@@ -147,10 +178,10 @@ def program_of(sock: socket.socket) -> tuple[Word, ...] | None:
     return tuple((w.code, w.jt, w.jf, w.k) for w in buffer[:count])
 
 
-def tcp_listeners() -> list[socket.socket]:
-    """A duplicate of each TCP listening socket this process holds, ordered by identity
-    (close them after use; the server's own sockets stay open). Empty where
-    ``/proc/self/fd`` does not exist."""
+def listening_sockets() -> list[socket.socket]:
+    """A duplicate of each TCP and Unix-domain stream socket this process listens on,
+    ordered by identity (close them after use; the server's own sockets stay open). Empty
+    where ``/proc/self/fd`` does not exist."""
     if not sys.platform.startswith("linux"):
         return []
     try:
@@ -167,7 +198,7 @@ def tcp_listeners() -> list[socket.socket]:
             continue
         try:
             listening = (
-                sock.family in (socket.AF_INET, socket.AF_INET6)
+                sock.family in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
                 and sock.type == socket.SOCK_STREAM
                 and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
             )
@@ -180,6 +211,10 @@ def tcp_listeners() -> list[socket.socket]:
     return sorted(found, key=_inode)  # the same order in every process
 
 
+def _is_unix(sock: socket.socket) -> bool:
+    return sock.family == socket.AF_UNIX
+
+
 def _inode(sock: socket.socket) -> int:
     """The socket's identity across descriptors and processes."""
     return os.fstat(sock.fileno()).st_ino
@@ -188,6 +223,9 @@ def _inode(sock: socket.socket) -> int:
 def accept_queue(sock: socket.socket) -> int:
     """How many connections the kernel has accepted for ``sock`` that the server has not
     taken yet (0 if it cannot tell)."""
+    if _is_unix(sock):
+        diag = unix_diag(sock)
+        return diag[0] if diag is not None else 0
     try:
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
     except OSError:
@@ -197,11 +235,53 @@ def accept_queue(sock: socket.socket) -> int:
     return int(struct.unpack_from("I", info, _UNACKED_OFFSET)[0])
 
 
+def unix_diag(sock: socket.socket) -> tuple[int, tuple[int, int] | None] | None:
+    """What the kernel says of a Unix-domain socket: its queue (for a listener, the
+    connections not accepted yet) and the inode and device of the path it was bound to
+    (None: unbound, or abstract). None where ``sock_diag`` does not answer."""
+    request = _UNIX_DIAG_REQ.pack(
+        socket.AF_UNIX, 0, 0, 0xFFFFFFFF, _inode(sock),
+        _UDIAG_SHOW_VFS | _UDIAG_SHOW_RQLEN, _NO_COOKIE, _NO_COOKIE,
+    )  # fmt: skip
+    header = _NLMSG_HEADER.pack(
+        _NLMSG_HEADER.size + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST, 1, 0
+    )
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as link:
+            link.settimeout(1)
+            link.sendto(header + request, (0, 0))
+            answer = link.recv(8192)
+    except (OSError, AttributeError):  # no netlink (AttributeError: not Linux)
+        return None
+    if len(answer) < _NLMSG_HEADER.size:
+        return None
+    length, kind, *_ = _NLMSG_HEADER.unpack_from(answer)
+    if kind == _NLMSG_ERROR:
+        return None
+    queue, path = 0, None
+    offset = _NLMSG_HEADER.size + _UNIX_DIAG_MSG_SIZE
+    while offset + _ATTRIBUTE.size <= min(length, len(answer)):
+        size, attribute = _ATTRIBUTE.unpack_from(answer, offset)
+        if size < _ATTRIBUTE.size:
+            break
+        if size >= _ATTRIBUTE.size + _PAIR.size:
+            first, second = _PAIR.unpack_from(answer, offset + _ATTRIBUTE.size)
+            if attribute == _UNIX_DIAG_RQLEN:
+                queue = first
+            elif attribute == _UNIX_DIAG_VFS:
+                # the kernel's own dev_t: major in the high 12 bits, minor in the low 20
+                path = (first, os.makedev(second >> 20, second & 0xFFFFF))
+        offset += (size + 3) & ~3
+    return queue, path
+
+
 def half_open(sockets: list[socket.socket]) -> int:
     """How many handshakes the kernel is completing on the ports of ``sockets``
     (connections in ``SYN_RECV``, not yet in the accept queue); 0 if it cannot tell."""
     ports = set()
     for sock in sockets:
+        if _is_unix(sock):
+            continue  # a Unix-domain connect has no handshake: queued at once
         with contextlib.suppress(OSError):
             ports.add(f":{sock.getsockname()[1]:04X}")
     count = 0
@@ -245,10 +325,10 @@ def other_holders(sockets: list[socket.socket], ignore: set[int]) -> set[int]:
 
 
 def parent_holds_listeners() -> bool | None:
-    """Whether this process's parent holds one of this process's TCP listening sockets;
+    """Whether this process's parent holds one of this process's listening sockets;
     None where it cannot be seen (no listener, no readable ``/proc/<parent>/fd``)."""
     parent = os.getppid()
-    sockets = tcp_listeners()
+    sockets = listening_sockets()
     try:
         if not sockets:
             return None
@@ -274,7 +354,7 @@ def reopen() -> int:
     holds; return how many were shut. A server that took over a socket from one that
     stopped must get new connections again."""
     reopened = 0
-    for sock in tcp_listeners():
+    for sock in listening_sockets():
         with sock:
             program = program_of(sock)
             if program == DROP_SYN or marked(program) is not None:
@@ -285,22 +365,92 @@ def reopen() -> int:
 
 
 def shut_now() -> bool:
-    """Shut the door on every TCP listener of this process at once, where no other process
+    """Shut the door on every listener of this process at once, where no other process
     holds them (not even the parent, which would hand the next process a shut socket): for
     a stop after which the next process listens on the same port on a socket of its own,
     new clients had better try again a moment later than be answered now.
     ``shut_the_door`` later finds it shut and waits for the queued connections as usual.
     Whether it shut it."""
-    sockets = tcp_listeners()
+    sockets = listening_sockets()
     try:
-        if not sockets or other_holders(sockets, set()):
-            return False
-        if all(attach(sock, DROP_SYN) for sock in sockets):
-            return True
-        for sock in sockets:  # all or none, as in shut_the_door
+        return bool(sockets) and not other_holders(sockets, set()) and _shut(sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _shut(sockets: list[socket.socket]) -> bool:
+    """Put the door on every one of ``sockets`` (on a Unix-domain one it only tells the
+    other holders that it is shut) and refuse on the paths of the Unix-domain ones; all or
+    none: a half-shut server would confuse anyone. Whether it did."""
+    if not all(attach(sock, DROP_SYN) for sock in sockets):
+        for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
         return False
+    for sock in sockets:
+        if _is_unix(sock):
+            refuse_at_path(sock)
+    return True
+
+
+def refuse_at_path(sock: socket.socket) -> str | None:
+    """Replace the path of the Unix-domain listener ``sock`` with a socket that listens to
+    nothing, if the path still leads to ``sock``; return the path replaced (None: none).
+    The replacement is renamed over the path (the path is never missing) and gets its
+    permissions, so that a client is refused, not told it may not connect."""
+    try:
+        path = sock.getsockname()
+    except OSError:
+        return None
+    if not isinstance(path, str) or not path:  # unbound, or abstract (bytes)
+        return None
+    diag = unix_diag(sock)
+    try:
+        there = os.stat(path)
+    except OSError:  # gone already
+        return None
+    if diag is None or diag[1] != (there.st_ino, there.st_dev):
+        return None  # it leads elsewhere now (another server bound it), or cannot tell
+    folder, name = os.path.split(path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        for spare in (f".{name}.{os.getpid()}.closed", f".graceful-{os.getpid()}"):
+            spare_path = os.path.join(folder, spare)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(spare_path)
+            try:
+                dead.bind(spare_path)  # too long a name for sun_path: the shorter one
+            except OSError:
+                continue
+            break
+        else:
+            spare_path = ""
+    try:
+        if not spare_path:
+            os.unlink(path)  # no spare could be bound: refused as missing instead
+            return path
+        os.chmod(spare_path, stat.S_IMODE(there.st_mode))
+        os.rename(spare_path, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            if spare_path:
+                os.unlink(spare_path)
+        return None
+    return path
+
+
+async def refuse_at_paths() -> list[str]:
+    """Refuse new connections on the paths of this process's Unix-domain listeners (see
+    ``refuse_at_path``) if it is the last of their holders to stop; the connections
+    queued are still accepted, and ``shut_the_door`` waits for them later. The paths
+    replaced (empty: none, or other holders serve on)."""
+    sockets = listening_sockets()
+    try:
+        if not any(_is_unix(sock) for sock in sockets):
+            return []
+        if not await _meet_the_others(sockets):
+            return []
+        return [path for sock in sockets if _is_unix(sock) and (path := refuse_at_path(sock))]
     finally:
         for sock in sockets:
             sock.close()
@@ -309,7 +459,7 @@ def shut_now() -> bool:
 class Door(enum.Enum):
     """What ``shut_the_door`` did."""
 
-    #: No TCP listener here (or not Linux), or the kernel refused the filter.
+    #: No listener here (or not Linux), or the kernel refused the filter.
     NONE = "no listening socket to shut"
     #: Other processes hold the listeners and serve on: one of them shuts it later.
     SHARED = "left open: other workers still serve on them"
@@ -322,21 +472,18 @@ class Door(enum.Enum):
 async def shut_the_door(
     timeout: float, busy: Callable[[], bool] = lambda: False
 ) -> tuple[Door, int]:
-    """Refuse new connections on every TCP listener of this process if it is the last
+    """Refuse new connections on every listener of this process if it is the last
     of their holders to stop (see the module docstring), then wait (at most ``timeout``
     s) until their accept queues are empty and ``busy()`` (answers still being written)
     has been False for ``SETTLE`` s. Returns what it did, and how many connections were
     still queued (0 but for ``Door.QUEUED``)."""
-    sockets = tcp_listeners()
+    sockets = listening_sockets()
     try:
         if not sockets:
             return Door.NONE, 0
         if not await _meet_the_others(sockets):
             return Door.SHARED, 0
-        if not all(attach(sock, DROP_SYN) for sock in sockets):
-            for sock in sockets:  # all or none: a half-shut server would confuse anyone
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
+        if not _shut(sockets):
             return Door.NONE, 0
         return await _drain(sockets, timeout, busy)
     finally:

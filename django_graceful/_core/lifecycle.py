@@ -21,7 +21,7 @@ from ..conf import GracefulSettings, get_settings
 from . import stacks
 from .cancellation import CancelReason
 from .deadlines import bounded
-from .door import Door, reopen, shut_the_door
+from .door import Door, refuse_at_paths, reopen, shut_the_door
 from .driver import Driver
 from .hooks import budget, log_failure, running, send_bounded
 from .phases import MIN_CANCEL, Phase
@@ -396,6 +396,8 @@ class Lifecycle:
             # The door shut at the stop (the next process takes the port): what the kernel
             # queued before it is accepted now, and served as work in flight.
             await self._shut_the_door()
+        else:
+            await self._refuse_at_paths()
         await self._hold(grace_ends - time.monotonic(), until_idle=True, unless_escalated=1)
 
         self._enter(Phase.CANCELLING)
@@ -421,6 +423,16 @@ class Lifecycle:
         next process listens on a socket of its own)."""
         stops = self.stops
         return stops is not None and stops.handing_over and stops.whole_server_stops()
+
+    async def _refuse_at_paths(self) -> None:
+        """When the whole server stops: new clients of its Unix-domain sockets are refused
+        at connect from CLOSING on (a balancer tries its next upstream, a POST included),
+        rather than answered 503 one by one; what is queued is still served."""
+        if self.stops is None or not self.stops.whole_server_stops():
+            return
+        paths = await refuse_at_paths()
+        if paths:
+            logger.info("new connections refused at %s", ", ".join(paths))
 
     async def _shut_the_door(self) -> None:
         """When the whole server stops: no new connection from now on, and those the kernel
