@@ -77,8 +77,11 @@ def client_close_code(server: str, code: int) -> int:
     return WS_NO_STATUS if is_rsgi(server) else code
 
 
-def command(server: str, app: str, port: int, workers: int | None = None) -> list[str]:
-    """The server's command line as a user types it (its console script), on 127.0.0.1."""
+def command(
+    server: str, app: str, port: int, workers: int | None = None, uds: str | None = None
+) -> list[str]:
+    """The server's command line as a user types it (its console script), on 127.0.0.1 (or
+    on the Unix-domain socket ``uds``)."""
     if server == "runserver":
         return [sys.executable, "-m", "django", "runserver", "--noreload", f"127.0.0.1:{port}"]
     if server in ("gunicorn-sync", "gunicorn-gthread"):
@@ -89,7 +92,7 @@ def command(server: str, app: str, port: int, workers: int | None = None) -> lis
         bind = ["--bind", f"127.0.0.1:{port}", "--worker-class", worker, *threads]
         return [gunicorn, WSGI_APP, *bind, *more, *GUNICORN_FLAGS]
     kind = KINDS[server]
-    cmd = server_command(kind, app, host="127.0.0.1", port=port, workers=workers)
+    cmd = server_command(kind, app, host="127.0.0.1", port=port, workers=workers, uds=uds)
     return cmd + (GUNICORN_FLAGS if kind.server == "gunicorn" else [])
 
 
@@ -104,6 +107,7 @@ class Server:
         graceful: dict[str, Any] | None = None,
         workers: int | None = None,
         env: dict[str, str] | None = None,
+        uds: bool = False,
     ) -> None:
         self.server = server
         self.dir = Path(tempfile.mkdtemp(prefix=f"graceful-{server}-"))
@@ -111,7 +115,9 @@ class Server:
         self.log_path = self.dir / "server.log"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.cmd = command(server, app, self.port, workers)
+        #: With ``uds``, the server listens on this Unix-domain socket path instead.
+        self.uds = str(self.dir / "app.sock") if uds else None
+        self.cmd = command(server, app, self.port, workers, self.uds)
         self.env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
@@ -146,13 +152,23 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"{self.server} exited early:\n{self.log()}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
-            ):
+            with contextlib.suppress(OSError), self.connect(timeout=0.2):
                 return
             time.sleep(0.05)
         raise AssertionError(f"{self.server} did not listen within {timeout} s:\n{self.log()}")
+
+    def connect(self, timeout: float = 10) -> socket.socket:
+        """A new connection to the server (TCP, or its Unix-domain socket)."""
+        if self.uds is None:
+            return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(self.uds)
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     def signal(self, signum: int = signal.SIGTERM) -> None:
         assert self.proc is not None
@@ -211,6 +227,8 @@ class Server:
         raise AssertionError(f"no {count}x {name!r} within {timeout} s; events: {self.events()}")
 
     def client(self, **kwargs: Any) -> httpx.Client:
+        if self.uds is not None:
+            kwargs.setdefault("transport", httpx.HTTPTransport(uds=self.uds))
         return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 10), **kwargs)
 
     def get(self, path: str, timeout: float = 10) -> httpx.Response:

@@ -2,8 +2,9 @@
 served or refused in a way a client may safely retry, never lost.
 
 At the end of a whole-server stop the last worker holding the listening socket shuts it
-to new connections (a socket filter that drops SYNs), waits until the connections the kernel
-already queued are accepted and answered, and only then lets the server close it (see
+to new connections (a socket filter that drops SYNs; on a Unix-domain socket its path is
+replaced, from CLOSING on), waits until the connections the kernel already queued are
+accepted and answered, and only then lets the server close it (see
 ``django_graceful/_core/door.py``). Without that, the close resets every queued
 connection: clients that sent a request and cannot tell whether it ran.
 
@@ -23,8 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import signal
 import socket
+import stat
 import threading
 import time
 from collections import Counter
@@ -62,6 +65,7 @@ QUEUED_LINE = "accepted by the kernel were still waiting"
 
 OK, REFUSED, LOST = "ok", "refused", "lost"
 CONNECTION_REFUSED = "connection refused"
+NO_SOCKET = "no socket at the path"
 
 #: (server, workers): every server with one worker, those with --workers with two.
 LOADS = [(s, 1) for s in SERVERS] + [(s, 2) for s in WORKER_SERVERS]
@@ -174,18 +178,16 @@ def failure(exc: BaseException) -> str:
     return repr(exc)
 
 
-def connect(port: int, timeout: float = CONNECT_TIMEOUT) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", port), timeout=timeout)
-
-
-def one_request(port: int, path: str = PATH, connect_timeout: float = CONNECT_TIMEOUT) -> Outcome:
+def one_request(srv: Server, path: str = PATH, connect_timeout: float = CONNECT_TIMEOUT) -> Outcome:
     """A GET on a fresh connection (no ``Connection: close`` asked for: a 503 must say
     it by itself), and what came of it."""
     began = time.monotonic()
     try:
-        sock = connect(port, connect_timeout)
+        sock = srv.connect(connect_timeout)
     except ConnectionRefusedError:
         return Outcome(began, REFUSED, CONNECTION_REFUSED)
+    except FileNotFoundError:  # a Unix-domain socket's path, removed at the exit
+        return Outcome(began, REFUSED, NO_SOCKET)
     except OSError as exc:
         return Outcome(began, LOST, f"connect: {failure(exc)}")
     with sock:
@@ -198,20 +200,20 @@ def one_request(port: int, path: str = PATH, connect_timeout: float = CONNECT_TI
     return judge(reply, began)
 
 
-def client_loop(port: int, stop: threading.Event, start: float, out: list[Outcome]) -> None:
+def client_loop(srv: Server, stop: threading.Event, start: float, out: list[Outcome]) -> None:
     """From ``start`` on, requests back to back until ``stop``; then one last one (the
     server is gone)."""
     stop.wait(max(0.0, start - time.monotonic()))
     while not stop.is_set():
-        out.append(one_request(port))
+        out.append(one_request(srv))
         if out[-1].kind == REFUSED:
             stop.wait(RETRY_PAUSE)  # as a retrying client would, rather than spin
-    out.append(one_request(port))
+    out.append(one_request(srv))
 
 
 @contextlib.contextmanager
 def load(
-    port: int, clients: int = CLIENTS
+    srv: Server, clients: int = CLIENTS
 ) -> Iterator[tuple[threading.Event, list[list[Outcome]]]]:
     """``clients`` threads sending requests until the event is set (then each sends one
     more); yields the event and each client's outcomes, in order."""
@@ -221,7 +223,7 @@ def load(
     # Staggered over one request's time: connections arrive all the time, not in waves.
     starts = [now + i * REQUEST_SECONDS / clients for i in range(clients)]
     threads = [
-        threading.Thread(target=client_loop, args=(port, stop, start, out), daemon=True)
+        threading.Thread(target=client_loop, args=(srv, stop, start, out), daemon=True)
         for start, out in zip(starts, outs, strict=True)
     ]
     for thread in threads:
@@ -242,7 +244,7 @@ def breakdown(outcomes: list[Outcome]) -> str:
 
 def warm_up(srv: Server, workers: int) -> None:
     """Every worker started (Daphne starts the app at its first request)."""
-    first = one_request(srv.port, QUICK_PATH)
+    first = one_request(srv, QUICK_PATH)
     assert first.kind != LOST, (first, srv.log())
     srv.wait_engaged(workers)
 
@@ -255,7 +257,7 @@ def deploy(
     warm_up(srv, workers)
     phases = graceful.get("DRAIN_DELAY", 0) + graceful["GRACE_PERIOD"] + graceful["CANCEL_TIMEOUT"]
     within = phases + EXIT_MARGIN
-    with load(srv.port) as (stop, outs):
+    with load(srv) as (stop, outs):
         time.sleep(SIGNAL_AFTER)
         srv.signal()
         try:
@@ -277,7 +279,8 @@ def assert_nothing_lost(
     assert not lost, f"{len(lost)} lost: {summary}\n{log}"
     assert any(o.kind == OK for o in sent), summary
     assert all(o.closes for o in sent if o.reason == "503"), f"a 503 kept the connection: {summary}"
-    assert all(o.reason == CONNECTION_REFUSED for o in last), f"served after the exit: {summary}"
+    gone = (CONNECTION_REFUSED, NO_SOCKET)
+    assert all(o.reason in gone for o in last), f"served after the exit: {summary}"
     assert QUEUED_LINE not in log, log
     # Each worker reaches the door once; the last one shuts it (a worker that reached it
     # while a sibling still served leaves it open, and the sibling shuts it later).
@@ -295,6 +298,39 @@ def test_a_deploy_under_load_loses_no_request(server: str, workers: int) -> None
     with running(server, graceful=PHASES, workers=workers) as srv:
         sent, last = deploy(srv, workers, PHASES)
         assert_nothing_lost(srv, workers, sent, last)
+
+
+#: Every server kind once on a Unix-domain socket (as behind nginx), two workers where it
+#: has them on alternate kinds.
+UNIX_LOADS = [
+    ("uvicorn", 2),
+    ("hypercorn", 1),
+    ("granian", 1),
+    ("granian-rsgi", 2),
+    ("daphne", 1),
+    ("gunicorn-uvicorn", 1),
+    ("gunicorn-asgi", 2),
+]
+REFUSED_AT_PATH_LINE = "new connections refused at "
+
+
+@pytest.mark.parametrize(("server", "workers"), UNIX_LOADS)
+def test_a_deploy_on_a_unix_socket_loses_no_request(server: str, workers: int) -> None:
+    """On a Unix-domain socket the path is the door: from CLOSING on a new client is
+    refused at connect (a balancer tries its next upstream), what the kernel queued is
+    answered, and the path left behind is one every server removes before it binds."""
+    with running(server, graceful=PHASES, workers=workers, uds=True) as srv:
+        sent, last = deploy(srv, workers, PHASES)
+        assert_nothing_lost(srv, workers, sent, last)
+        log = srv.log()
+        assert srv.uds is not None
+        gunicorn = server.startswith("gunicorn")
+        # Gunicorn's arbiter unlinks the path before it stops its workers: nothing to refuse.
+        assert (REFUSED_AT_PATH_LINE + srv.uds in log) is not gunicorn, log
+        assert not [line for line in log.splitlines() if "Traceback" in line or "rror" in line]
+        if os.path.lexists(srv.uds):  # what some servers leave, as they leave their own
+            assert stat.S_ISSOCK(os.lstat(srv.uds).st_mode)
+            assert one_request(srv).reason == CONNECTION_REFUSED
 
 
 # -- 2. a drain delay serves on --------------------------------------------------------------
@@ -339,7 +375,7 @@ def keep_alive_across_the_stop(srv: Server) -> KeptAlive:
     request = request_bytes(PATH)
     buffer = bytearray()
     deadline = time.monotonic() + SIGNAL_AFTER + PHASES["GRACE_PERIOD"] + 5
-    with connect(srv.port) as sock:
+    with srv.connect(CONNECT_TIMEOUT) as sock:
         sock.settimeout(REQUEST_TIMEOUT)
         while True:
             try:
@@ -366,7 +402,7 @@ def keep_alive_across_the_stop(srv: Server) -> KeptAlive:
     after: list[Outcome] = []
     assert srv.proc is not None
     while srv.proc.poll() is None and time.monotonic() < deadline:
-        after.append(one_request(srv.port))
+        after.append(one_request(srv))
         time.sleep(RETRY_PAUSE)
     return KeptAlive(replies, end, after)
 
@@ -422,7 +458,7 @@ def wait_replaced(srv: Server, old: set[int], workers: int, timeout: float = 20)
 def assert_served(srv: Server, times: int = 5) -> None:
     """New connections are served, each within ``SERVED_WITHIN`` s."""
     for _ in range(times):
-        outcome = one_request(srv.port, QUICK_PATH, connect_timeout=SERVED_WITHIN)
+        outcome = one_request(srv, QUICK_PATH, connect_timeout=SERVED_WITHIN)
         assert outcome.kind == OK, (outcome, srv.log())
         assert time.monotonic() - outcome.began < SERVED_WITHIN, (outcome, srv.log())
 
@@ -458,7 +494,7 @@ def test_a_recycled_worker_leaves_the_door_open(server: str) -> None:
         old = {e["pid"] for e in srv.events("startup")}
         deadline = time.monotonic() + 20
         while not {e["pid"] for e in srv.events("shutdown")} & old:
-            outcome = one_request(srv.port, QUICK_PATH, connect_timeout=SERVED_WITHIN)
+            outcome = one_request(srv, QUICK_PATH, connect_timeout=SERVED_WITHIN)
             assert outcome.kind == OK, (outcome, srv.log())
             assert time.monotonic() < deadline, f"no worker recycled:\n{srv.log()}"
         recycled = {e["pid"] for e in srv.events("shutdown")} & old
@@ -485,13 +521,13 @@ def test_an_upload_refused_while_closing_is_read_to_its_end_then_answered(server
     unread bytes resets it, and the upload fails with a broken pipe)."""
     with running(server, graceful=PHASES) as srv:
         warm_up(srv, 1)
-        holder = connect(srv.port)  # an in-flight request keeps the server in CLOSING
+        holder = srv.connect(CONNECT_TIMEOUT)  # an in-flight request keeps the server in CLOSING
         holder.sendall(request_bytes(f"/slow/?s=1.5&size={SIZE}"))
         time.sleep(0.2)
         srv.signal()
         srv.wait_event("shutdown-started")
         time.sleep(0.1)
-        with connect(srv.port) as sock:
+        with srv.connect(CONNECT_TIMEOUT) as sock:
             sock.settimeout(REQUEST_TIMEOUT)
             head = (
                 f"POST /slow/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"

@@ -162,6 +162,7 @@ def command(
     workers: int | None = None,
     budget: float | None = None,
     program: Sequence[str] | None = None,
+    uds: str | None = None,
 ) -> list[str]:
     """The argv that starts ``app`` (``module:attribute``) on ``kind``.
 
@@ -169,6 +170,8 @@ def command(
     adds ``--workers N`` (Daphne runs one process: ``ValueError`` for more). Without
     ``budget``, the line a user types; with it, the server's own last-resort timeout above
     it (:func:`backstop`) and Granian's interface named even when it is Granian's default.
+    With ``uds``, the server listens on that Unix-domain socket path instead of
+    ``host:port`` (each server's own flag for it: :func:`listen_on`).
     """
     head = list(program) if program is not None else console_script(kind)
     limits = backstop(kind, budget) if budget is not None else []
@@ -177,20 +180,31 @@ def command(
             raise ValueError(f"{kind.server} runs one process; use a process manager for several")
         workers = None
     more = ["--workers", str(workers)] if workers is not None else []
-    if kind.server == "uvicorn":
-        return [*head, app, "--host", host, "--port", str(port), *limits, *more]
-    if kind.server == "hypercorn":
-        return [*head, app, "--bind", bind(host, port), *limits, *more]
+    on = listen_on(kind, host, port, uds)
     if kind.server == "granian":
         assert kind.interface is not None
         named = budget is not None or kind.interface != GRANIANS_OWN_INTERFACE
         interface = ["--interface", kind.interface] if named else []
-        return [*head, *interface, "--host", host, "--port", str(port), *limits, *more, app]
+        return [*head, *interface, *on, *limits, *more, app]
     if kind.server == "gunicorn":
         assert kind.worker_class is not None
         worker = ["--worker-class", GUNICORN_WORKERS[kind.worker_class]]
-        return [*head, app, "--bind", bind(host, port), *worker, *limits, *more]
-    return [*head, "-b", host, "-p", str(port), *limits, app]
+        return [*head, app, *on, *worker, *limits, *more]
+    if kind.server == "daphne":
+        return [*head, *on, *limits, app]
+    return [*head, app, *on, *limits, *more]
+
+
+def listen_on(kind: ServerKind, host: str, port: int, uds: str | None = None) -> list[str]:
+    """The flags that make ``kind`` listen on ``host:port``, or on the Unix-domain socket
+    path ``uds``."""
+    if kind.server == "uvicorn":
+        return ["--uds", uds] if uds else ["--host", host, "--port", str(port)]
+    if kind.server == "granian":
+        return ["--uds", uds] if uds else ["--host", host, "--port", str(port)]
+    if kind.server in ("hypercorn", "gunicorn"):
+        return ["--bind", f"unix:{uds}" if uds else bind(host, port)]
+    return ["-u", uds] if uds else ["-b", host, "-p", str(port)]
 
 
 def backstop(kind: ServerKind, budget: float) -> list[str]:
