@@ -31,7 +31,6 @@ What it reads of gunicorn that gunicorn does not document is all in :class:`Guni
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -41,6 +40,7 @@ from collections.abc import Iterator
 from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, Any
 
+from .._core.door import parent_holds_listeners
 from .._core.driver import Control, Driver
 from .._core.phases import Phase
 from .._core.stacks import thread_frames
@@ -75,7 +75,7 @@ class Gunicorn:
     - the ``gunicorn.workers.base.Worker`` is found in the frames of the main thread (its
       ``run()`` runs the event loop), as their local ``self``;
     - its ``cfg.graceful_timeout`` and ``cfg.timeout``, ``max_requests``, ``nr``,
-      ``alive``, ``ppid``, ``sockets`` and ``notify()`` (the heartbeat);
+      ``alive``, ``ppid`` and ``notify()`` (the heartbeat);
     - on Linux, ``/proc/<arbiter>/fd``: whether the arbiter still holds the listening
       sockets (a reload or TTOU) or has closed them (a stop);
     - ``alive`` written back to True where the arbiter stops while this worker starts
@@ -114,11 +114,10 @@ class Gunicorn:
             and isinstance(getattr(worker, "alive", None), bool)
             and isinstance(getattr(worker, "ppid", None), int)
             and callable(getattr(worker, "notify", None))
-            and isinstance(getattr(worker, "sockets", None), list)
         ):
             return (
-                "its Worker has no cfg.graceful_timeout / timeout, max_requests, alive, ppid, "
-                "notify() or sockets"
+                "its Worker has no cfg.graceful_timeout / timeout, max_requests, alive, ppid "
+                "or notify()"
             )
         return None
 
@@ -176,22 +175,7 @@ class Gunicorn:
     def arbiter_holds_sockets(self) -> bool | None:
         """Whether the arbiter holds one of this worker's listening sockets; None where it
         cannot be seen."""
-        inodes = set()
-        for sock in self.worker.sockets:
-            with contextlib.suppress(OSError, ValueError, AttributeError):
-                inodes.add(f"socket:[{os.fstat(sock.fileno()).st_ino}]")
-        folder = f"/proc/{os.getppid()}/fd"
-        try:
-            fds = os.listdir(folder)
-        except OSError:
-            return None
-        if not inodes:
-            return None
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                if os.readlink(os.path.join(folder, fd)) in inodes:
-                    return True
-        return False
+        return parent_holds_listeners()
 
 
 def _main_thread_frames() -> Iterator[FrameType]:
