@@ -174,6 +174,39 @@ def test_the_other_servers_command_lines_exactly() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("server", "flags"),
+    [
+        ("uvicorn", ["--uds", "/run/app.sock"]),
+        ("hypercorn", ["--bind", "unix:/run/app.sock"]),
+        ("granian", ["--uds", "/run/app.sock"]),
+        ("daphne", ["-u", "/run/app.sock"]),
+        ("gunicorn", ["--bind", "unix:/run/app.sock"]),
+    ],
+)
+def test_uds_listens_on_a_unix_socket_instead_of_host_and_port(
+    server: str, flags: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("os.path.isdir", lambda path: path == "/run" or Path(path).is_dir())
+    line = serve("--server", server, "--uds", "/run/app.sock")
+    at = line.index(flags[0])
+    assert line[at : at + len(flags)] == flags
+    assert not {"--host", "--port", "-b", "-p", "127.0.0.1:8000"} & set(line)
+
+
+def test_uds_names_what_is_wrong_with_the_path(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    cases = {
+        str(tmp_path / "file"): "exists and is not a socket",
+        str(tmp_path / "no" / "app.sock"): "no folder",
+        str(tmp_path / ("x" * 120)): "1 to 107 bytes",
+    }
+    for path, says in cases.items():
+        err = StringIO()
+        with pytest.raises(CommandError, match=says):
+            call_command("serve", "--uds", path, "--print", stderr=err)
+
+
 @pytest.mark.parametrize("server", ["uvicorn", "hypercorn", "granian", "daphne"])
 def test_worker_class_with_another_server_is_a_clear_error(server: str) -> None:
     with pytest.raises(

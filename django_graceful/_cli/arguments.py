@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import os
+import stat
+
 
 def seconds(value: str) -> float:
     """A finite, non-negative number of seconds."""
@@ -33,3 +37,23 @@ def port_number(value: str) -> int:
     if not 0 <= port <= 65535:
         raise ValueError(value)
     return port
+
+
+#: The longest path a Unix-domain socket can be bound to (``sun_path``, less its NUL).
+MAX_SOCKET_PATH = 107
+
+
+def socket_path(value: str) -> str:
+    """A path a Unix-domain socket can be bound to: short enough, in a folder that exists,
+    and not a file that is something else than a socket (a stale socket the server
+    removes before it binds)."""
+    if not value or len(os.fsencode(value)) > MAX_SOCKET_PATH:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: a Unix socket's path must have 1 to {MAX_SOCKET_PATH} bytes"
+        )
+    folder = os.path.dirname(os.path.abspath(value))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"{value!r}: no folder {folder!r} to create it in")
+    if os.path.lexists(value) and not stat.S_ISSOCK(os.lstat(value).st_mode):
+        raise argparse.ArgumentTypeError(f"{value!r} exists and is not a socket")
+    return value

@@ -39,6 +39,7 @@ def command_line(
     budget: float,
     worker_class: str | None = None,
     interface: str | None = None,
+    uds: str | None = None,
 ) -> list[str]:
     """The argv that starts ``target`` on ``server``, run by this Python (``-m``).
 
@@ -56,7 +57,14 @@ def command_line(
         workers = 0
     program = python_module(kind)
     line = command(
-        kind, target, host=host, port=port, workers=workers, budget=budget, program=program
+        kind,
+        target,
+        host=host,
+        port=port,
+        workers=workers,
+        budget=budget,
+        program=program,
+        uds=uds,
     )
     if kind.server == "gunicorn" and not os.path.exists(GUNICORN_CONFIG):
         line += ["--config", GUNICORN_HOOKS]  # the arbiter's exit status

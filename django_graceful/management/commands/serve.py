@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ..._cli.arguments import port_number, positive_int
+from ..._cli.arguments import port_number, positive_int, socket_path
 from ..._cli.launch import app_target, asgi_application_path, command_line
 from ..._cli.servers import (
     DEFAULT_GRANIAN_INTERFACE,
@@ -30,6 +30,14 @@ class Command(BaseCommand):
         parser.add_argument("--server", choices=SERVERS, default="uvicorn")
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=port_number, default=8000)
+        parser.add_argument(
+            "--uds",
+            type=socket_path,
+            default=None,
+            metavar="PATH",
+            help="listen on this Unix-domain socket instead of --host/--port (a balancer "
+            "such as nginx in front); at a stop new clients are refused at its path",
+        )
         parser.add_argument("--workers", type=positive_int, default=None)
         parser.add_argument(
             "--worker-class",
@@ -63,6 +71,7 @@ class Command(BaseCommand):
                 app_target(path),
                 host=options["host"],
                 port=options["port"],
+                uds=options["uds"],
                 workers=options["workers"],
                 budget=get_lifecycle().budget(),
                 worker_class=options["worker_class"],
