@@ -219,7 +219,9 @@ def test_a_handshake_half_done_when_the_door_shuts_completes_and_is_answered(
     client.sendall(b"request")
     time.sleep(0.05)
     assert the_door.accept_queue(listener) == 0
+    # sock_diag and /proc/net/tcp (its fallback) agree
     assert the_door.half_open([listener]) == 1
+    assert the_door._half_open_in_proc({listener.getsockname()[1]}) == 1
     listener.setblocking(False)
     accepted: list[bytes] = []
 

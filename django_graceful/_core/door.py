@@ -108,7 +108,14 @@ _SYN_RECV = "03"
 _NETLINK_SOCK_DIAG = 4
 _SOCK_DIAG_BY_FAMILY = 20
 _NLM_F_REQUEST = 1
-_NLMSG_ERROR = 2
+_NLM_F_DUMP = 0x300
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+#: inet_diag: a dump of the TCP sockets in these states (``TCP_SYN_RECV``; request sockets
+#: are ``TCP_NEW_SYN_RECV`` since Linux 4.4): ``struct inet_diag_req_v2``, then each
+#: ``struct inet_diag_msg``, whose source port (big-endian) follows its first 4 bytes.
+_HALF_OPEN_STATES = (1 << 3) | (1 << 12)
+_INET_DIAG_REQ = struct.Struct("=BBBBI48x")
+_SOURCE_PORT = struct.Struct("!H")
 _UDIAG_SHOW_VFS, _UDIAG_SHOW_RQLEN = 0x02, 0x10
 _UNIX_DIAG_VFS, _UNIX_DIAG_RQLEN = 1, 4
 _NO_COOKIE = 0xFFFFFFFF
@@ -235,6 +242,35 @@ def accept_queue(sock: socket.socket) -> int:
     return int(struct.unpack_from("I", info, _UNACKED_OFFSET)[0])
 
 
+def _sock_diag(request: bytes, dump: bool = False) -> list[bytes] | None:
+    """The kernel's answers to a ``sock_diag`` request: the payload of each message (for a
+    dump, until its end). None where netlink does not answer, or answers an error."""
+    flags = _NLM_F_REQUEST | (_NLM_F_DUMP if dump else 0)
+    header = _NLMSG_HEADER.pack(
+        _NLMSG_HEADER.size + len(request), _SOCK_DIAG_BY_FAMILY, flags, 1, 0
+    )
+    payloads: list[bytes] = []
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as link:
+            link.settimeout(1)
+            link.sendto(header + request, (0, 0))
+            while True:
+                answer = link.recv(65536)
+                offset = 0
+                while offset + _NLMSG_HEADER.size <= len(answer):
+                    length, kind, *_ = _NLMSG_HEADER.unpack_from(answer, offset)
+                    if kind == _NLMSG_ERROR or length < _NLMSG_HEADER.size:
+                        return None
+                    if kind == _NLMSG_DONE:
+                        return payloads
+                    payloads.append(answer[offset + _NLMSG_HEADER.size : offset + length])
+                    offset += (length + 3) & ~3
+                if not dump or not answer:
+                    return payloads
+    except (OSError, AttributeError):  # no netlink (AttributeError: not Linux)
+        return None
+
+
 def unix_diag(sock: socket.socket) -> tuple[int, tuple[int, int] | None] | None:
     """What the kernel says of a Unix-domain socket: its queue (for a listener, the
     connections not accepted yet) and the inode and device of the path it was bound to
@@ -243,24 +279,13 @@ def unix_diag(sock: socket.socket) -> tuple[int, tuple[int, int] | None] | None:
         socket.AF_UNIX, 0, 0, 0xFFFFFFFF, _inode(sock),
         _UDIAG_SHOW_VFS | _UDIAG_SHOW_RQLEN, _NO_COOKIE, _NO_COOKIE,
     )  # fmt: skip
-    header = _NLMSG_HEADER.pack(
-        _NLMSG_HEADER.size + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST, 1, 0
-    )
-    try:
-        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as link:
-            link.settimeout(1)
-            link.sendto(header + request, (0, 0))
-            answer = link.recv(8192)
-    except (OSError, AttributeError):  # no netlink (AttributeError: not Linux)
+    answers = _sock_diag(request)
+    if not answers:
         return None
-    if len(answer) < _NLMSG_HEADER.size:
-        return None
-    length, kind, *_ = _NLMSG_HEADER.unpack_from(answer)
-    if kind == _NLMSG_ERROR:
-        return None
+    answer = answers[0]
     queue, path = 0, None
-    offset = _NLMSG_HEADER.size + _UNIX_DIAG_MSG_SIZE
-    while offset + _ATTRIBUTE.size <= min(length, len(answer)):
+    offset = _UNIX_DIAG_MSG_SIZE
+    while offset + _ATTRIBUTE.size <= len(answer):
         size, attribute = _ATTRIBUTE.unpack_from(answer, offset)
         if size < _ATTRIBUTE.size:
             break
@@ -277,13 +302,31 @@ def unix_diag(sock: socket.socket) -> tuple[int, tuple[int, int] | None] | None:
 
 def half_open(sockets: list[socket.socket]) -> int:
     """How many handshakes the kernel is completing on the ports of ``sockets``
-    (connections in ``SYN_RECV``, not yet in the accept queue); 0 if it cannot tell."""
+    (connections in ``SYN_RECV``, not yet in the accept queue); 0 if it cannot tell.
+    Asked of ``sock_diag`` (the kernel lists only those), else read in ``/proc/net/tcp``
+    (every connection of the machine: tens of milliseconds where thousands linger)."""
     ports = set()
     for sock in sockets:
         if _is_unix(sock):
             continue  # a Unix-domain connect has no handshake: queued at once
         with contextlib.suppress(OSError):
-            ports.add(f":{sock.getsockname()[1]:04X}")
+            ports.add(sock.getsockname()[1])
+    if not ports:
+        return 0
+    count = 0
+    for family in (socket.AF_INET, socket.AF_INET6):
+        request = _INET_DIAG_REQ.pack(family, socket.IPPROTO_TCP, 0, 0, _HALF_OPEN_STATES)
+        answers = _sock_diag(request, dump=True)
+        if answers is None:
+            return _half_open_in_proc(ports)
+        for answer in answers:
+            if len(answer) >= 4 + _SOURCE_PORT.size:
+                count += _SOURCE_PORT.unpack_from(answer, 4)[0] in ports
+    return count
+
+
+def _half_open_in_proc(ports: set[int]) -> int:
+    wanted = {f":{port:04X}" for port in ports}
     count = 0
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -292,7 +335,7 @@ def half_open(sockets: list[socket.socket]) -> int:
                 for line in lines:
                     # sl local_address rem_address st ...; the port ends local_address
                     fields = line.split(None, 4)
-                    if len(fields) > 3 and fields[3] == _SYN_RECV and fields[1][-5:] in ports:
+                    if len(fields) > 3 and fields[3] == _SYN_RECV and fields[1][-5:] in wanted:
                         count += 1
         except OSError:
             continue
@@ -501,9 +544,11 @@ async def _meet_the_others(sockets: list[socket.socket]) -> bool:
     first = sockets[0]
     deadline = time.monotonic() + MEET_WAIT
     while True:
-        others = other_holders(sockets, ignore)
         program = program_of(first)
-        if not others or program == DROP_SYN:  # alone, or a sibling shut it already
+        if program == DROP_SYN:  # shut already (by a sibling, or at the stop signal)
+            return True
+        others = other_holders(sockets, ignore)
+        if not others:  # alone
             return True
         waiting = marked(program) or set()
         if others <= waiting:
