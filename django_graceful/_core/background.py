@@ -71,15 +71,7 @@ def _on_wsgi_task_loop() -> bool:
         return False
     if wsgi.in_request():
         return True
-    return lifecycle.phase == Phase.NEW and wsgi.served() and not _in_a_loop()
-
-
-def _in_a_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+    return lifecycle.phase == Phase.NEW and wsgi.served() and not in_loop_thread()
 
 
 def _task_done(task: asyncio.Task[Any], item: Tracked) -> None:

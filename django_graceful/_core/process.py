@@ -19,12 +19,14 @@ def in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def in_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether the caller runs in ``loop`` (so it may touch the loop's objects directly)."""
+def in_loop_thread(loop: asyncio.AbstractEventLoop | None = None) -> bool:
+    """Whether the caller runs in ``loop`` (so it may touch the loop's objects directly);
+    without one, whether it runs in any event loop."""
     try:
-        return asyncio.get_running_loop() is loop
+        running = asyncio.get_running_loop()
     except RuntimeError:
         return False
+    return loop is None or running is loop
 
 
 def flush_output() -> None:
