@@ -84,6 +84,25 @@ async def test_without_lifespan_a_failed_startup_answers_503_and_logs_once(
     assert len(failures) == 1
 
 
+async def test_draining_serves_and_closes_kept_alive_connections(
+    app: GracefulASGI, settings: Any
+) -> None:
+    """DRAINING serves as usual, but each answer closes its connection: a kept-alive
+    client (a balancer's pool) opens a new one for its next request, which the balancer
+    sends to a server that is not draining."""
+    settings.GRACEFUL = {**NO_SIGNALS, "DRAIN_DELAY": 5, "GRACE_PERIOD": 1}
+    lifespan, _ = await start(app)
+    status, headers, _ = await request(app, "/pid/")
+    assert status == 200 and b"connection" not in headers
+    app.lifecycle.begin_shutdown("test")
+    await asyncio.sleep(0.05)
+    assert app.lifecycle.phase == Phase.DRAINING
+    status, headers, _ = await request(app, "/pid/")
+    assert status == 200 and headers[b"connection"] == b"close"
+    app.lifecycle.escalate()
+    await stop(lifespan)
+
+
 async def test_closing_refuses_new_requests_with_503_and_connection_close(
     app: GracefulASGI,
     settings: Any,

@@ -92,7 +92,7 @@ class InterruptibleReceive:
 class TrackingSend:
     """``send()`` that notes whether the response began, ended (``finished``: its last
     message given; ``sent``: the server took it), and adds ``Connection: close`` to
-    responses that begin from CLOSING on; ``refuse()`` answers 503 in the app's place.
+    responses that begin from DRAINING on; ``refuse()`` answers 503 in the app's place.
     ``pathsend``: the server takes ``http.response.pathsend``.
 
     When CLOSING begins (``closing()``), an endless stream (``streams.py``) is ended in
@@ -160,8 +160,11 @@ class TrackingSend:
             self.finished = True
         elif kind == "http.response.start":
             self.started = True
-            if self._lifecycle.phase >= Phase.CLOSING:
-                self._closing = True
+            phase = self._lifecycle.phase
+            if phase >= Phase.DRAINING:
+                # A kept-alive client (a balancer's pool, a Service's client) reconnects
+                # for its next request, and so reaches a server that serves on.
+                self._closing = phase >= Phase.CLOSING
                 headers = [
                     (k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"
                 ]
