@@ -26,6 +26,9 @@ from .servers import (
 pytestmark = pytest.mark.server
 
 DAPHNE_KILL_LINE = "took too long to shut down"
+#: What the end of a stop may take beyond its phases on a loaded machine (REPORTING, the
+#: hung request's 503, Daphne's own stop): well below the watchdog's budget + 1 s.
+STOP_SLACK = 5
 DAPHNE_KILL_ALL_LINE = "pending application instances"  # "Killed N pending ..." of Daphne's trigger
 
 
@@ -92,7 +95,8 @@ def test_a_request_that_swallows_every_cancel_gets_503_and_does_not_hold_the_exi
     try:
         code, log, response = stop_holding_a_stubborn_request(srv, signum)
         assert code == 0, log
-        assert srv.exit_after < grace + cancel + 1.5, log
+        # not held by the request (Daphne waits for it for ever), nor ended by the watchdog
+        assert srv.exit_after < grace + cancel + STOP_SLACK, log
         assert len(srv.events("shutdown")) == len(srv.events("lifespan-exit")) == 1
         assert answered(response, 503, log).text == "Service is shutting down.\n"
     finally:
@@ -129,7 +133,7 @@ def test_daphnes_close_timeout_does_not_kill_work_during_the_grace() -> None:
         assert DAPHNE_KILL_LINE not in log, log
         assert "hung at shutdown: request GET /stubborn/" in log  # ours, with the view's stack
         assert "views.py" in log
-        assert srv.exit_after < grace + cancel + 1.5
+        assert srv.exit_after < grace + cancel + STOP_SLACK
     finally:
         srv.kill()
 
