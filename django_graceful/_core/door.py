@@ -103,25 +103,26 @@ DROP_SYN: tuple[Word, ...] = (
 #: ``/proc/net/tcp``'s state of a half-open connection (``TCP_SYN_RECV``).
 _SYN_RECV = "03"
 
-# sock_diag for Unix sockets (<linux/netlink.h>, <linux/sock_diag.h>, <linux/unix_diag.h>):
-# one socket by its inode, with its bound path's inode (VFS) and, for a listener, its queue.
+# sock_diag (<linux/netlink.h>, <linux/sock_diag.h>): the kernel's own lists of sockets.
 _NETLINK_SOCK_DIAG = 4
 _SOCK_DIAG_BY_FAMILY = 20
 _NLM_F_REQUEST = 1
 _NLM_F_DUMP = 0x300
 _NLMSG_ERROR, _NLMSG_DONE = 2, 3
-#: inet_diag: a dump of the TCP sockets in these states (``TCP_SYN_RECV``; request sockets
-#: are ``TCP_NEW_SYN_RECV`` since Linux 4.4): ``struct inet_diag_req_v2``, then each
-#: ``struct inet_diag_msg``, whose source port (big-endian) follows its first 4 bytes.
+_NLMSG_HEADER = struct.Struct("=IHHII")
+#: <linux/inet_diag.h>: a dump of the TCP sockets in these states (``TCP_SYN_RECV``; request
+#: sockets are ``TCP_NEW_SYN_RECV`` since Linux 4.4): ``struct inet_diag_req_v2``, then
+#: each ``struct inet_diag_msg``, whose source port (big-endian) follows its first 4 bytes.
 _HALF_OPEN_STATES = (1 << 3) | (1 << 12)
 _INET_DIAG_REQ = struct.Struct("=BBBBI48x")
 _SOURCE_PORT = struct.Struct("!H")
+#: <linux/unix_diag.h>: one socket by its inode, with its bound path's inode (VFS) and, for
+#: a listener, its queue (RQLEN), each an attribute after ``struct unix_diag_msg``.
+_UNIX_DIAG_REQ = struct.Struct("=BBHIIIII")
 _UDIAG_SHOW_VFS, _UDIAG_SHOW_RQLEN = 0x02, 0x10
+_UNIX_DIAG_MSG_SIZE = 16
 _UNIX_DIAG_VFS, _UNIX_DIAG_RQLEN = 1, 4
 _NO_COOKIE = 0xFFFFFFFF
-_NLMSG_HEADER = struct.Struct("=IHHII")
-_UNIX_DIAG_REQ = struct.Struct("=BBHIIIII")
-_UNIX_DIAG_MSG_SIZE = 16
 _ATTRIBUTE = struct.Struct("=HH")
 _PAIR = struct.Struct("=II")
 
