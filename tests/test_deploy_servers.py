@@ -425,6 +425,33 @@ def test_a_kept_alive_connection_is_told_to_close_and_closed_cleanly(server: str
         assert all(o.closes for o in kept.after if o.reason == "503"), breakdown(kept.after)
 
 
+@pytest.mark.parametrize("server", ["uvicorn", "granian-rsgi"])
+def test_a_kept_alive_connection_is_served_then_closed_while_draining(server: str) -> None:
+    """DRAINING serves, and each answer closes its connection: a balancer's pooled
+    connection is given up, so that its next request goes to a server not draining."""
+    draining = {**PHASES, "DRAIN_DELAY": 3}
+    with running(server, graceful=draining) as srv:
+        warm_up(srv, 1)
+        with srv.connect(CONNECT_TIMEOUT) as sock:
+            sock.settimeout(REQUEST_TIMEOUT)
+            buffer = bytearray()
+            sock.sendall(request_bytes(QUICK_PATH))
+            before = read_reply(sock, buffer)
+            srv.signal()
+            srv.wait_event("shutdown-started")
+            sock.sendall(request_bytes(QUICK_PATH))
+            during = read_reply(sock, buffer)
+            sock.settimeout(3)
+            end = sock.recv(1)
+        fresh = one_request(srv, QUICK_PATH)  # still DRAINING: served
+        srv.wait_exit(EXIT_MARGIN + sum(draining.values()))
+        log = srv.log()
+        assert (before.status, before.closes) == (200, False), log
+        assert (during.status, during.closes, len(during.body)) == (200, True, SIZE), log
+        assert end == b"", log
+        assert (fresh.kind, fresh.closes) == (OK, True), (fresh, log)
+
+
 # -- 4. a rolling restart leaves the door open -------------------------------------------
 
 #: How long a new connection may take to be served while the door must be open (a shut
