@@ -134,7 +134,7 @@ def test_asginl_starts_at_the_first_request_and_runs_the_shutdown_hooks_at_sigte
         assert srv.events("shutdown-started")[0]["trigger"] == "SIGTERM"
         assert len(srv.events("shutdown")) == 1 and len(srv.events("lifespan-exit")) == 1
         assert code == 0, log
-        assert srv.exit_after < 2, log
+        assert srv.exit_after < 4, log  # the 1 s request, not the 5 s grace
 
 
 @server

@@ -134,7 +134,7 @@ def test_lifespan_off_without_a_request_stops_at_once() -> None:
         srv.signal()
         code = srv.wait_exit(5)
         assert code == -signal.SIGTERM
-        assert srv.exit_after < 1
+        assert srv.exit_after < 3  # at once: not after a shutdown budget (21.5 s)
         assert srv.events() == []  # never started, so nothing to stop
     finally:
         srv.kill()

@@ -12,11 +12,12 @@ pytestmark = pytest.mark.server
 @pytest.mark.parametrize("server", SERVERS)
 def test_the_flush_thread_writes_its_last_batch_and_the_periodic_task_ends(server: str) -> None:
     env = {"GRACEFUL_TEST_BACKGROUND": "plain"}
-    with running(server, graceful={"GRACE_PERIOD": 5}, env=env) as srv:
+    grace = 10
+    with running(server, graceful={"GRACE_PERIOD": grace}, env=env) as srv:
         srv.get("/pid/")  # started (lazily on Daphne)
         srv.signal()
-        srv.wait_exit(10)
-        assert srv.exit_after < 2  # the thread and the task stop at once, not after the grace
+        srv.wait_exit(grace + 5)
+        assert srv.exit_after < grace / 2  # the thread and the task stop at once, not after the grace
         [stopped] = srv.events("flusher-stopped")
         assert stopped["produced"] > 0 and stopped["flushed"] == stopped["produced"]
         assert srv.events("ticker-stopped")
