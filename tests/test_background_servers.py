@@ -17,7 +17,7 @@ def test_the_flush_thread_writes_its_last_batch_and_the_periodic_task_ends(serve
         srv.get("/pid/")  # started (lazily on Daphne)
         srv.signal()
         srv.wait_exit(grace + 5)
-        assert srv.exit_after < grace / 2  # the thread and the task stop at once, not after the grace
+        assert srv.exit_after < grace / 2  # the thread and the task stop at once, not at the end
         [stopped] = srv.events("flusher-stopped")
         assert stopped["produced"] > 0 and stopped["flushed"] == stopped["produced"]
         assert srv.events("ticker-stopped")
