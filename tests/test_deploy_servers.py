@@ -300,11 +300,11 @@ def test_a_deploy_under_load_loses_no_request(server: str, workers: int) -> None
         assert_nothing_lost(srv, workers, sent, last)
 
 
-#: Every server kind once on a Unix-domain socket (as behind nginx), two workers where it
-#: has them on alternate kinds.
+#: Every server kind once on a Unix-domain socket (as behind nginx); two workers (who meet
+#: at the path) on most kinds that have them, one on the others.
 UNIX_LOADS = [
     ("uvicorn", 2),
-    ("hypercorn", 1),
+    ("hypercorn", 2),
     ("granian", 1),
     ("granian-rsgi", 2),
     ("daphne", 1),
