@@ -31,7 +31,6 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,7 +141,9 @@ class Backend(Server):
         super().__init__(server, **kwargs)
         self.address = address
         if address.path is not None:
-            self.cmd = unix_command(command(server, kwargs.get("app", APP), 0), server, address.path)
+            self.cmd = unix_command(
+                command(server, kwargs.get("app", APP), 0), server, address.path
+            )
         else:
             assert address.port is not None
             self.port = address.port
