@@ -57,9 +57,11 @@ BACK_IN_ROTATION = 20.0
 #: ``terminationGracePeriodSeconds`` is the budget + 2 s, as ``checkshutdown --budget``
 #: prints the least it may be).
 KILL_MARGIN = 2.0
-#: The test project's app (GracefulASGI), and the same project as plain Django.
+#: The test project's app (GracefulASGI); plain Django: the same views without
+#: django_graceful (its own health views answer 200 while the process runs).
 APP = "tests.project.asgi:application"
 PLAIN_APP = "tests.project.asgi_plain:application"
+PLAIN_SETTINGS = {"DJANGO_SETTINGS_MODULE": "tests.project.settings_plain"}
 
 
 def program(balancer: str) -> str | None:
@@ -217,7 +219,11 @@ CHECK_FALL = 2
 class Balancer:
     """nginx or HAProxy in the foreground, on a leased port, in front of two servers."""
 
-    def __init__(self, balancer: str, backends: tuple[Address, Address]) -> None:
+    def __init__(
+        self, balancer: str, backends: tuple[Address, Address], *, retry_posts: bool = True
+    ) -> None:
+        """``retry_posts=False``: nginx without ``non_idempotent`` (its default), which
+        sends no POST it has sent once to another server."""
         self.balancer = balancer
         self.dir = Path(tempfile.mkdtemp(prefix=f"graceful-{balancer}-"))
         self.port = free_port()
@@ -234,6 +240,9 @@ class Balancer:
                     "BACKEND_2": backends[1].for_nginx(),
                 },
             )
+            if not retry_posts:
+                assert " non_idempotent;" in snippet
+                snippet = snippet.replace(" non_idempotent;", ";")
             (self.dir / "django.conf").write_text(snippet)
             # As root nginx's workers would run as nobody, who may not reach the sockets.
             user = "user root;\n" if os.geteuid() == 0 else ""
@@ -393,6 +402,7 @@ class RollingRestart:
     server: str
     transport: str
     graceful: dict[str, float] | None  # None: plain Django (tests.project.asgi_plain)
+    retry_posts: bool = True  # False: nginx without non_idempotent
     dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="graceful-roll-")))
     backends: list[Backend] = field(default_factory=list)
     every: list[Backend] = field(default_factory=list)  # every process started, to kill
@@ -406,7 +416,7 @@ class RollingRestart:
 
     def backend(self, address: Address) -> Backend:
         if self.graceful is None:
-            backend = Backend(self.server, address, app=PLAIN_APP)
+            backend = Backend(self.server, address, app=PLAIN_APP, env=PLAIN_SETTINGS)
         else:
             backend = Backend(self.server, address, graceful=self.graceful)
         self.every.append(backend)
@@ -416,7 +426,8 @@ class RollingRestart:
         try:
             addresses = (self.address(0), self.address(1))
             self.backends = [self.backend(a) for a in addresses]
-            self.front = Balancer(self.balancer, addresses).start()
+            front = Balancer(self.balancer, addresses, retry_posts=self.retry_posts)
+            self.front = front.start()
             for backend in self.backends:
                 self.wait_in_rotation(backend)
         except BaseException:
