@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench")]
 
 from bench.harness import SERVER_NAMES, arguments, begin, log, publish, versions  # noqa: E402
+from django_graceful._cli.servers import KINDS  # noqa: E402
 from tests.balancers import (  # noqa: E402
     POST_BODY,
     SIZE,
@@ -68,6 +69,10 @@ class Case:
 
     def ok(self) -> int:
         return sum(o.ok for o in self.outcomes)
+
+
+#: Plain Django runs on ASGI only: no plain row for Granian's RSGI interface.
+NO_PLAIN = {name for name, kind in KINDS.items() if kind.interface == "rsgi"}
 
 
 def run_case(
@@ -151,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         for transport in args.transports:
             for server in args.servers:
                 for variant in [v for v in VARIANTS if v in args.variants]:
+                    if variant == "plain" and server in NO_PLAIN:
+                        continue
                     for _ in range(args.repeat):
                         case = run_case(
                             server, balancer, transport, variant, args.gets, args.posts, args.drain
@@ -166,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             f"balancer), back to back; two servers, one process each, restarted one after "
             f"the other. django_graceful: DRAIN_DELAY {args.drain:g}, GRACE_PERIOD 2, "
             f"CANCEL_TIMEOUT 1. Lost: any answer but a whole 200 (the balancer's 502, a 503), "
-            "or a connection error.",
+            "or a connection error. Plain Django runs on ASGI only (no Granian RSGI row).",
             "",
             table(cases),
         ]
