@@ -430,20 +430,29 @@ class RollingRestart:
             return Address(path=self.dir / f"web{index + 1}.sock")
         return Address(port=free_port())
 
-    def backend(self, address: Address) -> Backend:
+    def backend(self, address: Address, *, wait: bool = True) -> Backend:
+        """A server at ``address``, started; with ``wait``, listening and ready."""
         if self.graceful is None:
             backend = Backend(self.server, address, app=PLAIN_APP, env=PLAIN_SETTINGS)
         else:
             backend = Backend(self.server, address, graceful=self.graceful)
         self.every.append(backend)
-        backend.start()
-        backend.wait_ready()
+        backend.start(wait=False)
+        if wait:
+            self.wait_ready(backend)
         return backend
+
+    @staticmethod
+    def wait_ready(backend: Backend) -> None:
+        backend.wait_listening()
+        backend.wait_ready()
 
     def __enter__(self) -> RollingRestart:
         try:
             addresses = (self.address(0), self.address(1))
-            self.backends = [self.backend(a) for a in addresses]
+            self.backends = [self.backend(a, wait=False) for a in addresses]  # side by side
+            for backend in self.backends:
+                self.wait_ready(backend)
             front = Balancer(self.balancer, addresses, retry_posts=self.retry_posts)
             self.front = front.start()
             for backend in self.backends:
@@ -494,7 +503,7 @@ class RollingRestart:
         self.restarts.append(restart)
         return restart
 
-    def roll(self, gets: int, posts: int, settle: float = 0.5) -> Clients:
+    def roll(self, gets: int, posts: int, settle: float = 0.3) -> Clients:
         """The clients sending, each server restarted in turn, ``settle`` s of load before
         the first and after the last; the clients, stopped."""
         assert self.front is not None
