@@ -119,7 +119,7 @@ def unix_command(cmd: list[str], server: str, path: Path) -> list[str]:
     out: list[str] = []
     args = iter(cmd)
     for arg in args:
-        if arg in ("--host", "--port", "-p") or (arg == "-b" and server == "daphne"):
+        if arg in ("--host", "--port") or (server == "daphne" and arg in ("-b", "-p")):
             next(args)  # the host or port: replaced below
             continue
         if arg == "--bind":
