@@ -54,3 +54,38 @@ def version(name):
 print(", ".join(f"{name} {version(name)}" for name in names))
 PY
 }
+
+#: The balancers the real-server tests put in front of the servers (tests/test_balancers.py),
+#: as Debian packages: the program each one's package installs.
+BALANCER_PACKAGES="nginx haproxy"
+
+ensure_balancers() {  # install nginx and HAProxy where they are missing and apt-get can
+  local missing=() package
+  for package in $BALANCER_PACKAGES; do
+    command -v "$package" >/dev/null 2>&1 || [ -x "/usr/sbin/$package" ] || missing+=("$package")
+  done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "==> not installing ${missing[*]} (needs apt-get as root): the balancer tests skip"
+    return 0
+  fi
+  echo "==> installing ${missing[*]} (apt-get; their system services are not started)"
+  # The tests run their own instances: keep the packages' services from starting now
+  # (policy-rc.d answers 101, "not allowed", to invoke-rc.d) and from starting at boot.
+  local policy=/usr/sbin/policy-rc.d added=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && added=yes
+  fi
+  local status=0
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" ||
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends "${missing[@]}"; }; } >/dev/null || status=$?
+  [ -z "$added" ] || rm -f "$policy"
+  for package in "${missing[@]}"; do
+    if command -v systemctl >/dev/null 2>&1; then
+      systemctl disable --now "$package" >/dev/null 2>&1 || true
+    fi
+    command -v service >/dev/null 2>&1 && service "$package" stop >/dev/null 2>&1 || true
+  done
+  [ $status = 0 ] || echo "==> apt-get could not install ${missing[*]}: the balancer tests skip"
+}
