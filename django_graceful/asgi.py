@@ -115,7 +115,7 @@ class GracefulASGI:
         elif lifecycle.startup_error is not None:
             await refuse(scope, receive, send, UNAVAILABLE_BODY, WS_INTERNAL_ERROR)
             return
-        if phase >= Phase.CLOSING and not lifecycle.read_before_closing():
+        if phase >= Phase.CLOSING and not lifecycle.read_before_closing(kind == "http"):
             lifecycle.answering += 1
             try:
                 if _health_probe(scope):

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from .servers import SERVERS, WORKER_SERVERS, Server, running, start_with
+from .servers import SERVERS, WORKER_SERVERS, Server, in_background, running, start_with
 
 pytestmark = pytest.mark.server
 
@@ -331,6 +331,36 @@ def test_a_deploy_on_a_unix_socket_loses_no_request(server: str, workers: int) -
         if os.path.lexists(srv.uds):  # what some servers leave, as they leave their own
             assert stat.S_ISSOCK(os.lstat(srv.uds).st_mode)
             assert one_request(srv).reason == CONNECTION_REFUSED
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "granian-rsgi"])
+def test_once_no_newcomer_can_reach_it_a_unix_server_serves_what_still_comes(
+    server: str,
+) -> None:
+    """With its path taken away, what still reaches the server came on a connection it
+    had before (queued, or kept alive): served, with ``Connection: close``, not 503 (a
+    balancer does not resend a POST it has sent)."""
+    with running(server, graceful=PHASES, uds=True) as srv:
+        warm_up(srv, 1)
+        with srv.connect(CONNECT_TIMEOUT) as kept:
+            kept.settimeout(REQUEST_TIMEOUT)
+            buffer = bytearray()
+            kept.sendall(request_bytes(QUICK_PATH))
+            assert read_reply(kept, buffer).status == 200
+            began = len(srv.events("slow-begin"))  # the quick ones are /slow/ too
+            in_flight = in_background(one_request, srv, "/slow/?s=1.5&size=32768")
+            srv.wait_event("slow-begin", count=began + 1)
+            srv.signal()
+            deadline = time.monotonic() + 5
+            while REFUSED_AT_PATH_LINE not in srv.log():
+                assert time.monotonic() < deadline, srv.log()
+                time.sleep(0.02)
+            assert one_request(srv, QUICK_PATH).reason == CONNECTION_REFUSED
+            kept.sendall(request_bytes(QUICK_PATH))
+            late = read_reply(kept, buffer)
+        assert in_flight.result(timeout=10).kind == OK
+        srv.wait_exit(EXIT_MARGIN + sum(PHASES.values()))
+        assert (late.status, late.closes, len(late.body)) == (200, True, SIZE), srv.log()
 
 
 # -- 2. a drain delay serves on --------------------------------------------------------------

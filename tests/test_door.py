@@ -390,7 +390,8 @@ def test_a_unix_listener_refuses_at_its_path_and_serves_what_is_queued(
     for n, client in enumerate(clients):
         client.sendall(b"request %d" % n)
     assert the_door.accept_queue(unix_listener) == 2
-    assert asyncio.run(the_door.refuse_at_paths()) == [path]
+    # replaced, and no new client can reach this process any more
+    assert asyncio.run(the_door.refuse_at_paths()) == ([path], True)
     with pytest.raises(ConnectionRefusedError):
         unix_connect(path)
     # The path stays (a server's unguarded unlink at exit, the next server's bind), as a
@@ -445,7 +446,8 @@ def test_a_path_another_server_has_bound_meanwhile_is_left_alone(
     )
     try:
         assert successor.stdout is not None and successor.stdout.readline().strip() == "ready"
-        assert asyncio.run(the_door.refuse_at_paths()) == []
+        # left alone; this socket can no longer be reached (its path leads elsewhere)
+        assert asyncio.run(the_door.refuse_at_paths()) == ([], True)
         unix_connect(path).close()  # the successor's clients still get in
     finally:
         successor.communicate("\n", timeout=5)
@@ -468,7 +470,7 @@ def test_a_path_already_gone_stays_gone_and_the_queue_is_still_served(
     path = unix_listener.getsockname()
     client = unix_connect(path)
     os.unlink(path)
-    assert asyncio.run(the_door.refuse_at_paths()) == []
+    assert asyncio.run(the_door.refuse_at_paths()) == ([], True)
     assert not os.path.exists(path)
     assert the_door.accept_queue(unix_listener) == 1
     unix_listener.accept()[0].close()
@@ -480,7 +482,8 @@ def test_an_abstract_address_has_no_path_to_refuse_at() -> None:
         abstract.bind(b"\0django-graceful-door-%d" % os.getpid())
         abstract.listen(8)
         client = unix_connect(abstract.getsockname())
-        assert asyncio.run(the_door.refuse_at_paths()) == []
+        # reachable by its name still: not closed to newcomers
+        assert asyncio.run(the_door.refuse_at_paths()) == ([], False)
         assert the_door.accept_queue(abstract) == 1
         abstract.accept()[0].close()
         client.close()
@@ -499,11 +502,20 @@ def test_a_sibling_serving_on_keeps_the_unix_path_and_the_last_one_refuses(
     path = unix_listener.getsockname()
     sibling = worker(unix_listener, "serve")
     try:
-        assert finish(worker(unix_listener, "refuse")) == "[]"
+        assert finish(worker(unix_listener, "refuse")) == "([], False)"
         unix_connect(path).close()
         unix_listener.accept()[0].close()
     finally:
         finish(sibling)
-    assert finish(worker(unix_listener, "refuse")) == repr([path])
+    assert finish(worker(unix_listener, "refuse")) == repr(([path], True))
     with pytest.raises(ConnectionRefusedError):
         unix_connect(path)
+
+
+def test_a_tcp_listener_beside_keeps_the_process_open_to_newcomers(
+    unix_listener: socket.socket, listener: socket.socket
+) -> None:
+    path = unix_listener.getsockname()
+    assert asyncio.run(the_door.refuse_at_paths()) == ([path], False)
+    assert connects(listener)
+    listener.accept()[0].close()

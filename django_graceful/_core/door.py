@@ -483,18 +483,42 @@ def refuse_at_path(sock: socket.socket) -> str | None:
     return path
 
 
-async def refuse_at_paths() -> list[str]:
+def _reached_at_path(sock: socket.socket) -> bool:
+    """Whether a new client can still reach the Unix-domain listener ``sock``: by an
+    abstract name, by its path (that still leads to it), or where it cannot be told."""
+    try:
+        path = sock.getsockname()
+    except OSError:
+        return True
+    if not isinstance(path, str) or not path:
+        return True  # abstract (bytes), or unbound
+    diag = unix_diag(sock)
+    if diag is None:
+        return True
+    try:
+        there = os.stat(path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return diag[1] == (there.st_ino, there.st_dev)
+
+
+async def refuse_at_paths() -> tuple[list[str], bool]:
     """Refuse new connections on the paths of this process's Unix-domain listeners (see
     ``refuse_at_path``) if it is the last of their holders to stop; the connections
     queued are still accepted, and ``shut_the_door`` waits for them later. The paths
-    replaced (empty: none, or other holders serve on)."""
+    replaced (none: no such path, or other holders serve on), and whether no new client
+    can reach this process any more (every listener a Unix-domain socket whose path no
+    longer leads to it): then what reaches the app is what was queued or kept alive."""
     sockets = listening_sockets()
     try:
-        if not any(_is_unix(sock) for sock in sockets):
-            return []
-        if not await _meet_the_others(sockets):
-            return []
-        return [path for sock in sockets if _is_unix(sock) and (path := refuse_at_path(sock))]
+        unix = [sock for sock in sockets if _is_unix(sock)]
+        if not unix or not await _meet_the_others(sockets):
+            return [], False
+        replaced = [path for sock in unix if (path := refuse_at_path(sock))]
+        closed = len(unix) == len(sockets) and not any(_reached_at_path(sock) for sock in unix)
+        return replaced, closed
     finally:
         for sock in sockets:
             sock.close()

@@ -66,6 +66,9 @@ class Lifecycle:
         """Everything one lifespan cycle owns, new: a server runs one cycle, a test
         process many in a row (each startup after STOPPED begins the next)."""
         self.phase = Phase.NEW
+        #: CLOSING found no way left for a new client to reach this process (its listeners
+        #: are Unix-domain sockets whose paths were taken away): see ``_refuse_at_paths``.
+        self.closed_to_newcomers = False
         self.registry = Registry(on_empty=self._wake_up)
         #: Merged state of the LIFESPAN context managers (our own reference: some
         #: servers clear the lifespan ``state`` before ``lifespan.shutdown``).
@@ -427,10 +430,13 @@ class Lifecycle:
     async def _refuse_at_paths(self) -> None:
         """When the whole server stops: new clients of its Unix-domain sockets are refused
         at connect from CLOSING on (a balancer tries its next upstream, a POST included),
-        rather than answered 503 one by one; what is queued is still served."""
+        rather than answered 503 one by one. Where no new client can reach the process any
+        more (``closed_to_newcomers``), what still reaches the app (queued connections, one
+        more request on each kept-alive one) is served as work in flight, not refused:
+        a balancer does not resend a POST it has sent."""
         if self.stops is None or not self.stops.whole_server_stops():
             return
-        paths = await refuse_at_paths()
+        paths, self.closed_to_newcomers = await refuse_at_paths()
         if paths:
             logger.info("new connections refused at %s", ", ".join(paths))
 
@@ -480,16 +486,21 @@ class Lifecycle:
             logger.debug("could not count the requests %s is reading", driver.name, exc_info=True)
             return 0
 
-    def read_before_closing(self) -> bool:
+    def read_before_closing(self, http: bool = True) -> bool:
         """Whether the request now reaching the app (in its task) is served as work in
         flight during CLOSING, not refused: one the server was already reading when
-        CLOSING began (``Driver.read_before_closing``), or any where this process hands
-        its port over to the next one (a development server's reload: the connection was
-        accepted before this process stopped accepting, and only it can answer)."""
+        CLOSING began (``Driver.read_before_closing``), any where this process hands its
+        port over to the next one (a development server's reload: the connection was
+        accepted before this process stopped accepting, and only it can answer), and an
+        HTTP request where no new client can reach this process (``closed_to_newcomers``:
+        it came on a connection queued or kept alive before; a websocket would outlive
+        the grace)."""
         driver = self.driver
         if self.phase != Phase.CLOSING or driver is None:
             return False
         if self.stops is not None and self.stops.handing_over:
+            return True
+        if http and self.closed_to_newcomers:
             return True
         try:
             return driver.read_before_closing()
