@@ -49,9 +49,9 @@ from tests.servers import SERVERS  # noqa: E402
 
 PHASES = {"GRACE_PERIOD": 2, "CANCEL_TIMEOUT": 1, "HOOK_TIMEOUT": 0.5}
 VARIANTS = {"plain": "plain Django", "graceful": "django_graceful"}
-#: The balancers: the recipes, and nginx without ``non_idempotent`` (nginx's default: a
-#: POST it has sent once is never sent to another server).
-FRONTS = {"nginx": "nginx", "nginx-no-post-retry": "nginx", "haproxy": "haproxy"}
+#: The balancers: the recipes, and nginx with ``non_idempotent`` added (what the recipe
+#: says to add over TCP: a POST it has sent once is sent to another server too).
+FRONTS = {"nginx": "nginx", "nginx-post-retry": "nginx", "haproxy": "haproxy"}
 
 
 @dataclass
@@ -86,7 +86,7 @@ def run_case(
             "CANCEL_TIMEOUT": 1,
             "HOOK_TIMEOUT": 0.5,
         }
-    retry_posts = balancer != "nginx-no-post-retry"
+    retry_posts = balancer == "nginx-post-retry"
     roll = RollingRestart(FRONTS[balancer], server, transport, graceful, retry_posts=retry_posts)
     try:
         with roll:

@@ -236,10 +236,11 @@ class Balancer:
     """nginx or HAProxy in the foreground, on a leased port, in front of two servers."""
 
     def __init__(
-        self, balancer: str, backends: tuple[Address, Address], *, retry_posts: bool = True
+        self, balancer: str, backends: tuple[Address, Address], *, retry_posts: bool = False
     ) -> None:
-        """``retry_posts=False``: nginx without ``non_idempotent`` (its default), which
-        sends no POST it has sent once to another server."""
+        """``retry_posts``: nginx with ``non_idempotent`` added to the recipe's
+        ``proxy_next_upstream``, which then sends a POST it has sent once to another server
+        too (what the recipe says to add over TCP)."""
         self.balancer = balancer
         self.dir = Path(tempfile.mkdtemp(prefix=f"graceful-{balancer}-"))
         self.port = free_port()
@@ -256,9 +257,9 @@ class Balancer:
                     "BACKEND_2": backends[1].for_nginx(),
                 },
             )
-            if not retry_posts:
-                assert " non_idempotent;" in snippet
-                snippet = snippet.replace(" non_idempotent;", ";")
+            if retry_posts:
+                assert " http_503;" in snippet
+                snippet = snippet.replace(" http_503;", " http_503 non_idempotent;")
             (self.dir / "django.conf").write_text(snippet)
             # As root nginx's workers would run as nobody, who may not reach the sockets.
             user = "user root;\n" if os.geteuid() == 0 else ""
@@ -418,7 +419,7 @@ class RollingRestart:
     server: str
     transport: str
     graceful: dict[str, float] | None  # None: plain Django (tests.project.asgi_plain)
-    retry_posts: bool = True  # False: nginx without non_idempotent
+    retry_posts: bool = False  # True: nginx with non_idempotent
     dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="graceful-roll-")))
     backends: list[Backend] = field(default_factory=list)
     every: list[Backend] = field(default_factory=list)  # every process started, to kill
