@@ -192,7 +192,9 @@ def test_with_workers_0_one_process_drains_and_escalates_on_its_own_signals(
             time.sleep(1.1)
             srv.signal(signal.SIGINT)
         assert srv.wait_exit(10) == 0
-        assert srv.exit_after < (2.5 if second else 3.5), srv.log()
+        # the cancel of the grace's end (or of the second signal), not the grace of 30 s nor
+        # the watchdog; with room for a loaded machine
+        assert srv.exit_after < (4.5 if second else 5.5), srv.log()
         assert srv.events("slow-cleanup")
         response.result(timeout=5)
     finally:
