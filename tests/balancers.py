@@ -37,7 +37,7 @@ from typing import Any
 
 from django_graceful._cli.ports import free_port
 
-from .servers import ROOT, Server, budget_of, command
+from .servers import ROOT, Server, budget_of
 
 DEPLOY = ROOT / "deploy"
 BALANCERS = ("nginx", "haproxy")
@@ -59,7 +59,6 @@ BACK_IN_ROTATION = 20.0
 KILL_MARGIN = 2.0
 #: The test project's app (GracefulASGI); plain Django: the same views without
 #: django_graceful (its own health views answer 200 while the process runs).
-APP = "tests.project.asgi:application"
 PLAIN_APP = "tests.project.asgi_plain:application"
 PLAIN_SETTINGS = {"DJANGO_SETTINGS_MODULE": "tests.project.settings_plain"}
 
@@ -112,45 +111,14 @@ class Address:
         return socket.create_connection(("127.0.0.1", self.port or 0), timeout=timeout)
 
 
-def unix_command(cmd: list[str], server: str, path: Path) -> list[str]:
-    """``cmd`` (a server's command line on 127.0.0.1) listening on the Unix socket ``path``
-    instead: ``--uds`` (Uvicorn, Granian), ``--bind unix:`` (Hypercorn, Gunicorn), ``-u``
-    (Daphne)."""
-    out: list[str] = []
-    args = iter(cmd)
-    for arg in args:
-        if arg in ("--host", "--port") or (server == "daphne" and arg in ("-b", "-p")):
-            next(args)  # the host or port: replaced below
-            continue
-        if arg == "--bind":
-            next(args)
-            out += ["--bind", f"unix:{path}"]
-            continue
-        out.append(arg)
-    if server in ("uvicorn", "granian", "granian-rsgi"):
-        out[1:1] = ["--uds", str(path)]
-    elif server == "daphne":
-        out[1:1] = ["-u", str(path)]
-    assert str(path) in " ".join(out), (server, out)
-    return out
-
-
 class Backend(Server):
     """A server of the test project at a fixed address, one process of it: a restart is
     a new :class:`Backend` at the same address."""
 
     def __init__(self, server: str, address: Address, **kwargs: Any) -> None:
-        super().__init__(server, **kwargs)
+        uds = str(address.path) if address.path is not None else False
+        super().__init__(server, uds=uds, port=address.port, **kwargs)
         self.address = address
-        if address.path is not None:
-            self.cmd = unix_command(
-                command(server, kwargs.get("app", APP), 0), server, address.path
-            )
-        else:
-            assert address.port is not None
-            self.port = address.port
-            self.url = f"http://127.0.0.1:{address.port}"
-            self.cmd = command(server, kwargs.get("app", APP), address.port)
 
     def start(self, *, wait: bool = True, timeout: float = 20) -> Backend:
         if self.address.path is not None:
@@ -158,16 +126,6 @@ class Backend(Server):
             self.address.path.unlink(missing_ok=True)
         super().start(wait=wait, timeout=timeout)
         return self
-
-    def wait_listening(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"{self.server} exited early:\n{self.log()}")
-            with contextlib.suppress(OSError), self.address.connect(0.2):
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"{self.server} did not listen within {timeout} s:\n{self.log()}")
 
     def wait_ready(self, timeout: float = 20) -> None:
         """Until ``/health/ready/`` answers 200 (a Gunicorn arbiter listens before its

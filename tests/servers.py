@@ -107,16 +107,19 @@ class Server:
         graceful: dict[str, Any] | None = None,
         workers: int | None = None,
         env: dict[str, str] | None = None,
-        uds: bool = False,
+        uds: bool | str = False,
+        port: int | None = None,
     ) -> None:
+        """``uds``: listen on a Unix-domain socket (True: one in the server's folder; or
+        the path given) instead of a TCP port (``port``, or a free one)."""
         self.server = server
         self.dir = Path(tempfile.mkdtemp(prefix=f"graceful-{server}-"))
         self.events_path = self.dir / "events.jsonl"
         self.log_path = self.dir / "server.log"
-        self.port = free_port()
+        self.port = port if port is not None else free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        #: With ``uds``, the server listens on this Unix-domain socket path instead.
-        self.uds = str(self.dir / "app.sock") if uds else None
+        #: The Unix-domain socket path the server listens on instead, if any.
+        self.uds = str(self.dir / "app.sock") if uds is True else (uds or None)
         self.cmd = command(server, app, self.port, workers, self.uds)
         self.env = {
             **os.environ,
