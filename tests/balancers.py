@@ -57,8 +57,8 @@ BACK_IN_ROTATION = 20.0
 #: ``terminationGracePeriodSeconds`` is the budget + 2 s, as ``checkshutdown --budget``
 #: prints the least it may be).
 KILL_MARGIN = 2.0
-#: The test project's app (GracefulASGI); plain Django: the same views without
-#: django_graceful (its own health views answer 200 while the process runs).
+#: Plain Django: the test project's views without django_graceful (its own health views
+#: answer 200 while the process runs).
 PLAIN_APP = "tests.project.asgi_plain:application"
 PLAIN_SETTINGS = {"DJANGO_SETTINGS_MODULE": "tests.project.settings_plain"}
 
