@@ -310,6 +310,7 @@ class TrackedRequest(Tracked):
     last_chunk: bytes = b""
     _what: str | None = None
     _view: str | None = None
+    kind: WorkKind | str = WorkKind.REQUEST
 
     def __init__(
         self,
@@ -319,7 +320,6 @@ class TrackedRequest(Tracked):
         *,
         redacted: bool = False,
     ) -> None:
-        self.kind = WorkKind.REQUEST
         self._method = method
         self._path = path
         self.task = task
@@ -384,7 +384,8 @@ class Registry:
 
     def __init__(self, on_empty: Callable[[], None] | None = None) -> None:
         self._items: dict[int, Tracked] = {}
-        self._on_empty = on_empty
+        #: Called when the last item leaves (may be set, and unset, at any time).
+        self.on_empty = on_empty
         self._lingering: dict[int, Tracked] = {}
 
     def add(self, item: Tracked) -> Tracked:
@@ -394,10 +395,16 @@ class Registry:
     def discard(self, item: Tracked) -> None:
         if self._items.pop(item.id, None) is None:
             return
-        if item.told and item.sync_view and len(self._lingering) < MAX_LINGERING:
+        # Work never told to stop (most of it) has neither a reason nor a token yet.
+        if (
+            (item.reason is not None or item._token is not None)
+            and item.told
+            and item.sync_view
+            and len(self._lingering) < MAX_LINGERING
+        ):
             self._lingering[item.id] = item
-        if not self._items and self._on_empty:
-            self._on_empty()
+        if not self._items and self.on_empty is not None:
+            self.on_empty()
 
     def lingering(self) -> list[Tracked]:
         """Sync views told to stop whose request has ended: asgiref lets the task of a

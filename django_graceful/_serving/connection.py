@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_graceful")
 
+_CLOSING = Phase.CLOSING
+
 #: The message that ends a response's body.
 STREAM_END: Message = {"type": "http.response.body", "body": b"", "more_body": False}
 
@@ -144,6 +146,19 @@ class TrackingSend:
                 await self._after_the_end(message)
             return  # the client has its 503 already; what the app sends after it is dropped
         kind = message["type"]
+        if kind == "http.response.start":
+            self.started = True
+            if self._lifecycle.phase >= _CLOSING:
+                self._closing = True
+                headers = [
+                    (k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"
+                ]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await self._send(message)
+            self.head = message
+            if self._closing:
+                self.closing()
+            return
         if kind == "http.response.body":
             if message.get("more_body", False):
                 self._in_chunk = True
@@ -158,19 +173,6 @@ class TrackingSend:
             self.finished = True
         elif kind == PATHSEND:
             self.finished = True
-        elif kind == "http.response.start":
-            self.started = True
-            if self._lifecycle.phase >= Phase.CLOSING:
-                self._closing = True
-                headers = [
-                    (k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"
-                ]
-                message = {**message, "headers": [*headers, (b"connection", b"close")]}
-            await self._send(message)
-            self.head = message
-            if self._closing:
-                self.closing()
-            return
         await self._send(message)
         self.sent = self.finished
 

@@ -61,7 +61,7 @@ class GracefulASGIHandler(ASGIHandler):
         path = file_path(response) if isinstance(response, FileResponse) else None
         if path is None or not getattr(getattr(send, "__self__", send), "pathsend", False):
             try:
-                await super().send_response(response, send)
+                await ASGIHandler.send_response(self, response, send)
             except StreamEnded:
                 # Its endless stream was ended at the shutdown and it sent on: the client has
                 # its complete response; Django closes the response as after any other.

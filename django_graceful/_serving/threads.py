@@ -173,6 +173,31 @@ class RequestThread(ThreadPoolExecutor):
         return self._pending == 0
 
 
+#: Whether ``request_ended`` is connected to ``request_finished`` (``attend_request_ends``).
+attending = False
+
+
+def attend_request_ends(needed: bool) -> None:
+    """Connect ``request_ended`` to ``request_finished`` (``needed``), or disconnect it.
+
+    Django walks a signal's receivers on every request, whether they have work or not:
+    connected from the start (the app's ``ready``), and wherever a request may need it
+    (a reused thread, a WSGI request through GracefulMiddleware); disconnected by
+    GracefulASGI while it serves with ``REUSE_SYNC_THREADS`` off, where each request's
+    sync code has a thread of its own that ends with it (nothing to do at its end)."""
+    global attending
+    from django.core.signals import request_finished
+
+    if needed:
+        request_finished.connect(request_ended, dispatch_uid=REQUEST_ENDED_UID)
+    else:
+        request_finished.disconnect(dispatch_uid=REQUEST_ENDED_UID)
+    attending = needed
+
+
+REQUEST_ENDED_UID = "django_graceful.request_ended"
+
+
 def request_ended(**_: Any) -> None:
     """``request_finished`` (one receiver: Django walks its receivers on every request),
     after Django's own: the thread's connections are left clean; on a reused request
