@@ -81,6 +81,8 @@ class GracefulASGI:
         self._lifecycle = lifecycle
         #: Idle threads for requests' sync code (``REUSE_SYNC_THREADS``).
         self._sync_threads = SyncThreads()
+        #: The app carries each request's tracked work itself (``GracefulASGIHandler``).
+        self._carried = getattr(type(app), "carries_tracked_item", False) is True
 
     @property
     def lifecycle(self) -> Lifecycle:
@@ -134,15 +136,17 @@ class GracefulASGI:
             self._sync_threads.serve_cycle(lifecycle)
         # The request is the work its code runs for, in the view and outside it (its
         # request_finished receivers: leave_connections_clean names the view), and in
-        # the threads of its sync code: current_item(), current_cancellation().
-        previous_item = _current_item.set(item)
+        # the threads of its sync code: current_item(), current_cancellation(). Django's
+        # handler (ours) carries it in its ThreadSensitiveContext, another app in
+        # current_item()'s own context variable.
+        previous_item = None if self._carried else _current_item.set(item)
         # The app gets bound methods: called the quick way, not through an instance's
         # __call__ (a request calls each a few times).
         try:
             if settings.REUSE_SYNC_THREADS:
                 if not _threads.attending:
                     attend_request_ends(True)
-                async with ReusedThreadContext(self._sync_threads, tracking_send):
+                async with ReusedThreadContext(self._sync_threads, tracking_send, item):
                     await self.app(scope, interruptible.__call__, tracking_send.__call__)
             else:
                 if _threads.attending:
@@ -173,7 +177,8 @@ class GracefulASGI:
                     await asyncio.wait({tracking_send.ending})
                 await self._answer_cancelled(item, tracking_send)
         finally:
-            _current_item.reset(previous_item)
+            if previous_item is not None:
+                _current_item.reset(previous_item)
             lifecycle.registry.discard(item)
 
     async def _admit(

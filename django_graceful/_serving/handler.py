@@ -10,12 +10,15 @@ import stat
 from collections.abc import Mapping
 from typing import Any
 
+from asgiref.sync import SyncToAsync
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 from django.http import FileResponse, HttpResponseBase
 
 from .._core.cancellation import NEVER, CancellationToken
+from .._core.registry import CONTEXT_ITEM, _current_item
 from .protocol import PATHSEND, TRACKED_KEY
 from .streams import StreamEnded
+from .threads import RequestContext
 
 
 class GracefulASGIRequest(ASGIRequest):
@@ -53,6 +56,28 @@ class _HeadSent(Exception):
 
 class GracefulASGIHandler(ASGIHandler):
     request_class = GracefulASGIRequest
+    #: GracefulASGI leaves each request's tracked work to ``__call__`` to carry.
+    carries_tracked_item = True
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Django's, whose ``ThreadSensitiveContext`` carries the request's tracked work
+        (``RequestContext``). One entered before (``REUSE_SYNC_THREADS``'), which Django's
+        would leave as it is, carries it already, or else the context variable does."""
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        item = scope.get(TRACKED_KEY)
+        entered = SyncToAsync.thread_sensitive_context.get(None)
+        if entered is None:
+            async with RequestContext(item):
+                await self.handle(scope, receive, send)
+        elif item is None or getattr(entered, CONTEXT_ITEM, None) is item:
+            await self.handle(scope, receive, send)
+        else:
+            previous = _current_item.set(item)
+            try:
+                await self.handle(scope, receive, send)
+            finally:
+                _current_item.reset(previous)
 
     async def send_response(self, response: HttpResponseBase, send: Any) -> None:
         """Django's, but a ``FileResponse`` of a whole file on disk goes by its path

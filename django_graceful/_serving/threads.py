@@ -44,7 +44,7 @@ from django.db import connections
 
 from .._core import wsgi
 from .._core.phases import Phase
-from .._core.registry import current_item
+from .._core.registry import Tracked, current_item
 
 if TYPE_CHECKING:
     from .._core.lifecycle import Lifecycle
@@ -354,11 +354,22 @@ class SyncThreads:
         return len(self._idle)
 
 
-class ReusedThreadContext(ThreadSensitiveContext):
+class RequestContext(ThreadSensitiveContext):
+    """A request's ``ThreadSensitiveContext`` (the one Django's handler enters for each
+    request), carrying its tracked work: ``current_item()`` finds it there."""
+
+    def __init__(self, item: Tracked | None = None) -> None:
+        super().__init__()
+        self.django_graceful_item = item  # CONTEXT_ITEM
+
+
+class ReusedThreadContext(RequestContext):
     """``ThreadSensitiveContext`` whose thread comes from ``threads`` and goes back."""
 
-    def __init__(self, threads: SyncThreads, response: Response | None = None) -> None:
-        super().__init__()
+    def __init__(
+        self, threads: SyncThreads, response: Response | None = None, item: Tracked | None = None
+    ) -> None:
+        super().__init__(item)
         self._threads = threads
         self._response = response
         self._thread: RequestThread | None = None
