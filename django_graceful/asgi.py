@@ -20,8 +20,9 @@ from ._core.registry import (
     Tracked,
     TrackedRequest,
     WorkKind,
-    _current_item,
     request_label,
+    reset_item,
+    use_item,
 )
 from ._serving import threads as _threads
 from ._serving.connection import InterruptibleReceive, TrackingSend
@@ -139,7 +140,7 @@ class GracefulASGI:
         # the threads of its sync code: current_item(), current_cancellation(). Django's
         # handler (ours) carries it in its ThreadSensitiveContext, another app in
         # current_item()'s own context variable.
-        previous_item = None if self._carried else _current_item.set(item)
+        previous_item = None if self._carried else use_item(item)
         # The app gets bound methods: called the quick way, not through an instance's
         # __call__ (a request calls each a few times).
         try:
@@ -178,7 +179,7 @@ class GracefulASGI:
                 await self._answer_cancelled(item, tracking_send)
         finally:
             if previous_item is not None:
-                _current_item.reset(previous_item)
+                reset_item(previous_item)
             lifecycle.registry.discard(item)
 
     async def _admit(

@@ -15,7 +15,7 @@ from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 from django.http import FileResponse, HttpResponseBase
 
 from .._core.cancellation import NEVER, CancellationToken
-from .._core.registry import CONTEXT_ITEM, _current_item
+from .._core.registry import CONTEXT_ITEM, reset_item, use_item
 from .protocol import PATHSEND, TRACKED_KEY
 from .streams import StreamEnded
 from .threads import RequestContext
@@ -73,11 +73,11 @@ class GracefulASGIHandler(ASGIHandler):
         elif item is None or getattr(entered, CONTEXT_ITEM, None) is item:
             await self.handle(scope, receive, send)
         else:
-            previous = _current_item.set(item)
+            previous = use_item(item)
             try:
                 await self.handle(scope, receive, send)
             finally:
-                _current_item.reset(previous)
+                reset_item(previous)
 
     async def send_response(self, response: HttpResponseBase, send: Any) -> None:
         """Django's, but a ``FileResponse`` of a whole file on disk goes by its path
