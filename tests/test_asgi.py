@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -388,6 +390,30 @@ async def test_interrupted_receive_returns_the_disconnect_and_leaves_no_cancel_b
     assert await waiter == {"type": "http.disconnect"}
     assert waiter.cancelling() == 0
     assert await receive() == {"type": "http.disconnect"}  # and from then on
+
+
+async def test_a_receive_cancelled_by_its_task_leaves_no_cycle_behind() -> None:
+    """Django cancels its disconnect watch (a task blocked in ``receive()``) at the end of
+    every request: the task must go when it ends, not wait for the garbage collector."""
+    never = asyncio.Event()
+
+    async def server_receive() -> dict[str, Any]:
+        await never.wait()
+        return {"type": "http.disconnect"}
+
+    receive = InterruptibleReceive(server_receive, {"type": "http.disconnect"})
+    gc.disable()
+    try:
+        watch = asyncio.ensure_future(receive())
+        await asyncio.sleep(0)
+        watch.cancel()
+        await asyncio.wait({watch})
+        assert watch.cancelled()
+        gone = weakref.ref(watch)
+        del watch
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 @pytest.mark.parametrize("path", ["/current/", "/current-sync/"])

@@ -72,7 +72,11 @@ class InterruptibleReceive:
     async def __call__(self) -> Any:
         if self._interrupted:
             return self._disconnect
-        self._waiter = waiter = asyncio.current_task()
+        # No local names the task: a cancel's traceback keeps this frame, and the task
+        # keeps its cancel: a cycle, which only the garbage collector would free (with
+        # the task's context, frames and traceback), on every request whose disconnect
+        # watch is cancelled at its end.
+        self._waiter = asyncio.current_task()
         try:
             message = await self._receive()
             item = self._item
@@ -82,13 +86,19 @@ class InterruptibleReceive:
                     await item.wait_unshielded()  # a shield holds the disconnect back
             return message
         except asyncio.CancelledError:
-            if self._interrupting and waiter is not None:
+            if self._interrupting:
                 self._interrupting = False
-                if waiter.uncancel() == 0:
+                if _uncancel_current_task():
                     return self._disconnect
             raise
         finally:
             self._waiter = None
+
+
+def _uncancel_current_task() -> bool:
+    """Take back one cancel of the current task: True if none is left."""
+    task = asyncio.current_task()
+    return task is not None and task.uncancel() == 0
 
 
 class TrackingSend:
