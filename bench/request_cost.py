@@ -573,10 +573,13 @@ ONE_PROCESS = ("uvicorn", "daphne")
 INSTRUCTION_SAMPLES = 3
 #: Requests before the count starts (imports, caches, the lazy startup).
 INSTRUCTION_WARMUP = 50
-#: django_graceful's ``HEARTBEAT`` while counting: its snapshot (and the snapshot's probe
-#: of the loop, four times a second) costs per second, not per request; under valgrind,
-#: which slows the server down some fifty times, a count would charge each request with
-#: fifty times its share. Left out here; bench/snapshots.py measures a snapshot.
+#: django_graceful's ``HEARTBEAT`` (and the heartbeat thread's probe interval) while
+#: counting: its snapshot and its probe of the loop (four times a second) cost per
+#: second, not per request; under valgrind, which slows the server down some fifty times
+#: (more while the machine is busy), a count would charge each request with fifty times
+#: their share (the probe alone: some 6,000 instructions a request at 20 requests a
+#: second; 0.01 % of a request at full speed). Left out here; bench/snapshots.py
+#: measures a snapshot.
 INSTRUCTION_HEARTBEAT = 3600
 
 
@@ -689,6 +692,7 @@ def count_one_start(
     env = {
         "PYTHONHASHSEED": "0",
         "BENCH_HEARTBEAT": str(INSTRUCTION_HEARTBEAT),
+        "BENCH_PROBE_INTERVAL": str(INSTRUCTION_HEARTBEAT),
         "BENCH_CALLGRIND_DIR": str(folder),
     }
     server = Server(
@@ -885,11 +889,12 @@ def count_main(
         "median and min .. max of the starts; a ratio is each start's to plain Django's "
         "of the same round); the count of the user-space instructions of the whole process "
         "(the kernel's work, such as starting a thread per request, is not in it). "
-        f"django_graceful's snapshots are left out (HEARTBEAT {INSTRUCTION_HEARTBEAT}: they "
-        "cost per second, not per request); the heartbeat's probe of the event loop (four "
-        "times a second) is in, and runs more often per request under valgrind, which slows "
-        "the server down many times, than at full speed. Counts agree within about 0.5 % "
-        "within a start; from one start to the next the same server's moves by up to 2 %.",
+        "django_graceful's snapshots and the heartbeat's probe of the event loop are left "
+        f"out (HEARTBEAT and the probe's interval {INSTRUCTION_HEARTBEAT} s: they cost per "
+        "second, not per request, and under valgrind, which slows the server down many "
+        "times, a request would be charged many times their share). Counts agree within "
+        "about 0.5 % within a start; from one start to the next the same server's moves by "
+        "up to 2 %.",
         "",
         *instructions(args, chosen, views),
     ]
