@@ -2,7 +2,7 @@
 
 Usage: python bench/request_cost.py [--quick] [--servers KIND ...] [--views VIEW ...]
        [--variants VARIANT ...] [--rounds N] [--duration S] [--budget S] [--pg own|shared]
-       [--instructions N]
+       [--instructions N [--starts N]]
 
 Each server kind (one worker, its usual command line, access logs off) runs the bench
 project three times over, all three up at once: plain Django (Granian RSGI's is plain
@@ -38,11 +38,14 @@ round <= the requests in flight (``--connections``) + 2; ``REUSE_SYNC_THREADS`` 
 1.02x plain Django's CPU per request. On a shared 2-core machine a round's ratio moves by
 several per cent: read the min .. max beside each ratio.
 
-``--instructions N`` (a few minutes) counts instead: each variant's user-space
+``--instructions N`` (some ten minutes) counts instead: each variant's user-space
 instructions per request under callgrind, on Uvicorn (or Daphne), ``N`` requests at a time
-on one connection. A count moves by less than 1 % from run to run whatever else the
-machine does, where CPU time moves by 10 % and more: it is how a change of a few per cent
-in the path of every request is seen. Needs valgrind.
+on one connection, each variant's server started ``--starts`` times (default 3),
+interleaved. Within one start a count moves by less than 0.5 % whatever else the machine
+does, where CPU time moves by 10 % and more; from one start to the next by up to 2 %
+(where the allocator puts things): hence the several starts, and ratios of starts side by
+side. It is how a change of a few per cent in the path of every request is seen. Needs
+valgrind. ``BENCH_CALLGRIND_KEEP=DIR`` keeps the dumps there, for callgrind_annotate.
 
 ``--quick`` (about a minute): Uvicorn and Granian RSGI, 2 rounds of 1 s. The full run
 (the defaults: five servers, 5 rounds of 3 s) takes about 15 minutes. The tables go to
@@ -570,10 +573,13 @@ ONE_PROCESS = ("uvicorn", "daphne")
 INSTRUCTION_SAMPLES = 3
 #: Requests before the count starts (imports, caches, the lazy startup).
 INSTRUCTION_WARMUP = 50
-#: django_graceful's ``HEARTBEAT`` while counting: its snapshot (and the snapshot's probe
-#: of the loop, four times a second) costs per second, not per request; under valgrind,
-#: which slows the server down some fifty times, a count would charge each request with
-#: fifty times its share. Left out here; bench/snapshots.py measures a snapshot.
+#: django_graceful's ``HEARTBEAT`` (and the heartbeat thread's probe interval) while
+#: counting: its snapshot and its probe of the loop (four times a second) cost per
+#: second, not per request; under valgrind, which slows the server down some fifty times
+#: (more while the machine is busy), a count would charge each request with fifty times
+#: their share (the probe alone: some 6,000 instructions a request at 20 requests a
+#: second; 0.01 % of a request at full speed). Left out here; bench/snapshots.py
+#: measures a snapshot.
 INSTRUCTION_HEARTBEAT = 3600
 
 
@@ -625,54 +631,42 @@ def count_instructions(server: Server, views: list[View], requests: int) -> dict
 def instructions(args: argparse.Namespace, chosen: list[Variant], views: list[View]) -> list[str]:
     """``--instructions``: each variant's instructions per request, counted by callgrind
     (user-space instructions of the whole process: the event loop, Django, the threads of
-    its sync code; not the kernel's), against plain Django on the same server."""
+    its sync code; not the kernel's), against plain Django on the same server.
+
+    Each variant's server starts ``--starts`` times, the order rotating each time (ABC,
+    BCA, CAB): a count moves by up to 2 % from one start of the same server to the next
+    (hash seeds are fixed; what moves is where the allocator puts things), so one start
+    per variant cannot tell 1 % apart. A start's count is the median of its
+    ``INSTRUCTION_SAMPLES``; a ratio is each start's to plain Django's start of the same
+    round, given as the median (min .. max) of the rounds."""
     if shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
     lines = [
-        "| server | view | variant | instructions per request | ÷ plain (min .. max) |",
+        "| server | view | variant | instructions per request (min .. max) "
+        "| ÷ plain (min .. max) |",
         "|---|---|---|---:|---:|",
     ]
     tag = f"py{sys.version_info.major}{sys.version_info.minor}"
-    env_base = {"PYTHONHASHSEED": "0", "BENCH_HEARTBEAT": str(INSTRUCTION_HEARTBEAT)}
+    by_key = {variant.key: variant for variant in chosen}
     for kind in args.servers:
         if kind not in ONE_PROCESS:
             log(f"{SERVER_NAMES[kind]}: not counted (valgrind counts one process)")
             continue
-        per_variant: dict[str, dict[str, list[float]]] = {}
-        for variant in chosen:
-            folder = Path(tempfile.mkdtemp(prefix="bench-callgrind-"))
-            server = Server(
-                kind,
-                variant.app,
-                log_path=RESULTS / f"request-instructions-{tag}-{kind}-{variant.key}.log",
-                extra=QUIET.get(kind, ()),
-                env={**env_base, "BENCH_CALLGRIND_DIR": str(folder)},
-            )
-            server.cmd = [
-                "valgrind",
-                "--tool=callgrind",
-                "--instr-atstart=no",
-                f"--callgrind-out-file={folder}/callgrind.out",
-                *server.cmd,
-            ]
-            try:
-                server.start()
-                server.wait_listening(300)
-                per_variant[variant.key] = count_instructions(server, views, args.instructions)
-            finally:
-                server.stop(60)
-                shutil.rmtree(folder, ignore_errors=True)
-            log(
-                f"  {kind} {variant.key}: "
-                + ", ".join(
-                    f"{key} {statistics.median(v):,.0f}"
-                    for key, v in per_variant[variant.key].items()
+        #: variant -> view -> one count per start (the median of its samples).
+        counts: dict[str, dict[str, list[float]]] = {key: {} for key in by_key}
+        for start in range(args.starts):
+            for key in rotation(start, list(by_key)):
+                got = count_one_start(kind, by_key[key], views, args.instructions, tag)
+                for view_key, samples in got.items():
+                    counts[key].setdefault(view_key, []).append(statistics.median(samples))
+                log(
+                    f"  {kind} start {start + 1} {key}: "
+                    + ", ".join(f"{k} {statistics.median(v):,.0f}" for k, v in got.items())
                 )
-            )
         for view in views:
-            base = per_variant[PLAIN][view.key]
+            base = counts[PLAIN][view.key]
             for variant in chosen:
-                mine = per_variant[variant.key][view.key]
+                mine = counts[variant.key][view.key]
                 ratios = [a / b for a, b in zip(mine, base, strict=True)]
                 ratio_text = (
                     "1"
@@ -684,9 +678,48 @@ def instructions(args: argparse.Namespace, chosen: list[Variant], views: list[Vi
                     ratio_text += f" ({'PASS' if ok else 'MISS'} ≤ {GOAL_OFF_CPU})"
                 lines.append(
                     f"| {SERVER_NAMES[kind]} | {view.name} | {variant.name} | "
-                    f"{statistics.median(mine):,.0f} | {ratio_text} |"
+                    f"{statistics.median(mine):,.0f} ({min(mine):,.0f} .. {max(mine):,.0f}) "
+                    f"| {ratio_text} |"
                 )
     return lines
+
+
+def count_one_start(
+    kind: str, variant: Variant, views: list[View], requests: int, tag: str
+) -> dict[str, list[float]]:
+    """One start of ``variant``'s server under callgrind: its counts per view."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-callgrind-"))
+    env = {
+        "PYTHONHASHSEED": "0",
+        "BENCH_HEARTBEAT": str(INSTRUCTION_HEARTBEAT),
+        "BENCH_PROBE_INTERVAL": str(INSTRUCTION_HEARTBEAT),
+        "BENCH_CALLGRIND_DIR": str(folder),
+    }
+    server = Server(
+        kind,
+        variant.app,
+        log_path=RESULTS / f"request-instructions-{tag}-{kind}-{variant.key}.log",
+        extra=QUIET.get(kind, ()),
+        env=env,
+    )
+    server.cmd = [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={folder}/callgrind.out",
+        *server.cmd,
+    ]
+    try:
+        server.start()
+        server.wait_listening(300)
+        return count_instructions(server, views, requests)
+    finally:
+        server.stop(60)
+        keep = os.environ.get("BENCH_CALLGRIND_KEEP")
+        if keep:  # the dumps, for callgrind_annotate
+            target = Path(keep) / f"{variant.key}-{time.time_ns()}"
+            shutil.copytree(folder, target)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # -- main ---------------------------------------------------------------------------
@@ -739,6 +772,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "within about 1 %% from run to run, whatever else the machine does",
     )
     parser.add_argument(
+        "--starts",
+        type=int,
+        default=3,
+        metavar="N",
+        help="with --instructions: start each variant's server N times, interleaved "
+        "(a count moves by up to 2 %% from one start to the next)",
+    )
+    parser.add_argument(
         "--budget", type=float, help="seconds; no new round after it (default 1500; quick 60)"
     )
     args = parser.parse_args(argv)
@@ -753,6 +794,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--rounds, --duration, --warmup and --connections must be >= 1")
     if args.instructions is not None and args.instructions < 1:
         parser.error("--instructions must be >= 1")
+    if args.starts < 1:
+        parser.error("--starts must be >= 1")
     return args
 
 
@@ -841,15 +884,17 @@ def count_main(
         "",
         f"`{command}`: {header}. Each variant's server under callgrind, its count on only "
         f"while {args.instructions} requests are sent one after the other on one kept-alive "
-        f"connection, {INSTRUCTION_SAMPLES} counts per view (the median; the ratios' min .. "
-        "max); the count of the user-space instructions of the whole process (the kernel's "
-        "work, such as starting a thread per request, is not in it). django_graceful's "
-        f"snapshots are left out (HEARTBEAT {INSTRUCTION_HEARTBEAT}: they cost per second, "
-        "not per request); the heartbeat's probe of the event loop (four times a second) "
-        "is in, and runs more often per request under valgrind, which slows the server "
-        "down many times, than at full speed. Counts agree within about 0.5 % in a run; "
-        "from one run to the next plain Django's moves by up to 2 %: compare ratios of "
-        "one run.",
+        f"connection, {INSTRUCTION_SAMPLES} counts per view and start (their median), "
+        f"each variant's server started {args.starts} times, the order rotating (the "
+        "median and min .. max of the starts; a ratio is each start's to plain Django's "
+        "of the same round); the count of the user-space instructions of the whole process "
+        "(the kernel's work, such as starting a thread per request, is not in it). "
+        "django_graceful's snapshots and the heartbeat's probe of the event loop are left "
+        f"out (HEARTBEAT and the probe's interval {INSTRUCTION_HEARTBEAT} s: they cost per "
+        "second, not per request, and under valgrind, which slows the server down many "
+        "times, a request would be charged many times their share). Counts agree within "
+        "about 0.5 % within a start; from one start to the next the same server's moves by "
+        "up to 2 %.",
         "",
         *instructions(args, chosen, views),
     ]

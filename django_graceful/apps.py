@@ -10,13 +10,13 @@ class GracefulConfig(AppConfig):
 
     def ready(self) -> None:
         from django.core import checks
-        from django.core.signals import request_finished, setting_changed
+        from django.core.signals import setting_changed
 
         from . import checks as graceful_checks
         from ._cancel import sql
         from ._core.lifecycle import get_lifecycle
         from ._diagnosis import publisher
-        from ._serving.threads import request_ended
+        from ._serving.threads import attend_request_ends
         from .adapters.daphne import guard_reloader
         from .conf import reset
 
@@ -25,7 +25,7 @@ class GracefulConfig(AppConfig):
         checks.register(graceful_checks.check_state_cache)
         checks.register(graceful_checks.check_views, checks.Tags.urls)
         setting_changed.connect(reset, dispatch_uid="django_graceful.conf.reset")
-        request_finished.connect(request_ended, dispatch_uid="django_graceful.request_ended")
+        attend_request_ends(True)
         sql.install()
         publisher.install()
         guard_reloader(lambda: get_lifecycle().budget())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from asyncio import current_task, get_running_loop
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,7 @@ from ._core.registry import (
     reset_item,
     use_item,
 )
+from ._serving import threads as _threads
 from ._serving.connection import InterruptibleReceive, TrackingSend
 from ._serving.protocol import (
     BODY_DRAIN_SECONDS,
@@ -39,7 +41,7 @@ from ._serving.protocol import (
 )
 from ._serving.rsgi import HTTPConnection, WebsocketConnection, http_scope, websocket_scope
 from ._serving.streams import StreamEnded
-from ._serving.threads import ReusedThreadContext, SyncThreads
+from ._serving.threads import ReusedThreadContext, SyncThreads, attend_request_ends
 from ._serving.websocket import WebsocketSession
 from .adapters import detect
 
@@ -53,6 +55,8 @@ NOT_RSGI_MESSAGE = (
 
 #: Beyond reading an upload's body, how long a 503 to a stopped startup may take to send.
 REFUSE_SLACK = 0.5
+
+_SERVING, _CLOSING = Phase.SERVING, Phase.CLOSING
 
 #: The scope types served (ASGI's three, and Channels' ``channel`` of ``runworker``).
 SCOPE_TYPES = ("http", "websocket", "lifespan", "channel")
@@ -78,6 +82,8 @@ class GracefulASGI:
         self._lifecycle = lifecycle
         #: Idle threads for requests' sync code (``REUSE_SYNC_THREADS``).
         self._sync_threads = SyncThreads()
+        #: The app carries each request's tracked work itself (``GracefulASGIHandler``).
+        self._carried = getattr(type(app), "carries_tracked_item", False) is True
 
     @property
     def lifecycle(self) -> Lifecycle:
@@ -86,18 +92,114 @@ class GracefulASGI:
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: Send | _NotGiven = _NOT_GIVEN
     ) -> None:
+        # The path of every request, in this one coroutine (each coroutine around the
+        # app's costs at each of its awaits): an HTTP request while the cycle serves (up
+        # to DRAINING), on the loop it started on (so not closed: not ``stale``), goes
+        # straight on; any other call is seen to by ``_admit`` first.
+        lifecycle = self._lifecycle or get_lifecycle()
+        if (
+            type(scope) is dict
+            and scope.get("type") == "http"
+            and _SERVING <= lifecycle.phase < _CLOSING
+            and lifecycle.loop is get_running_loop()
+            and lifecycle.startup_error is None
+            and callable(receive)
+            and callable(send)  # not given (RSGI): not callable
+        ):
+            if lifecycle.state and not scope.get("state"):
+                scope["state"] = dict(lifecycle.state)
+        else:
+            admitted = await self._admit(scope, receive, send)
+            if admitted is None:
+                return
+            lifecycle = admitted
+        # A tracked HTTP request.
+        settings = lifecycle.settings
+        item = TrackedRequest(
+            scope.get("method", "?"),
+            scope.get("path", "?"),
+            current_task(),
+            redacted=settings.REDACT_PATHS,
+        )
+        interruptible = InterruptibleReceive(receive, HTTP_DISCONNECT, item)
+        item.on_cancel = interruptible.interrupt
+        scope[TRACKED_KEY] = item  # type: ignore[literal-required]
+        lifecycle.registry.add(item)
+        extensions: Any = scope.get("extensions")
+        tracking_send = TrackingSend(
+            send,  # type: ignore[arg-type]  # given: _admit took the call otherwise
+            lifecycle,
+            item,
+            pathsend=extensions is not None and PATHSEND in extensions,
+        )
+        interruptible.response = item.response = tracking_send
+        if not self._sync_threads.watching:  # its pools too, threads reused or not
+            self._sync_threads.serve_cycle(lifecycle)
+        # The request is the work its code runs for, in the view and outside it (its
+        # request_finished receivers: leave_connections_clean names the view), and in
+        # the threads of its sync code: current_item(), current_cancellation(). Django's
+        # handler (ours) carries it in its ThreadSensitiveContext, another app in
+        # current_item()'s own context variable.
+        previous_item = None if self._carried else use_item(item)
+        # The app gets bound methods: called the quick way, not through an instance's
+        # __call__ (a request calls each a few times).
+        try:
+            if settings.REUSE_SYNC_THREADS:
+                if not _threads.attending:
+                    attend_request_ends(True)
+                async with ReusedThreadContext(self._sync_threads, tracking_send, item):
+                    await self.app(scope, interruptible.__call__, tracking_send.__call__)
+            else:
+                if _threads.attending:
+                    attend_request_ends(False)
+                await self.app(scope, interruptible.__call__, tracking_send.__call__)
+        except asyncio.CancelledError as exc:
+            await self._answer_cancelled(item, tracking_send)
+            if not (_ours(exc) and tracking_send.finished):
+                raise
+            # Our shutdown cancel, answered: the request is over. Raised on, the server
+            # would log it as an error (one traceback per request), though all is well.
+            task = asyncio.current_task()
+            while task is not None and task.uncancel() > 0:
+                pass
+            if tracking_send.ending is not None:  # not before its stream's end is out
+                await asyncio.wait({tracking_send.ending})
+        except StreamEnded:
+            if tracking_send.ending is None:
+                raise
+            # The app sent on after we ended its endless stream (a consumer that reads no
+            # message while it streams): its client has a complete response, all is well.
+        else:
+            if item.cancel_count:
+                if tracking_send.ending is not None:
+                    # Its endless stream's end is out (it cancels the request once it is),
+                    # unless CANCELLING came first: not before, or the server would take
+                    # the response as cut off.
+                    await asyncio.wait({tracking_send.ending})
+                await self._answer_cancelled(item, tracking_send)
+        finally:
+            if previous_item is not None:
+                reset_item(previous_item)
+            lifecycle.registry.discard(item)
+
+    async def _admit(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: Send | _NotGiven
+    ) -> Lifecycle | None:
+        """A call the quick path of ``__call__`` does not take, each check in full: the
+        lifecycle, for an HTTP request to track (``__call__`` goes on); None once served
+        here (RSGI, lifespan, a refusal, a websocket, a channel)."""
         if isinstance(send, _NotGiven):
             # Called as an RSGI app by something that hid __rsgi__ (a wrapper around us).
             if not hasattr(scope, "proto"):
                 raise TypeError(NOT_RSGI_MESSAGE)
             await self.__rsgi__(scope, receive)
-            return
+            return None
         kind: str | None = scope.get("type") if type(scope) is dict else None
         if kind not in SCOPE_TYPES or not (callable(receive) and callable(send)):
             kind = _scope_type(scope, receive, send)  # raises, saying what is wrong
         if kind == "lifespan":
             await self._lifespan(scope, receive, send)
-            return
+            return None
         lifecycle = self.lifecycle
         phase = lifecycle.phase
         if phase < Phase.SERVING or lifecycle.stale:
@@ -107,14 +209,14 @@ class GracefulASGI:
                 await lifecycle.startup(self, detect, lazy=True)
             except StartupFailed:
                 await refuse(scope, receive, send, UNAVAILABLE_BODY, WS_INTERNAL_ERROR)
-                return
+                return None
             except asyncio.CancelledError:
                 await _answer_stopped_during_startup(scope, receive, send)
                 raise
             phase = lifecycle.phase
         elif lifecycle.startup_error is not None:
             await refuse(scope, receive, send, UNAVAILABLE_BODY, WS_INTERNAL_ERROR)
-            return
+            return None
         if phase >= Phase.CLOSING and not lifecycle.read_before_closing(kind == "http"):
             lifecycle.answering += 1
             try:
@@ -133,15 +235,16 @@ class GracefulASGI:
                     )
             finally:
                 lifecycle.answering -= 1
-            return
+            return None
         if not scope.get("state") and lifecycle.state:
             scope["state"] = dict(lifecycle.state)
         if kind == "http":
-            await self._http(lifecycle, scope, receive, send)
-        elif kind == "websocket":
+            return lifecycle
+        if kind == "websocket":
             await self._websocket(lifecycle, scope, receive, send)
         else:
             await self.app(scope, receive, send)
+        return None
 
     # -- RSGI (Granian's default interface) -------------------------------------------
 
@@ -176,68 +279,6 @@ class GracefulASGI:
                 ws.release()
         else:
             raise ValueError(f"GracefulASGI does not serve RSGI protocol {scope.proto!r}")
-
-    async def _http(
-        self, lifecycle: Lifecycle, scope: Scope, receive: ASGIReceiveCallable, send: Send
-    ) -> None:
-        settings = lifecycle.settings
-        item = TrackedRequest(
-            scope.get("method", "?"),
-            scope.get("path", "?"),
-            asyncio.current_task(),
-            redacted=settings.REDACT_PATHS,
-        )
-        interruptible = InterruptibleReceive(receive, HTTP_DISCONNECT, item)
-        item.on_cancel = interruptible.interrupt
-        scope[TRACKED_KEY] = item  # type: ignore[literal-required]
-        lifecycle.registry.add(item)
-        extensions: Any = scope.get("extensions") or ()
-        tracking_send = TrackingSend(send, lifecycle, item, pathsend=PATHSEND in extensions)
-        interruptible.response = tracking_send
-        item.response = tracking_send
-        reuse = settings.REUSE_SYNC_THREADS
-        if not self._sync_threads.watching:  # its pools too, threads reused or not
-            self._sync_threads.serve_cycle(lifecycle)
-        # The request is the work its code runs for, in the view and outside it (its
-        # request_finished receivers: leave_connections_clean names the view), and in
-        # the threads of its sync code: current_item(), current_cancellation().
-        previous_item = use_item(item)
-        # The app gets bound methods: called the quick way, not through an instance's
-        # __call__ (a request calls each a few times).
-        receive_bound, send_bound = interruptible.__call__, tracking_send.__call__
-        try:
-            if reuse:
-                async with ReusedThreadContext(self._sync_threads, tracking_send):
-                    await self.app(scope, receive_bound, send_bound)
-            else:
-                await self.app(scope, receive_bound, send_bound)
-        except asyncio.CancelledError as exc:
-            await self._answer_cancelled(item, tracking_send)
-            if not (_ours(exc) and tracking_send.finished):
-                raise
-            # Our shutdown cancel, answered: the request is over. Raised on, the server
-            # would log it as an error (one traceback per request), though all is well.
-            task = asyncio.current_task()
-            while task is not None and task.uncancel() > 0:
-                pass
-            if tracking_send.ending is not None:  # not before its stream's end is out
-                await asyncio.wait({tracking_send.ending})
-        except StreamEnded:
-            if tracking_send.ending is None:
-                raise
-            # The app sent on after we ended its endless stream (a consumer that reads no
-            # message while it streams): its client has a complete response, all is well.
-        else:
-            if item.cancel_count:
-                if tracking_send.ending is not None:
-                    # Its endless stream's end is out (it cancels the request once it is),
-                    # unless CANCELLING came first: not before, or the server would take
-                    # the response as cut off.
-                    await asyncio.wait({tracking_send.ending})
-                await self._answer_cancelled(item, tracking_send)
-        finally:
-            reset_item(previous_item)
-            lifecycle.registry.discard(item)
 
     async def _websocket(
         self, lifecycle: Lifecycle, scope: Scope, receive: ASGIReceiveCallable, send: Send

@@ -11,7 +11,7 @@ path), when a snapshot or a log line first needs the name.
 
 from __future__ import annotations
 
-import asyncio
+from asyncio import current_task
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +21,7 @@ from django.http import HttpRequest, HttpResponse
 from ._core import wsgi
 from ._core.cancellation import NEVER, CancellationToken, CancelReason, RequestCancelled
 from ._core.registry import TrackedRequest, reset_item, use_item
+from ._serving import threads
 from ._serving.handler import GracefulASGIRequest
 from .asgi import TRACKED_KEY
 from .conf import get_settings
@@ -38,7 +39,19 @@ class GracefulMiddleware:
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
-            return self._acall(request)
+            # Under GracefulASGI, on every request's path: no coroutine of our own, the
+            # next handler's is the one awaited (in the task that awaits us: the view's).
+            scope = getattr(request, "scope", None)
+            item = scope.get(TRACKED_KEY) if scope is not None else None
+            if item is None:  # not through GracefulASGI
+                return self._acall(request)
+            item.request = request
+            if type(request) is not GracefulASGIRequest:  # it has both as properties
+                _attach(request, item.token)
+            task = current_task()
+            if task is not item.task:  # Django 5.2: the view has a task of its own
+                item.view_task = task
+            return self.get_response(request)
         if wsgi.is_wsgi(request):
             return self._wsgi_call(request)
         _attach(request, NEVER)  # ASGI, behind a sync-only middleware: nothing tracked
@@ -51,6 +64,8 @@ class GracefulMiddleware:
         its code: ``@cancellable``'s timeout, the only thing that cancels it here, stops
         its SQL statement too."""
         wsgi.note_first_request()
+        if not threads.attending:  # after GracefulASGI without reused threads (tests)
+            threads.attend_request_ends(True)
         if not hasattr(request, "state"):  # unless a middleware before us gave one
             request.state = wsgi.WSGIState()  # type: ignore[attr-defined]
         item = TrackedRequest(request.method, request.path, redacted=get_settings().REDACT_PATHS)
@@ -70,19 +85,10 @@ class GracefulMiddleware:
         return None
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
-        scope = getattr(request, "scope", None)
-        item = scope.get(TRACKED_KEY) if scope is not None else None
-        if item is None:  # not through GracefulASGI
-            _attach(request, NEVER)
-            return await self.get_response(request)
-        item.request = request
-        if type(request) is not GracefulASGIRequest:  # it has both as properties
-            _attach(request, item.token)
-        item.view_task = asyncio.current_task()
-        try:
-            return await self.get_response(request)
-        finally:
-            item.view_task = None
+        """Not through GracefulASGI: nothing tracked, the request gets ``state`` and a
+        token that is never cancelled."""
+        _attach(request, NEVER)
+        return await self.get_response(request)
 
 
 #: Status of a response to work stopped for each reason (499: client closed request).

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import json
 import logging
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from asgiref.testing import ApplicationCommunicator
 
 from django_graceful import signals
 from django_graceful._core.cancellation import CancelReason
-from django_graceful._core.lifecycle import StartupFailed
+from django_graceful._core.lifecycle import Lifecycle, StartupFailed
 from django_graceful._core.phases import Phase
+from django_graceful._core.registry import current_item
 from django_graceful._serving.connection import InterruptibleReceive
-from django_graceful._serving.protocol import SHUTTING_DOWN_BODY
+from django_graceful._serving.protocol import SHUTTING_DOWN_BODY, TRACKED_KEY
 from django_graceful.asgi import GracefulASGI
 from tests.project import events, views
 
@@ -404,6 +409,66 @@ async def test_interrupted_receive_returns_the_disconnect_and_leaves_no_cancel_b
     assert await waiter == {"type": "http.disconnect"}
     assert waiter.cancelling() == 0
     assert await receive() == {"type": "http.disconnect"}  # and from then on
+
+
+async def test_a_receive_cancelled_by_its_task_leaves_no_cycle_behind() -> None:
+    """Django cancels its disconnect watch (a task blocked in ``receive()``) at the end of
+    every request: the task must go when it ends, not wait for the garbage collector."""
+    never = asyncio.Event()
+
+    async def server_receive() -> dict[str, Any]:
+        await never.wait()
+        return {"type": "http.disconnect"}
+
+    receive = InterruptibleReceive(server_receive, {"type": "http.disconnect"})
+    gc.disable()
+    try:
+        watch = asyncio.ensure_future(receive())
+        await asyncio.sleep(0)
+        watch.cancel()
+        await asyncio.wait({watch})
+        assert watch.cancelled()
+        gone = weakref.ref(watch)
+        del watch
+        assert gone() is None
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("path", ["/current/", "/current-sync/"])
+@pytest.mark.parametrize("outer_context", [False, True], ids=["own-context", "outer-context"])
+async def test_the_request_is_the_current_work_in_its_view_threads_and_tasks(
+    app: GracefulASGI, path: str, outer_context: bool
+) -> None:
+    """``current_item()`` / ``current_cancellation()`` are the request's in its view, the
+    threads of its sync code and the tasks it starts: carried by Django's
+    ThreadSensitiveContext, or (one entered before GracefulASGI) by a context variable."""
+
+    async def in_outer_context(scope: Any, receive: Any, send: Any) -> None:
+        async with ThreadSensitiveContext():
+            await app(scope, receive, send)
+
+    status, _, body = await request(in_outer_context if outer_context else app, path)  # type: ignore[arg-type]
+    assert status == 200
+    assert all(json.loads(body).values()), body
+
+
+async def test_the_request_is_the_current_work_of_an_app_other_than_django_s(
+    lifecycle: Lifecycle,
+) -> None:
+    seen: list[bool] = []
+
+    async def other_app(scope: Any, receive: Any, send: Any) -> None:
+        item = scope[TRACKED_KEY]
+        seen.append(current_item() is item)
+        seen.append(await sync_to_async(current_item)() is item)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    status, _, _ = await request(GracefulASGI(other_app, lifecycle=lifecycle), "/")
+    assert status == 200
+    assert seen == [True, True]
+    assert current_item() is None
 
 
 def test_events_module_is_silent_without_a_path(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -69,7 +69,9 @@ class Lifecycle:
         #: CLOSING found no way left for a new client to reach this process (its listeners
         #: are Unix-domain sockets whose paths were taken away): see ``_refuse_at_paths``.
         self.closed_to_newcomers = False
-        self.registry = Registry(on_empty=self._wake_up)
+        #: Wakes ``_hold`` when the last work leaves (hooked there: not on the path of
+        #: every request while serving).
+        self.registry = Registry()
         #: Merged state of the LIFESPAN context managers (our own reference: some
         #: servers clear the lifespan ``state`` before ``lifespan.shutdown``).
         self.state: dict[str, Any] = {}
@@ -462,6 +464,7 @@ class Lifecycle:
         Idle: no work in flight, and no request the server is still reading before it calls
         the app (``Driver.reading_requests``, looked at every ``READING_POLL`` s)."""
         deadline = time.monotonic() + seconds
+        self.registry.on_empty = self._wake_up
         while self._escalation < unless_escalated:
             idle = until_idle and not self.registry
             reading = idle and self._reading_requests()

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from types import FrameType
 from typing import Any, Protocol
 
-from asgiref.sync import iscoroutinefunction
+from asgiref.sync import SyncToAsync, iscoroutinefunction
 
 from . import stacks
 from .cancellation import NEVER, CancellationToken, CancelReason
@@ -310,6 +310,7 @@ class TrackedRequest(Tracked):
     last_chunk: bytes = b""
     _what: str | None = None
     _view: str | None = None
+    kind: WorkKind | str = WorkKind.REQUEST
 
     def __init__(
         self,
@@ -319,7 +320,6 @@ class TrackedRequest(Tracked):
         *,
         redacted: bool = False,
     ) -> None:
-        self.kind = WorkKind.REQUEST
         self._method = method
         self._path = path
         self.task = task
@@ -384,7 +384,8 @@ class Registry:
 
     def __init__(self, on_empty: Callable[[], None] | None = None) -> None:
         self._items: dict[int, Tracked] = {}
-        self._on_empty = on_empty
+        #: Called when the last item leaves (may be set, and unset, at any time).
+        self.on_empty = on_empty
         self._lingering: dict[int, Tracked] = {}
 
     def add(self, item: Tracked) -> Tracked:
@@ -394,10 +395,16 @@ class Registry:
     def discard(self, item: Tracked) -> None:
         if self._items.pop(item.id, None) is None:
             return
-        if item.told and item.sync_view and len(self._lingering) < MAX_LINGERING:
+        # Work never told to stop (most of it) has neither a reason nor a token yet.
+        if (
+            (item.reason is not None or item._token is not None)
+            and item.told
+            and item.sync_view
+            and len(self._lingering) < MAX_LINGERING
+        ):
             self._lingering[item.id] = item
-        if not self._items and self._on_empty:
-            self._on_empty()
+        if not self._items and self.on_empty is not None:
+            self.on_empty()
 
     def lingering(self) -> list[Tracked]:
         """Sync views told to stop whose request has ended: asgiref lets the task of a
@@ -431,20 +438,33 @@ _current_item: contextvars.ContextVar[Tracked | None] = contextvars.ContextVar(
     "django_graceful_item", default=None
 )
 
+#: The attribute under which a request's ``ThreadSensitiveContext`` carries its tracked
+#: work (``_serving/threads.py``'s ``RequestContext``).
+CONTEXT_ITEM = "django_graceful_item"
+
 
 def current_item() -> Tracked | None:
-    """The tracked work this code runs for: the request (GracefulASGI sets it for the
-    whole request), the ``spawn()``ed task; None elsewhere."""
-    return _current_item.get()
+    """The tracked work this code runs for: the request (GracefulASGI's, for the whole
+    request), the ``spawn()``ed task; None elsewhere.
+
+    A request's is carried by its ``ThreadSensitiveContext`` (asgiref's context variable,
+    which every Django request under ASGI sets anyway): one more context variable would
+    cost each of the request's ``sync_to_async`` calls, which walk them all. Other work
+    (a spawned task, a WSGI request, an app other than Django's handler) sets
+    ``_current_item``, which comes first."""
+    item = _current_item.get()
+    if item is None:
+        item = getattr(SyncToAsync.thread_sensitive_context.get(None), CONTEXT_ITEM, None)
+    return item
 
 
 def current_cancellation() -> CancellationToken:
     """The token of the request (or tracked task) this code runs for.
 
     Outside of one it is a token that is never cancelled. asgiref carries it into
-    the thread of a sync view (it is the current work's, a context variable).
+    the thread of a sync view (it is the current work's, in the context's variables).
     """
-    item = _current_item.get()
+    item = current_item()
     return NEVER if item is None else item.token
 
 

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_graceful")
 
+_DRAINING, _CLOSING = Phase.DRAINING, Phase.CLOSING
+
 #: The message that ends a response's body.
 STREAM_END: Message = {"type": "http.response.body", "body": b"", "more_body": False}
 
@@ -70,7 +72,11 @@ class InterruptibleReceive:
     async def __call__(self) -> Any:
         if self._interrupted:
             return self._disconnect
-        self._waiter = waiter = asyncio.current_task()
+        # No local names the task: a cancel's traceback keeps this frame, and the task
+        # keeps its cancel: a cycle, which only the garbage collector would free (with
+        # the task's context, frames and traceback), on every request whose disconnect
+        # watch is cancelled at its end.
+        self._waiter = asyncio.current_task()
         try:
             message = await self._receive()
             item = self._item
@@ -80,13 +86,19 @@ class InterruptibleReceive:
                     await item.wait_unshielded()  # a shield holds the disconnect back
             return message
         except asyncio.CancelledError:
-            if self._interrupting and waiter is not None:
+            if self._interrupting:
                 self._interrupting = False
-                if waiter.uncancel() == 0:
+                if _uncancel_current_task():
                     return self._disconnect
             raise
         finally:
             self._waiter = None
+
+
+def _uncancel_current_task() -> bool:
+    """Take back one cancel of the current task: True if none is left."""
+    task = asyncio.current_task()
+    return task is not None and task.uncancel() == 0
 
 
 class TrackingSend:
@@ -144,6 +156,22 @@ class TrackingSend:
                 await self._after_the_end(message)
             return  # the client has its 503 already; what the app sends after it is dropped
         kind = message["type"]
+        if kind == "http.response.start":
+            self.started = True
+            phase = self._lifecycle.phase
+            if phase >= _DRAINING:
+                # A kept-alive client (a balancer's pool, a Service's client) reconnects
+                # for its next request, and so reaches a server that serves on.
+                self._closing = phase >= _CLOSING
+                headers = [
+                    (k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"
+                ]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await self._send(message)
+            self.head = message
+            if self._closing:
+                self.closing()
+            return
         if kind == "http.response.body":
             if message.get("more_body", False):
                 self._in_chunk = True
@@ -158,22 +186,6 @@ class TrackingSend:
             self.finished = True
         elif kind == PATHSEND:
             self.finished = True
-        elif kind == "http.response.start":
-            self.started = True
-            phase = self._lifecycle.phase
-            if phase >= Phase.DRAINING:
-                # A kept-alive client (a balancer's pool, a Service's client) reconnects
-                # for its next request, and so reaches a server that serves on.
-                self._closing = phase >= Phase.CLOSING
-                headers = [
-                    (k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"
-                ]
-                message = {**message, "headers": [*headers, (b"connection", b"close")]}
-            await self._send(message)
-            self.head = message
-            if self._closing:
-                self.closing()
-            return
         await self._send(message)
         self.sent = self.finished
 

@@ -10,12 +10,15 @@ import stat
 from collections.abc import Mapping
 from typing import Any
 
+from asgiref.sync import SyncToAsync
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 from django.http import FileResponse, HttpResponseBase
 
 from .._core.cancellation import NEVER, CancellationToken
+from .._core.registry import CONTEXT_ITEM, reset_item, use_item
 from .protocol import PATHSEND, TRACKED_KEY
 from .streams import StreamEnded
+from .threads import RequestContext
 
 
 class GracefulASGIRequest(ASGIRequest):
@@ -53,6 +56,28 @@ class _HeadSent(Exception):
 
 class GracefulASGIHandler(ASGIHandler):
     request_class = GracefulASGIRequest
+    #: GracefulASGI leaves each request's tracked work to ``__call__`` to carry.
+    carries_tracked_item = True
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Django's, whose ``ThreadSensitiveContext`` carries the request's tracked work
+        (``RequestContext``). One entered before (``REUSE_SYNC_THREADS``'), which Django's
+        would leave as it is, carries it already, or else the context variable does."""
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        item = scope.get(TRACKED_KEY)
+        entered = SyncToAsync.thread_sensitive_context.get(None)
+        if entered is None:
+            async with RequestContext(item):
+                await self.handle(scope, receive, send)
+        elif item is None or getattr(entered, CONTEXT_ITEM, None) is item:
+            await self.handle(scope, receive, send)
+        else:
+            previous = use_item(item)
+            try:
+                await self.handle(scope, receive, send)
+            finally:
+                reset_item(previous)
 
     async def send_response(self, response: HttpResponseBase, send: Any) -> None:
         """Django's, but a ``FileResponse`` of a whole file on disk goes by its path
@@ -61,7 +86,7 @@ class GracefulASGIHandler(ASGIHandler):
         path = file_path(response) if isinstance(response, FileResponse) else None
         if path is None or not getattr(getattr(send, "__self__", send), "pathsend", False):
             try:
-                await super().send_response(response, send)
+                await ASGIHandler.send_response(self, response, send)
             except StreamEnded:
                 # Its endless stream was ended at the shutdown and it sent on: the client has
                 # its complete response; Django closes the response as after any other.

@@ -44,7 +44,7 @@ from django.db import connections
 
 from .._core import wsgi
 from .._core.phases import Phase
-from .._core.registry import current_item
+from .._core.registry import Tracked, current_item
 
 if TYPE_CHECKING:
     from .._core.lifecycle import Lifecycle
@@ -171,6 +171,31 @@ class RequestThread(ThreadPoolExecutor):
     @property
     def idle(self) -> bool:
         return self._pending == 0
+
+
+#: Whether ``request_ended`` is connected to ``request_finished`` (``attend_request_ends``).
+attending = False
+
+
+def attend_request_ends(needed: bool) -> None:
+    """Connect ``request_ended`` to ``request_finished`` (``needed``), or disconnect it.
+
+    Django walks a signal's receivers on every request, whether they have work or not:
+    connected from the start (the app's ``ready``), and wherever a request may need it
+    (a reused thread, a WSGI request through GracefulMiddleware); disconnected by
+    GracefulASGI while it serves with ``REUSE_SYNC_THREADS`` off, where each request's
+    sync code has a thread of its own that ends with it (nothing to do at its end)."""
+    global attending
+    from django.core.signals import request_finished
+
+    if needed:
+        request_finished.connect(request_ended, dispatch_uid=REQUEST_ENDED_UID)
+    else:
+        request_finished.disconnect(dispatch_uid=REQUEST_ENDED_UID)
+    attending = needed
+
+
+REQUEST_ENDED_UID = "django_graceful.request_ended"
 
 
 def request_ended(**_: Any) -> None:
@@ -329,11 +354,22 @@ class SyncThreads:
         return len(self._idle)
 
 
-class ReusedThreadContext(ThreadSensitiveContext):
+class RequestContext(ThreadSensitiveContext):
+    """A request's ``ThreadSensitiveContext`` (the one Django's handler enters for each
+    request), carrying its tracked work: ``current_item()`` finds it there."""
+
+    def __init__(self, item: Tracked | None = None) -> None:
+        super().__init__()
+        self.django_graceful_item = item  # CONTEXT_ITEM
+
+
+class ReusedThreadContext(RequestContext):
     """``ThreadSensitiveContext`` whose thread comes from ``threads`` and goes back."""
 
-    def __init__(self, threads: SyncThreads, response: Response | None = None) -> None:
-        super().__init__()
+    def __init__(
+        self, threads: SyncThreads, response: Response | None = None, item: Tracked | None = None
+    ) -> None:
+        super().__init__(item)
         self._threads = threads
         self._response = response
         self._thread: RequestThread | None = None

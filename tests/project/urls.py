@@ -7,6 +7,8 @@ urlpatterns = [
     path("stubborn/", views.stubborn),
     path("state/", views.state),
     path("pid/", views.sync_pid),
+    path("current/", views.current),
+    path("current-sync/", views.current_sync),
     path("export/", views.export),
     path("gives-up/", views.gives_up),
     path("guarded/", views.guarded),

@@ -26,6 +26,8 @@ from django_graceful import (
     endless,
     shield,
 )
+from django_graceful._core.registry import current_item
+from django_graceful._serving.protocol import TRACKED_KEY
 
 from .events import record
 
@@ -68,6 +70,28 @@ async def state(request: HttpRequest) -> JsonResponse:
 
 def sync_pid(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"pid": os.getpid()})
+
+
+def _is_current(request: HttpRequest) -> bool:
+    item = request.scope.get(TRACKED_KEY)  # type: ignore[attr-defined]
+    return item is not None and current_item() is item and current_cancellation() is item.token
+
+
+async def current(request: HttpRequest) -> JsonResponse:
+    """Where the request's tracked work is current: here, in a thread, in a task it starts."""
+    in_task = asyncio.get_running_loop().create_task(asyncio.sleep(0, _is_current(request)))
+    return JsonResponse(
+        {
+            "view": _is_current(request),
+            "thread": await sync_to_async(_is_current)(request),
+            "task": await asyncio.create_task(sync_to_async(_is_current)(request)),
+            "task-now": await in_task,
+        }
+    )
+
+
+def current_sync(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"view": _is_current(request)})
 
 
 def export(request: HttpRequest) -> HttpResponse:
