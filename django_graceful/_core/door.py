@@ -569,11 +569,13 @@ async def _meet_the_others(sockets: list[socket.socket]) -> bool:
     first = sockets[0]
     deadline = time.monotonic() + MEET_WAIT
     while True:
-        program = program_of(first)
-        if program == DROP_SYN:  # shut already (by a sibling, or at the stop signal)
+        if program_of(first) == DROP_SYN:  # shut already (at the stop signal): no scan
             return True
         others = other_holders(sockets, ignore)
-        if not others:  # alone
+        # Read again after the scan (milliseconds): a sibling may have shut it meanwhile,
+        # and a marker put on now would open it again.
+        program = program_of(first)
+        if not others or program == DROP_SYN:  # alone, or a sibling shut it already
             return True
         waiting = marked(program) or set()
         if others <= waiting:
@@ -588,10 +590,15 @@ async def _meet_the_others(sockets: list[socket.socket]) -> bool:
 async def _drain(
     sockets: list[socket.socket], timeout: float, busy: Callable[[], bool]
 ) -> tuple[Door, int]:
-    """Wait until the queued and half-open connections were accepted and answered."""
+    """Wait until the queued and half-open connections were accepted and answered. The
+    door is kept shut meanwhile: a sibling that read the socket's program just before it
+    shut may still put its marker on it (there is no compare-and-set for a filter)."""
     deadline = time.monotonic() + timeout
     quiet_since: float | None = None
     while True:
+        for sock in sockets:
+            if program_of(sock) != DROP_SYN:
+                attach(sock, DROP_SYN)
         queued = sum(accept_queue(sock) for sock in sockets)
         now = time.monotonic()
         settled = quiet_since is not None and now - quiet_since >= SETTLE
