@@ -79,6 +79,14 @@ def budget(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any]]:
     return done.returncode, json.loads(done.stdout)
 
 
+def budget_for_probe(
+    env: dict[str, str], probe: dict[str, Any], *more: str
+) -> tuple[int, dict[str, Any]]:
+    """``checkshutdown --budget --json`` against a manifest's readiness probe."""
+    period, threshold = str(probe["periodSeconds"]), str(probe["failureThreshold"])
+    return budget(env, "--readiness-period", period, "--failure-threshold", threshold, *more)
+
+
 def test_the_manifest_s_numbers_cover_the_example_project_s_budget(tmp_path: Path) -> None:
     """What a deploy pipeline checks: the manifest's environment, its readiness probe and
     its timeouts against ``checkshutdown --budget`` of the code it runs."""
@@ -86,15 +94,8 @@ def test_the_manifest_s_numbers_cover_the_example_project_s_budget(tmp_path: Pat
     pod = deployment["spec"]["template"]["spec"]
     web = container()
     env = {**example_env(tmp_path), **{v["name"]: v["value"] for v in web["env"]}}
-    probe = web["readinessProbe"]
-    status, report = budget(
-        env,
-        "--readiness-period",
-        str(probe["periodSeconds"]),
-        "--failure-threshold",
-        str(probe["failureThreshold"]),
-        "--endpoint-delay",
-        str(ENDPOINT_DELAY),
+    status, report = budget_for_probe(
+        env, web["readinessProbe"], "--endpoint-delay", str(ENDPOINT_DELAY)
     )
     assert status == 0 and report["drain"]["enough"], report["drain"]
     least = report["least"]
@@ -112,14 +113,7 @@ def test_the_example_project_s_defaults_would_not_do() -> None:
     probe fails the check: the numbers above are not met by chance."""
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     env.pop("GRACEFUL_DRAIN_DELAY", None)
-    probe = container()["readinessProbe"]
-    status, report = budget(
-        env,
-        "--readiness-period",
-        str(probe["periodSeconds"]),
-        "--failure-threshold",
-        str(probe["failureThreshold"]),
-    )
+    status, report = budget_for_probe(env, container()["readinessProbe"])
     assert status == 1 and not report["drain"]["enough"], report["drain"]
 
 
