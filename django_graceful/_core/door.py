@@ -438,11 +438,10 @@ def _shut(sockets: list[socket.socket]) -> bool:
     return True
 
 
-def refuse_at_path(sock: socket.socket) -> str | None:
-    """Replace the path of the Unix-domain listener ``sock`` with a socket that listens to
-    nothing, if the path still leads to ``sock``; return the path replaced (None: none).
-    The replacement is renamed over the path (the path is never missing) and gets its
-    permissions, so that a client is refused, not told it may not connect."""
+def _own_path(sock: socket.socket) -> tuple[str, os.stat_result] | None:
+    """The path of the Unix-domain listener ``sock`` and what is there, while the path
+    still leads to ``sock`` (None: unbound, abstract, gone, another socket's now, or
+    ``sock_diag`` does not answer)."""
     try:
         path = sock.getsockname()
     except OSError:
@@ -456,6 +455,18 @@ def refuse_at_path(sock: socket.socket) -> str | None:
         return None
     if diag is None or diag[1] != (there.st_ino, there.st_dev):
         return None  # it leads elsewhere now (another server bound it), or cannot tell
+    return path, there
+
+
+def refuse_at_path(sock: socket.socket) -> str | None:
+    """Replace the path of the Unix-domain listener ``sock`` with a socket that listens to
+    nothing, if the path still leads to ``sock``; return the path replaced (None: none).
+    The replacement is renamed over the path (the path is never missing) and gets its
+    permissions, so that a client is refused, not told it may not connect."""
+    own = _own_path(sock)
+    if own is None:
+        return None
+    path, there = own
     folder, name = os.path.split(path)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
         for spare in (f".{name}.{os.getpid()}.closed", f".graceful-{os.getpid()}"):
@@ -484,24 +495,15 @@ def refuse_at_path(sock: socket.socket) -> str | None:
 
 
 def _reached_at_path(sock: socket.socket) -> bool:
-    """Whether a new client can still reach the Unix-domain listener ``sock``: by an
-    abstract name, by its path (that still leads to it), or where it cannot be told."""
+    """Whether a new client can still reach the Unix-domain listener ``sock``: by its
+    path (that still leads to it), by an abstract name, or where it cannot be told."""
     try:
-        path = sock.getsockname()
+        name = sock.getsockname()
     except OSError:
         return True
-    if not isinstance(path, str) or not path:
-        return True  # abstract (bytes), or unbound
-    diag = unix_diag(sock)
-    if diag is None:
+    if not isinstance(name, str) or not name or unix_diag(sock) is None:
         return True
-    try:
-        there = os.stat(path)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True
-    return diag[1] == (there.st_ino, there.st_dev)
+    return _own_path(sock) is not None
 
 
 async def refuse_at_paths() -> tuple[list[str], bool]:
