@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 from .._core.driver import Control, Driver, Ending
 from .._core.phases import EXIT_SLACK, Phase
 from .._core.process import end_process, in_loop_thread
+from .._core.stops import SAME_SIGNAL_WINDOW
 from ._versions import fall_back, installed_version, version_problem
 
 if TYPE_CHECKING:
@@ -414,12 +415,21 @@ def _guard_reloader_child(sender: Any, **kwargs: Any) -> None:
     (``FORWARD_AFTER``) must not end the process by SIGINT on its way out (its status then
     says so, and the reloader's too), and a second Ctrl-C is the reloader's to act on (it
     ends this process). SIGTERM stays Django's (``sys.exit(0)``), noted first: either
-    signal names the shutdown's trigger, and makes a reload it interrupts an exit."""
+    signal names the shutdown's trigger, and makes a reload it interrupts an exit; a
+    SIGTERM within ``SAME_SIGNAL_WINDOW`` of the first is a repeat, and ignored here."""
     django_sigterm = signal.getsignal(signal.SIGTERM)
     if callable(django_sigterm):
+        first: list[float] = []
 
         def on_sigterm(signum: int, frame: Any) -> None:
             _STOP_SIGNAL.append(signal.SIGTERM)
+            now = time.monotonic()
+            if first and now - first[0] < SAME_SIGNAL_WINDOW:
+                # A repeat (a supervisor's SIGTERM to the process group, passed on by the
+                # reloader too) while the first one's exit is on its way to our shutdown:
+                # a second SystemExit there would end the process before it ran.
+                return
+            first[:] = first or [now]
             django_sigterm(signum, frame)
 
         signal.signal(signal.SIGTERM, on_sigterm)
